@@ -1,0 +1,105 @@
+"""Errors, and their mapping to the response envelope, in one place.
+
+Route code raises the specific exceptions below with a sentence a person can
+act on; the handlers turn them (and framework errors) into
+``{"code": <status>, "msg": ..., "data": ...}``. A 500 never leaks a stack trace:
+it is logged with the request id, which the response carries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from infra.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class ApiError(Exception):
+    status = 400
+
+    def __init__(self, msg: str, data: Any = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.data = data
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class Unprocessable(ApiError):
+    status = 422
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+
+
+def envelope(status: int, msg: str, data: Any = None, headers: dict[str, str] | None = None
+             ) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"code": status, "msg": msg, "data": data}, headers=headers
+    )
+
+
+def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pydantic's errors, trimmed to what a client needs (no echo of the input)."""
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"invalid {where}: {first['msg']}{more}"
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return envelope(exc.status, exc.msg, exc.data)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = field_errors(list(exc.errors()))
+    if any(e["type"] == "json_invalid" for e in errors):
+        return envelope(400, "request body is not valid JSON", errors)
+    return envelope(422, _summary(errors), errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        msg = f"no such endpoint: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        msg = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        msg = str(exc.detail)
+    return envelope(exc.status_code, msg, None, headers=getattr(exc, "headers", None))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,72 @@
+"""The Keel HTTP and WebSocket API. ``uvicorn api.main:app`` or ``keel api`` runs it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from api.routes import agents, health, tools, workflows
+from infra.db import create_engine, session_factory
+from infra.logging import configure_logging, get_logger
+from infra.settings import Settings, get_settings
+from infra.temporal import connect
+
+log = get_logger("keel.api")
+
+DESCRIPTION = """Durable AI-agent orchestration. Every response is an envelope
+`{"code": 0, "msg": "success", "data": ...}`; errors carry the HTTP status as `code`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.log_format)
+        engine = create_engine(settings.resolved_database_url)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
+        # Lazy: the API starts (and /health says why) even while Temporal is down.
+        app.state.temporal = await connect(settings, lazy=True)
+        log.info("api started", database=engine.url.render_as_string(hide_password=True),
+                 temporal=settings.temporal_address)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Keel",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redirect_slashes=True,
+    )
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    for module in (health, agents, tools, workflows):
+        app.include_router(module.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn api.main:app`: build the app on first access, not at import time.
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import text
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+from api.schemas.common import Envelope
+
+router = APIRouter(tags=["Health"])
+CHECK_TIMEOUT_S = 3.0
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    db: str
+    temporal: str
+    workers: int
+
+
+async def _db(request: Request) -> str:
+    try:
+        async with request.app.state.engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("SELECT 1")), CHECK_TIMEOUT_S)
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}: {exc}"[:300]
+
+
+async def _temporal(request: Request) -> tuple[str, int]:
+    settings = request.app.state.settings
+    client = request.app.state.temporal
+    try:
+        response = await asyncio.wait_for(
+            client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=settings.temporal_namespace,
+                    task_queue=TaskQueue(name=settings.task_queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                )
+            ),
+            CHECK_TIMEOUT_S,
+        )
+        workers = len({poller.identity for poller in response.pollers})
+        return "ok", workers
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        return f"unreachable at {settings.temporal_address}: {reason}"[:300], 0
+
+
+@router.get("/health", response_model=Envelope[Health],
+            responses={503: {"model": Envelope[Health]}},
+            summary="Database, Temporal and worker status (503 when degraded)")
+async def health(request: Request) -> Any:
+    db, (temporal, workers) = await asyncio.gather(_db(request), _temporal(request))
+    healthy = db == "ok" and temporal == "ok"
+    data = Health(status="ok" if healthy else "degraded", db=db, temporal=temporal,
+                  workers=workers)
+    body = {"code": 0 if healthy else 503,
+            "msg": "success" if healthy else "degraded: see db and temporal",
+            "data": data.model_dump()}
+    return JSONResponse(body, status_code=200 if healthy else 503)

