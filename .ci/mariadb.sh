@@ -250,7 +250,7 @@ if ! alive; then
         die "127.0.0.1:$PORT is already in use by another process; stop it or set KEEL_MARIADB_PORT to a free port"
     fi
 
-    if [[ ! -f $INIT_MARKER ]]; then
+    if [[ ! -f $INIT_MARKER || ! -d $DATADIR/mysql ]]; then
         log "initialising data directory $DATADIR"
         rm -rf "$DATADIR" # leftover of an interrupted initialisation, if any
         mkdir -p "$DATADIR"
@@ -263,6 +263,7 @@ if ! alive; then
             tail -n 40 "$INIT_LOG" >&2 || true
             die "mariadb-install-db failed (full log: $INIT_LOG)"
         }
+        [[ -d $DATADIR/mysql ]] || die "mariadb-install-db did not create $DATADIR/mysql (log: $INIT_LOG)"
         touch "$INIT_MARKER"
     fi
     if ((EUID == 0)); then chown -R "$SERVER_USER": "$BASE"; fi
@@ -276,13 +277,18 @@ if ! alive; then
         </dev/null >>"$OUT_LOG" 2>&1 3>&- 9>&- &
     server_pid=$!
 
-    deadline=$((SECONDS + TIMEOUT))
+    # Millisecond clock ($EPOCHREALTIME is bash >= 5; fall back to date).
+    now_ms() {
+        local t=${EPOCHREALTIME:-}
+        if [[ -n $t ]]; then t=${t/[.,]/}; echo $((10#${t:0:-3})); else date +%s%3N; fi
+    }
+    deadline=$(($(now_ms) + TIMEOUT * 1000))
     until alive; do
         if ! kill -0 "$server_pid" 2>/dev/null; then
             show_logs
             die "mariadbd exited during start-up (see $ERROR_LOG)"
         fi
-        if ((SECONDS >= deadline)); then
+        if (($(now_ms) >= deadline)); then
             show_logs
             kill "$server_pid" 2>/dev/null || true
             die "mariadbd did not answer 'mariadb-admin ping' within ${TIMEOUT}s (see $ERROR_LOG)"
