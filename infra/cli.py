@@ -1,0 +1,128 @@
+"""The ``keel`` command line.
+
+    keel migrate   apply database migrations (alembic upgrade head)
+    keel api       serve the HTTP and WebSocket API with uvicorn
+    keel worker    run a Temporal worker for Keel's workflows and activities
+    keel up        the embedded platform: Temporal dev server + migrations + worker + API
+
+Every command reads its configuration from ``KEEL_*`` environment variables or
+``.env`` (see ``.env.example``); none takes configuration flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from pydantic import ValidationError
+
+from infra.logging import configure_logging, get_logger
+from infra.settings import Settings
+
+log = get_logger("keel.cli")
+
+
+def cmd_migrate(settings: Settings) -> int:
+    from sqlalchemy.engine import make_url
+
+    from infra.migrate import upgrade
+
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    url = settings.resolved_database_url
+    log.info("migrating", database=make_url(url).render_as_string(hide_password=True))
+    upgrade(url)
+    log.info("database is at the latest revision")
+    return 0
+
+
+def cmd_api(settings: Settings) -> int:
+    import uvicorn
+
+    from api.main import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # our JSON logging (configure_logging), not uvicorn's
+        # Open WebSockets must not hold a shutdown forever.
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def cmd_worker(settings: Settings) -> int:
+    try:
+        from worker.main import run_worker
+    except ModuleNotFoundError as exc:
+        if exc.name != "worker.main":
+            raise
+        sys.stderr.write("keel: the worker is not available (worker/main.py is missing)\n")
+        return 1
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def cmd_up(settings: Settings) -> int:
+    from infra.supervisor import up
+
+    return up(settings)
+
+
+COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
+    "migrate": (cmd_migrate, "apply database migrations to KEEL_DATABASE_URL (or the "
+                             "SQLite file under KEEL_DATA_DIR)"),
+    "api": (cmd_api, "serve the API on KEEL_API_HOST:KEEL_API_PORT"),
+    "worker": (cmd_worker, "run a Temporal worker on KEEL_TASK_QUEUE until SIGINT/SIGTERM"),
+    "up": (cmd_up, "run everything locally in the foreground: Temporal dev server, "
+                   "migrations, a worker and the API, with state under KEEL_DATA_DIR"),
+}
+
+
+def _version() -> str:
+    try:
+        return version("keel")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keel",
+        description="Durable AI-agent orchestration. Configuration comes from KEEL_* "
+                    "environment variables or .env (see .env.example).",
+    )
+    parser.add_argument("--version", action="version", version=f"keel {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (handler, summary) in COMMANDS.items():
+        command = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:])
+        command.set_defaults(handler=handler)
+    return parser
+
+
+def _settings_errors(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = f"KEEL_{str(error['loc'][0]).upper()}: " if error["loc"] else ""
+        problems.append(field + error["msg"].removeprefix("Value error, "))
+    return "; ".join(problems)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.stderr.write(f"keel: invalid settings: {_settings_errors(exc)}\n")
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    handler: Callable[[Settings], int] = args.handler
+    return handler(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
