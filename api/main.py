@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_error_handlers
+from api.event_hub import EventHub
 from api.middleware import RequestContextMiddleware
-from api.routes import agents, health, tools, workflows
+from api.routes import agents, executions, health, tools, workflows
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings, get_settings
@@ -34,11 +35,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = session_factory(engine)
         # Lazy: the API starts (and /health says why) even while Temporal is down.
         app.state.temporal = await connect(settings, lazy=True)
+        app.state.event_hub = EventHub(app.state.temporal, app.state.sessions)
         log.info("api started", database=engine.url.render_as_string(hide_password=True),
                  temporal=settings.temporal_address)
         try:
             yield
         finally:
+            await app.state.event_hub.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -58,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
-    for module in (health, agents, tools, workflows):
+    for module in (health, agents, tools, workflows, executions):
         app.include_router(module.router)
     return app
 

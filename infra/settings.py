@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "keel"
+    # Temporal workflow ids are "<prefix>-<execution id>"; a distinct prefix lets several
+    # Keel databases share one Temporal namespace without their ids colliding.
+    workflow_id_prefix: str = Field(default="execution", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Where operators open the Temporal UI; used to build execution links.
     temporal_ui_url: str = "http://localhost:8233"
 

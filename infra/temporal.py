@@ -25,8 +25,8 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     )
 
 
-def temporal_workflow_id(execution_id: int) -> str:
-    return f"execution-{execution_id}"
+def temporal_workflow_id(settings: Settings, execution_id: int) -> str:
+    return f"{settings.workflow_id_prefix}-{execution_id}"
 
 
 def ui_url(settings: Settings, workflow_id: str, run_id: str | None = None) -> str:

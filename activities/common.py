@@ -1,0 +1,79 @@
+"""What every node activity does: heartbeat, bind log context, report retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from temporalio import activity
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.exceptions import ApplicationError
+
+from infra.events import EVENTS_TOPIC, EventType, event
+from infra.logging import get_logger
+
+log = get_logger("keel.activity")
+HEARTBEAT_EVERY_S = 1.0
+
+
+@asynccontextmanager
+async def node_activity(execution_id: int, node_id: str) -> AsyncIterator[None]:
+    """Heartbeat in the background so a cancel reaches the work within the heartbeat
+    timeout (the cancel arrives as CancelledError wherever the work is awaiting, so an
+    in-flight HTTP call is aborted, not waited out)."""
+    structlog.contextvars.bind_contextvars(execution_id=execution_id, node_id=node_id,
+                                           attempt=activity.info().attempt)
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    beater = asyncio.create_task(beat())
+    try:
+        yield
+    except asyncio.CancelledError:
+        log.info("node activity cancelled")
+        raise
+    finally:
+        beater.cancel()
+        structlog.contextvars.unbind_contextvars("execution_id", "node_id", "attempt")
+
+
+def will_retry(non_retryable: bool) -> bool:
+    info = activity.info()
+    if non_retryable:
+        return False
+    maximum = info.retry_policy.maximum_attempts if info.retry_policy else 0
+    return maximum == 0 or info.attempt < maximum
+
+
+async def publish(events: list[dict[str, Any]]) -> None:
+    """Publish events into the run's stream (token deltas, tool calls, retries)."""
+    client = WorkflowStreamClient.from_within_activity()
+    topic = client.topic(EVENTS_TOPIC)
+    for item in events:
+        topic.publish(item)
+    await client.flush()
+
+
+async def fail(message: str, *, node_id: str, non_retryable: bool = False,
+               error_type: str | None = None) -> ApplicationError:
+    """The error to raise for a failed attempt, after telling watchers a retry is coming."""
+    attempt = activity.info().attempt
+    if will_retry(non_retryable):
+        log.warning("node attempt failed; retrying", error=message)
+        try:
+            await publish([event(EventType.NODE_RETRYING, datetime.now(UTC).isoformat(), node_id,
+                                 {"attempt": attempt + 1, "error": message})])
+        except Exception:
+            log.exception("could not publish node.retrying")
+    else:
+        log.warning("node attempt failed for good", error=message)
+    return ApplicationError(message, {"attempt": attempt},
+                            type=error_type or ("NonRetryable" if non_retryable else "NodeError"),
+                            non_retryable=non_retryable)

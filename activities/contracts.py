@@ -1,0 +1,109 @@
+"""What the workflow and the activities pass each other: one pydantic model each way.
+
+Pure data (no I/O), so the workflow sandbox can import it. Add fields with
+defaults only: runs in flight carry the old shape in their history.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class AgentSpec(BaseModel):
+    """An agent as it was when the execution started (secrets still encrypted)."""
+
+    id: int
+    name: str
+    provider: str
+    model: str
+    base_url: str | None = None
+    api_key_encrypted: str | None = None
+    system_prompt: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_iterations: int = 8
+    tool_ids: list[int] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolSpec(BaseModel):
+    """A tool as it was when the execution started (secret config values encrypted)."""
+
+    id: int
+    name: str
+    description: str = ""
+    type: Literal["http", "mcp"]
+    input_schema: dict[str, Any] | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutionInput(BaseModel):
+    execution_id: int
+    workflow_id: int
+    workflow_version: int
+    definition: dict[str, Any]
+    input: dict[str, Any] = Field(default_factory=dict)
+    agents: dict[str, AgentSpec] = Field(default_factory=dict)  # keyed by str(agent id)
+    tools: dict[str, ToolSpec] = Field(default_factory=dict)  # keyed by str(tool id)
+
+
+class ExecutionResult(BaseModel):
+    status: Literal["completed", "failed", "cancelled"]
+    output: Any = None
+    error: str | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class LlmCallInput(BaseModel):
+    execution_id: int
+    workflow_id: int
+    node_id: str
+    agent: AgentSpec
+    messages: list[dict[str, Any]]
+    tools: list[ToolSpec] = Field(default_factory=list)
+    call_index: int = 0  # which model call of this node: part of the usage idempotency key
+
+
+class LlmCallResult(BaseModel):
+    content: str = ""
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    model: str = ""
+    attempt: int = 1
+
+
+class ToolCallInput(BaseModel):
+    execution_id: int
+    workflow_id: int
+    node_id: str
+    tool: ToolSpec
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    call_id: str  # stable across retries: the Idempotency-Key sent downstream
+    agent_id: int | None = None
+
+
+class ToolCallResult(BaseModel):
+    ok: bool
+    output: Any = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    attempt: int = 1
+
+
+class SyncInput(BaseModel):
+    execution_id: int
+
+
+class HumanResponse(BaseModel):
+    node_id: str
+    action: Literal["approve", "reject"]
+    comment: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,172 @@
+"""One stream subscription per execution per API process, fanned out to all watchers.
+
+A ``Feed`` follows one run's Temporal workflow stream and keeps the events it
+has seen, in order; every watcher of that execution reads from the same list
+with its own cursor, so 1 or 1,000 watchers cost Temporal the same polls. A
+watcher that (re)connects with ``after=N`` starts its cursor at N: it gets
+every later event exactly once, in order. The feed ends at the terminal event;
+if the run closed without one (terminated in Temporal), the feed asks
+``refresh`` to record how it ended and delivers that closing event too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+
+from api import execution_service
+from infra.events import EVENTS_TOPIC, TERMINAL_EVENTS
+from infra.execution_store import FINISHED
+from infra.logging import get_logger
+from infra.models import Execution, ExecutionEvent
+from infra.streams import to_event
+
+log = get_logger("keel.events")
+
+POLL_COOLDOWN = timedelta(milliseconds=10)
+START_POLL_S = 0.25  # how often a feed of a not-yet-started execution checks for its start
+
+
+def row_to_event(row: ExecutionEvent) -> dict[str, Any]:
+    return {"seq": row.seq, "type": row.type, "node_id": row.node_id,
+            "ts": row.ts.isoformat(), "data": row.data}
+
+
+async def stored_events(session: AsyncSession, execution_id: int, after: int
+                        ) -> list[dict[str, Any]]:
+    rows = await session.scalars(
+        select(ExecutionEvent)
+        .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > after)
+        .order_by(ExecutionEvent.seq)
+    )
+    return [row_to_event(r) for r in rows]
+
+
+class Feed:
+    def __init__(self, execution_id: int) -> None:
+        self.execution_id = execution_id
+        self.events: list[dict[str, Any]] = []
+        self.done = False
+        self.error: str | None = None
+        self.changed = asyncio.Condition()
+        self.watchers = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def add(self, items: list[dict[str, Any]]) -> None:
+        async with self.changed:
+            for item in items:
+                # Contiguity guard: a re-read never duplicates what is already here.
+                if item["seq"] == len(self.events) + 1:
+                    self.events.append(item)
+                    if item["type"] in TERMINAL_EVENTS:
+                        self.done = True
+            self.changed.notify_all()
+
+    async def finish(self, error: str | None = None) -> None:
+        async with self.changed:
+            self.done = True
+            self.error = error
+            self.changed.notify_all()
+
+
+class EventHub:
+    def __init__(self, client: Client, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.client = client
+        self.sessions = sessions
+        self.feeds: dict[int, Feed] = {}
+        self.subscriptions_started = 0
+
+    async def watch(self, execution_id: int, after: int) -> AsyncIterator[dict[str, Any]]:
+        """Every event of the execution with ``seq > after``, live, ending after the last."""
+        feed = self.feeds.get(execution_id)
+        if feed is None:
+            async with self.sessions() as session:
+                execution = await session.get(Execution, execution_id)
+                if execution is not None and execution.status in FINISHED and \
+                        await execution_service.has_terminal_event(session, execution_id):
+                    for item in await stored_events(session, execution_id, after):
+                        yield item
+                    return
+            feed = self.feeds.get(execution_id)  # another watcher may have made it meanwhile
+            if feed is None:
+                feed = self.feeds[execution_id] = Feed(execution_id)
+                feed.task = asyncio.create_task(self._follow(feed))
+                self.subscriptions_started += 1
+        feed.watchers += 1
+        cursor = after
+        try:
+            while True:
+                async with feed.changed:
+                    await feed.changed.wait_for(
+                        lambda seen=cursor: len(feed.events) > seen or feed.done
+                    )
+                    batch = feed.events[cursor:]
+                    finished = feed.done
+                for item in batch:
+                    yield item
+                cursor += len(batch)
+                if finished and cursor >= len(feed.events):
+                    if feed.error:
+                        raise RuntimeError(feed.error)
+                    return
+        finally:
+            feed.watchers -= 1
+            if feed.watchers == 0 and self.feeds.get(execution_id) is feed:
+                # Nobody is left watching: stop following; the next watcher starts afresh.
+                del self.feeds[execution_id]
+                if feed.task and not feed.task.done():
+                    feed.task.cancel()
+
+    async def _follow(self, feed: Feed) -> None:
+        try:
+            workflow_id = await self._wait_for_start(feed)
+            if workflow_id is not None:
+                stream = WorkflowStreamClient.create(self.client, workflow_id)
+                async for item in stream.subscribe(
+                    [EVENTS_TOPIC], from_offset=len(feed.events), poll_cooldown=POLL_COOLDOWN
+                ):
+                    await feed.add([to_event(self.client, item.offset, item.data)])
+                    if feed.done:
+                        return
+            # The run closed (or never started) without a terminal event in the stream:
+            # record how it ended, then deliver what the record says.
+            async with self.sessions() as session:
+                execution = await session.get(Execution, feed.execution_id)
+                if execution is not None:
+                    await execution_service.refresh(session, self.client, execution)
+                await feed.add(await stored_events(session, feed.execution_id, len(feed.events)))
+            await feed.finish()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("event feed failed", execution_id=feed.execution_id)
+            await feed.finish(f"event stream failed: {exc}")
+
+    async def _wait_for_start(self, feed: Feed) -> str | None:
+        """The run's Temporal workflow id once it has started; None if it ended unstarted."""
+        while True:
+            async with self.sessions() as session:
+                execution = await session.get(Execution, feed.execution_id)
+                if execution is None:
+                    return None
+                if execution.temporal_workflow_id:
+                    return execution.temporal_workflow_id
+                if execution.status in FINISHED:
+                    return None
+            await asyncio.sleep(START_POLL_S)
+
+    async def close(self) -> None:
+        for feed in list(self.feeds.values()):
+            if feed.task:
+                feed.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await feed.task
+        self.feeds.clear()

@@ -1,0 +1,187 @@
+"""Starting runs and keeping the API's view of them true to Temporal.
+
+The database is the record; Temporal is the truth while a run is open. For an
+open run, ``refresh`` folds any new events from the run's stream into the
+record, and if Temporal says the run closed without telling us (an operator
+terminated it, or it timed out), it writes the terminal state itself, with a
+closing event, so watchers and GETs agree on how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from activities.contracts import AgentSpec, ExecutionInput, ToolSpec
+from api.errors import Conflict, ServiceUnavailable
+from infra.events import TERMINAL_EVENTS, EventType, event
+from infra.execution_store import ACTIVE, apply_events, last_seq
+from infra.logging import get_logger
+from infra.models import Agent, Execution, ExecutionEvent, Tool, WorkflowVersion
+from infra.settings import Settings
+from infra.streams import read_events
+from infra.temporal import (
+    EXECUTION_ID_ATTR,
+    WORKFLOW_ID_ATTR,
+    WORKFLOW_VERSION_ATTR,
+    temporal_workflow_id,
+)
+from workflows.definition import Definition
+
+log = get_logger("keel.executions")
+TEMPORAL_TIMEOUT_S = 5.0
+
+# How a run that closed without a terminal event of its own is recorded.
+CLOSED_WITHOUT_EVENT = {
+    WorkflowExecutionStatus.TERMINATED: (EventType.EXECUTION_FAILED,
+                                         "terminated by an operator in Temporal"),
+    WorkflowExecutionStatus.TIMED_OUT: (EventType.EXECUTION_FAILED, "timed out in Temporal"),
+    WorkflowExecutionStatus.FAILED: (EventType.EXECUTION_FAILED, "the run failed in Temporal"),
+    WorkflowExecutionStatus.CANCELED: (EventType.EXECUTION_CANCELLED, "cancelled in Temporal"),
+    WorkflowExecutionStatus.COMPLETED: (EventType.EXECUTION_FAILED,
+                                        "the run completed without recording its result"),
+}
+
+
+async def snapshot(session: AsyncSession, definition: Definition
+                   ) -> tuple[dict[str, AgentSpec], dict[str, ToolSpec]]:
+    """The agents and tools a run uses, as they are now: edits later do not change it."""
+    agents = {
+        str(a.id): AgentSpec(
+            id=a.id, name=a.name, provider=a.provider, model=a.model, base_url=a.base_url,
+            api_key_encrypted=a.api_key_encrypted, system_prompt=a.system_prompt,
+            temperature=a.temperature, max_tokens=a.max_tokens, max_iterations=a.max_iterations,
+            tool_ids=a.tool_ids, metadata=a.metadata_,
+        )
+        for a in await session.scalars(select(Agent).where(Agent.id.in_(definition.agent_ids())))
+    }
+    tool_ids = definition.tool_ids() | {t for a in agents.values() for t in a.tool_ids}
+    tools = {
+        str(t.id): ToolSpec(id=t.id, name=t.name, description=t.description, type=t.type,
+                            input_schema=t.input_schema, config=t.config)
+        for t in await session.scalars(select(Tool).where(Tool.id.in_(tool_ids)))
+    }
+    return agents, tools
+
+
+async def start(session: AsyncSession, client: Client, settings: Settings,
+                execution: Execution) -> None:
+    if execution.status != "pending":
+        raise Conflict(f"execution {execution.id} is {execution.status}; "
+                       "only a pending execution can be started")
+    version = await session.scalar(select(WorkflowVersion).where(
+        WorkflowVersion.workflow_id == execution.workflow_id,
+        WorkflowVersion.version == execution.workflow_version,
+    ))
+    if version is None:
+        raise Conflict(f"workflow {execution.workflow_id} version {execution.workflow_version} "
+                       "no longer exists")
+    definition = Definition.model_validate(version.definition)
+    agents, tools = await snapshot(session, definition)
+    workflow_id = temporal_workflow_id(settings, execution.id)
+    params = ExecutionInput(
+        execution_id=execution.id, workflow_id=execution.workflow_id,
+        workflow_version=execution.workflow_version, definition=version.definition,
+        input=execution.input, agents=agents, tools=tools,
+    )
+    try:
+        handle = await client.start_workflow(
+            "ExecutionWorkflow",
+            params,
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(EXECUTION_ID_ATTR, execution.id),
+                SearchAttributePair(WORKFLOW_ID_ATTR, execution.workflow_id),
+                SearchAttributePair(WORKFLOW_VERSION_ATTR, execution.workflow_version),
+            ]),
+            static_summary=f"Keel execution {execution.id}: workflow {execution.workflow_id} "
+                           f"v{execution.workflow_version}",
+        )
+    except WorkflowAlreadyStartedError as exc:
+        raise Conflict(f"execution {execution.id} was already started") from exc
+    except RPCError as exc:
+        raise ServiceUnavailable(
+            f"Temporal at {settings.temporal_address} did not accept the run ({exc.message}); "
+            "the execution stays pending, start it again later"
+        ) from exc
+    execution.temporal_workflow_id = workflow_id
+    execution.temporal_run_id = handle.result_run_id
+    execution.status = "running"
+    execution.started_at = datetime.now(UTC)
+
+
+async def cancel_pending(session: AsyncSession, execution: Execution) -> None:
+    """A run that never started ends here, with the same closing event as any other."""
+    await apply_events(session, execution, [
+        {"seq": 1, **event(EventType.EXECUTION_CANCELLED, datetime.now(UTC).isoformat())}
+    ])
+
+
+async def has_terminal_event(session: AsyncSession, execution_id: int) -> bool:
+    found = await session.scalar(select(ExecutionEvent.id).where(
+        ExecutionEvent.execution_id == execution_id,
+        ExecutionEvent.type.in_([str(t) for t in TERMINAL_EVENTS]),
+    ).limit(1))
+    return found is not None
+
+
+async def refresh(session: AsyncSession, client: Client, execution: Execution) -> None:
+    """Bring an open run's record up to date with Temporal; commits what it learns."""
+    if execution.status not in ACTIVE or not execution.temporal_workflow_id:
+        return
+    try:
+        await _refresh(session, client, execution)
+        await session.commit()
+    except IntegrityError:
+        # Another process folded the same events first; theirs is as good as ours.
+        await session.rollback()
+        await session.refresh(execution)
+    except (RPCError, TimeoutError) as exc:
+        await session.rollback()
+        log.warning("could not refresh execution from Temporal", execution_id=execution.id,
+                    error=str(exc) or type(exc).__name__)
+
+
+async def _refresh(session: AsyncSession, client: Client, execution: Execution) -> None:
+    workflow_id = execution.temporal_workflow_id or ""
+    handle = client.get_workflow_handle(workflow_id, run_id=execution.temporal_run_id)
+    description = await asyncio.wait_for(handle.describe(), TEMPORAL_TIMEOUT_S)
+    closed = description.status not in (None, WorkflowExecutionStatus.RUNNING)
+    try:
+        events = await asyncio.wait_for(
+            read_events(client, workflow_id, await last_seq(session, execution.id),
+                        run_id=execution.temporal_run_id),
+            TEMPORAL_TIMEOUT_S,
+        )
+        await apply_events(session, execution, events)
+    except Exception as exc:
+        # Reading the stream needs a worker; without one we still know how it closed.
+        if not closed:
+            raise
+        log.warning("could not read the events of a closed run", execution_id=execution.id,
+                    error=str(exc) or type(exc).__name__)
+    if closed and execution.status in ACTIVE and description.status is not None:
+        kind, reason = CLOSED_WITHOUT_EVENT[description.status]
+        closed_at = (description.close_time or datetime.now(UTC)).isoformat()
+        data: dict[str, Any] = {} if kind == EventType.EXECUTION_CANCELLED else {"error": reason}
+        await apply_events(session, execution, [
+            {"seq": await last_seq(session, execution.id) + 1,
+             **event(kind, closed_at, None, data)}
+        ])
+        log.info("recorded a run that closed in Temporal", execution_id=execution.id,
+                 temporal_status=description.status.name)

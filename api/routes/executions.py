@@ -1,0 +1,259 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from activities.contracts import HumanResponse
+from api import execution_service
+from api.crud import get_or_404, paginate
+from api.deps import PageDep, SessionDep, SettingsDep, TemporalDep, WorkspaceDep
+from api.errors import Conflict, NotFound, ServiceUnavailable
+from api.event_hub import EventHub, stored_events
+from api.schemas.common import Envelope, Page, ok
+from api.schemas.executions import (
+    EventPage,
+    ExecutionCreate,
+    ExecutionOut,
+    NodeRunOut,
+    SignalBody,
+    Status,
+    TemporalRef,
+    UsageOut,
+)
+from infra.execution_store import FINISHED, last_seq
+from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
+from infra.settings import Settings
+from infra.streams import read_events
+from infra.temporal import ui_url
+
+router = APIRouter(prefix="/api/v1/Execution", tags=["Execution"])
+
+CLOSE_NORMAL = 1000
+CLOSE_ERROR = 1011
+CLOSE_BAD_AFTER = 4400
+CLOSE_UNKNOWN = 4404
+MONEY = Decimal("0.000001")
+
+
+async def node_runs(session: AsyncSession, execution_ids: list[int]
+                    ) -> dict[int, list[NodeRun]]:
+    runs: dict[int, list[NodeRun]] = {i: [] for i in execution_ids}
+    for run in await session.scalars(
+        select(NodeRun).where(NodeRun.execution_id.in_(execution_ids)).order_by(NodeRun.id)
+    ):
+        runs[run.execution_id].append(run)
+    return runs
+
+
+async def render(session: AsyncSession, settings: Settings, execution: Execution,
+                 nodes: list[NodeRun] | None = None) -> dict[str, Any]:
+    if nodes is None:
+        nodes = (await node_runs(session, [execution.id]))[execution.id]
+    temporal_id = execution.temporal_workflow_id
+    return ExecutionOut(
+        id=execution.id,
+        workflow_id=execution.workflow_id,
+        workflow_version=execution.workflow_version,
+        status=execution.status,  # type: ignore[arg-type]
+        input=execution.input,
+        output=execution.output,
+        error=execution.error,
+        nodes=[NodeRunOut(node_id=n.node_id, status=n.status, attempts=n.attempts,
+                          started_at=n.started_at, finished_at=n.finished_at, output=n.output,
+                          error=n.error) for n in nodes],
+        usage=UsageOut(prompt_tokens=execution.prompt_tokens,
+                       completion_tokens=execution.completion_tokens,
+                       cost_usd=str((execution.cost_usd or Decimal(0)).quantize(MONEY))),
+        temporal=TemporalRef(
+            workflow_id=temporal_id, run_id=execution.temporal_run_id,
+            ui_url=ui_url(settings, temporal_id, execution.temporal_run_id)
+            if temporal_id else None,
+        ),
+        created_at=execution.created_at,
+        started_at=execution.started_at,
+        finished_at=execution.finished_at,
+    ).model_dump(mode="json")
+
+
+async def _load(session: AsyncSession, execution_id: int, workspace_id: int) -> Execution:
+    return await get_or_404(session, Execution, execution_id, workspace_id, "execution")
+
+
+@router.post("/", status_code=201, response_model=Envelope[ExecutionOut],
+             summary="Create an execution of a published version (and start it if asked)")
+async def create_execution(body: ExecutionCreate, session: SessionDep, settings: SettingsDep,
+                           temporal: TemporalDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
+    workflow = await get_or_404(session, Workflow, body.workflow_id, workspace_id, "workflow")
+    if workflow.version == 0:
+        raise Conflict(f"workflow {workflow.id} has no published version; publish it first")
+    version = body.version or workflow.version
+    exists = await session.scalar(select(WorkflowVersion.id).where(
+        WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == version))
+    if exists is None:
+        raise NotFound(f"workflow {workflow.id} has no version {version}; "
+                       f"the latest is {workflow.version}")
+    execution = Execution(workspace_id=workspace_id, workflow_id=workflow.id,
+                          workflow_version=version, status="pending", input=body.input)
+    session.add(execution)
+    await session.commit()
+    if body.start:
+        await execution_service.start(session, temporal, settings, execution)
+        await session.commit()
+    return ok(await render(session, settings, execution))
+
+
+@router.get("/", response_model=Envelope[Page[ExecutionOut]],
+            summary="List executions, newest first")
+async def list_executions(session: SessionDep, settings: SettingsDep, workspace_id: WorkspaceDep,
+                          page: PageDep, status: Annotated[Status | None, Query()] = None,
+                          workflow_id: Annotated[int | None, Query()] = None) -> dict[str, Any]:
+    stmt = select(Execution).where(Execution.workspace_id == workspace_id) \
+        .order_by(Execution.id.desc())
+    if status:
+        stmt = stmt.where(Execution.status == status)
+    if workflow_id is not None:
+        stmt = stmt.where(Execution.workflow_id == workflow_id)
+    result = await paginate(session, stmt, page, lambda e: e)
+    runs = await node_runs(session, [e.id for e in result["items"]])
+    result["items"] = [await render(session, settings, e, runs[e.id]) for e in result["items"]]
+    return ok(result)
+
+
+@router.get("/{execution_id}", response_model=Envelope[ExecutionOut],
+            summary="Get an execution (reconciled with Temporal while it is open)")
+async def get_execution(execution_id: int, session: SessionDep, settings: SettingsDep,
+                        temporal: TemporalDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
+    execution = await _load(session, execution_id, workspace_id)
+    await execution_service.refresh(session, temporal, execution)
+    return ok(await render(session, settings, execution))
+
+
+@router.post("/{execution_id}/start", response_model=Envelope[ExecutionOut],
+             summary="Start a pending execution")
+async def start_execution(execution_id: int, session: SessionDep, settings: SettingsDep,
+                          temporal: TemporalDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
+    execution = await _load(session, execution_id, workspace_id)
+    await execution_service.start(session, temporal, settings, execution)
+    await session.commit()
+    return ok(await render(session, settings, execution))
+
+
+@router.post("/{execution_id}/cancel", response_model=Envelope[ExecutionOut],
+             summary="Cancel an execution; running work is stopped")
+async def cancel_execution(execution_id: int, session: SessionDep, settings: SettingsDep,
+                           temporal: TemporalDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
+    execution = await _load(session, execution_id, workspace_id)
+    await execution_service.refresh(session, temporal, execution)
+    if execution.status in FINISHED:
+        raise Conflict(f"execution {execution.id} already {execution.status}; "
+                       "there is nothing to cancel")
+    if execution.temporal_workflow_id is None:
+        await execution_service.cancel_pending(session, execution)
+        await session.commit()
+        return ok(await render(session, settings, execution))
+    try:
+        await temporal.get_workflow_handle(
+            execution.temporal_workflow_id, run_id=execution.temporal_run_id
+        ).cancel()
+    except RPCError as exc:
+        raise ServiceUnavailable(f"Temporal did not accept the cancel: {exc.message}") from exc
+    response = ok(await render(session, settings, execution))
+    response["msg"] = "cancellation requested; the execution ends as cancelled"
+    return response
+
+
+@router.post("/{execution_id}/signal", response_model=Envelope[ExecutionOut],
+             summary="Answer a human node that is waiting")
+async def signal_execution(execution_id: int, body: SignalBody, session: SessionDep,
+                           settings: SettingsDep, temporal: TemporalDep,
+                           workspace_id: WorkspaceDep) -> dict[str, Any]:
+    execution = await _load(session, execution_id, workspace_id)
+    if execution.status in FINISHED or execution.temporal_workflow_id is None:
+        raise Conflict(f"execution {execution.id} is {execution.status}; "
+                       f"node {body.node_id!r} is not waiting")
+    handle = temporal.get_workflow_handle(execution.temporal_workflow_id,
+                                          run_id=execution.temporal_run_id)
+    try:
+        await handle.execute_update("respond", HumanResponse(**body.model_dump()))
+    except WorkflowUpdateFailedError as exc:
+        raise Conflict(str(exc.cause) if exc.cause else str(exc)) from exc
+    except RPCError as exc:
+        raise Conflict(f"execution {execution.id} is not accepting responses: "
+                       f"{exc.message}") from exc
+    await execution_service.refresh(session, temporal, execution)
+    return ok(await render(session, settings, execution))
+
+
+def _with_id(execution_id: int, item: dict[str, Any]) -> dict[str, Any]:
+    return {"seq": item["seq"], "type": item["type"], "execution_id": execution_id,
+            "node_id": item.get("node_id"), "ts": item["ts"], "data": item.get("data") or {}}
+
+
+@router.get("/{execution_id}/events", response_model=Envelope[EventPage],
+            summary="Events after seq N (from the record once the run has finished)")
+async def list_events(execution_id: int, session: SessionDep, temporal: TemporalDep,
+                      workspace_id: WorkspaceDep,
+                      after: Annotated[int, Query(ge=0, description="Last seq seen.")] = 0
+                      ) -> dict[str, Any]:
+    execution = await _load(session, execution_id, workspace_id)
+    items = await stored_events(session, execution.id, after)
+    stored_up_to = await last_seq(session, execution.id)
+    if execution.status not in FINISHED and execution.temporal_workflow_id:
+        with contextlib.suppress(RPCError, TimeoutError):
+            live = await asyncio.wait_for(
+                read_events(temporal, execution.temporal_workflow_id, max(after, stored_up_to),
+                            run_id=execution.temporal_run_id),
+                execution_service.TEMPORAL_TIMEOUT_S,
+            )
+            items.extend(live)
+    return ok({"items": [_with_id(execution.id, i) for i in items],
+               "next": items[-1]["seq"] if items else after})
+
+
+@router.websocket("/ws/{execution_id}")
+async def watch_execution(websocket: WebSocket, execution_id: int) -> None:
+    """Every event after ``after`` as one JSON message each; closes 1000 after the last."""
+    await websocket.accept()
+    raw_after = websocket.query_params.get("after", "0")
+    if not raw_after.isdigit():
+        await websocket.close(CLOSE_BAD_AFTER, "after must be a whole number >= 0")
+        return
+    app = websocket.app
+    async with app.state.sessions() as session:
+        execution = await session.get(Execution, execution_id)
+    if execution is None:
+        await websocket.close(CLOSE_UNKNOWN, f"execution {execution_id} does not exist")
+        return
+    hub: EventHub = app.state.event_hub
+
+    async def send_all() -> None:
+        async for item in hub.watch(execution_id, int(raw_after)):
+            await websocket.send_json(_with_id(execution_id, item))
+
+    async def until_client_leaves() -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await websocket.receive_text()
+
+    sender = asyncio.create_task(send_all())
+    listener = asyncio.create_task(until_client_leaves())
+    done, _ = await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (sender, listener):
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if sender in done:
+        error = sender.exception()
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await websocket.close(CLOSE_ERROR if error else CLOSE_NORMAL,
+                                  str(error)[:120] if error else None)
+

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from api.schemas.common import InputModel, Timestamp
+
+Status = Literal["pending", "running", "waiting", "completed", "failed", "cancelled"]
+
+
+class ExecutionCreate(InputModel):
+    workflow_id: int
+    version: int | None = Field(default=None, ge=1,
+                                description="Published version to run; default the latest.")
+    input: dict[str, Any] = Field(default_factory=dict)
+    start: bool = False
+
+
+class SignalBody(InputModel):
+    node_id: str = Field(min_length=1, max_length=64)
+    action: Literal["approve", "reject"]
+    comment: str = Field(default="", max_length=10_000)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class NodeRunOut(BaseModel):
+    node_id: str
+    status: str
+    attempts: int
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    output: Any
+    error: str | None
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: str
+
+
+class TemporalRef(BaseModel):
+    workflow_id: str | None
+    run_id: str | None
+    ui_url: str | None
+
+
+class ExecutionOut(BaseModel):
+    id: int
+    workflow_id: int
+    workflow_version: int
+    status: Status
+    input: dict[str, Any]
+    output: Any
+    error: str | None
+    nodes: list[NodeRunOut]
+    usage: UsageOut
+    temporal: TemporalRef
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class EventOut(BaseModel):
+    seq: int
+    type: str
+    execution_id: int
+    node_id: str | None
+    ts: str
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next: int

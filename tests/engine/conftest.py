@@ -1,0 +1,168 @@
+"""The whole platform in one test: real Temporal dev server, a real worker, the real
+API served by uvicorn on loopback (so WebSockets are real), a real database.
+
+Only the edges are fakes: agents use the built-in offline ``fake`` model, and tools
+call HTTP servers the tests start on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.nodes import NodeActivities
+from api.main import create_app
+from infra.db import create_engine, session_factory
+from infra.settings import Settings
+from infra.temporal import SEARCH_ATTRIBUTES
+from tests.conftest import make_settings
+from tests.helpers import data, wait_for
+from worker.main import build_worker
+
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+
+
+@pytest.fixture(scope="session")
+async def temporal_server(temporal_bin: str) -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_bin,
+        search_attributes=SEARCH_ATTRIBUTES,
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    client: Client
+    http: httpx.AsyncClient
+    base_url: str
+    started: list[str] = field(default_factory=list)
+
+    async def agent(self, name: str, **fields: Any) -> int:
+        body = {"name": name, "provider": "fake", "model": "fake-echo", **fields}
+        return int(data(await self.http.post("/api/v1/Agent/", json=body), 201)["id"])
+
+    async def tool(self, name: str, url: str, **config: Any) -> int:
+        body = {"name": name, "type": "http", "config": {"url": url, "method": "POST", **config}}
+        return int(data(await self.http.post("/api/v1/Tool/", json=body), 201)["id"])
+
+    async def workflow(self, definition: dict[str, Any], name: str = "flow") -> int:
+        created = data(await self.http.post(
+            "/api/v1/Workflow/", json={"name": name, "definition": definition}), 201)
+        data(await self.http.post(f"/api/v1/Workflow/{created['id']}/publish"))
+        return int(created["id"])
+
+    async def run(self, workflow_id: int, input: dict[str, Any] | None = None) -> dict[str, Any]:
+        execution = data(await self.http.post("/api/v1/Execution/", json={
+            "workflow_id": workflow_id, "input": input or {}, "start": True}), 201)
+        if execution["temporal"]["workflow_id"]:
+            self.started.append(execution["temporal"]["workflow_id"])
+        return execution
+
+    async def get(self, execution_id: int) -> dict[str, Any]:
+        return data(await self.http.get(f"/api/v1/Execution/{execution_id}"))
+
+    async def wait_status(self, execution_id: int, *statuses: str, timeout: float = 30
+                          ) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            execution = await self.get(execution_id)
+            return execution if execution["status"] in statuses else None
+
+        return await wait_for(check, timeout=timeout, what=f"execution status in {statuses}")
+
+    def ws_url(self, execution_id: int, after: int | str | None = None) -> str:
+        url = self.base_url.replace("http://", "ws://") + f"/api/v1/Execution/ws/{execution_id}"
+        return url if after is None else f"{url}?after={after}"
+
+    async def watch(self, execution_id: int, after: int | None = None, limit: int | None = None,
+                    timeout: float = 60) -> tuple[list[dict[str, Any]], int | None]:
+        """Events from the WebSocket until it closes (or ``limit`` events), and the close code."""
+        events: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout), websockets.connect(
+            self.ws_url(execution_id, after)
+        ) as ws:
+            try:
+                async for message in ws:
+                    events.append(json.loads(message))
+                    if limit is not None and len(events) >= limit:
+                        return events, None
+            except websockets.ConnectionClosed:
+                pass
+            return events, ws.close_code
+
+
+@pytest.fixture
+async def platform(clean_db: str, tmp_path: Path, temporal_server: WorkflowEnvironment
+                   ) -> AsyncIterator[Platform]:
+    tag = uuid.uuid4().hex[:8]
+    port = free_port()
+    settings = make_settings(
+        clean_db, tmp_path,
+        temporal_address=temporal_server.client.service_client.config.target_host,
+        task_queue=f"keel-test-{tag}",
+        workflow_id_prefix=f"test-{tag}",
+        api_port=port,
+    )
+    client = temporal_server.client
+    engine = create_engine(settings.resolved_database_url)
+    worker = build_worker(client, settings, NodeActivities(settings, session_factory(engine)))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="on",
+                                           ws="websockets-sansio"))
+    serving = asyncio.create_task(server.serve())
+    base_url = f"http://127.0.0.1:{port}"
+    async with worker:
+        await wait_for(lambda: _started(server), timeout=20, what="API server start")
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+            platform = Platform(settings, client, http, base_url)
+            yield platform
+            await _save_histories(client, platform.started)
+        server.should_exit = True
+        await serving
+    await engine.dispose()
+
+
+async def _started(server: uvicorn.Server) -> bool:
+    return server.started
+
+
+async def _save_histories(client: Client, workflow_ids: list[str]) -> None:
+    """With KEEL_RECORD_HISTORIES=1, keep the runs' histories for the replay test."""
+    if os.environ.get("KEEL_RECORD_HISTORIES") != "1":
+        return
+    HISTORIES.mkdir(exist_ok=True)
+    for workflow_id in workflow_ids:
+        handle = client.get_workflow_handle(workflow_id)
+        description = await handle.describe()
+        if description.status is None or description.status.name == "RUNNING":
+            continue
+        history = await handle.fetch_history()
+        name = os.environ.get("PYTEST_CURRENT_TEST", "run").split("::")[-1].split(" ")[0]
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        (HISTORIES / f"{safe}-{workflow_id.rsplit('-', 1)[-1]}.json").write_text(
+            history.to_json()
+        )

@@ -1,0 +1,77 @@
+"""`keel worker`: runs execution workflows and their activities on the task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.nodes import NodeActivities
+from infra.db import create_engine, session_factory
+from infra.logging import configure_logging, get_logger
+from infra.settings import Settings
+from infra.temporal import connect
+from workflows.execution import ExecutionWorkflow
+
+log = get_logger("keel.worker")
+
+# Passed through the sandbox rather than re-imported per run: LangGraph and its
+# helpers (langsmith is imported lazily by langchain_core at invoke time), and our
+# own pure modules the workflow uses.
+PASSTHROUGH_MODULES = (
+    "langgraph",
+    "langchain_core",
+    "langsmith",
+    "activities.contracts",
+    "infra.events",
+    "workflows.definition",
+    "workflows.templates",
+)
+# In-flight activities get this long to finish on shutdown; after it, Temporal
+# retries them on another worker.
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
+
+
+def build_worker(client: Client, settings: Settings, activities: NodeActivities,
+                 **options: object) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[ExecutionWorkflow],
+        activities=[activities.llm_call, activities.call_tool, activities.sync_execution],
+        workflow_runner=workflow_runner(),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    configure_logging(settings.log_level, settings.log_format)
+    engine = create_engine(settings.resolved_database_url)
+    client = await connect(settings)
+    worker = build_worker(client, settings, NodeActivities(settings, session_factory(engine)))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", task_queue=settings.task_queue,
+             temporal=settings.temporal_address)
+    try:
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping; letting in-flight activities finish",
+                     grace_s=GRACEFUL_SHUTDOWN.total_seconds())
+    finally:
+        await engine.dispose()
+        log.info("worker stopped")

@@ -1,0 +1,446 @@
+"""ExecutionWorkflow: one Temporal workflow per Keel execution.
+
+Why an interpreter and not the ``temporalio-langgraph`` plugin: the plugin turns
+graphs registered when the worker starts into activities named after their
+nodes. Keel's graphs are user definitions that arrive at run time as workflow
+input, so no node of theirs is known to the worker in advance. Instead, this
+workflow compiles the pinned, published definition into a LangGraph
+``StateGraph`` on every run (a few ms, repeated on replay) whose node functions
+call a small, fixed set of generic activities (model call, tool call). LangGraph
+gives us the graph semantics (parallel supersteps, join barriers, conditional
+routing); Temporal gives durability, retries, timeouts and cancellation.
+
+Determinism rules this module keeps (see tests/workflows/test_replay.py):
+- every LangGraph node and router is ``async`` (a sync one would go through an
+  executor, which the workflow event loop does not have);
+- every activity gets an explicit ``activity_id`` derived from the node id and
+  visit, so a change in scheduling order fails replay instead of swapping results;
+- no LangGraph retry, timeout or checkpointer features: Temporal owns those;
+- time is ``workflow.now()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Annotated, Any, TypedDict
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.contrib.workflow_streams import WorkflowStream
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+
+with workflow.unsafe.imports_passed_through():
+    from langgraph.graph import END, START, StateGraph
+
+    from activities.contracts import (
+        ExecutionInput,
+        ExecutionResult,
+        HumanResponse,
+        LlmCallInput,
+        LlmCallResult,
+        SyncInput,
+        ToolCallInput,
+        ToolCallResult,
+        ToolSpec,
+    )
+    from infra.events import EVENTS_TOPIC, EventType, event
+    from workflows.definition import (
+        AgentNode,
+        ConditionNode,
+        Definition,
+        HumanNode,
+        RetrySpec,
+        ToolNode,
+    )
+    from workflows.templates import matches, render_text, render_value
+
+# Activity names: the worker registers the functions under these.
+LLM_CALL = "keel.llm_call"
+CALL_TOOL = "keel.call_tool"
+SYNC_EXECUTION = "keel.sync_execution"
+
+DEFAULT_AGENT_TIMEOUT = timedelta(minutes=5)
+DEFAULT_TOOL_TIMEOUT = timedelta(minutes=2)
+HEARTBEAT_TIMEOUT = timedelta(seconds=5)
+SYNC_TIMEOUT = timedelta(seconds=60)
+NON_RETRYABLE = ["NonRetryable", "BudgetExceeded", "InvalidRequest"]
+
+
+def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    # Parallel branches each write their own node's entry.
+    return {**(left or {}), **(right or {})}
+
+
+class RunState(TypedDict, total=False):
+    input: dict[str, Any]
+    nodes: Annotated[dict[str, Any], _merge]
+
+
+class NodeFailed(Exception):
+    """A node failed for good: the execution fails with this message."""
+
+    def __init__(self, node_id: str, message: str) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+
+
+def _retry_policy(spec: RetrySpec | None, *, at_most_once: bool = False) -> RetryPolicy:
+    spec = spec or RetrySpec()
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=spec.initial_interval_s),
+        backoff_coefficient=spec.backoff,
+        maximum_interval=timedelta(seconds=spec.max_interval_s) if spec.max_interval_s else None,
+        maximum_attempts=1 if at_most_once else spec.max_attempts,
+        non_retryable_error_types=NON_RETRYABLE,
+    )
+
+
+def _failure(err: BaseException, max_attempts: int) -> tuple[str, int]:
+    """The root cause of an activity failure, and how many attempts were made."""
+    attempts = max_attempts
+    cause: BaseException | None = err
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        if cause.retry_state == RetryState.NON_RETRYABLE_FAILURE:
+            attempts = 0
+        cause = cause.cause
+    message = str(cause) if cause is not None else str(err)
+    if isinstance(cause, ApplicationError) and cause.details:
+        detail = cause.details[0]
+        if isinstance(detail, dict) and "attempt" in detail:
+            attempts = int(detail["attempt"])
+    return message or type(cause).__name__, max(attempts, 1)
+
+
+@workflow.defn(name="ExecutionWorkflow")
+class ExecutionWorkflow:
+    @workflow.init
+    def __init__(self, params: ExecutionInput) -> None:
+        self.stream = WorkflowStream()
+        self.events = self.stream.topic(EVENTS_TOPIC)
+        self.params = params
+        self.waiting: set[str] = set()
+        self.responses: dict[str, HumanResponse] = {}
+        self.visits: dict[str, int] = defaultdict(int)
+
+    # -- operator and client interaction ------------------------------------------------
+
+    @workflow.update(name="respond")
+    async def respond(self, response: HumanResponse) -> None:
+        """A person's answer to a waiting human node (POST /Execution/{id}/signal)."""
+        self.responses[response.node_id] = response
+
+    @respond.validator
+    def _validate_respond(self, response: HumanResponse) -> None:
+        if response.node_id not in self.waiting:
+            raise ApplicationError(
+                f"node {response.node_id!r} is not waiting for a response", type="NotWaiting"
+            )
+
+    @workflow.query(name="waiting_nodes")
+    def waiting_nodes(self) -> list[str]:
+        return sorted(self.waiting)
+
+    # -- the run ------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, params: ExecutionInput) -> ExecutionResult:
+        definition = Definition.model_validate(params.definition)
+        graph = self._compile(definition)
+        self._emit(EventType.EXECUTION_STARTED, data={"input": params.input})
+        try:
+            final = await graph.ainvoke(
+                {"input": params.input, "nodes": {}},
+                config={"recursion_limit": 10 * len(definition.nodes) + 25},
+            )
+        except asyncio.CancelledError:
+            self._emit(EventType.EXECUTION_CANCELLED)
+            await self._sync()
+            raise
+        except NodeFailed as failed:
+            self._emit(EventType.EXECUTION_FAILED, failed.node_id, {"error": str(failed)})
+            await self._sync()
+            raise ApplicationError(
+                str(failed), type="ExecutionFailed", non_retryable=True
+            ) from None
+        output = self._output(definition, final.get("nodes", {}))
+        self._emit(EventType.EXECUTION_COMPLETED, data={"output": output})
+        await self._sync()
+        return ExecutionResult(status="completed", output=output)
+
+    def _output(self, definition: Definition, nodes: dict[str, Any]) -> Any:
+        """The outputs of the nodes that lead to END (one value when there is one)."""
+        last = [e.source for e in definition.edges if e.target == "END"]
+        for node in definition.nodes:
+            if isinstance(node, ConditionNode):
+                targets = [r.to for r in node.routes] + [node.default]
+                if "END" in targets:
+                    last.append(node.id)
+        outputs = {nid: nodes[nid].get("output") for nid in last if nid in nodes}
+        if len(outputs) == 1:
+            return next(iter(outputs.values()))
+        return outputs
+
+    def _emit(self, kind: EventType, node_id: str | None = None,
+              data: dict[str, Any] | None = None) -> None:
+        self.events.publish(event(kind, workflow.now().isoformat(), node_id, data))
+
+    async def _sync(self) -> None:
+        """Fold the events so far into the database record of the run."""
+        await workflow.execute_activity(
+            SYNC_EXECUTION,
+            SyncInput(execution_id=self.params.execution_id),
+            start_to_close_timeout=SYNC_TIMEOUT,
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+            summary="record execution state",
+        )
+
+    # -- compiling the definition into a LangGraph ---------------------------------------
+
+    def _compile(self, definition: Definition) -> Any:
+        graph = StateGraph(RunState)
+        routers: dict[str, Callable[[RunState], Awaitable[Any]]] = {}
+        for node in definition.nodes:
+            if isinstance(node, AgentNode):
+                graph.add_node(node.id, self._tracked(node.id, self._agent(node)))
+            elif isinstance(node, ToolNode):
+                graph.add_node(node.id, self._tracked(node.id, self._tool(node)))
+            elif isinstance(node, ConditionNode):
+                graph.add_node(node.id, self._condition(node))
+                routers[node.id] = self._route_condition(node)
+            elif isinstance(node, HumanNode):
+                graph.add_node(node.id, self._tracked(node.id, self._human(node)))
+                if node.on_reject:
+                    routers[node.id] = self._route_human(node, definition)
+
+        incoming: dict[str, list[str]] = defaultdict(list)
+        for edge in definition.edges:
+            if edge.source in routers:
+                continue  # routed by the node's router below
+            incoming[edge.target].append(edge.source)
+        for target, sources in incoming.items():
+            dest = END if target == "END" else target
+            starts = [START if s == "START" else s for s in sources]
+            if len(starts) > 1 and dest != END:
+                graph.add_edge(starts, dest)  # a join: runs once, after all of them
+            else:
+                for source in starts:
+                    graph.add_edge(source, dest)
+        for node_id, router in routers.items():
+            graph.add_conditional_edges(node_id, router)
+        return graph.compile()
+
+    def _context(self, state: RunState) -> dict[str, Any]:
+        return {"input": state.get("input", {}), "nodes": state.get("nodes", {})}
+
+    def _tracked(self, node_id: str, body: Callable[[RunState, int], Awaitable[dict[str, Any]]]
+                 ) -> Callable[[RunState], Awaitable[dict[str, Any]]]:
+        """node.started / node.completed around a node's work, with its duration."""
+
+        async def run(state: RunState) -> dict[str, Any]:
+            self.visits[node_id] += 1
+            visit = self.visits[node_id]
+            started = workflow.now()
+            self._emit(EventType.NODE_STARTED, node_id)
+            result = await body(state, visit)
+            duration_ms = int((workflow.now() - started).total_seconds() * 1000)
+            self._emit(EventType.NODE_COMPLETED, node_id, {
+                "output": result.get("output"),
+                "duration_ms": duration_ms,
+                "attempts": result.get("attempts", 1),
+            })
+            return {"nodes": {node_id: result}}
+
+        return run
+
+    def _agent(self, node: AgentNode) -> Callable[[RunState, int], Awaitable[dict[str, Any]]]:
+        async def run(state: RunState, visit: int) -> dict[str, Any]:
+            agent = self.params.agents.get(str(node.agent_id))
+            if agent is None:
+                raise self._fail(node.id, f"agent {node.agent_id} was not found when the run "
+                                 "started")
+            tools = [self.params.tools[str(t)] for t in agent.tool_ids
+                     if str(t) in self.params.tools]
+            messages: list[dict[str, Any]] = []
+            if agent.system_prompt:
+                messages.append({"role": "system", "content": agent.system_prompt})
+            messages.append({"role": "user",
+                             "content": render_text(node.input, self._context(state))})
+            timeout = timedelta(seconds=node.timeout_s) if node.timeout_s else \
+                DEFAULT_AGENT_TIMEOUT
+            usage = {"prompt_tokens": 0, "completion_tokens": 0}
+            attempts = 1
+            for call_index in range(agent.max_iterations):
+                try:
+                    reply: LlmCallResult = await workflow.execute_activity(
+                        LLM_CALL,
+                        LlmCallInput(execution_id=self.params.execution_id,
+                                     workflow_id=self.params.workflow_id, node_id=node.id,
+                                     agent=agent, messages=messages, tools=tools,
+                                     call_index=call_index),
+                        result_type=LlmCallResult,
+                        activity_id=f"{node.id}/{visit}/llm/{call_index}",
+                        summary=f"{node.id}: {agent.name} ({agent.model})",
+                        start_to_close_timeout=timeout,
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                        retry_policy=_retry_policy(node.retry),
+                        cancellation_type=workflow.ActivityCancellationType
+                        .WAIT_CANCELLATION_COMPLETED,
+                    )
+                except ActivityError as err:
+                    message, tries = _failure(err, (node.retry or RetrySpec()).max_attempts)
+                    raise self._fail(node.id, message, tries) from None
+                attempts = max(attempts, reply.attempt)
+                usage["prompt_tokens"] += reply.usage.prompt_tokens
+                usage["completion_tokens"] += reply.usage.completion_tokens
+                if not reply.tool_calls:
+                    return {"output": reply.content, "usage": usage, "attempts": attempts}
+                messages.append({"role": "assistant", "content": reply.content,
+                                 "tool_calls": reply.tool_calls})
+                results = await asyncio.gather(*[
+                    self._agent_tool_call(node, visit, call_index, i, call, tools)
+                    for i, call in enumerate(reply.tool_calls)
+                ])
+                messages.extend(results)
+            raise self._fail(node.id, f"agent {agent.name!r} did not answer within "
+                             f"max_iterations={agent.max_iterations} model calls")
+
+        return run
+
+    async def _agent_tool_call(self, node: AgentNode, visit: int, call_index: int, i: int,
+                               call: dict[str, Any], tools: list[ToolSpec]) -> dict[str, Any]:
+        """One tool call the model asked for, as its own activity; the result goes back."""
+        name = call.get("name", "")
+        tool = next((t for t in tools if t.name == name), None)
+        call_id = str(call.get("id") or f"{call_index}-{i}")
+        if tool is None:
+            content = f"error: there is no tool named {name!r}"
+        else:
+            result = await self._call_tool(
+                node.id, tool, call.get("args") or {},
+                f"{self.params.execution_id}/{node.id}/{visit}/{call_index}/{i}",
+                f"{node.id}/{visit}/tool/{call_index}/{i}", node.timeout_s, None,
+                agent_id=node.agent_id,
+            )
+            content = result.output if result.ok else f"error: {result.error}"
+        return {"role": "tool", "tool_call_id": call_id,
+                "content": content if isinstance(content, str) else _json(content)}
+
+    async def _call_tool(self, node_id: str, tool: ToolSpec, arguments: dict[str, Any],
+                         call_id: str, activity_id: str, timeout_s: float | None,
+                         retry: RetrySpec | None, agent_id: int | None = None
+                         ) -> ToolCallResult:
+        at_most_once = tool.config.get("delivery") == "at_most_once"
+        try:
+            return await workflow.execute_activity(
+                CALL_TOOL,
+                ToolCallInput(execution_id=self.params.execution_id,
+                              workflow_id=self.params.workflow_id, node_id=node_id, tool=tool,
+                              arguments=arguments, call_id=call_id, agent_id=agent_id),
+                result_type=ToolCallResult,
+                activity_id=activity_id,
+                summary=f"{node_id}: tool {tool.name}",
+                start_to_close_timeout=timedelta(seconds=timeout_s) if timeout_s
+                else DEFAULT_TOOL_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=_retry_policy(retry, at_most_once=at_most_once),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except ActivityError as err:
+            message, tries = _failure(err, 1 if at_most_once else (retry or RetrySpec())
+                                      .max_attempts)
+            raise self._fail(node_id, message, tries) from None
+
+    def _tool(self, node: ToolNode) -> Callable[[RunState, int], Awaitable[dict[str, Any]]]:
+        async def run(state: RunState, visit: int) -> dict[str, Any]:
+            tool = self.params.tools.get(str(node.tool_id))
+            if tool is None:
+                raise self._fail(node.id, f"tool {node.tool_id} was not found when the run "
+                                 "started")
+            arguments = render_value(node.arguments, self._context(state))
+            result = await self._call_tool(
+                node.id, tool, arguments, f"{self.params.execution_id}/{node.id}/{visit}",
+                f"{node.id}/{visit}/tool", node.timeout_s, node.retry,
+            )
+            if not result.ok:
+                raise self._fail(node.id, result.error or "tool call failed", result.attempt)
+            return {"output": result.output, "attempts": result.attempt}
+
+        return run
+
+    def _condition(self, node: ConditionNode) -> Callable[[RunState], Awaitable[dict[str, Any]]]:
+        async def run(state: RunState) -> dict[str, Any]:
+            self.visits[node.id] += 1
+            if node.max_visits is not None and self.visits[node.id] > node.max_visits:
+                raise self._fail(node.id, f"condition {node.id!r} was reached more than "
+                                 f"max_visits={node.max_visits} times")
+            context = self._context(state)
+            chosen = next((r.to for r in node.routes if matches(r.when, context)), node.default)
+            if chosen is None:
+                raise self._fail(node.id, f"no route of condition {node.id!r} matched and it "
+                                 "has no default")
+            self._emit(EventType.NODE_STARTED, node.id)
+            self._emit(EventType.NODE_COMPLETED, node.id,
+                       {"output": {"route": chosen}, "duration_ms": 0, "attempts": 1})
+            return {"nodes": {node.id: {"output": {"route": chosen}}}}
+
+        return run
+
+    def _route_condition(self, node: ConditionNode) -> Callable[[RunState], Awaitable[Any]]:
+        async def route(state: RunState) -> Any:
+            chosen = state["nodes"][node.id]["output"]["route"]
+            return END if chosen == "END" else chosen
+
+        return route
+
+    def _human(self, node: HumanNode) -> Callable[[RunState, int], Awaitable[dict[str, Any]]]:
+        async def run(state: RunState, visit: int) -> dict[str, Any]:
+            prompt = render_text(node.prompt, self._context(state))
+            self.responses.pop(node.id, None)
+            self.waiting.add(node.id)
+            self._emit(EventType.HUMAN_WAITING, node.id,
+                       {"prompt": prompt, "timeout_s": node.timeout_s})
+            await self._sync()
+            timed_out = False
+            try:
+                await workflow.wait_condition(lambda: node.id in self.responses,
+                                              timeout=timedelta(seconds=node.timeout_s))
+                response = self.responses[node.id]
+            except TimeoutError:
+                timed_out = True
+                response = HumanResponse(node_id=node.id, action=node.on_timeout,
+                                         comment="timed out")
+            finally:
+                self.waiting.discard(node.id)
+            answer = {"action": response.action, "comment": response.comment,
+                      "data": response.data, "timed_out": timed_out}
+            self._emit(EventType.HUMAN_RESPONDED, node.id, answer)
+            if response.action == "reject" and not node.on_reject:
+                reason = f": {response.comment}" if response.comment else ""
+                raise self._fail(node.id, f"rejected at {node.id!r}{reason}")
+            return {"output": answer}
+
+        return run
+
+    def _route_human(self, node: HumanNode, definition: Definition
+                     ) -> Callable[[RunState], Awaitable[Any]]:
+        approved = [END if e.target == "END" else e.target
+                    for e in definition.edges if e.source == node.id]
+
+        async def route(state: RunState) -> Any:
+            if state["nodes"][node.id]["output"]["action"] == "reject":
+                return END if node.on_reject == "END" else node.on_reject
+            return approved
+
+        return route
+
+    def _fail(self, node_id: str, message: str, attempts: int = 1) -> NodeFailed:
+        self._emit(EventType.NODE_FAILED, node_id, {"error": message, "attempts": attempts})
+        return NodeFailed(node_id, message)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
