@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 NODE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 START = "START"
 END = "END"
+# Agents and tools are rows with 32-bit integer ids (INT on MySQL).
+RefId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "exists"]
 
@@ -45,7 +47,7 @@ class _NodeBase(_Model):
 
 class AgentNode(_NodeBase):
     type: Literal["agent"] = "agent"
-    agent_id: int
+    agent_id: RefId
     input: str = Field(default="{{ input }}", max_length=100_000)
     retry: RetrySpec | None = None
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
@@ -53,7 +55,7 @@ class AgentNode(_NodeBase):
 
 class ToolNode(_NodeBase):
     type: Literal["tool"] = "tool"
-    tool_id: int
+    tool_id: RefId
     arguments: dict[str, Any] = Field(default_factory=dict)
     retry: RetrySpec | None = None
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
@@ -129,7 +131,9 @@ class Problem(_Model):
     type: str
 
 
-TEMPLATE_NODE_REF = re.compile(r"\{\{\s*nodes\.([a-z][a-z0-9_]*)")
+# The node a placeholder such as ``{{ nodes.research.output }}`` reads (workflows.templates).
+TEMPLATE_NODE_REF = re.compile(r"\{\{\s*nodes\.([A-Za-z0-9_-]+)")
+PATH_NODE_REF = re.compile(r"^nodes\.([A-Za-z0-9_-]+)")
 
 
 def graph_problems(
@@ -161,13 +165,13 @@ def graph_problems(
             add(loc, f"{what} goes to {target!r}, which is not a node", "unknown_node")
 
     for i, edge in enumerate(definition.edges):
-        if edge.source != START and edge.source not in known:
+        if edge.source == END:
+            add(["edges", i, "from"], "no edge may leave END", "invalid_edge")
+        elif edge.source != START and edge.source not in known:
             add(["edges", i, "from"], f"edge starts at {edge.source!r}, which is not a node",
                 "unknown_node")
         if edge.target == START:
             add(["edges", i, "to"], "no edge may lead back to START", "invalid_edge")
-        elif edge.source == END:
-            add(["edges", i, "from"], "no edge may leave END", "invalid_edge")
         else:
             check_target(["edges", i, "to"], edge.target, "edge")
         if edge.source == START and edge.target == END:
@@ -187,13 +191,18 @@ def graph_problems(
                     "no_routes")
             for r, route in enumerate(node.routes):
                 check_target(["nodes", i, "routes", r, "to"], route.to, "route")
+                read = PATH_NODE_REF.match(route.when.path)
+                if read and read.group(1) not in known:
+                    add(["nodes", i, "routes", r, "when", "path"],
+                        f"condition {node.id!r} reads nodes.{read.group(1)}, which is not a node",
+                        "unknown_reference")
             check_target(["nodes", i, "default"], node.default, "default route")
             if node.id in sources_with_edges:
                 add(["nodes", i], f"condition {node.id!r} leaves through its routes and default, "
                     "not through edges", "condition_edge")
         if isinstance(node, HumanNode):
             check_target(["nodes", i, "on_reject"], node.on_reject, "on_reject route")
-        for ref in _template_refs(node):
+        for ref in sorted(_template_refs(node)):
             if ref not in known:
                 add(["nodes", i], f"node {node.id!r} reads nodes.{ref}, which is not a node",
                     "unknown_reference")
@@ -213,12 +222,13 @@ def graph_problems(
         elif node.id not in reaches_end:
             add(["nodes", i], f"node {node.id!r} never leads to END", "dead_end")
 
+    # A loop is bounded when it passes a condition with max_visits; so every loop left
+    # once those conditions are taken out of the graph is unbounded.
     bounded = {n.id for n in definition.nodes if isinstance(n, ConditionNode) and n.max_visits}
-    for cycle in _cycles(known, successors):
-        if not bounded.intersection(cycle):
-            path = " -> ".join([*cycle, cycle[0]])
-            add(["edges"], f"cycle {path} has no bound; route it through a condition node "
-                "with max_visits", "unbounded_cycle")
+    for component in _cycles(known - bounded, successors):
+        path = " -> ".join(_cycle_path(component, successors))
+        add(["edges"], f"cycle {path} has no bound; route it through a condition node "
+            "with max_visits", "unbounded_cycle")
     return problems
 
 
@@ -253,6 +263,26 @@ def _walk(origin: str, graph: dict[str, list[str]]) -> set[str]:
                 seen.add(nxt)
                 queue.append(nxt)
     return seen
+
+
+def _cycle_path(component: list[str], graph: dict[str, list[str]]) -> list[str]:
+    """One real loop inside a strongly connected component, first node repeated at the end."""
+    members = set(component)
+    origin = component[0]
+    previous: dict[str, str] = {}
+    queue = deque([origin])
+    while queue:
+        current = queue.popleft()
+        for nxt in graph.get(current, []):
+            if nxt == origin:
+                path = [current]
+                while path[-1] != origin:
+                    path.append(previous[path[-1]])
+                return [*reversed(path), origin]
+            if nxt in members and nxt not in previous:
+                previous[nxt] = current
+                queue.append(nxt)
+    return [*component, origin]  # unreachable for a real component
 
 
 def _cycles(nodes: set[str], graph: dict[str, list[str]]) -> list[list[str]]:
