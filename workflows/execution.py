@@ -31,7 +31,12 @@ from typing import Annotated, Any, TypedDict
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
-from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    RetryState,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from langgraph.graph import END, START, StateGraph
@@ -125,6 +130,7 @@ class ExecutionWorkflow:
         self.waiting: set[str] = set()
         self.responses: dict[str, HumanResponse] = {}
         self.visits: dict[str, int] = defaultdict(int)
+        self.finished: list[str] = []  # agent, tool and human nodes, in the order they ended
 
     # -- operator and client interaction ------------------------------------------------
 
@@ -156,33 +162,37 @@ class ExecutionWorkflow:
                 {"input": params.input, "nodes": {}},
                 config={"recursion_limit": 10 * len(definition.nodes) + 25},
             )
-        except asyncio.CancelledError:
-            self._emit(EventType.EXECUTION_CANCELLED)
-            await self._sync()
-            raise
         except NodeFailed as failed:
             self._emit(EventType.EXECUTION_FAILED, failed.node_id, {"error": str(failed)})
             await self._sync()
             raise ApplicationError(
                 str(failed), type="ExecutionFailed", non_retryable=True
             ) from None
+        except BaseException as exc:
+            # A cancel reaches us as CancelledError, or as the ActivityError of the node
+            # whose activity acknowledged it; re-raising either ends the run as cancelled.
+            if not is_cancelled_exception(exc):
+                raise
+            self._emit(EventType.EXECUTION_CANCELLED)
+            await self._sync()
+            raise
         output = self._output(definition, final.get("nodes", {}))
         self._emit(EventType.EXECUTION_COMPLETED, data={"output": output})
         await self._sync()
         return ExecutionResult(status="completed", output=output)
 
     def _output(self, definition: Definition, nodes: dict[str, Any]) -> Any:
-        """The outputs of the nodes that lead to END (one value when there is one)."""
-        last = [e.source for e in definition.edges if e.target == "END"]
-        for node in definition.nodes:
-            if isinstance(node, ConditionNode):
-                targets = [r.to for r in node.routes] + [node.default]
-                if "END" in targets:
-                    last.append(node.id)
-        outputs = {nid: nodes[nid].get("output") for nid in last if nid in nodes}
+        """The run's result: the output of the node that led to END (a dict by node id
+        when several did). A condition routing straight to END carries no data of its
+        own, so then the last node that finished before it speaks for the run."""
+        finishing = [e.source for e in definition.edges
+                     if e.target == "END" and e.source in nodes]
+        if not finishing and self.finished:
+            finishing = [self.finished[-1]]
+        outputs = {nid: nodes[nid].get("output") for nid in finishing}
         if len(outputs) == 1:
             return next(iter(outputs.values()))
-        return outputs
+        return outputs or None
 
     def _emit(self, kind: EventType, node_id: str | None = None,
               data: dict[str, Any] | None = None) -> None:
@@ -247,6 +257,7 @@ class ExecutionWorkflow:
             self._emit(EventType.NODE_STARTED, node_id)
             result = await body(state, visit)
             duration_ms = int((workflow.now() - started).total_seconds() * 1000)
+            self.finished.append(node_id)
             self._emit(EventType.NODE_COMPLETED, node_id, {
                 "output": result.get("output"),
                 "duration_ms": duration_ms,
@@ -291,6 +302,8 @@ class ExecutionWorkflow:
                         .WAIT_CANCELLATION_COMPLETED,
                     )
                 except ActivityError as err:
+                    if is_cancelled_exception(err):
+                        raise
                     message, tries = _failure(err, (node.retry or RetrySpec()).max_attempts)
                     raise self._fail(node.id, message, tries) from None
                 attempts = max(attempts, reply.attempt)
@@ -350,6 +363,8 @@ class ExecutionWorkflow:
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
             message, tries = _failure(err, 1 if at_most_once else (retry or RetrySpec())
                                       .max_attempts)
             raise self._fail(node_id, message, tries) from None

@@ -54,3 +54,191 @@ async def test_linear_graph(platform: Platform) -> None:
     assert [(n["node_id"], n["status"], n["attempts"]) for n in final["nodes"]] == [
         ("research", "completed", 1), ("write", "completed", 1)]
     assert final["finished_at"] is not None
+
+
+async def test_parallel_fan_out_then_join_runs_join_once(platform: Platform) -> None:
+    agent = await platform.agent("worker")
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": n, "type": "agent", "agent_id": agent, "input": n}
+                  for n in ("plan", "left", "right", "merge")],
+        "edges": [{"from": "START", "to": "plan"}, {"from": "plan", "to": "left"},
+                  {"from": "plan", "to": "right"}, {"from": "left", "to": "merge"},
+                  {"from": "right", "to": "merge"}, {"from": "merge", "to": "END"}],
+    })
+    execution = await platform.run(workflow_id)
+    events, code = await platform.watch(execution["id"])
+
+    assert code == 1000
+    seen = kinds(events)
+    assert seen[:3] == [("execution.started", None), ("node.started", "plan"),
+                        ("node.completed", "plan")]
+    # Both branches start in the same step, before either finishes.
+    assert seen[3:5] == [("node.started", "left"), ("node.started", "right")]
+    assert sorted(seen[5:7]) == [("node.completed", "left"), ("node.completed", "right")]
+    assert seen[7:] == [("node.started", "merge"), ("node.completed", "merge"),
+                        ("execution.completed", None)]
+    assert seen.count(("node.started", "merge")) == 1
+    final = await platform.wait_status(execution["id"], "completed")
+    assert final["output"] == "[worker] merge"
+
+
+async def test_condition_routes_by_data(platform: Platform) -> None:
+    agent = await platform.agent("router")
+    workflow_id = await platform.workflow({
+        "nodes": [
+            {"id": "check", "type": "condition",
+             "routes": [{"when": {"path": "input.priority", "op": "gte", "value": 5},
+                         "to": "urgent"}],
+             "default": "routine"},
+            {"id": "urgent", "type": "agent", "agent_id": agent, "input": "urgent"},
+            {"id": "routine", "type": "agent", "agent_id": agent, "input": "routine"},
+        ],
+        "edges": [{"from": "START", "to": "check"}, {"from": "urgent", "to": "END"},
+                  {"from": "routine", "to": "END"}],
+    })
+    high = await platform.run(workflow_id, {"priority": 9})
+    low = await platform.run(workflow_id, {"priority": 1})
+    high_events, _ = await platform.watch(high["id"])
+    low_events, _ = await platform.watch(low["id"])
+
+    assert kinds(high_events) == [
+        ("execution.started", None), ("node.started", "check"), ("node.completed", "check"),
+        ("node.started", "urgent"), ("node.completed", "urgent"), ("execution.completed", None)]
+    assert high_events[2]["data"]["output"] == {"route": "urgent"}
+    assert ("node.started", "routine") in kinds(low_events)
+    assert ("node.started", "urgent") not in kinds(low_events)
+    assert (await platform.wait_status(low["id"], "completed"))["output"] == "[router] routine"
+
+
+async def test_human_approval(platform: Platform) -> None:
+    agent = await platform.agent("drafter")
+    workflow_id = await platform.workflow({
+        "nodes": [
+            {"id": "draft", "type": "agent", "agent_id": agent, "input": "draft"},
+            {"id": "approve", "type": "human", "prompt": "Ship {{ nodes.draft.output }}?"},
+            {"id": "ship", "type": "agent", "agent_id": agent,
+             "input": "ship ({{ nodes.approve.output.comment }})"},
+        ],
+        "edges": chain("draft", "approve", "ship"),
+    })
+    execution = await platform.run(workflow_id)
+    waiting = await platform.wait_status(execution["id"], "waiting")
+    assert {n["node_id"]: n["status"] for n in waiting["nodes"]}["approve"] == "waiting"
+
+    early, _ = await platform.watch(execution["id"], limit=5)
+    assert kinds(early)[-1] == ("human.waiting", "approve")
+    assert early[-1]["data"]["prompt"] == "Ship [drafter] draft?"
+
+    response = await platform.http.post(f"/api/v1/Execution/{execution['id']}/signal", json={
+        "node_id": "approve", "action": "approve", "comment": "looks good"})
+    assert response.status_code == 200, response.text
+
+    rest, code = await platform.watch(execution["id"], after=5)
+    assert code == 1000
+    assert kinds(rest) == [
+        ("human.responded", "approve"), ("node.completed", "approve"),
+        ("node.started", "ship"), ("node.completed", "ship"), ("execution.completed", None)]
+    assert rest[0]["data"]["action"] == "approve"
+    final = await platform.wait_status(execution["id"], "completed")
+    assert final["output"] == "[drafter] ship (looks good)"
+
+
+async def test_human_reject_fails_the_run(platform: Platform) -> None:
+    agent = await platform.agent("drafter")
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "approve", "type": "human", "prompt": "ok?"},
+                  {"id": "ship", "type": "agent", "agent_id": agent}],
+        "edges": chain("approve", "ship"),
+    })
+    execution = await platform.run(workflow_id)
+    await platform.wait_status(execution["id"], "waiting")
+    response = await platform.http.post(f"/api/v1/Execution/{execution['id']}/signal", json={
+        "node_id": "approve", "action": "reject", "comment": "not yet"})
+    assert response.status_code == 200, response.text
+    final = await platform.wait_status(execution["id"], "failed")
+    assert final["error"] == "rejected at 'approve': not yet"
+    events, _ = await platform.watch(execution["id"])
+    assert kinds(events)[-2:] == [("node.failed", "approve"), ("execution.failed", "approve")]
+
+
+async def test_human_timeout_takes_on_timeout(platform: Platform) -> None:
+    agent = await platform.agent("drafter")
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "approve", "type": "human", "prompt": "ok?", "timeout_s": 1,
+                   "on_timeout": "approve"},
+                  {"id": "ship", "type": "agent", "agent_id": agent, "input": "shipped"}],
+        "edges": chain("approve", "ship"),
+    })
+    execution = await platform.run(workflow_id)
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000
+    responded = next(e for e in events if e["type"] == "human.responded")
+    assert responded["data"]["timed_out"] is True and responded["data"]["action"] == "approve"
+    assert (await platform.wait_status(execution["id"], "completed"))["output"] == \
+        "[drafter] shipped"
+
+
+async def test_node_that_fails_twice_then_succeeds(platform: Platform) -> None:
+    flaky = await platform.agent("flaky", metadata={"fake": {"fail_attempts": 2}})
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "try", "type": "agent", "agent_id": flaky, "input": "x",
+                   "retry": {"max_attempts": 3, "initial_interval_s": 0.1, "backoff": 1.0}}],
+        "edges": chain("try"),
+    })
+    execution = await platform.run(workflow_id)
+    events, _ = await platform.watch(execution["id"])
+
+    assert kinds(events) == [
+        ("execution.started", None), ("node.started", "try"),
+        ("node.retrying", "try"), ("node.retrying", "try"),
+        ("node.completed", "try"), ("execution.completed", None)]
+    assert [e["data"]["attempt"] for e in events if e["type"] == "node.retrying"] == [2, 3]
+    assert "scripted failure on attempt 1" in events[2]["data"]["error"]
+    assert events[4]["data"]["attempts"] == 3
+    final = await platform.wait_status(execution["id"], "completed")
+    assert final["nodes"][0]["attempts"] == 3
+
+
+async def test_node_that_keeps_failing_fails_the_execution(platform: Platform) -> None:
+    broken = await platform.agent("broken", metadata={"fake": {"fail_attempts": 99}})
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "try", "type": "agent", "agent_id": broken,
+                   "retry": {"max_attempts": 2, "initial_interval_s": 0.1}}],
+        "edges": chain("try"),
+    })
+    execution = await platform.run(workflow_id)
+    final = await platform.wait_status(execution["id"], "failed")
+    assert "scripted failure on attempt 2" in final["error"]
+    assert final["nodes"][0]["status"] == "failed" and final["nodes"][0]["attempts"] == 2
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000
+    assert kinds(events)[-2:] == [("node.failed", "try"), ("execution.failed", "try")]
+
+
+async def test_tool_node_calls_http_and_feeds_a_condition(platform: Platform) -> None:
+    from tests.fakes import HttpToolService
+
+    async with HttpToolService() as service:
+        lookup = await platform.tool("lookup", service.url("lookup"))
+        agent = await platform.agent("summarizer")
+        workflow_id = await platform.workflow({
+            "nodes": [
+                {"id": "lookup", "type": "tool", "tool_id": lookup,
+                 "arguments": {"q": "{{ input.q }}", "limit": "{{ input.limit }}"}},
+                {"id": "check", "type": "condition",
+                 "routes": [{"when": {"path": "nodes.lookup.output.status", "op": "eq",
+                                      "value": 200}, "to": "summarize"}],
+                 "default": "END"},
+                {"id": "summarize", "type": "agent", "agent_id": agent,
+                 "input": "Summarize {{ nodes.lookup.output.body.echo.q }}"},
+            ],
+            "edges": [{"from": "START", "to": "lookup"}, {"from": "lookup", "to": "check"},
+                      {"from": "summarize", "to": "END"}],
+        })
+        execution = await platform.run(workflow_id, {"q": "tides", "limit": 3})
+        final = await platform.wait_status(execution["id"], "completed", "failed")
+
+    assert final["status"] == "completed", final["error"]
+    assert final["output"] == "[summarizer] Summarize tides"
+    assert service.requests[0]["body"] == {"q": "tides", "limit": 3}  # types kept
+    assert service.requests[0]["idempotency_key"] == f"{execution['id']}/lookup/1"
