@@ -58,7 +58,9 @@ class NodeActivities:
     @activity.defn(name="keel.sync_execution")
     async def sync_execution(self, params: SyncInput) -> int:
         """Fold the run's events so far into its database record; returns events added."""
-        info = activity.info()
+        workflow_id = activity.info().workflow_id
+        if workflow_id is None:
+            raise RuntimeError("sync_execution runs only inside an execution workflow")
         for _ in range(3):
             async with self.sessions() as session:
                 execution = await session.scalar(
@@ -69,7 +71,7 @@ class NodeActivities:
                                 execution_id=params.execution_id)
                     return 0
                 after = await last_seq(session, execution.id)
-                events = await read_events(activity.client(), info.workflow_id, after)
+                events = await read_events(activity.client(), workflow_id, after)
                 added = await apply_events(session, execution, events)
                 try:
                     await session.commit()

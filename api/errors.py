@@ -8,6 +8,7 @@ it is logged with the request id, which the response carries.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,7 +61,7 @@ def envelope(status: int, msg: str, data: Any = None, headers: dict[str, str] | 
     )
 
 
-def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def field_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Pydantic's errors, trimmed to what a client needs (no echo of the input)."""
     return [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -80,11 +81,23 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return envelope(exc.status, exc.msg, exc.data)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = field_errors(list(exc.errors()))
-    if any(e["type"] == "json_invalid" for e in errors):
-        return envelope(400, "request body is not valid JSON", errors)
+    raw = list(exc.errors())
+    bad_json = next((e for e in raw if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        reason = (bad_json.get("ctx") or {}).get("error") or bad_json.get("msg", "")
+        at = bad_json["loc"][-1] if bad_json.get("loc") else "?"
+        return envelope(400, f"request body is not valid JSON: {reason} (at character {at})",
+                        field_errors(raw))
+    errors = field_errors(raw)
+    content_type = request.headers.get("content-type", "")
+    if errors[0]["loc"] == ["body"] and request.method in ("POST", "PUT") and not (
+            content_type.startswith("application/") and "json" in content_type):
+        # A JSON body sent as text or a form (curl -d) is read as no JSON at all.
+        msg = (f"send the body as JSON with Content-Type: application/json "
+               f"(got {content_type or 'no Content-Type'})")
+        return envelope(422, msg, errors)
     return envelope(422, _summary(errors), errors)
 
 

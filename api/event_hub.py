@@ -103,11 +103,12 @@ class EventHub:
         feed.watchers += 1
         cursor = after
         try:
+            def more_to_send() -> bool:
+                return len(feed.events) > cursor or feed.done
+
             while True:
                 async with feed.changed:
-                    await feed.changed.wait_for(
-                        lambda seen=cursor: len(feed.events) > seen or feed.done
-                    )
+                    await feed.changed.wait_for(more_to_send)
                     batch = feed.events[cursor:]
                     finished = feed.done
                 for item in batch:

@@ -42,7 +42,7 @@ from infra.temporal import (
 from workflows.definition import Definition
 
 log = get_logger("keel.executions")
-TEMPORAL_TIMEOUT_S = 5.0
+TEMPORAL_TIMEOUT_S = 3.0
 
 # How a run that closed without a terminal event of its own is recorded.
 CLOSED_WITHOUT_EVENT = {
@@ -70,8 +70,10 @@ async def snapshot(session: AsyncSession, definition: Definition
     }
     tool_ids = definition.tool_ids() | {t for a in agents.values() for t in a.tool_ids}
     tools = {
-        str(t.id): ToolSpec(id=t.id, name=t.name, description=t.description, type=t.type,
-                            input_schema=t.input_schema, config=t.config)
+        str(t.id): ToolSpec.model_validate({
+            "id": t.id, "name": t.name, "description": t.description, "type": t.type,
+            "input_schema": t.input_schema, "config": t.config,
+        })
         for t in await session.scalars(select(Tool).where(Tool.id.in_(tool_ids)))
     }
     return agents, tools
@@ -144,17 +146,19 @@ async def refresh(session: AsyncSession, client: Client, execution: Execution) -
     """Bring an open run's record up to date with Temporal; commits what it learns."""
     if execution.status not in ACTIVE or not execution.temporal_workflow_id:
         return
+    execution_id = execution.id
     try:
         await _refresh(session, client, execution)
         await session.commit()
     except IntegrityError:
         # Another process folded the same events first; theirs is as good as ours.
         await session.rollback()
-        await session.refresh(execution)
     except (RPCError, TimeoutError) as exc:
+        # No answer from Temporal (or no worker to answer a query): the record stands.
         await session.rollback()
-        log.warning("could not refresh execution from Temporal", execution_id=execution.id,
+        log.warning("could not refresh execution from Temporal", execution_id=execution_id,
                     error=str(exc) or type(exc).__name__)
+    await session.refresh(execution)
 
 
 async def _refresh(session: AsyncSession, client: Client, execution: Execution) -> None:

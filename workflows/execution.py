@@ -215,14 +215,14 @@ class ExecutionWorkflow:
         routers: dict[str, Callable[[RunState], Awaitable[Any]]] = {}
         for node in definition.nodes:
             if isinstance(node, AgentNode):
-                graph.add_node(node.id, self._tracked(node.id, self._agent(node)))
+                _add_node(graph, node.id, self._tracked(node.id, self._agent(node)))
             elif isinstance(node, ToolNode):
-                graph.add_node(node.id, self._tracked(node.id, self._tool(node)))
+                _add_node(graph, node.id, self._tracked(node.id, self._tool(node)))
             elif isinstance(node, ConditionNode):
-                graph.add_node(node.id, self._condition(node))
+                _add_node(graph, node.id, self._condition(node))
                 routers[node.id] = self._route_condition(node)
             elif isinstance(node, HumanNode):
-                graph.add_node(node.id, self._tracked(node.id, self._human(node)))
+                _add_node(graph, node.id, self._tracked(node.id, self._human(node)))
                 if node.on_reject:
                     routers[node.id] = self._route_human(node, definition)
 
@@ -455,6 +455,13 @@ class ExecutionWorkflow:
     def _fail(self, node_id: str, message: str, attempts: int = 1) -> NodeFailed:
         self._emit(EventType.NODE_FAILED, node_id, {"error": message, "attempts": attempts})
         return NodeFailed(node_id, message)
+
+
+def _add_node(graph: Any, node_id: str, run: Callable[[RunState], Awaitable[dict[str, Any]]]
+              ) -> None:
+    # LangGraph's typed overloads want a protocol with a parameter named `state`; our
+    # async closures are exactly that at run time, so the graph is typed loosely here.
+    graph.add_node(node_id, run)
 
 
 def _json(value: Any) -> str:

@@ -8,6 +8,7 @@ call HTTP servers the tests start on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -21,7 +22,7 @@ import httpx
 import pytest
 import uvicorn
 import websockets
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -118,10 +119,28 @@ class Platform:
 @pytest.fixture
 async def platform(clean_db: str, tmp_path: Path, temporal_server: WorkflowEnvironment
                    ) -> AsyncIterator[Platform]:
+    """The API and an in-process worker."""
+    async with running_platform(clean_db, tmp_path, temporal_server, with_worker=True) as p:
+        yield p
+
+
+@pytest.fixture
+async def platform_without_worker(clean_db: str, tmp_path: Path,
+                                  temporal_server: WorkflowEnvironment
+                                  ) -> AsyncIterator[Platform]:
+    """The API only: the test runs its own worker processes (to kill them)."""
+    async with running_platform(clean_db, tmp_path, temporal_server, with_worker=False) as p:
+        yield p
+
+
+@contextlib.asynccontextmanager
+async def running_platform(database_url: str, data_dir: Path,
+                           temporal_server: WorkflowEnvironment, *, with_worker: bool
+                           ) -> AsyncIterator[Platform]:
     tag = uuid.uuid4().hex[:8]
     port = free_port()
     settings = make_settings(
-        clean_db, tmp_path,
+        database_url, data_dir,
         temporal_address=temporal_server.client.service_client.config.target_host,
         task_queue=f"keel-test-{tag}",
         workflow_id_prefix=f"test-{tag}",
@@ -129,18 +148,20 @@ async def platform(clean_db: str, tmp_path: Path, temporal_server: WorkflowEnvir
     )
     client = temporal_server.client
     engine = create_engine(settings.resolved_database_url)
-    worker = build_worker(client, settings, NodeActivities(settings, session_factory(engine)))
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                            log_config=None, lifespan="on",
                                            ws="websockets-sansio"))
     serving = asyncio.create_task(server.serve())
     base_url = f"http://127.0.0.1:{port}"
-    async with worker:
+    async with contextlib.AsyncExitStack() as stack:
+        if with_worker:
+            await stack.enter_async_context(build_worker(
+                client, settings, NodeActivities(settings, session_factory(engine))))
         await wait_for(lambda: _started(server), timeout=20, what="API server start")
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
             platform = Platform(settings, client, http, base_url)
             yield platform
-            await _save_histories(client, platform.started)
+            await _close_runs(client, platform.started)
         server.should_exit = True
         await serving
     await engine.dispose()
@@ -150,19 +171,23 @@ async def _started(server: uvicorn.Server) -> bool:
     return server.started
 
 
-async def _save_histories(client: Client, workflow_ids: list[str]) -> None:
-    """With KEEL_RECORD_HISTORIES=1, keep the runs' histories for the replay test."""
-    if os.environ.get("KEEL_RECORD_HISTORIES") != "1":
-        return
-    HISTORIES.mkdir(exist_ok=True)
+async def _close_runs(client: Client, workflow_ids: list[str]) -> None:
+    """Let each run finish closing, and end the ones a test left open (so the worker
+    shuts down without evicting live workflows). With KEEL_RECORD_HISTORIES=1, keep the
+    finished runs' histories for the replay test."""
+    record = os.environ.get("KEEL_RECORD_HISTORIES") == "1"
+    name = os.environ.get("PYTEST_CURRENT_TEST", "run").split("::")[-1].split(" ")[0]
     for workflow_id in workflow_ids:
         handle = client.get_workflow_handle(workflow_id)
-        description = await handle.describe()
-        if description.status is None or description.status.name == "RUNNING":
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await handle.result()
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate(reason="test finished")
             continue
-        history = await handle.fetch_history()
-        name = os.environ.get("PYTEST_CURRENT_TEST", "run").split("::")[-1].split(" ")[0]
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-        (HISTORIES / f"{safe}-{workflow_id.rsplit('-', 1)[-1]}.json").write_text(
-            history.to_json()
-        )
+        if record:
+            HISTORIES.mkdir(exist_ok=True)
+            test = name.replace("[", "-").replace("]", "")
+            number = workflow_id.rsplit("-", 1)[-1]
+            history = await handle.fetch_history()
+            (HISTORIES / f"{test}-{number}.json").write_text(history.to_json())

@@ -1,0 +1,74 @@
+"""Crash recovery: a worker killed mid-run is replaced and the run finishes, without
+running again any node that had already completed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from tests.engine.conftest import Platform
+from tests.engine.test_runs import chain, kinds
+from tests.fakes import HttpToolService
+
+
+@asynccontextmanager
+async def worker_process(platform: Platform) -> AsyncIterator[asyncio.subprocess.Process]:
+    settings = platform.settings
+    env = {
+        **os.environ,
+        "KEEL_ENVIRONMENT": "test",
+        "KEEL_DATABASE_URL": settings.resolved_database_url,
+        "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
+        "KEEL_TASK_QUEUE": settings.task_queue,
+        "KEEL_SECRET_KEY": settings.secret_key,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "infra.cli", "worker", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_sigkill_worker_mid_run_then_new_worker_finishes(
+    platform_without_worker: Platform,
+) -> None:
+    platform = platform_without_worker
+    async with HttpToolService() as service:
+        before = await platform.tool("before", service.url("before"))
+        after = await platform.tool("after", service.url("after"))
+        slow = await platform.agent("slow", metadata={"fake": {"delay_s": 3}})
+        workflow_id = await platform.workflow({
+            "nodes": [{"id": "before", "type": "tool", "tool_id": before},
+                      {"id": "think", "type": "agent", "agent_id": slow, "input": "x"},
+                      {"id": "after", "type": "tool", "tool_id": after}],
+            "edges": chain("before", "think", "after"),
+        })
+        execution = await platform.run(workflow_id)
+
+        async with worker_process(platform) as first:
+            progress, _ = await platform.watch(execution["id"], limit=4)
+            assert kinds(progress)[-1] == ("node.started", "think")
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+
+        async with worker_process(platform):
+            final = await platform.wait_status(execution["id"], "completed", "failed",
+                                               timeout=90)
+
+    assert final["status"] == "completed", final["error"]
+    assert service.calls == {"before": 1, "after": 1}
+    attempts = {n["node_id"]: n["attempts"] for n in final["nodes"]}
+    assert attempts == {"before": 1, "think": 2, "after": 1}
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert kinds(events).count(("node.completed", "before")) == 1
