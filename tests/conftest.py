@@ -15,6 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from infra.db import create_engine
@@ -22,6 +25,7 @@ from infra.devserver import temporal_binary
 from infra.migrate import upgrade
 from infra.models import Base
 from infra.settings import Settings
+from infra.temporal import SEARCH_ATTRIBUTES
 
 MYSQL_URL = os.environ.get("KEEL_TEST_MYSQL_URL", "")
 BACKENDS = ["sqlite", "mysql"]
@@ -121,3 +125,24 @@ class app_client:
 @pytest.fixture(scope="session")
 def temporal_bin() -> str:
     return temporal_binary()
+
+
+@pytest.fixture(scope="session")
+async def temporal_env(temporal_bin: str) -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server (from temporal-bin) for the session, with Keel's search
+    attributes; point settings at ``env.client.service_client.config.target_host``."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_bin,
+        search_attributes=SEARCH_ATTRIBUTES,
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """A second engine on the test database, to look at rows behind the API's back."""
+    engine = create_engine(settings.resolved_database_url)
+    yield engine
+    await engine.dispose()

@@ -8,6 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from infra.models import Base
 
 T = TypeVar("T")
 
@@ -39,3 +43,13 @@ async def wait_for(check: Callable[[], Awaitable[T | None]], *, timeout: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def dump_database(engine: AsyncEngine) -> str:
+    """Every row of every table, as text: to prove something is stored nowhere."""
+    lines: list[str] = []
+    async with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            for row in (await conn.execute(select(table))).all():
+                lines.append(f"{table.name}: {tuple(row)!r}")
+    return "\n".join(lines)
