@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import structlog
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.logging import get_logger
@@ -24,8 +25,13 @@ REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while the body is read. An HTTPException, so FastAPI's body parsing lets it
+    through (instead of turning it into a 400) and the handlers render the 413 envelope."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than the limit of {limit} bytes "
+                              "(KEEL_MAX_REQUEST_BYTES)")
 
 
 def _request_id(scope: Scope) -> str:
@@ -87,7 +93,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(limit)
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -100,20 +106,14 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        too_large_msg = (
-            f"request body is larger than the limit of {limit} bytes "
-            "(KEEL_MAX_REQUEST_BYTES)"
-        )
         try:
             if declared is not None and declared > limit:
-                status = 413
-                await _send_envelope(send, 413, too_large_msg, None, request_id)
-            else:
-                await self.app(scope, limited_receive, send_with_id)
-        except BodyTooLarge:
+                raise BodyTooLarge(limit)
+            await self.app(scope, limited_receive, send_with_id)
+        except BodyTooLarge as exc:
             status = 413
             if not response_started:
-                await _send_envelope(send, 413, too_large_msg, None, request_id)
+                await _send_envelope(send, 413, exc.detail, None, request_id)
         except Exception:
             status = 500
             log.exception("unhandled error", method=scope["method"], path=scope["path"])

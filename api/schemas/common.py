@@ -2,21 +2,70 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 T = TypeVar("T")
 
 # ISO 8601 with an explicit offset ("+00:00"), which every client parses.
 Timestamp = Annotated[datetime, PlainSerializer(lambda d: d.isoformat(), return_type=str)]
 
+# Rows have 32-bit integer ids (INT on MySQL); larger numbers name nothing.
+MAX_DB_ID = 2**31 - 1
+DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
+
+# MariaDB refuses JSON documents nested 32 levels deep; a body nested at most this
+# deep stores documents (its parts) nested at most 31.
+MAX_JSON_DEPTH = 32
+
+
+def http_url(value: str) -> str:
+    """An absolute http(s) URL with a host: what an HTTP client can actually call."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL: {exc}") from exc
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if any(c.isspace() for c in value):
+        raise ValueError("must not contain spaces; percent-encode them")
+    return value
+
 
 class Envelope(BaseModel, Generic[T]):
     code: int = 0
     msg: str = "success"
     data: T
+
+
+class ErrorEnvelope(BaseModel):
+    code: int
+    msg: str
+    data: Any = None
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for errors: the envelope, not FastAPI's ``{"detail": ...}``."""
+    described = {
+        404: "No such resource", 409: "Conflicts with the current state",
+        422: "Invalid request: data lists the field errors with their locations",
+    }
+    return {s: {"model": ErrorEnvelope, "description": described.get(s, "Error")}
+            for s in statuses}
 
 
 class Page(BaseModel, Generic[T]):
@@ -26,10 +75,35 @@ class Page(BaseModel, Generic[T]):
     page_size: int
 
 
+def _json_problems(value: Any, loc: tuple[str | int, ...], depth: int
+                   ) -> Iterator[InitErrorDetails]:
+    if isinstance(value, float) and not math.isfinite(value):
+        yield {"type": PydanticCustomError(
+            "json_number", "NaN and Infinity are not JSON numbers"), "loc": loc, "input": None}
+    elif isinstance(value, dict | list):
+        if depth > MAX_JSON_DEPTH:
+            yield {"type": PydanticCustomError(
+                "json_depth", "nested more than {max} levels deep", {"max": MAX_JSON_DEPTH}),
+                "loc": loc, "input": None}
+            return
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            yield from _json_problems(item, (*loc, key), depth + 1)
+
+
 class InputModel(BaseModel):
-    """Request bodies: unknown fields are an error, not silently dropped."""
+    """Request bodies: unknown fields are an error, not silently dropped, and the JSON
+    must be storable as is (no NaN or Infinity, bounded nesting)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_json(cls, data: Any) -> Any:
+        problems = list(_json_problems(data, (), 1))
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        return data
 
 
 def ok(data: Any) -> dict[str, Any]:
