@@ -17,11 +17,11 @@ from api.crud import (
 from api.deps import PageDep, SessionDep, SettingsDep, WorkspaceDep
 from api.errors import Unprocessable
 from api.schemas.agents import AgentCreate, AgentOut, AgentUpdate
-from api.schemas.common import Envelope, Page, ok
+from api.schemas.common import Envelope, Page, error_responses, ok
 from infra.models import Agent, AgentTool, Tool
 from infra.secrets import encrypt
 
-router = APIRouter(prefix="/api/v1/Agent", tags=["Agent"])
+router = APIRouter(prefix="/api/v1/Agent", tags=["Agent"], responses=error_responses(422))
 
 
 def render(agent: Agent) -> dict[str, Any]:
@@ -65,7 +65,8 @@ def _set_tools(agent: Agent, tool_ids: list[int]) -> None:
     agent.tool_links = [AgentTool(tool_id=tid, position=i) for i, tid in enumerate(tool_ids)]
 
 
-@router.post("/", status_code=201, response_model=Envelope[AgentOut], summary="Create an agent")
+@router.post("/", status_code=201, response_model=Envelope[AgentOut], summary="Create an agent",
+             responses=error_responses(409))
 async def create_agent(body: AgentCreate, session: SessionDep, settings: SettingsDep,
                        workspace_id: WorkspaceDep) -> dict[str, Any]:
     await ensure_name_free(session, Agent, workspace_id, body.name, "an agent")
@@ -103,14 +104,16 @@ async def list_agents(session: SessionDep, workspace_id: WorkspaceDep, page: Pag
     return ok(await paginate(session, stmt, page, render))
 
 
-@router.get("/{agent_id}", response_model=Envelope[AgentOut], summary="Get an agent")
+@router.get("/{agent_id}", response_model=Envelope[AgentOut], summary="Get an agent",
+            responses=error_responses(404))
 async def get_agent(agent_id: int, session: SessionDep, workspace_id: WorkspaceDep
                     ) -> dict[str, Any]:
     return ok(render(await get_or_404(session, Agent, agent_id, workspace_id, "agent")))
 
 
 @router.put("/{agent_id}", response_model=Envelope[AgentOut],
-            summary="Update an agent (partial updates allowed)")
+            summary="Update an agent (partial updates allowed)",
+            responses=error_responses(404, 409))
 async def update_agent(agent_id: int, body: AgentUpdate, session: SessionDep,
                        settings: SettingsDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
     agent = await get_or_404(session, Agent, agent_id, workspace_id, "agent")
@@ -138,12 +141,13 @@ async def update_agent(agent_id: int, body: AgentUpdate, session: SessionDep,
         agent.api_key_encrypted = (
             encrypt(body.api_key.get_secret_value(), settings.secret_key) if body.api_key else None
         )
-    await commit_unique(session, f"an agent named {body.name!r} already exists")
+    await commit_unique(session, f"an agent named {agent.name!r} already exists")
     await session.refresh(agent)
     return ok(render(agent))
 
 
-@router.delete("/{agent_id}", response_model=Envelope[None], summary="Delete an agent")
+@router.delete("/{agent_id}", response_model=Envelope[None], summary="Delete an agent",
+               responses=error_responses(404, 409))
 async def delete_agent(agent_id: int, session: SessionDep, workspace_id: WorkspaceDep
                        ) -> dict[str, Any]:
     agent = await get_or_404(session, Agent, agent_id, workspace_id, "agent")

@@ -4,12 +4,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints
 
-from api.schemas.common import InputModel, Timestamp
+from api.schemas.common import DbId, InputModel, Timestamp, http_url
+
+# TEXT columns hold 65535 bytes on MySQL/MariaDB.
+TEXT_BYTES = 65_535
 
 
-def _http_url(value: str | None) -> str | None:
-    if value is not None and not value.startswith(("http://", "https://")):
-        raise ValueError("must be an http:// or https:// URL")
+def _optional_url(value: str | None) -> str | None:
+    return None if value is None else http_url(value)
+
+
+def _fits_text(value: str | None) -> str | None:
+    if value is not None and len(value.encode()) > TEXT_BYTES:
+        raise ValueError(f"must be at most {TEXT_BYTES} bytes of UTF-8")
     return value
 
 
@@ -21,8 +28,10 @@ def _unique(ids: list[int]) -> list[int]:
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Provider = Literal["openai", "fake"]
-BaseUrl = Annotated[str | None, Field(max_length=500), AfterValidator(_http_url)]
-ToolIds = Annotated[list[int], Field(max_length=128), AfterValidator(_unique)]
+BaseUrl = Annotated[str | None, Field(max_length=500), AfterValidator(_optional_url)]
+ToolIds = Annotated[list[DbId], Field(max_length=128), AfterValidator(_unique)]
+SystemPrompt = Annotated[str, AfterValidator(_fits_text)]
+ApiKey = Annotated[SecretStr, Field(max_length=4096)]
 Temperature = Annotated[float | None, Field(ge=0, le=2)]
 MaxTokens = Annotated[int | None, Field(ge=1, le=1_000_000)]
 MaxIterations = Annotated[int, Field(ge=1, le=100)]
@@ -35,8 +44,8 @@ class AgentCreate(InputModel):
     provider: Provider = "fake"
     model: Model = "fake-echo"
     base_url: BaseUrl = None
-    api_key: SecretStr | None = Field(default=None, description="Write-only.")
-    system_prompt: str = Field(default="", max_length=100_000)
+    api_key: ApiKey | None = Field(default=None, description="Write-only.")
+    system_prompt: SystemPrompt = ""
     temperature: Temperature = None
     max_tokens: MaxTokens = None
     tool_ids: ToolIds = Field(default_factory=list)
@@ -52,8 +61,8 @@ class AgentUpdate(InputModel):
     provider: Provider | None = None
     model: Model | None = None
     base_url: BaseUrl = None
-    api_key: SecretStr | None = None
-    system_prompt: str | None = Field(default=None, max_length=100_000)
+    api_key: ApiKey | None = None
+    system_prompt: SystemPrompt | None = None
     temperature: Temperature = None
     max_tokens: MaxTokens = None
     tool_ids: ToolIds | None = None
