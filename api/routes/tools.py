@@ -16,7 +16,7 @@ from api.crud import (
 )
 from api.deps import PageDep, SessionDep, SettingsDep, WorkspaceDep
 from api.errors import Conflict, Unprocessable, field_errors
-from api.schemas.common import Envelope, Page, ok
+from api.schemas.common import Envelope, Page, error_responses, ok
 from api.schemas.tools import (
     SECRET_MASK,
     HttpToolConfig,
@@ -30,7 +30,7 @@ from api.schemas.tools import (
 from infra.models import Agent, AgentTool, Tool
 from infra.secrets import encrypt
 
-router = APIRouter(prefix="/api/v1/Tool", tags=["Tool"])
+router = APIRouter(prefix="/api/v1/Tool", tags=["Tool"], responses=error_responses(422))
 
 # Config maps whose values may be secret. MCP env values are always secret.
 SECRET_MAPS = ("headers", "env")
@@ -46,14 +46,21 @@ def _seal(config: HttpToolConfig | McpToolConfig, previous: dict[str, Any] | Non
         old = (previous or {}).get(field, {})
         sealed: dict[str, Any] = {}
         for key, value in getattr(config, field).items():
-            secret = field == "env" or (isinstance(value, SecretValue) and value.secret)
             raw = value.value if isinstance(value, SecretValue) else value
-            if not secret:
-                sealed[key] = raw
-            elif raw == SECRET_MASK and isinstance(old.get(key), dict):
+            if raw == SECRET_MASK:
+                # The mask as read back (even as a bare "***"): keep what is stored.
+                if not isinstance(old.get(key), dict):
+                    raise Unprocessable(
+                        f"config.{field}.{key} is \"***\" but no secret is stored under that "
+                        "name; send the real value",
+                        [{"loc": ["body", "config", field, key], "msg": "no stored secret to keep",
+                          "type": "secret_missing"}],
+                    )
                 sealed[key] = old[key]
-            else:
+            elif field == "env" or (isinstance(value, SecretValue) and value.secret):
                 sealed[key] = {"value": encrypt(raw, secret_key), "secret": True}
+            else:
+                sealed[key] = raw
         stored[field] = sealed
     return stored
 
@@ -82,7 +89,8 @@ def render(tool: Tool) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-@router.post("/", status_code=201, response_model=Envelope[ToolOut], summary="Create a tool")
+@router.post("/", status_code=201, response_model=Envelope[ToolOut], summary="Create a tool",
+             responses=error_responses(409))
 async def create_tool(body: ToolCreate, session: SessionDep, settings: SettingsDep,
                       workspace_id: WorkspaceDep) -> dict[str, Any]:
     await ensure_name_free(session, Tool, workspace_id, body.name, "a tool")
@@ -110,14 +118,16 @@ async def list_tools(session: SessionDep, workspace_id: WorkspaceDep, page: Page
     return ok(await paginate(session, stmt, page, render))
 
 
-@router.get("/{tool_id}", response_model=Envelope[ToolOut], summary="Get a tool")
+@router.get("/{tool_id}", response_model=Envelope[ToolOut], summary="Get a tool",
+            responses=error_responses(404))
 async def get_tool(tool_id: int, session: SessionDep, workspace_id: WorkspaceDep
                    ) -> dict[str, Any]:
     return ok(render(await get_or_404(session, Tool, tool_id, workspace_id, "tool")))
 
 
 @router.put("/{tool_id}", response_model=Envelope[ToolOut],
-            summary="Update a tool (partial; secrets sent as \"***\" are kept)")
+            summary="Update a tool (partial; secrets sent as \"***\" are kept)",
+            responses=error_responses(404, 409))
 async def update_tool(tool_id: int, body: ToolUpdate, session: SessionDep,
                       settings: SettingsDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
     tool = await get_or_404(session, Tool, tool_id, workspace_id, "tool")
@@ -140,19 +150,20 @@ async def update_tool(tool_id: int, body: ToolUpdate, session: SessionDep,
             errors = field_errors(list(exc.errors()))
             for e in errors:
                 e["loc"] = ["body", "config", *e["loc"]]
-            raise Unprocessable(f"invalid config for a {new_type} tool: {errors[0]['msg']}",
+            raise Unprocessable(f"invalid config for an {new_type} tool: {errors[0]['msg']}",
                                 errors) from exc
         tool.config = _seal(config, tool.config, settings.secret_key)
         tool.type = new_type
     for field in ("name", "description", "input_schema"):
         if field in sent:
             setattr(tool, field, getattr(body, field))
-    await commit_unique(session, f"a tool named {body.name!r} already exists")
+    await commit_unique(session, f"a tool named {tool.name!r} already exists")
     await session.refresh(tool)
     return ok(render(tool))
 
 
-@router.delete("/{tool_id}", response_model=Envelope[None], summary="Delete a tool")
+@router.delete("/{tool_id}", response_model=Envelope[None], summary="Delete a tool",
+               responses=error_responses(404, 409))
 async def delete_tool(tool_id: int, session: SessionDep, workspace_id: WorkspaceDep
                       ) -> dict[str, Any]:
     tool = await get_or_404(session, Tool, tool_id, workspace_id, "tool")

@@ -2,18 +2,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from api.schemas.common import InputModel, Timestamp
+from api.schemas.common import InputModel, Timestamp, http_url
 
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 SECRET_MASK = "***"  # noqa: S105  (what secrets look like in responses)
-
-
-def _http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must be an http:// or https:// URL")
-    return value
 
 
 def _json_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -39,7 +40,7 @@ class SecretValue(BaseModel):
 
 
 HeaderValue = str | SecretValue
-Url = Annotated[str, Field(max_length=2000), AfterValidator(_http_url)]
+Url = Annotated[str, Field(max_length=2000), AfterValidator(http_url)]
 Timeout = Annotated[float, Field(gt=0, le=600)]
 
 
@@ -86,15 +87,14 @@ class ToolCreate(InputModel):
     input_schema: InputSchema = None
     config: HttpToolConfig | McpToolConfig
 
-    @model_validator(mode="before")
+    @field_validator("config", mode="before")
     @classmethod
-    def _config_by_type(cls, data: Any) -> Any:
-        # Pick the config model from `type` so errors name the right fields.
-        if isinstance(data, dict) and data.get("type") in ("http", "mcp"):
-            config = data.get("config")
-            if isinstance(config, dict):
-                data = {**data, "config": parse_config(data["type"], config)}
-        return data
+    def _config_by_type(cls, config: Any, info: ValidationInfo) -> Any:
+        # Pick the config model from `type` so errors name the right fields (config.url).
+        tool_type = info.data.get("type")
+        if tool_type in ("http", "mcp") and isinstance(config, dict):
+            return parse_config(tool_type, config)
+        return config
 
 
 class ToolUpdate(InputModel):
