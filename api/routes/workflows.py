@@ -5,10 +5,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
-from api.crud import commit_unique, contains, get_or_404, paginate
+from api.crud import commit_unique, contains, ensure_name_free, get_or_404, paginate
 from api.deps import PageDep, SessionDep, WorkspaceDep
 from api.errors import Conflict, NotFound, Unprocessable
-from api.schemas.common import Envelope, Page, ok
+from api.schemas.common import MAX_DB_ID, Envelope, Page, error_responses, ok
 from api.schemas.workflows import WorkflowCreate, WorkflowOut, WorkflowUpdate, WorkflowVersionOut
 from infra.models import (
     Agent,
@@ -20,14 +20,15 @@ from infra.models import (
 )
 from workflows.definition import Definition, graph_problems
 
-router = APIRouter(prefix="/api/v1/Workflow", tags=["Workflow"])
+router = APIRouter(prefix="/api/v1/Workflow", tags=["Workflow"], responses=error_responses(422))
 
 ACTIVE_STATUSES = ("pending", "running", "waiting")
 
 
 def draft_json(definition: Definition) -> dict[str, Any]:
     # Drafts keep what the client wrote; published snapshots keep every default (below).
-    return definition.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    written = definition.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return {"nodes": [], "edges": [], **written}
 
 
 def render(workflow: Workflow) -> dict[str, Any]:
@@ -54,9 +55,11 @@ def render_version(version: WorkflowVersion) -> dict[str, Any]:
 
 
 @router.post("/", status_code=201, response_model=Envelope[WorkflowOut],
-             summary="Create a workflow (as a draft)")
+             summary="Create a workflow (as a draft)",
+             responses=error_responses(409))
 async def create_workflow(body: WorkflowCreate, session: SessionDep, workspace_id: WorkspaceDep
                           ) -> dict[str, Any]:
+    await ensure_name_free(session, Workflow, workspace_id, body.name, "a workflow")
     workflow = Workflow(
         workspace_id=workspace_id,
         name=body.name,
@@ -86,14 +89,16 @@ async def list_workflows(
     return ok(await paginate(session, stmt, page, render))
 
 
-@router.get("/{workflow_id}", response_model=Envelope[WorkflowOut], summary="Get a workflow")
+@router.get("/{workflow_id}", response_model=Envelope[WorkflowOut], summary="Get a workflow",
+            responses=error_responses(404))
 async def get_workflow(workflow_id: int, session: SessionDep, workspace_id: WorkspaceDep
                        ) -> dict[str, Any]:
     return ok(render(await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")))
 
 
 @router.put("/{workflow_id}", response_model=Envelope[WorkflowOut],
-            summary="Edit the draft (published versions never change)")
+            summary="Edit the draft (published versions never change)",
+            responses=error_responses(404, 409))
 async def update_workflow(workflow_id: int, body: WorkflowUpdate, session: SessionDep,
                           workspace_id: WorkspaceDep) -> dict[str, Any]:
     workflow = await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")
@@ -103,11 +108,13 @@ async def update_workflow(workflow_id: int, body: WorkflowUpdate, session: Sessi
         raise Unprocessable(f"{nulls[0]} cannot be null",
                             [{"loc": ["body", f], "msg": "cannot be null", "type": "null"}
                              for f in nulls])
-    if body.name is not None:
+    if body.name is not None and body.name != workflow.name:
+        await ensure_name_free(session, Workflow, workspace_id, body.name, "a workflow",
+                               exclude_id=workflow.id)
         workflow.name = body.name
     if body.description is not None:
         workflow.description = body.description
-    if body.definition is not None:
+    if body.definition is not None and draft_json(body.definition) != workflow.definition:
         workflow.definition = draft_json(body.definition)
         workflow.has_unpublished_changes = True
     await session.commit()
@@ -116,7 +123,8 @@ async def update_workflow(workflow_id: int, body: WorkflowUpdate, session: Sessi
 
 
 @router.delete("/{workflow_id}", response_model=Envelope[None],
-               summary="Delete a workflow, its versions and finished executions")
+               summary="Delete a workflow, its versions and finished executions",
+               responses=error_responses(404, 409))
 async def delete_workflow(workflow_id: int, session: SessionDep, workspace_id: WorkspaceDep
                           ) -> dict[str, Any]:
     workflow = await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")
@@ -137,7 +145,8 @@ async def delete_workflow(workflow_id: int, session: SessionDep, workspace_id: W
 
 
 @router.post("/{workflow_id}/publish", response_model=Envelope[WorkflowOut],
-             summary="Validate the draft and publish it as the next immutable version")
+             summary="Validate the draft and publish it as the next immutable version",
+             responses=error_responses(404, 409))
 async def publish_workflow(workflow_id: int, session: SessionDep, workspace_id: WorkspaceDep
                            ) -> dict[str, Any]:
     workflow = await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")
@@ -186,7 +195,8 @@ async def publish_workflow(workflow_id: int, session: SessionDep, workspace_id: 
 
 
 @router.get("/{workflow_id}/versions", response_model=Envelope[Page[WorkflowVersionOut]],
-            summary="List published versions, newest first")
+            summary="List published versions, newest first",
+            responses=error_responses(404))
 async def list_versions(workflow_id: int, session: SessionDep, workspace_id: WorkspaceDep,
                         page: PageDep) -> dict[str, Any]:
     await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")
@@ -196,12 +206,15 @@ async def list_versions(workflow_id: int, session: SessionDep, workspace_id: Wor
 
 
 @router.get("/{workflow_id}/versions/{version}", response_model=Envelope[WorkflowVersionOut],
-            summary="Get one published version")
+            summary="Get one published version",
+            responses=error_responses(404))
 async def get_version(workflow_id: int, version: int, session: SessionDep,
                       workspace_id: WorkspaceDep) -> dict[str, Any]:
     await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")
-    row = await session.scalar(select(WorkflowVersion).where(
-        WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version))
+    row = None
+    if 1 <= version <= MAX_DB_ID:
+        row = await session.scalar(select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version))
     if row is None:
         raise NotFound(f"workflow {workflow_id} has no version {version}")
     return ok(render_version(row))
