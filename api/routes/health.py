@@ -10,6 +10,7 @@ from sqlalchemy import text
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas.common import Envelope
 
@@ -51,7 +52,10 @@ async def _temporal(request: Request) -> tuple[str, int]:
         return "ok", workers
     except Exception as exc:
         reason = str(exc) or type(exc).__name__
-        return f"unreachable at {settings.temporal_address}: {reason}"[:300], 0
+        # A server that answers with an error (say, an unknown namespace) is not unreachable.
+        answered = isinstance(exc, RPCError) and exc.status != RPCStatusCode.UNAVAILABLE
+        where = "error from" if answered else "unreachable at"
+        return f"{where} {settings.temporal_address}: {reason}"[:300], 0
 
 
 @router.get("/health", response_model=Envelope[Health],
@@ -62,7 +66,9 @@ async def health(request: Request) -> Any:
     healthy = db == "ok" and temporal == "ok"
     data = Health(status="ok" if healthy else "degraded", db=db, temporal=temporal,
                   workers=workers)
+    failing = "; ".join(f"{name} {state}" for name, state in (("db", db), ("temporal", temporal))
+                        if state != "ok")
     body = {"code": 0 if healthy else 503,
-            "msg": "success" if healthy else "degraded: see db and temporal",
+            "msg": "success" if healthy else f"degraded: {failing}",
             "data": data.model_dump()}
     return JSONResponse(body, status_code=200 if healthy else 503)

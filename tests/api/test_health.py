@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+from temporalio import workflow
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from tests.conftest import app_client, make_settings
+from tests.helpers import data, error, wait_for
+
+
+async def test_degraded_while_temporal_is_unreachable(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    body = error(response, 503)
+    health = body["data"]
+    assert health["status"] == "degraded"
+    assert health["db"] == "ok"
+    assert health["temporal"].startswith("unreachable at 127.0.0.1:1: ")
+    assert "connect" in health["temporal"].lower()
+    assert health["workers"] == 0
+    assert body["msg"].startswith("degraded: temporal unreachable at 127.0.0.1:1")
+    assert response.headers["x-request-id"]
+
+
+async def test_degraded_while_the_database_is_down(tmp_path: Path) -> None:
+    settings = make_settings("mysql+aiomysql://keel:wrong@127.0.0.1:1/none", tmp_path)
+    async with app_client(settings) as client:
+        health = error(await client.get("/health"), 503)["data"]
+    assert health["status"] == "degraded"
+    assert health["db"].startswith("error: ")
+    assert "wrong" not in health["db"]  # no password in the report
+
+
+@workflow.defn(name="HealthProbe")
+class HealthProbe:
+    @workflow.run
+    async def run(self) -> None:
+        return None
+
+
+async def test_ok_with_a_real_temporal(temporal_env: WorkflowEnvironment, clean_db: str,
+                                       tmp_path: Path) -> None:
+    queue = f"health-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(
+        clean_db, tmp_path, task_queue=queue,
+        temporal_address=temporal_env.client.service_client.config.target_host)
+    async with app_client(settings) as client:
+        response = await client.get("/health")
+        assert data(response) == {"status": "ok", "db": "ok", "temporal": "ok", "workers": 0}
+        assert response.json()["msg"] == "success"
+
+        # A worker polling the task queue is counted.
+        async with Worker(temporal_env.client, task_queue=queue, workflows=[HealthProbe],
+                          workflow_runner=UnsandboxedWorkflowRunner()):
+            async def one_worker() -> bool:
+                return data(await client.get("/health"))["workers"] == 1
+
+            await wait_for(one_worker, timeout=20, what="the worker to show up in /health")
+
+
+async def test_unknown_namespace_is_an_error_not_unreachable(
+        temporal_env: WorkflowEnvironment, clean_db: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        clean_db, tmp_path, temporal_namespace="no-such-namespace",
+        temporal_address=temporal_env.client.service_client.config.target_host)
+    async with app_client(settings) as client:
+        health = error(await client.get("/health"), 503)["data"]
+    assert health["db"] == "ok"
+    assert health["temporal"].startswith("error from ")
+    assert "no-such-namespace" in health["temporal"]
