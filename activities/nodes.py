@@ -16,12 +16,13 @@ from activities.contracts import (
     ToolCallInput,
     ToolCallResult,
 )
-from activities.http_tool import RetryableToolError, call_http
 from infra.execution_store import apply_events, last_seq
 from infra.logging import get_logger
 from infra.models import Execution
 from infra.settings import Settings
 from infra.streams import read_events
+from infra.tools.common import RetryableToolError
+from infra.tools.http import call_http
 
 log = get_logger("keel.activity")
 
@@ -50,10 +51,15 @@ class NodeActivities:
             if params.tool.type != "http":
                 raise await fail(f"tool type {params.tool.type!r} is not available",
                                  node_id=params.node_id, non_retryable=True)
+            tool = params.tool
             try:
-                return await call_http(params, self.settings.secret_key, attempt)
+                outcome = await call_http(tool.name, tool.config, tool.input_schema,
+                                          params.arguments, params.call_id,
+                                          self.settings.secret_key)
             except RetryableToolError as exc:
                 raise await fail(str(exc), node_id=params.node_id) from exc
+            return ToolCallResult(ok=outcome.ok, output=outcome.output, error=outcome.error,
+                                  latency_ms=outcome.latency_ms, attempt=attempt)
 
     @activity.defn(name="keel.sync_execution")
     async def sync_execution(self, params: SyncInput) -> int:

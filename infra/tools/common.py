@@ -1,0 +1,53 @@
+"""What every tool client shares: the outcome shape, retryable errors, argument checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from infra.secrets import decrypt, is_encrypted
+
+MAX_RESULT_CHARS = 64_000
+
+
+@dataclass
+class ToolOutcome:
+    ok: bool
+    output: Any = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    # MCP: the tools the server offers (filled by discovery and by /Tool/{id}/test).
+    tools: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RetryableToolError(Exception):
+    """The call may succeed if made again (timeout, 429, 5xx, connection trouble)."""
+
+
+def argument_errors(schema: dict[str, Any] | None, arguments: dict[str, Any]) -> str | None:
+    """A readable list of what is wrong with ``arguments``, or None when they fit."""
+    if not schema:
+        return None
+    errors = sorted(Draft202012Validator(schema).iter_errors(arguments), key=lambda e: e.path)
+    if not errors:
+        return None
+    return "; ".join(
+        f"{'/'.join(str(p) for p in e.path) or 'arguments'}: {e.message}" for e in errors[:5]
+    )
+
+
+def reveal(values: dict[str, Any] | None, secret_key: str) -> dict[str, str]:
+    """Header or env values as sent: secret ones decrypted, right before use."""
+    out: dict[str, str] = {}
+    for name, value in (values or {}).items():
+        raw = value.get("value", "") if isinstance(value, dict) else value
+        out[name] = decrypt(raw, secret_key) if is_encrypted(raw) else str(raw)
+    return out
+
+
+def truncate(text: str, limit: int = MAX_RESULT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"... [truncated {len(text) - limit} characters]"
