@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -18,6 +18,7 @@ from infra.logging import get_logger
 
 log = get_logger("keel.activity")
 HEARTBEAT_EVERY_S = 1.0
+DELTA_BATCH = timedelta(milliseconds=200)
 
 
 @asynccontextmanager
@@ -77,3 +78,23 @@ async def fail(message: str, *, node_id: str, non_retryable: bool = False,
     return ApplicationError(message, {"attempt": attempt},
                             type=error_type or ("NonRetryable" if non_retryable else "NodeError"),
                             non_retryable=non_retryable)
+
+
+@asynccontextmanager
+async def token_stream(params: Any, attempt: int, *, enabled: bool
+                       ) -> AsyncIterator[Callable[[str], None] | None]:
+    """A callback that publishes text deltas as llm.delta events, batched every 200 ms
+    by the stream client (one signal per batch, not per token)."""
+    if not enabled:
+        yield None
+        return
+    client = WorkflowStreamClient.from_within_activity(batch_interval=DELTA_BATCH)
+    topic = client.topic(EVENTS_TOPIC)
+
+    def on_delta(text: str) -> None:
+        topic.publish(event(EventType.LLM_DELTA, datetime.now(UTC).isoformat(), params.node_id,
+                            {"delta": text, "call_index": params.call_index,
+                             "attempt": attempt}))
+
+    async with client:
+        yield on_delta

@@ -7,18 +7,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities import fake_model
-from activities.common import fail, node_activity
+from activities.common import fail, node_activity, token_stream
 from activities.contracts import (
     LlmCallInput,
     LlmCallResult,
     SyncInput,
     ToolCallInput,
     ToolCallResult,
+    Usage,
 )
 from infra.execution_store import apply_events, last_seq
+from infra.llm import AgentModel, LlmError, call_model, tool_schema
 from infra.logging import get_logger
 from infra.models import Execution
+from infra.secrets import SecretDecryptionError, decrypt
 from infra.settings import Settings
 from infra.streams import read_events
 from infra.tools.common import RetryableToolError
@@ -34,15 +36,38 @@ class NodeActivities:
 
     @activity.defn(name="keel.llm_call")
     async def llm_call(self, params: LlmCallInput) -> LlmCallResult:
+        """One model call of an agent node; text streams to watchers as llm.delta."""
         attempt = activity.info().attempt
+        spec = params.agent
         async with node_activity(params.execution_id, params.node_id):
-            if params.agent.provider != "fake":
-                raise await fail(f"provider {params.agent.provider!r} is not available",
-                                 node_id=params.node_id, non_retryable=True)
             try:
-                return await fake_model.complete(params, attempt)
-            except fake_model.FakeModelError as exc:
-                raise await fail(str(exc), node_id=params.node_id) from exc
+                api_key = (decrypt(spec.api_key_encrypted, self.settings.secret_key)
+                           if spec.api_key_encrypted else None)
+            except SecretDecryptionError as exc:
+                raise await fail(f"agent {spec.name!r}: {exc}", node_id=params.node_id,
+                                 non_retryable=True) from exc
+            agent = AgentModel(name=spec.name, provider=spec.provider, model=spec.model,
+                               base_url=spec.base_url, api_key=api_key,
+                               temperature=spec.temperature, max_tokens=spec.max_tokens,
+                               metadata=spec.metadata)
+            tools = [tool_schema(t.name, t.description, t.input_schema) for t in params.tools]
+            try:
+                # The offline model answers at once; real ones stream unless told not to.
+                streams = spec.provider != "fake" and spec.metadata.get("stream", True)
+                async with token_stream(params, attempt, enabled=streams) as on_delta:
+                    reply = await call_model(agent, self.settings, params.messages, tools,
+                                             params.call_index, attempt, on_delta)
+            except LlmError as exc:
+                raise await fail(str(exc), node_id=params.node_id,
+                                 non_retryable=not exc.retryable) from exc
+            return LlmCallResult(
+                content=reply.content, tool_calls=reply.tool_calls, model=reply.model,
+                attempt=attempt,
+                usage=Usage(prompt_tokens=reply.prompt_tokens,
+                            completion_tokens=reply.completion_tokens,
+                            cached_tokens=reply.cached_tokens,
+                            reasoning_tokens=reply.reasoning_tokens),
+            )
 
     @activity.defn(name="keel.call_tool")
     async def call_tool(self, params: ToolCallInput) -> ToolCallResult:

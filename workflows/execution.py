@@ -346,9 +346,11 @@ class ExecutionWorkflow:
                          call_id: str, activity_id: str, timeout_s: float | None,
                          retry: RetrySpec | None, agent_id: int | None = None
                          ) -> ToolCallResult:
+        """Call a tool as its own activity. A failure, once retries are spent, is a result
+        with ok=False: a tool node fails on it, an agent hands it back to its model."""
         at_most_once = tool.config.get("delivery") == "at_most_once"
         try:
-            return await workflow.execute_activity(
+            result: ToolCallResult = await workflow.execute_activity(
                 CALL_TOOL,
                 ToolCallInput(execution_id=self.params.execution_id,
                               workflow_id=self.params.workflow_id, node_id=node_id, tool=tool,
@@ -367,7 +369,12 @@ class ExecutionWorkflow:
                 raise
             message, tries = _failure(err, 1 if at_most_once else (retry or RetrySpec())
                                       .max_attempts)
-            raise self._fail(node_id, message, tries) from None
+            result = ToolCallResult(ok=False, error=message, attempt=tries)
+        self._emit(EventType.TOOL_CALLED, node_id, {
+            "tool": tool.name, "arguments": arguments, "ok": result.ok,
+            "error": result.error, "attempts": result.attempt,
+        })
+        return result
 
     def _tool(self, node: ToolNode) -> Callable[[RunState, int], Awaitable[dict[str, Any]]]:
         async def run(state: RunState, visit: int) -> dict[str, Any]:
