@@ -125,8 +125,9 @@ async def test_agent_calls_a_tool_as_its_own_activity(platform: Platform) -> Non
 
     history = await platform.client.get_workflow_handle(
         execution["temporal"]["workflow_id"]).fetch_history()
-    activity_ids = [e.activity_task_scheduled_event_attributes.activity_id
-                    for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+    scheduled = "activity_task_scheduled_event_attributes"
+    activity_ids = [getattr(e, scheduled).activity_id
+                    for e in history.events if e.HasField(scheduled)]
     assert [a for a in activity_ids if a.startswith("agent/")] == [
         "agent/1/llm/0", "agent/1/tool/0/0", "agent/1/llm/1"]
 
