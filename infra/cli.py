@@ -4,6 +4,7 @@
     keel api       serve the HTTP and WebSocket API with uvicorn
     keel worker    run a Temporal worker for Keel's workflows and activities
     keel up        the embedded platform: Temporal dev server + migrations + worker + API
+    keel watch ID  print an execution's events live, one JSON object per line
 
 Every command reads its configuration from ``KEEL_*`` environment variables or
 ``.env`` (see ``.env.example``); none takes configuration flags.
@@ -26,7 +27,7 @@ from infra.settings import Settings
 log = get_logger("keel.cli")
 
 
-def cmd_migrate(settings: Settings) -> int:
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
     from infra.migrate import upgrade
@@ -39,7 +40,7 @@ def cmd_migrate(settings: Settings) -> int:
     return 0
 
 
-def cmd_api(settings: Settings) -> int:
+def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.main import create_app
@@ -55,7 +56,7 @@ def cmd_api(settings: Settings) -> int:
     return 0
 
 
-def cmd_worker(settings: Settings) -> int:
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     try:
         from worker.main import run_worker
     except ModuleNotFoundError as exc:
@@ -67,19 +68,53 @@ def cmd_worker(settings: Settings) -> int:
     return 0
 
 
-def cmd_up(settings: Settings) -> int:
+def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     from infra.supervisor import up
 
     return up(settings)
 
 
-COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
+def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    """Follow an execution over the API's WebSocket until it ends."""
+    import json
+
+    import websockets
+
+    base = (args.api or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
+    url = base.replace("http", "ws", 1) + f"/api/v1/Execution/ws/{args.execution_id}"
+    url += f"?after={args.after}"
+
+    async def follow() -> int:
+        try:
+            async with websockets.connect(url) as ws:
+                async for message in ws:
+                    sys.stdout.write(json.dumps(json.loads(message)) + "\n")
+                    sys.stdout.flush()
+                code, reason = ws.close_code, ws.close_reason
+        except websockets.ConnectionClosed as closed:
+            code, reason = closed.code, closed.reason
+        except OSError as exc:
+            sys.stderr.write(f"keel: cannot reach the API at {base}: {exc}\n")
+            return 1
+        if code != 1000:
+            sys.stderr.write(f"keel: the API closed the stream ({code}): {reason}\n")
+            return 1
+        return 0
+
+    return asyncio.run(follow())
+
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+COMMANDS: dict[str, tuple[Handler, str]] = {
     "migrate": (cmd_migrate, "apply database migrations to KEEL_DATABASE_URL (or the "
                              "SQLite file under KEEL_DATA_DIR)"),
     "api": (cmd_api, "serve the API on KEEL_API_HOST:KEEL_API_PORT"),
     "worker": (cmd_worker, "run a Temporal worker on KEEL_TASK_QUEUE until SIGINT/SIGTERM"),
     "up": (cmd_up, "run everything locally in the foreground: Temporal dev server, "
                    "migrations, a worker and the API, with state under KEEL_DATA_DIR"),
+    "watch": (cmd_watch, "print an execution's events live, one JSON object per line, "
+                         "until it ends"),
 }
 
 
@@ -101,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (handler, summary) in COMMANDS.items():
         command = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:])
         command.set_defaults(handler=handler)
+        if name == "watch":
+            command.add_argument("execution_id", type=int, help="the execution to follow")
+            command.add_argument("--after", type=int, default=0, metavar="SEQ",
+                                 help="start after this event (resume where you stopped)")
+            command.add_argument("--api", metavar="URL",
+                                 help="the API's base URL (default from KEEL_API_HOST/PORT)")
     return parser
 
 
@@ -120,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"keel: invalid settings: {_settings_errors(exc)}\n")
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    handler: Callable[[Settings], int] = args.handler
-    return handler(settings)
+    handler: Handler = args.handler
+    return handler(settings, args)
 
 
 if __name__ == "__main__":
