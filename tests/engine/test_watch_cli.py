@@ -1,0 +1,37 @@
+"""`keel watch` follows a run from the command line, as a person would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from tests.engine.conftest import Platform
+from tests.engine.test_runs import chain
+
+
+async def watch(platform: Platform, *args: str) -> tuple[int, list[dict], str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "infra.cli", "watch", *args, "--api", platform.base_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    return process.returncode or 0, events, err.decode()
+
+
+async def test_keel_watch_prints_every_event_then_exits(platform: Platform) -> None:
+    agent = await platform.agent("a", metadata={"fake": {"delay_s": 0.5}})
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "a", "type": "agent", "agent_id": agent}], "edges": chain("a")})
+    execution = await platform.run(workflow_id)
+
+    code, events, _ = await watch(platform, str(execution["id"]))
+    assert code == 0
+    assert [e["type"] for e in events] == [
+        "execution.started", "node.started", "node.completed", "execution.completed"]
+
+    code, events, _ = await watch(platform, str(execution["id"]), "--after", "2")
+    assert code == 0 and [e["seq"] for e in events] == [3, 4]
+
+    code, events, err = await watch(platform, "424242")
+    assert code == 1 and events == [] and "4404" in err
