@@ -72,3 +72,28 @@ async def test_sigkill_worker_mid_run_then_new_worker_finishes(
     assert code == 1000
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert kinds(events).count(("node.completed", "before")) == 1
+
+
+async def test_sigterm_lets_the_running_activity_finish(
+    platform_without_worker: Platform,
+) -> None:
+    platform = platform_without_worker
+    slow = await platform.agent("slow", metadata={"fake": {"delay_s": 2}})
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "think", "type": "agent", "agent_id": slow, "input": "x"},
+                  {"id": "next", "type": "agent", "agent_id": slow, "input": "y"}],
+        "edges": chain("think", "next"),
+    })
+    execution = await platform.run(workflow_id)
+
+    async with worker_process(platform) as first:
+        progress, _ = await platform.watch(execution["id"], limit=2)
+        assert kinds(progress)[-1] == ("node.started", "think")
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(first.wait(), 30) == 0
+
+    # The worker finished its in-flight activity before exiting: no retry needed.
+    async with worker_process(platform):
+        final = await platform.wait_status(execution["id"], "completed", "failed", timeout=60)
+    assert final["status"] == "completed", final["error"]
+    assert {n["node_id"]: n["attempts"] for n in final["nodes"]} == {"think": 1, "next": 1}
