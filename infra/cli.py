@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -165,5 +166,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handler(settings, args)
 
 
+def exit_without_teardown(code: int) -> None:
+    """Leave once every command has cleaned up after itself, skipping interpreter
+    finalization: the Temporal client's Rust threads can abort it
+    (temporalio/sdk-python#300, "PyGILState_Release ... must be current")."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run() -> None:
+    """The console script's entry point."""
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

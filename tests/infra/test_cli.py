@@ -26,7 +26,7 @@ import pytest
 from infra.models import Base
 
 KEEL = Path(sys.executable).parent / "keel"
-SUBCOMMANDS = ["migrate", "api", "worker", "up"]
+SUBCOMMANDS = ["migrate", "api", "worker", "up", "watch"]
 
 
 def free_ports(count: int) -> list[int]:
