@@ -25,6 +25,7 @@ from infra.settings import Settings
 from infra.streams import read_events
 from infra.tools.common import RetryableToolError
 from infra.tools.http import call_http
+from infra.tools.mcp import call_mcp
 
 log = get_logger("keel.activity")
 
@@ -73,14 +74,19 @@ class NodeActivities:
     async def call_tool(self, params: ToolCallInput) -> ToolCallResult:
         attempt = activity.info().attempt
         async with node_activity(params.execution_id, params.node_id):
-            if params.tool.type != "http":
-                raise await fail(f"tool type {params.tool.type!r} is not available",
-                                 node_id=params.node_id, non_retryable=True)
             tool = params.tool
+            if tool.type not in ("http", "mcp"):
+                raise await fail(f"tool type {tool.type!r} is not available",
+                                 node_id=params.node_id, non_retryable=True)
             try:
-                outcome = await call_http(tool.name, tool.config, tool.input_schema,
-                                          params.arguments, params.call_id,
-                                          self.settings.secret_key)
+                if tool.type == "mcp":
+                    outcome = await call_mcp(tool.name, tool.config, tool.input_schema,
+                                             params.arguments, self.settings.secret_key,
+                                             self.settings)
+                else:
+                    outcome = await call_http(tool.name, tool.config, tool.input_schema,
+                                              params.arguments, params.call_id,
+                                              self.settings.secret_key, self.settings)
             except RetryableToolError as exc:
                 raise await fail(str(exc), node_id=params.node_id) from exc
             return ToolCallResult(ok=outcome.ok, output=outcome.output, error=outcome.error,

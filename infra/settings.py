@@ -7,6 +7,8 @@ at the first request.
 
 from __future__ import annotations
 
+import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +17,14 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRET_KEY = "change-me-in-production"  # noqa: S105  (the value we refuse)
+
+
+def default_stdio_allowlist() -> list[str]:
+    """Commands MCP stdio tools may start by default: this Python (by name and by path)
+    and the usual launchers of packaged MCP servers."""
+    names = ["python", "python3", os.path.basename(sys.executable), sys.executable,
+             "npx", "uvx", "node"]
+    return list(dict.fromkeys(n for n in names if n))
 
 
 class Settings(BaseSettings):
@@ -57,6 +67,27 @@ class Settings(BaseSettings):
 
     # Requests whose body is larger than this get 413.
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Tools. Requests to link-local (169.254.0.0/16, fe80::/10) and cloud-metadata
+    # addresses are refused unless this is true; loopback and private networks are allowed.
+    tool_allow_link_local: bool = False
+    # Tool responses (HTTP bodies, MCP results) longer than this many characters are cut.
+    tool_max_response_chars: int = Field(default=64_000, ge=100, le=10_000_000)
+    # Commands an MCP stdio tool may start: bare names (run from PATH) or full paths.
+    mcp_stdio_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=default_stdio_allowlist)
+    # Seconds to connect to an MCP server, and for each request, when the tool sets none.
+    mcp_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # Discovery (list_tools when an MCP tool is saved without input_schema) waits at most
+    # this long, or the tool's timeout_s if shorter; 0 turns discovery off.
+    mcp_discovery_timeout_s: float = Field(default=5.0, ge=0, le=600)
+
+    @field_validator("mcp_stdio_allowlist", mode="before")
+    @classmethod
+    def _split_allowlist(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [command.strip() for command in value.split(",") if command.strip()]
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

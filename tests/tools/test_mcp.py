@@ -1,0 +1,318 @@
+"""The MCP client against real MCP servers started on loopback: a stdio subprocess, and
+streamable HTTP and SSE servers built with the SDK's MCPServer, served by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.secrets import encrypt
+from infra.settings import Settings
+from infra.tools.common import RetryableToolError
+from infra.tools.mcp import call_mcp, probe_mcp, stdio_command_allowed
+from tests.conftest import make_settings
+from tests.fakes import free_port
+from tests.fakes_mcp import McpHttpService, process_gone, stdio_config
+from tests.helpers import wait_for
+
+KEY = "test-secret-key-that-is-long-enough-0123456789"
+API_TOKEN = "mcp-token-5f4e3d2c1b"
+ECHO_SCHEMA = {"type": "object", "properties": {"text": {"title": "Text", "type": "string"}},
+               "required": ["text"], "title": "echoArguments"}
+
+
+@pytest.fixture
+def tool_settings(tmp_path: Path) -> Settings:
+    # No database or Temporal is used here; the settings only carry the tool limits.
+    return make_settings("sqlite+aiosqlite:///unused.db", tmp_path)
+
+
+def sealed_env(**values: str) -> dict[str, Any]:
+    """MCP env as the API stores it: every value encrypted."""
+    return {k: {"value": encrypt(v, KEY), "secret": True} for k, v in values.items()}
+
+
+async def call(config: dict[str, Any], settings: Settings, arguments: dict[str, Any],
+               name: str = "echo", schema: dict[str, Any] | None = None) -> Any:
+    return await call_mcp(name, config, schema, arguments, KEY, settings)
+
+
+# --- the three transports ------------------------------------------------------------
+
+async def test_stdio_call_passes_env_secrets_to_the_server(tool_settings: Settings) -> None:
+    config = stdio_config(env=sealed_env(API_TOKEN=API_TOKEN), tool_name="env_status")
+    outcome = await call(config, tool_settings, {"name": "API_TOKEN"}, name="check_env")
+    assert outcome.ok, outcome.error
+    assert outcome.output == {"name": "API_TOKEN", "set": True}
+    assert outcome.latency_ms > 0
+    # The worker's own environment is not inherited, only the tool's env.
+    os.environ["KEEL_TEST_LEAK"] = "1"
+    try:
+        outcome = await call(stdio_config(tool_name="env_status"), tool_settings,
+                             {"name": "KEEL_TEST_LEAK"})
+    finally:
+        del os.environ["KEEL_TEST_LEAK"]
+    assert outcome.output == {"name": "KEEL_TEST_LEAK", "set": False}
+
+
+@pytest.mark.parametrize("transport", ["streamable_http", "sse"])
+async def test_http_transports_call_the_tool(tool_settings: Settings, transport: Any) -> None:
+    async with McpHttpService(transport=transport) as service:
+        outcome = await call(service.config(headers={
+            "Authorization": {"value": encrypt("Bearer " + API_TOKEN, KEY), "secret": True},
+            "X-Plain": "visible"}), tool_settings, {"text": "tides"})
+    assert outcome.ok, outcome.error
+    # Structured content when the server gives it (MCPServer wraps a str as "result").
+    assert outcome.output == {"result": "echo: tides"}
+    assert service.tool_calls == {"echo": 1}
+    assert all(h.get("authorization") == "Bearer " + API_TOKEN for h in service.headers)
+    assert all(h.get("x-plain") == "visible" for h in service.headers)
+
+
+async def test_probe_lists_tools_and_calls_when_given_arguments(tool_settings: Settings
+                                                                ) -> None:
+    listed = await probe_mcp("echo", stdio_config(), KEY, tool_settings)
+    assert listed.ok, listed.error
+    tools = {t["name"]: t for t in listed.tools}
+    assert set(tools) == {"echo", "env_status", "fail", "slow", "big"}
+    assert tools["echo"] == {"name": "echo", "description": "Echo the text back.",
+                             "input_schema": ECHO_SCHEMA}
+    assert listed.output is None
+
+    called = await probe_mcp("echo", stdio_config(), KEY, tool_settings, {"text": "hi"})
+    assert called.ok and called.output == {"result": "echo: hi"} and called.tools
+
+    missing = await probe_mcp("lookup", stdio_config(), KEY, tool_settings)
+    assert not missing.ok and missing.tools
+    assert "offers no tool named 'lookup'" in (missing.error or "")
+    assert "'echo'" in (missing.error or "") and "tool_name" in (missing.error or "")
+
+
+# --- results -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["stdio", "streamable_http"])
+async def test_is_error_result_is_a_failed_outcome_with_the_servers_message(
+        tool_settings: Settings, where: str) -> None:
+    async with McpHttpService() as service:
+        config = stdio_config() if where == "stdio" else service.config()
+        outcome = await call({**config, "tool_name": "fail"}, tool_settings,
+                             {"reason": "no such city"}, name="weather")
+    assert not outcome.ok and outcome.output is None
+    # MCPServer puts its own words before the tool's.
+    assert outcome.error == ("weather: the MCP tool 'fail' reported an error: "
+                             "Error executing tool fail: refused: no such city")
+
+
+async def test_invalid_arguments_never_reach_the_server(tool_settings: Settings) -> None:
+    async with McpHttpService() as service:
+        outcome = await call(service.config(), tool_settings, {"text": 5}, schema=ECHO_SCHEMA)
+    assert not outcome.ok and "invalid arguments for echo" in (outcome.error or "")
+    assert service.requests == 0
+
+
+async def test_long_results_are_cut(tmp_path: Path) -> None:
+    settings = make_settings("sqlite+aiosqlite:///unused.db", tmp_path,
+                             tool_max_response_chars=1000)
+    outcome = await call(stdio_config(tool_name="big"), settings, {"size": 50_000})
+    assert outcome.ok
+    assert isinstance(outcome.output, str) and len(outcome.output) < 1100
+    # The JSON text of the structured result, cut.
+    assert outcome.output.startswith('{"result": "xxx')
+    assert outcome.output.endswith("... [truncated 49014 characters]")
+    short = await call(stdio_config(tool_name="big"), settings, {"size": 900})
+    assert short.output == {"result": "x" * 900}
+
+
+# --- stdio allowlist -----------------------------------------------------------------
+
+async def test_command_not_in_the_allowlist_is_refused(tool_settings: Settings,
+                                                       tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    config = {"transport": "stdio", "command": "/bin/sh",
+              "args": ["-c", f"touch {marker}"]}
+    outcome = await call(config, tool_settings, {"text": "x"})
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert "command '/bin/sh' is not allowed" in outcome.error
+    assert "KEEL_MCP_STDIO_ALLOWLIST" in outcome.error
+    probed = await probe_mcp("echo", config, KEY, tool_settings)
+    assert not probed.ok and "KEEL_MCP_STDIO_ALLOWLIST" in (probed.error or "")
+    assert not marker.exists()
+
+
+def test_allowlist_matches_names_and_resolved_paths(tmp_path: Path) -> None:
+    allow = ["python3", "node", sys.executable]
+    assert stdio_command_allowed("python3", allow)
+    assert stdio_command_allowed(sys.executable, allow)
+    assert not stdio_command_allowed("sh", allow)
+    assert not stdio_command_allowed("python3;rm", allow)
+    python3 = shutil.which("python3")
+    if python3:  # the file the listed name runs is allowed by its path too
+        assert stdio_command_allowed(python3, allow)
+    # A file called "python3" elsewhere is not python3.
+    fake = tmp_path / "python3"
+    fake.symlink_to("/bin/sh")
+    assert not stdio_command_allowed(str(fake), allow)
+    # A link to an allowed interpreter is that interpreter.
+    link = tmp_path / "py"
+    link.symlink_to(sys.executable)
+    assert stdio_command_allowed(str(link), allow)
+    assert not stdio_command_allowed("/bin/sh", allow)
+    assert not stdio_command_allowed("python3", [])
+
+
+def test_allowlist_setting_is_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_MCP_STDIO_ALLOWLIST", " uvx, /opt/mcp/server ,, ")
+    assert Settings(_env_file=None).mcp_stdio_allowlist == [  # type: ignore[call-arg]
+        "uvx", "/opt/mcp/server"]
+    monkeypatch.delenv("KEEL_MCP_STDIO_ALLOWLIST")
+    default = Settings(_env_file=None).mcp_stdio_allowlist  # type: ignore[call-arg]
+    assert {"python", "python3", "npx", "uvx", "node", sys.executable} <= set(default)
+    assert os.path.basename(sys.executable) in default
+
+
+# --- failures, classified ------------------------------------------------------------
+
+async def test_server_process_that_exits_reports_its_stderr(tool_settings: Settings) -> None:
+    config = stdio_config("--crash", "cannot read /etc/weather.conf",
+                          env=sealed_env(API_TOKEN=API_TOKEN))
+    outcome = await call(config, tool_settings, {"text": "x"})
+    assert not outcome.ok and outcome.error is not None
+    assert "exited or closed its output while connecting" in outcome.error
+    assert "its stderr ends with: cannot read /etc/weather.conf" in outcome.error
+
+
+async def test_secrets_are_masked_in_what_a_failing_server_prints(tool_settings: Settings
+                                                                  ) -> None:
+    config = {"transport": "stdio", "command": sys.executable, "args": [
+        "-c", "import os, sys; sys.stderr.write('bad token ' + os.environ['API_TOKEN'])"],
+        "env": sealed_env(API_TOKEN=API_TOKEN)}
+    outcome = await probe_mcp("echo", config, KEY, tool_settings)
+    assert not outcome.ok and outcome.error is not None
+    assert "bad token ***" in outcome.error and API_TOKEN not in outcome.error
+
+
+async def test_command_that_cannot_start(tmp_path: Path) -> None:
+    settings = make_settings("sqlite+aiosqlite:///unused.db", tmp_path,
+                             mcp_stdio_allowlist=["/nonexistent/mcp-server"])
+    outcome = await call({"transport": "stdio", "command": "/nonexistent/mcp-server"},
+                         settings, {"text": "x"})
+    assert outcome.error == ("echo: cannot start the stdio server '/nonexistent/mcp-server': "
+                             "No such file or directory")
+
+
+async def test_output_that_is_not_mcp_is_a_protocol_error(tool_settings: Settings) -> None:
+    config = {"transport": "stdio", "command": sys.executable, "timeout_s": 1, "args": [
+        "-c", "import time; print('Welcome to my server!', flush=True); time.sleep(30)"]}
+    outcome = await call(config, tool_settings, {"text": "x"})
+    assert not outcome.ok and outcome.error is not None
+    assert outcome.error.startswith("echo: MCP protocol error: no answer from the stdio "
+                                    "server")
+    assert "output that is not MCP" in outcome.error
+
+
+async def test_refused_connection_is_retryable(tool_settings: Settings) -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    for transport in ("streamable_http", "sse"):
+        config = {"transport": transport, "url": url}
+        with pytest.raises(RetryableToolError, match=f"echo: connection refused by {url}"):
+            await call(config, tool_settings, {"text": "x"})
+        probed = await probe_mcp("echo", config, KEY, tool_settings)
+        assert not probed.ok and probed.error == f"echo: connection refused by {url}"
+
+
+async def test_5xx_is_retryable_and_the_next_call_succeeds(tool_settings: Settings) -> None:
+    async with McpHttpService(fail_calls=1) as service:
+        with pytest.raises(RetryableToolError, match=f"echo: HTTP 503 from {service.url}"):
+            await call(service.config(), tool_settings, {"text": "x"})
+        outcome = await call(service.config(), tool_settings, {"text": "x"})
+    assert outcome.ok and service.tool_calls == {"echo": 2}
+
+
+async def test_wrong_path_is_an_http_status_error(tool_settings: Settings) -> None:
+    async with McpHttpService() as service:
+        url = service.url.replace("/mcp", "/nope")
+        outcome = await call({"transport": "streamable_http", "url": url}, tool_settings,
+                             {"text": "x"})
+        sse = await probe_mcp("echo", {"transport": "sse", "url": url}, KEY, tool_settings)
+    assert outcome.error == (f"echo: HTTP 404 from {url}: the MCP endpoint refused the "
+                             "request")
+    assert sse.error is not None and sse.error.startswith(f"echo: HTTP 404 from {url}")
+
+
+async def test_tls_dns_and_blocked_destinations(tool_settings: Settings) -> None:
+    async with McpHttpService() as service:
+        tls = await probe_mcp("echo", {"transport": "streamable_http",
+                                       "url": service.url.replace("http:", "https:")},
+                              KEY, tool_settings)
+    assert tls.error is not None and tls.error.startswith("echo: TLS error talking to https://")
+    dns = await probe_mcp("echo", {"transport": "sse", "url": "http://keel-test.invalid/sse"},
+                          KEY, tool_settings)
+    assert dns.error is not None
+    assert dns.error.startswith("echo: DNS failure: cannot resolve host 'keel-test.invalid'")
+    blocked = await probe_mcp("echo", {"transport": "streamable_http",
+                                       "url": "http://169.254.169.254/mcp"}, KEY, tool_settings)
+    assert blocked.error == ("echo: 169.254.169.254 is a cloud metadata address; requests "
+                             "there are blocked (set KEEL_TOOL_ALLOW_LINK_LOCAL=true to allow "
+                             "them)")
+    with pytest.raises(RetryableToolError, match="timed out"):
+        await call({"transport": "stdio", "command": sys.executable, "timeout_s": 0.5,
+                    "args": ["-c", "import time; time.sleep(30)"]}, tool_settings, {})
+
+
+# --- slow servers, cancellation and processes left behind ----------------------------
+
+@pytest.mark.parametrize("transport", ["streamable_http", "sse"])
+async def test_slow_http_server_times_out(tool_settings: Settings, transport: Any) -> None:
+    async with McpHttpService(transport=transport, delay_s=30) as service:
+        started = time.monotonic()
+        outcome = await probe_mcp("echo", service.config(timeout_s=0.5), KEY, tool_settings)
+        elapsed = time.monotonic() - started
+        with pytest.raises(RetryableToolError, match=r"timed out after 0\.5s connecting"):
+            await call(service.config(timeout_s=0.5), tool_settings, {"text": "x"})
+    assert outcome.error == f"echo: timed out after 0.5s connecting ({service.url})"
+    assert elapsed < 5
+
+
+async def test_slow_tool_times_out_and_the_process_is_stopped(tool_settings: Settings,
+                                                              tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    # Long enough for Python to start and import the SDK; far shorter than the nap.
+    config = stdio_config(tool_name="slow", timeout_s=5,
+                          env=sealed_env(PIDFILE=str(pidfile)))
+    with pytest.raises(RetryableToolError, match=r"timed out after 5s calling 'slow'"):
+        await call(config, tool_settings, {"seconds": 60}, name="nap")
+    pid = int(pidfile.read_text())
+
+    async def gone() -> bool:
+        return process_gone(pid)
+
+    await wait_for(gone, timeout=10, what=f"MCP server process {pid} to exit")
+
+
+async def test_cancel_propagates_and_stops_the_server(tool_settings: Settings,
+                                                      tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    config = stdio_config(tool_name="slow", timeout_s=60,
+                          env=sealed_env(PIDFILE=str(pidfile)))
+    task = asyncio.create_task(call(config, tool_settings, {"seconds": 60}))
+
+    async def running() -> bool:
+        return pidfile.exists() and bool(pidfile.read_text())
+
+    await wait_for(running, timeout=20, what="the slow tool to start")
+    pid = int(pidfile.read_text())
+    cancelled_at = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    took = time.monotonic() - cancelled_at
+    assert process_gone(pid)  # stopped before the cancel came back, not later
+    assert took < 5, took
