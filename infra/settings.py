@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from infra.pricing import Pricing, PricingError
+
 PLACEHOLDER_SECRET_KEY = "change-me-in-production"  # noqa: S105  (the value we refuse)
 
 
@@ -89,11 +91,30 @@ class Settings(BaseSettings):
             return [command.strip() for command in value.split(",") if command.strip()]
         return value
 
+    # JSON or TOML file of model prices laid over the built-in table (infra.pricing);
+    # empty: the built-in prices only. Read at start-up, so a bad file stops the process.
+    pricing_file: Path | None = None
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("pricing_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("pricing_file")
+    @classmethod
+    def _pricing_file_reads(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                Pricing.load(value)
+            except PricingError as exc:
+                raise ValueError(f"KEEL_PRICING_FILE: {exc}") from None
         return value
 
     @field_validator("log_level", mode="before")

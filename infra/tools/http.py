@@ -164,28 +164,27 @@ def status_failure(status: int, url: str, detail: str = "") -> Failure:
 
 
 async def read_limited(response: httpx.Response, limit: int) -> tuple[str, bool]:
-    """The body as text, reading no more than about ``limit`` characters of it."""
+    """The body as text, reading no more than about ``limit`` characters of it, and
+    whether reading stopped before the end."""
     cap = limit * 4 + 4  # UTF-8: at most 4 bytes a character
     chunks: list[bytes] = []
     size = 0
-    cut = False
     async for chunk in response.aiter_bytes():
         chunks.append(chunk)
         size += len(chunk)
         if size > cap:
-            cut = True
             break
     text = b"".join(chunks)[:cap].decode(response.encoding or "utf-8", errors="replace")
-    return text, cut or len(text) > limit
+    return text, size > cap
 
 
-def cut_text(text: str, limit: int, more: bool) -> str:
-    """``text`` kept under ``limit`` characters, saying it was cut."""
-    if len(text) > limit:
+def cut_text(text: str, limit: int, unread: bool = False, total: str | None = None) -> str:
+    """``text`` kept to ``limit`` characters, saying it was cut. ``unread``: the source
+    had more than ``text`` (``total`` says how much, when known)."""
+    if not unread:
         return truncate(text, limit)
-    if more:
-        return text + f"... [truncated: the response is longer than {limit} characters]"
-    return text
+    size = f"{total} bytes" if total else f"more than {limit} characters"
+    return text[:limit] + f"... [truncated: the response has {size}]"
 
 
 async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, Any] | None,
@@ -223,7 +222,7 @@ async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, A
             method, url, headers=headers, params=arguments if in_query else None,
             json=None if in_query else arguments,
         ) as response:
-            text, more = await read_limited(response, limit)
+            text, unread = await read_limited(response, limit)
     except Exception as exc:
         failure = network_failure(exc, url, timeout_s)
         if failure is None:
@@ -233,8 +232,8 @@ async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, A
     if response.status_code == 429 or response.status_code >= 500:
         raise RetryableToolError(f"{name}: HTTP {response.status_code} from {url}")
     body: Any
-    if more:
-        body = cut_text(text, limit, more)
+    if unread or len(text) > limit:
+        body = cut_text(text, limit, unread, response.headers.get("content-length"))
     else:
         try:
             body = json.loads(text)

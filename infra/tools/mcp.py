@@ -342,16 +342,16 @@ def _outcome(name: str, target: str, result: Any, limit: int, conn: _Connection
     """A CallToolResult as an outcome: structured content if any, else the text joined."""
     text = "\n".join(_block_text(b) for b in result.content or [])
     if result.is_error:
-        message = cut_text(text, 2000, False) or "no message"
+        message = cut_text(text, 2000) or "no message"
         return ToolOutcome(ok=False, error=conn.scrub(
             f"{name}: the MCP tool {target!r} reported an error: {message}"))
     output: Any
     if result.structured_content is not None:
         encoded = json.dumps(result.structured_content, ensure_ascii=False)
-        output = (cut_text(encoded, limit, False) if len(encoded) > limit
+        output = (cut_text(encoded, limit) if len(encoded) > limit
                   else result.structured_content)
     else:
-        output = cut_text(text, limit, False)
+        output = cut_text(text, limit)
     return ToolOutcome(ok=True, output=conn.scrub(output))
 
 

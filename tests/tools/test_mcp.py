@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import sys
 import time
@@ -222,7 +223,8 @@ async def test_refused_connection_is_retryable(tool_settings: Settings) -> None:
     url = f"http://127.0.0.1:{free_port()}/mcp"
     for transport in ("streamable_http", "sse"):
         config = {"transport": transport, "url": url}
-        with pytest.raises(RetryableToolError, match=f"echo: connection refused by {url}"):
+        refused = f"echo: connection refused by {re.escape(url)}"
+        with pytest.raises(RetryableToolError, match=refused):
             await call(config, tool_settings, {"text": "x"})
         probed = await probe_mcp("echo", config, KEY, tool_settings)
         assert not probed.ok and probed.error == f"echo: connection refused by {url}"
@@ -230,7 +232,8 @@ async def test_refused_connection_is_retryable(tool_settings: Settings) -> None:
 
 async def test_5xx_is_retryable_and_the_next_call_succeeds(tool_settings: Settings) -> None:
     async with McpHttpService(fail_calls=1) as service:
-        with pytest.raises(RetryableToolError, match=f"echo: HTTP 503 from {service.url}"):
+        unavailable = f"echo: HTTP 503 from {re.escape(service.url)}"
+        with pytest.raises(RetryableToolError, match=unavailable):
             await call(service.config(), tool_settings, {"text": "x"})
         outcome = await call(service.config(), tool_settings, {"text": "x"})
     assert outcome.ok and service.tool_calls == {"echo": 2}
