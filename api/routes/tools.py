@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import ValidationError
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
 from api.crud import (
@@ -24,13 +29,20 @@ from api.schemas.tools import (
     SecretValue,
     ToolCreate,
     ToolOut,
+    ToolTestRequest,
     ToolUpdate,
     parse_config,
 )
+from infra.logging import get_logger
 from infra.models import Agent, AgentTool, Tool
 from infra.secrets import encrypt
+from infra.settings import Settings
+from infra.tools.common import RetryableToolError, ToolOutcome
+from infra.tools.http import call_http
+from infra.tools.mcp import probe_mcp
 
 router = APIRouter(prefix="/api/v1/Tool", tags=["Tool"], responses=error_responses(422))
+log = get_logger("keel.api.tools")
 
 # Config maps whose values may be secret. MCP env values are always secret.
 SECRET_MAPS = ("headers", "env")
@@ -94,13 +106,17 @@ def render(tool: Tool) -> dict[str, Any]:
 async def create_tool(body: ToolCreate, session: SessionDep, settings: SettingsDep,
                       workspace_id: WorkspaceDep) -> dict[str, Any]:
     await ensure_name_free(session, Tool, workspace_id, body.name, "a tool")
+    config = _seal(body.config, None, settings.secret_key)
+    input_schema = body.input_schema
+    if input_schema is None:
+        input_schema = await discover_input_schema(body.name, body.type, config, settings)
     tool = Tool(
         workspace_id=workspace_id,
         name=body.name,
         description=body.description,
         type=body.type,
-        input_schema=body.input_schema,
-        config=_seal(body.config, None, settings.secret_key),
+        input_schema=input_schema,
+        config=config,
     )
     session.add(tool)
     await commit_unique(session, f"a tool named {body.name!r} already exists")
@@ -157,6 +173,9 @@ async def update_tool(tool_id: int, body: ToolUpdate, session: SessionDep,
     for field in ("name", "description", "input_schema"):
         if field in sent:
             setattr(tool, field, getattr(body, field))
+    if tool.input_schema is None and sent & {"name", "type", "config", "input_schema"}:
+        tool.input_schema = await discover_input_schema(tool.name, tool.type, tool.config,
+                                                        settings)
     await commit_unique(session, f"a tool named {tool.name!r} already exists")
     await session.refresh(tool)
     return ok(render(tool))
@@ -181,3 +200,81 @@ async def delete_tool(tool_id: int, session: SessionDep, workspace_id: Workspace
     await session.delete(tool)
     await session.commit()
     return ok(None)
+
+
+async def discover_input_schema(name: str, tool_type: str, config: dict[str, Any],
+                                settings: Settings) -> dict[str, Any] | None:
+    """For an MCP tool saved without input_schema: the schema its server lists for it
+    (``config.tool_name``, else the tool's name), if the server answers within
+    ``KEEL_MCP_DISCOVERY_TIMEOUT_S`` (or the tool's timeout_s, if shorter). Otherwise
+    None, and the tool is saved without one: discovery never fails a save."""
+    if tool_type != "mcp" or settings.mcp_discovery_timeout_s <= 0:
+        return None
+    timeout_s = min(settings.mcp_discovery_timeout_s,
+                    float(config.get("timeout_s") or settings.mcp_timeout_s))
+    target = config.get("tool_name") or name
+    try:
+        # Each step is bounded by timeout_s; this bounds them together.
+        async with asyncio.timeout(timeout_s * 2):
+            outcome = await probe_mcp(name, config, settings.secret_key, settings,
+                                      timeout_s=timeout_s)
+    except TimeoutError:
+        outcome = ToolOutcome(ok=False, error=f"no answer within {timeout_s * 2:g}s")
+    found = next((t for t in outcome.tools if t["name"] == target), None)
+    schema = found.get("input_schema") if found else None
+    if isinstance(schema, dict):
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError:
+            schema = None
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        log.info("mcp tool saved without input_schema: discovery found none", tool=name,
+                 error=outcome.error)
+        return None
+    log.info("mcp tool input_schema discovered", tool=name)
+    return schema
+
+
+class ToolTestResult(BaseModel):
+    ok: bool
+    latency_ms: float
+    tools: list[dict[str, Any]] = Field(
+        default_factory=list, description="MCP: the tools the server offers.")
+    result: Any = None
+    error: str | None = None
+
+
+@router.post("/{tool_id}/test", response_model=Envelope[ToolTestResult],
+             summary="Test a tool: really connect (HTTP: make the request; MCP: list the "
+                     "tools, and call the tool when arguments are given)",
+             responses=error_responses(404))
+async def try_tool(tool_id: int, session: SessionDep, settings: SettingsDep,
+                   workspace_id: WorkspaceDep, body: ToolTestRequest | None = None
+                   ) -> dict[str, Any]:
+    """A failed connection is ``ok: false`` with the reason (DNS, refused, timeout, TLS,
+    HTTP status, MCP protocol error), never an error status."""
+    tool = await get_or_404(session, Tool, tool_id, workspace_id, "tool")
+    name, tool_type, config, schema = tool.name, tool.type, dict(tool.config), tool.input_schema
+    # Give the connection back to the pool: the test may wait on the network.
+    await session.close()
+    arguments = body.arguments if body is not None else None
+    started = time.perf_counter()
+    try:
+        if tool_type == "mcp":
+            outcome = await probe_mcp(name, config, settings.secret_key, settings, arguments)
+        else:
+            # Without arguments the request goes out with {} (the schema is not checked):
+            # the question is whether the service answers.
+            outcome = await call_http(name, config, schema if arguments is not None else None,
+                                      arguments or {}, f"test-{uuid.uuid4().hex}",
+                                      settings.secret_key, settings)
+    except RetryableToolError as exc:
+        outcome = ToolOutcome(ok=False, error=str(exc))
+    except Exception as exc:
+        log.exception("tool test failed unexpectedly", tool_id=tool_id)
+        outcome = ToolOutcome(ok=False, error=f"{name}: unexpected error: {type(exc).__name__}")
+    latency_ms = outcome.latency_ms or (time.perf_counter() - started) * 1000
+    log.info("tool tested", tool_id=tool_id, type=tool_type, ok=outcome.ok,
+             latency_ms=round(latency_ms, 1), error=outcome.error)
+    return ok(ToolTestResult(ok=outcome.ok, latency_ms=latency_ms, tools=outcome.tools,
+                             result=outcome.output, error=outcome.error).model_dump(mode="json"))

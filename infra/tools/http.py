@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import httpx2
 
+from infra.secrets import SecretDecryptionError
 from infra.settings import Settings, get_settings
 from infra.tools.common import (
     RetryableToolError,
@@ -55,6 +56,36 @@ class Failure:
     kind: str
     message: str
     retryable: bool = False
+
+
+MASK = "***"
+
+
+def secret_values(values: dict[str, Any] | None, revealed: dict[str, str], *,
+                  all_secret: bool) -> list[str]:
+    """The plaintext of the secret entries of a headers/env map (to mask them)."""
+    out = []
+    for key, raw in (values or {}).items():
+        secret = all_secret or (isinstance(raw, dict) and raw.get("secret", True))
+        plain = revealed.get(key, "")
+        if secret and len(plain) >= 4:  # masking "1" everywhere would garble output
+            out.append(plain)
+    return out
+
+
+def scrub(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every secret replaced by ***, in strings, lists and dicts."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, list):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
+    return value
 
 
 def blocked_reason(address: IPAddress) -> str | None:
@@ -214,8 +245,13 @@ async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, A
     refused = await check_destination(url, settings, timeout_s)
     if refused is not None:
         return failed(refused)
+    try:
+        revealed = reveal(config.get("headers"), secret_key)
+    except SecretDecryptionError as exc:
+        return failed(Failure("invalid", f"a secret header cannot be used: {exc}"))
+    secrets = secret_values(config.get("headers"), revealed, all_secret=False)
     # The same call_id on every retry of one call, so the service can deduplicate.
-    headers = {**reveal(config.get("headers"), secret_key), "Idempotency-Key": call_id}
+    headers = {**revealed, "Idempotency-Key": call_id}
     in_query = method in ("GET", "DELETE")
     try:
         async with httpx.AsyncClient(timeout=timeout_s) as http, http.stream(
@@ -239,9 +275,10 @@ async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, A
             body = json.loads(text)
         except ValueError:
             body = text
-    output = {"status": response.status_code, "body": body}
+    # A service that echoes a secret header does not get it into results or events.
+    output = scrub({"status": response.status_code, "body": body}, secrets)
     if response.status_code >= 400:
         return ToolOutcome(ok=False, output=output, latency_ms=latency_ms,
-                           error=f"{name}: HTTP {response.status_code} from {url}: "
-                                 f"{truncate(text, 500)}")
+                           error=scrub(f"{name}: HTTP {response.status_code} from {url}: "
+                                       f"{truncate(text, 500)}", secrets))
     return ToolOutcome(ok=True, output=output, latency_ms=latency_ms)

@@ -54,6 +54,8 @@ from infra.tools.http import (
     cut_text,
     exception_chain,
     network_failure,
+    scrub,
+    secret_values,
     status_failure,
 )
 
@@ -64,7 +66,6 @@ TRANSPORTS = ("stdio", "streamable_http", "sse")
 ALLOWLIST_SETTING = "KEEL_MCP_STDIO_ALLOWLIST"
 STDERR_TAIL_CHARS = 1000
 MAX_TOOL_PAGES = 20  # a server that paginates list_tools forever cannot hang discovery
-MASK = "***"
 CLIENT_INFO = Implementation(name="keel", version="0.1.0")
 
 
@@ -115,32 +116,6 @@ class _Connection:
         return scrub(value, self.secrets)
 
 
-def scrub(value: Any, secrets: list[str]) -> Any:
-    """``value`` with every secret replaced by ***, in strings, lists and dicts."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, MASK)
-        return value
-    if isinstance(value, list):
-        return [scrub(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
-    return value
-
-
-def _secret_values(values: dict[str, Any] | None, revealed: dict[str, str], *,
-                   all_secret: bool) -> list[str]:
-    out = []
-    for key, raw in (values or {}).items():
-        secret = all_secret or (isinstance(raw, dict) and raw.get("secret", True))
-        plain = revealed.get(key, "")
-        if secret and len(plain) >= 4:  # masking "1" everywhere would garble output
-            out.append(plain)
-    return out
-
-
 def stdio_command_allowed(command: str, allowlist: list[str]) -> bool:
     """Whether ``command`` may be started. A listed name allows that name (run from
     PATH) and the file it resolves to; a listed path allows that file. Paths are
@@ -173,8 +148,8 @@ async def _open(stack: AsyncExitStack, name: str, config: dict[str, Any], secret
     except SecretDecryptionError as exc:
         raise McpFailure(Failure("invalid", f"a secret of this tool cannot be used: {exc}")
                          ) from None
-    conn.secrets = (_secret_values(config.get("env"), env, all_secret=True)
-                    + _secret_values(config.get("headers"), headers, all_secret=False))
+    conn.secrets = (secret_values(config.get("env"), env, all_secret=True)
+                    + secret_values(config.get("headers"), headers, all_secret=False))
     server: Any
     if transport == "stdio":
         command = str(config.get("command") or "")
