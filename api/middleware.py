@@ -22,6 +22,7 @@ from infra.logging import get_logger
 log = get_logger("keel.request")
 
 REQUEST_ID_HEADER = b"x-request-id"
+COLLECTION_PATH = re.compile(r"^/api/v1/[A-Za-z]+$")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -68,6 +69,11 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if COLLECTION_PATH.match(scope["path"]):
+            # /api/v1/Agent means /api/v1/Agent/: serve it, don't redirect (a redirected
+            # POST is replayed as GET by some clients and lost by others).
+            scope = {**scope, "path": scope["path"] + "/",
+                     "raw_path": scope.get("raw_path", b"").split(b"?")[0] + b"/"}
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()

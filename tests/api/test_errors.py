@@ -183,3 +183,11 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
         assert assert_request_id(response).isalnum()
     first = assert_request_id(await client.get("/api/v1/Agent/"))
     assert first != assert_request_id(await client.get("/api/v1/Agent/"))
+
+
+async def test_collection_paths_work_without_the_trailing_slash(client: httpx.AsyncClient
+                                                                ) -> None:
+    created = await client.post("/api/v1/Agent", json={"name": "no-slash"})
+    assert created.status_code == 201, created.text
+    listed = await client.get("/api/v1/Agent")
+    assert listed.status_code == 200 and listed.json()["data"]["total"] == 1
