@@ -363,11 +363,14 @@ async def call_mcp(name: str, config: dict[str, Any], input_schema: dict[str, An
     except McpFailure as exc:
         message = f"{name}: {exc.failure.message}"
         log.warning("mcp tool call failed", tool=name, transport=config.get("transport"),
-                    reason=exc.failure.kind, error=message)
+                    reason=exc.failure.kind, retryable=exc.failure.retryable, error=message)
         if exc.failure.retryable:
             raise RetryableToolError(message) from None
-        outcome = ToolOutcome(ok=False, error=message)
+        return ToolOutcome(ok=False, error=message,
+                           latency_ms=(time.perf_counter() - started) * 1000)
     outcome.latency_ms = (time.perf_counter() - started) * 1000
+    log.info("mcp tool called", tool=name, transport=config.get("transport"), ok=outcome.ok,
+             latency_ms=round(outcome.latency_ms, 1), error=outcome.error)
     return outcome
 
 

@@ -1,0 +1,140 @@
+"""MCP tools inside workflow runs: real Temporal, worker, API and database; the MCP
+servers are the edges (a stdio subprocess, a streamable-HTTP server on loopback)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.engine.conftest import Platform
+from tests.engine.test_runs import chain, kinds
+from tests.fakes_mcp import McpHttpService, process_gone, stdio_config
+from tests.helpers import data, dump_database, wait_for
+
+API_TOKEN = "run-env-token-0a9b8c7d6e"
+
+
+async def mcp_tool(platform: Platform, name: str, config: dict[str, Any]) -> dict[str, Any]:
+    return data(await platform.http.post("/api/v1/Tool/", json={
+        "name": name, "type": "mcp", "config": config}), 201)
+
+
+async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
+        caplog: pytest.LogCaptureFixture, platform: Platform, db: AsyncEngine) -> None:
+    caplog.set_level(logging.INFO)
+    async with McpHttpService() as remote:
+        local_tool = await mcp_tool(platform, "check_env", stdio_config(
+            tool_name="env_status", env={"API_TOKEN": API_TOKEN}))
+        remote_tool = await mcp_tool(platform, "echo", remote.config())
+        # Discovered from the servers when the tools were saved.
+        assert local_tool["input_schema"]["required"] == ["name"]
+        assert remote_tool["input_schema"]["required"] == ["text"]
+        workflow_id = await platform.workflow({
+            "nodes": [
+                {"id": "local", "type": "tool", "tool_id": local_tool["id"],
+                 "arguments": {"name": "API_TOKEN"}},
+                {"id": "check", "type": "condition",
+                 "routes": [{"when": {"path": "nodes.local.output.set", "op": "eq",
+                                      "value": True}, "to": "remote"}],
+                 "default": "END"},
+                {"id": "remote", "type": "tool", "tool_id": remote_tool["id"],
+                 "arguments": {"text": "{{ input.q }}"}},
+            ],
+            "edges": [{"from": "START", "to": "local"}, {"from": "local", "to": "check"},
+                      {"from": "remote", "to": "END"}],
+        })
+        execution = await platform.run(workflow_id, {"q": "tides"})
+        events, code = await platform.watch(execution["id"])
+        final = await platform.wait_status(execution["id"], "completed", "failed")
+
+    assert final["status"] == "completed", final["error"]
+    assert code == 1000
+    assert final["output"] == {"result": "echo: tides"}
+    outputs = {e["node_id"]: e["data"]["output"] for e in events
+               if e["type"] == "node.completed"}
+    assert outputs["local"] == {"name": "API_TOKEN", "set": True}  # the env reached it
+    called = [e["data"] for e in events if e["type"] == "tool.called"]
+    assert [(c["tool"], c["ok"], c["attempts"]) for c in called] == [
+        ("check_env", True, 1), ("echo", True, 1)]
+    assert remote.tool_calls == {"echo": 1}
+
+    seen = json.dumps([events, final, data(await platform.http.get("/api/v1/Tool/"))])
+    dump = await dump_database(db)
+    assert API_TOKEN not in seen
+    assert API_TOKEN not in caplog.text
+    assert API_TOKEN not in dump
+    assert caplog.text.count("mcp tool called") == 2  # the capture holds the worker's lines
+
+
+async def test_retryable_mcp_failure_is_retried_by_temporal(platform: Platform) -> None:
+    async with McpHttpService(fail_calls=1) as remote:
+        tool = await mcp_tool(platform, "echo", remote.config())
+        workflow_id = await platform.workflow({
+            "nodes": [{"id": "call", "type": "tool", "tool_id": tool["id"],
+                       "arguments": {"text": "again"},
+                       "retry": {"max_attempts": 3, "initial_interval_s": 0.1}}],
+            "edges": chain("call"),
+        })
+        execution = await platform.run(workflow_id)
+        events, _ = await platform.watch(execution["id"])
+        final = await platform.wait_status(execution["id"], "completed", "failed")
+
+    assert final["status"] == "completed", final["error"]
+    assert kinds(events) == [
+        ("execution.started", None), ("node.started", "call"), ("node.retrying", "call"),
+        ("tool.called", "call"), ("node.completed", "call"), ("execution.completed", None)]
+    retrying = events[2]["data"]
+    assert retrying["attempt"] == 2
+    assert retrying["error"] == f"echo: HTTP 503 from {remote.url}: the MCP endpoint " \
+                                "refused the request"
+    assert final["nodes"][0]["attempts"] == 2
+    assert final["output"] == {"result": "echo: again"}
+    assert remote.tool_calls == {"echo": 2}
+
+
+async def test_mcp_tool_error_fails_the_node_without_retrying(platform: Platform) -> None:
+    tool = await mcp_tool(platform, "weather", stdio_config(tool_name="fail"))
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "ask", "type": "tool", "tool_id": tool["id"],
+                   "arguments": {"reason": "no such city"},
+                   "retry": {"max_attempts": 3, "initial_interval_s": 0.1}}],
+        "edges": chain("ask"),
+    })
+    execution = await platform.run(workflow_id)
+    final = await platform.wait_status(execution["id"], "failed")
+    assert final["error"].endswith("weather: the MCP tool 'fail' reported an error: "
+                                   "Error executing tool fail: refused: no such city")
+    assert final["nodes"][0]["attempts"] == 1
+
+
+async def test_cancelling_the_run_stops_the_stdio_server(platform: Platform,
+                                                         tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    tool = await mcp_tool(platform, "nap", stdio_config(
+        tool_name="slow", timeout_s=120, env={"PIDFILE": str(pidfile)}))
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "nap", "type": "tool", "tool_id": tool["id"],
+                   "arguments": {"seconds": 120}}],
+        "edges": chain("nap"),
+    })
+    execution = await platform.run(workflow_id)
+
+    async def napping() -> bool:
+        return pidfile.exists() and bool(pidfile.read_text())
+
+    await wait_for(napping, timeout=30, what="the MCP tool to start")
+    pid = int(pidfile.read_text())
+    response = await platform.http.post(f"/api/v1/Execution/{execution['id']}/cancel")
+    assert response.status_code == 200, response.text
+    final = await platform.wait_status(execution["id"], "cancelled")
+    assert final["nodes"][0]["status"] == "cancelled"
+
+    async def stopped() -> bool:
+        return process_gone(pid)
+
+    await wait_for(stopped, timeout=15, what=f"MCP server process {pid} to exit")
