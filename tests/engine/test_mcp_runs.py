@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.engine.conftest import Platform
 from tests.engine.test_runs import chain, kinds
+from tests.fakes_llm import FakeOpenAI, Turn
 from tests.fakes_mcp import McpHttpService, process_gone, stdio_config
 from tests.helpers import data, dump_database, wait_for
 
@@ -69,6 +70,48 @@ async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
     assert API_TOKEN not in caplog.text
     assert API_TOKEN not in dump
     assert caplog.text.count("mcp tool called") == 2  # the capture holds the worker's lines
+
+
+async def test_agent_calls_mcp_tools_each_as_its_own_activity(platform: Platform) -> None:
+    async with McpHttpService(fail_calls=1) as remote, FakeOpenAI([
+        Turn(tool_calls=[{"name": "check_env", "args": {"name": "API_TOKEN"}},
+                         {"name": "echo", "args": {"text": "tides"}}]),
+        Turn(content="all set"),
+    ]) as llm:
+        local = await mcp_tool(platform, "check_env", stdio_config(
+            tool_name="env_status", env={"API_TOKEN": API_TOKEN}))
+        echo = await mcp_tool(platform, "echo", remote.config())
+        agent = await platform.agent("assistant", provider="openai", model="gpt-4o-mini",
+                                     base_url=llm.base_url, api_key="sk-test-key-0000",
+                                     tool_ids=[local["id"], echo["id"]])
+        workflow_id = await platform.workflow({
+            "nodes": [{"id": "agent", "type": "agent", "agent_id": agent, "input": "go",
+                       "retry": {"max_attempts": 3, "initial_interval_s": 0.1}}],
+            "edges": chain("agent"),
+        })
+        execution = await platform.run(workflow_id)
+        final = await platform.wait_status(execution["id"], "completed", "failed")
+
+    assert final["status"] == "completed", final["error"]
+    assert final["output"] == "all set"
+    # The model was offered the schemas discovered from the MCP servers.
+    offered = {t["function"]["name"]: t["function"]["parameters"]
+               for t in llm.requests[0]["body"]["tools"]}
+    assert offered["check_env"]["required"] == ["name"]
+    assert offered["echo"]["required"] == ["text"]
+    # echo failed once (503) and was retried on its own: the model was asked only twice.
+    assert len(llm.requests) == 2 and remote.tool_calls == {"echo": 2}
+    results = [m["content"] for m in llm.requests[1]["body"]["messages"] if m["role"] == "tool"]
+    assert [json.loads(r) for r in results] == [{"name": "API_TOKEN", "set": True},
+                                                 {"result": "echo: tides"}]
+    history = await platform.client.get_workflow_handle(
+        execution["temporal"]["workflow_id"]).fetch_history()
+    scheduled = "activity_task_scheduled_event_attributes"
+    activity_ids = [getattr(e, scheduled).activity_id
+                    for e in history.events if e.HasField(scheduled)]
+    assert sorted(a for a in activity_ids if a.startswith("agent/")) == [
+        "agent/1/llm/0", "agent/1/llm/1", "agent/1/tool/0/0", "agent/1/tool/0/1"]
+    assert API_TOKEN not in history.to_json()
 
 
 async def test_retryable_mcp_failure_is_retried_by_temporal(platform: Platform) -> None:
