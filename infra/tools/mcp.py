@@ -228,6 +228,9 @@ def _explain(exc: BaseException, conn: _Connection) -> Failure:
                        f"the MCP server process ({where}) exited or closed its output while "
                        f"{step}{protocol}; " + (f"its stderr ends with: {tail}" if tail
                                                 else "it wrote nothing to stderr"))
+    sse = next((e for e in chain if isinstance(e, httpx2.SSEError)), None)
+    if sse is not None:
+        return Failure("protocol", f"MCP protocol error from {where} while {step}: {sse}")
     network = network_failure(exc, where, conn.timeout_s)
     if network is not None:
         return network
@@ -235,9 +238,10 @@ def _explain(exc: BaseException, conn: _Connection) -> Failure:
         return Failure("connection", f"{where} closed the connection while {step}",
                        retryable=True)
     if isinstance(mcp_error, MCPError):
+        said = mcp_error.error.message.strip().splitlines()[0][:300] if \
+            mcp_error.error.message.strip() else "no message"
         return Failure("protocol", f"MCP protocol error from {where} while {step}: "
-                                   f"{mcp_error.error.message} (code {mcp_error.code})"
-                                   f"{protocol}")
+                                   f"{said} (code {mcp_error.code}){protocol}")
     invalid = next((e for e in chain if isinstance(e, ValidationError)), None)
     if invalid is not None:
         return Failure("protocol", f"MCP protocol error from {where} while {step}: the answer "

@@ -19,7 +19,7 @@ from infra.settings import Settings
 from infra.tools.common import RetryableToolError
 from infra.tools.mcp import call_mcp, probe_mcp, stdio_command_allowed
 from tests.conftest import make_settings
-from tests.fakes import free_port
+from tests.fakes import HttpToolService, free_port
 from tests.fakes_mcp import McpHttpService, process_gone, stdio_config
 from tests.helpers import wait_for
 
@@ -219,6 +219,22 @@ async def test_output_that_is_not_mcp_is_a_protocol_error(tool_settings: Setting
     assert "output that is not MCP" in outcome.error
 
 
+async def test_an_endpoint_that_is_not_mcp_is_a_protocol_error(tool_settings: Settings
+                                                               ) -> None:
+    async with HttpToolService() as service:  # answers every POST with plain JSON
+        url = service.url("mcp")
+        streamable = await call({"transport": "streamable_http", "url": url}, tool_settings,
+                                {"text": "x"})
+        sse = await call({"transport": "sse", "url": url}, tool_settings, {"text": "x"})
+    assert streamable.error == (
+        f"echo: MCP protocol error from {url} while connecting: Failed to parse JSON "
+        "response: 11 validation errors for union[JSONRPCRequest,JSONRPCNotification,"
+        "JSONRPCResponse,JSONRPCError] (code -32700)")
+    assert sse.error == (
+        f"echo: MCP protocol error from {url} while connecting: Expected response with "
+        "content type 'text/event-stream', got 'application/json'.")
+
+
 async def test_refused_connection_is_retryable(tool_settings: Settings) -> None:
     url = f"http://127.0.0.1:{free_port()}/mcp"
     for transport in ("streamable_http", "sse"):
@@ -265,9 +281,6 @@ async def test_tls_dns_and_blocked_destinations(tool_settings: Settings) -> None
     assert blocked.error == ("echo: 169.254.169.254 is a cloud metadata address; requests "
                              "there are blocked (set KEEL_TOOL_ALLOW_LINK_LOCAL=true to allow "
                              "them)")
-    with pytest.raises(RetryableToolError, match="timed out"):
-        await call({"transport": "stdio", "command": sys.executable, "timeout_s": 0.5,
-                    "args": ["-c", "import time; time.sleep(30)"]}, tool_settings, {})
 
 
 # --- slow servers, cancellation and processes left behind ----------------------------
@@ -282,6 +295,18 @@ async def test_slow_http_server_times_out(tool_settings: Settings, transport: An
             await call(service.config(timeout_s=0.5), tool_settings, {"text": "x"})
     assert outcome.error == f"echo: timed out after 0.5s connecting ({service.url})"
     assert elapsed < 5
+
+
+async def test_server_silent_while_connecting_times_out_and_is_stopped(
+        tool_settings: Settings, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    silent = ("import os, pathlib, time; "
+              f"pathlib.Path({str(pidfile)!r}).write_text(str(os.getpid())); time.sleep(60)")
+    with pytest.raises(RetryableToolError, match=r"timed out after 3s connecting"):
+        await call({"transport": "stdio", "command": sys.executable, "timeout_s": 3,
+                    "args": ["-c", silent]}, tool_settings, {})
+    pid = int(pidfile.read_text())
+    assert process_gone(pid)  # stopped (SIGTERM after the grace period) before returning
 
 
 async def test_slow_tool_times_out_and_the_process_is_stopped(tool_settings: Settings,
