@@ -244,3 +244,32 @@ class UsageRecord(Base):
     # execution:node:attempt:call — unique, so a replayed recording is a no-op.
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Billing reports and budget checks read one workspace's time range and only these
+# columns; an index holding all of them is read without visiting the table rows (2-3x
+# faster on MariaDB over a million rows: bench/billing_aggregation.py). Migration 0002.
+Index("ix_usage_workspace_time_covering", UsageRecord.workspace_id, UsageRecord.created_at,
+      UsageRecord.agent_id, UsageRecord.workflow_id, UsageRecord.kind, UsageRecord.unpriced,
+      UsageRecord.execution_id, UsageRecord.prompt_tokens, UsageRecord.completion_tokens,
+      UsageRecord.total_tokens, UsageRecord.cost_usd)
+
+
+class Budget(Base):
+    """A monthly spending limit (USD) for the workspace (``agent_id`` null) or one agent.
+
+    Months are calendar months in UTC. The database enforces one row per agent; the
+    workspace row (null agent_id, which unique indexes do not compare) is kept single
+    by writers locking the workspace row first (infra.ledger.set_budget).
+    """
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("workspace_id", "agent_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"))
+    agent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), index=True
+    )
+    monthly_usd: Mapped[Decimal] = mapped_column(Money)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
