@@ -1,0 +1,81 @@
+"""The floor Keel's engine is measured against: hand-written Temporal workflows calling
+no-op activities in the same shapes as the Keel graphs (a chain; one node, a fan-out,
+a join), on their own task queue, in their own worker process.
+
+    python -m bench.bare_worker --address 127.0.0.1:7233 --task-queue bench-bare
+
+The activity options mirror what Keel gives an agent node (start-to-close and
+heartbeat timeouts, a retry policy) so both ask the same of Temporal per activity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.common import RetryPolicy
+from temporalio.worker import Worker
+
+TASK_QUEUE = "bench-bare"
+OPTIONS = {
+    "start_to_close_timeout": timedelta(minutes=5),
+    "heartbeat_timeout": timedelta(seconds=5),
+    "retry_policy": RetryPolicy(maximum_attempts=3),
+}
+
+
+@activity.defn(name="bench.noop")
+async def noop(node: str) -> str:
+    return node
+
+
+@workflow.defn(name="BareChain")
+class BareChain:
+    @workflow.run
+    async def run(self, length: int) -> list[str]:
+        done = []
+        for i in range(length):
+            done.append(await workflow.execute_activity(noop, f"n{i}", **OPTIONS))  # type: ignore[arg-type]
+        return done
+
+
+@workflow.defn(name="BareDiamond")
+class BareDiamond:
+    @workflow.run
+    async def run(self, width: int) -> list[str]:
+        first = await workflow.execute_activity(noop, "split", **OPTIONS)  # type: ignore[arg-type]
+        middle = await asyncio.gather(*[
+            workflow.execute_activity(noop, f"b{i}", **OPTIONS)  # type: ignore[arg-type]
+            for i in range(width)
+        ])
+        last = await workflow.execute_activity(noop, "join", **OPTIONS)  # type: ignore[arg-type]
+        return [first, *middle, last]
+
+
+async def serve(address: str, namespace: str, task_queue: str) -> None:
+    client = await Client.connect(address, namespace=namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Worker(client, task_queue=task_queue, workflows=[BareChain, BareDiamond],
+                      activities=[noop]):
+        print("bare worker started", flush=True)
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--namespace", default="default")
+    parser.add_argument("--task-queue", default=TASK_QUEUE)
+    args = parser.parse_args()
+    asyncio.run(serve(args.address, args.namespace, args.task_queue))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Driving Keel the way a client does: REST for setup and starts, a WebSocket per watcher.
+
+Times that are compared with Temporal's history are wall-clock (``time.time()``:
+the same machine clock the dev server stamps its events with); durations inside
+this process are the same clock, so the two compare directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import httpx
+import websockets
+from temporalio.api.enums.v1 import EventType as HistoryEventType
+from temporalio.client import Client
+
+TERMINAL = {"execution.completed", "execution.failed", "execution.cancelled"}
+RUN_TIMEOUT_S = 120.0
+
+
+def chain_edges(node_ids: list[str]) -> list[dict[str, str]]:
+    path = ["START", *node_ids, "END"]
+    return [{"from": a, "to": b} for a, b in pairwise(path)]
+
+
+def chain(agent_id: int, length: int) -> dict[str, Any]:
+    ids = [f"n{i}" for i in range(length)]
+    return {"nodes": [{"id": n, "type": "agent", "agent_id": agent_id, "input": n} for n in ids],
+            "edges": chain_edges(ids)}
+
+
+def diamond(agent_id: int, width: int) -> dict[str, Any]:
+    branches = [f"b{i}" for i in range(width)]
+    nodes = [{"id": n, "type": "agent", "agent_id": agent_id, "input": n}
+             for n in ("split", *branches, "join")]
+    edges = [{"from": "START", "to": "split"}, {"from": "join", "to": "END"}]
+    for b in branches:
+        edges += [{"from": "split", "to": b}, {"from": b, "to": "join"}]
+    return {"nodes": nodes, "edges": edges}
+
+
+def human(timeout_s: float = 86_400) -> dict[str, Any]:
+    return {"nodes": [{"id": "approve", "type": "human", "prompt": "ok?", "timeout_s": timeout_s}],
+            "edges": chain_edges(["approve"])}
+
+
+def data(response: httpx.Response, status: int = 200) -> Any:
+    if response.status_code != status:
+        raise RuntimeError(f"{response.request.method} {response.request.url} -> "
+                           f"{response.status_code}: {response.text[:500]}")
+    return response.json()["data"]
+
+
+@dataclass
+class Received:
+    type: str
+    node_id: str | None
+    seq: int
+    at: float  # time.time() when this process had the message
+
+
+@dataclass
+class Run:
+    execution_id: int
+    temporal_id: str
+    sent: float  # before the POST
+    posted: float  # POST answered
+    events: list[Received] = field(default_factory=list)
+
+    def first(self, kind: str) -> Received | None:
+        return next((e for e in self.events if e.type == kind), None)
+
+    @property
+    def ended(self) -> Received | None:
+        return next((e for e in self.events if e.type in TERMINAL), None)
+
+
+class Keel:
+    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
+        self.http = http
+        self.ws_base = base_url.replace("http://", "ws://")
+
+    async def agent(self, name: str, **fields: Any) -> int:
+        body = {"name": name, "provider": "fake", "model": "fake-echo", **fields}
+        return int(data(await self.http.post("/api/v1/Agent/", json=body), 201)["id"])
+
+    async def workflow(self, name: str, definition: dict[str, Any]) -> int:
+        created = data(await self.http.post(
+            "/api/v1/Workflow/", json={"name": name, "definition": definition}), 201)
+        data(await self.http.post(f"/api/v1/Workflow/{created['id']}/publish"))
+        return int(created["id"])
+
+    async def create(self, workflow_id: int, start: bool) -> dict[str, Any]:
+        return dict(data(await self.http.post("/api/v1/Execution/", json={
+            "workflow_id": workflow_id, "input": {"bench": True}, "start": start}), 201))
+
+    async def start(self, execution_id: int) -> dict[str, Any]:
+        return dict(data(await self.http.post(f"/api/v1/Execution/{execution_id}/start")))
+
+    def ws_url(self, execution_id: int, after: int = 0) -> str:
+        return f"{self.ws_base}/api/v1/Execution/ws/{execution_id}?after={after}"
+
+    async def watch(self, execution_id: int, into: list[Received],
+                    connected: asyncio.Event | None = None) -> int | None:
+        """Append every event the WebSocket sends until the terminal one; the close code."""
+        async with websockets.connect(self.ws_url(execution_id), open_timeout=60,
+                                      max_queue=None) as ws:
+            if connected is not None:
+                connected.set()
+            async for message in ws:
+                at = time.time()
+                item = json.loads(message)
+                into.append(Received(item["type"], item.get("node_id"), item["seq"], at))
+                if item["type"] in TERMINAL:
+                    break
+            return ws.close_code
+
+    async def run(self, workflow_id: int) -> Run:
+        """POST start:true, then watch until the terminal event arrives."""
+        sent = time.time()
+        execution = await self.create(workflow_id, start=True)
+        run = Run(execution["id"], execution["temporal"]["workflow_id"], sent, time.time())
+        async with asyncio.timeout(RUN_TIMEOUT_S):
+            await self.watch(run.execution_id, run.events)
+        if run.ended is None or run.ended.type != "execution.completed":
+            raise RuntimeError(f"execution {run.execution_id} did not complete: "
+                               f"{[e.type for e in run.events]}")
+        return run
+
+
+def _ts(event: Any) -> float:
+    return float(event.event_time.seconds) + event.event_time.nanos / 1e9
+
+
+async def activity_finish_times(client: Client, temporal_id: str) -> dict[str, float]:
+    """Node id -> when the server recorded its model-call activity as completed
+    (ActivityTaskCompleted event time, the dev server's wall clock on this machine)."""
+    history = await client.get_workflow_handle(temporal_id).fetch_history()
+    scheduled: dict[int, str] = {}
+    finished: dict[str, float] = {}
+    for event in history.events:
+        if event.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name == "keel.llm_call":
+                scheduled[event.event_id] = attrs.activity_id.split("/")[0]
+        elif event.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            node = scheduled.get(event.activity_task_completed_event_attributes.scheduled_event_id)
+            if node is not None:
+                finished[node] = _ts(event)
+    return finished
+
+
+async def history_shape(client: Client, temporal_id: str) -> dict[str, int]:
+    """How much Temporal history one run made: events, workflow tasks, activities."""
+    history = await client.get_workflow_handle(temporal_id).fetch_history()
+    kinds = [e.event_type for e in history.events]
+    return {
+        "events": len(kinds),
+        "workflow tasks": kinds.count(HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED),
+        "activities": kinds.count(HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED),
+        "updates": kinds.count(HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED),
+    }

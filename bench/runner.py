@@ -1,0 +1,133 @@
+"""``python -m bench [SCENARIO ...]``: bring the platform up, measure, write the report.
+
+Scenarios, in the order they run (all by default): engine (1 and 6), events (2),
+fanout (3), api (4), memory (5: a fresh worker process, replaced by another after),
+profile (py-spy on the API and the worker; last, as the figures do not need it).
+
+Environment:
+  KEEL_BENCH_QUICK=1    few runs, one repeat: for validating the suite, not for figures.
+                        The report goes to a temporary file unless KEEL_BENCH_OUT is set.
+  KEEL_BENCH_OUT=PATH   where to write the report (default docs/benchmarks.md).
+  KEEL_BENCH_KEEP=1     keep the temporary data dir (logs, databases, raw profiles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import report
+from bench import scenarios as s
+from bench.keel import Keel
+from bench.platform import REPO, CpuMeter, Platform, loadavg, machine
+
+ORDER = ("engine", "events", "fanout", "api", "memory", "profile")
+# Seconds each scenario may spend before it skips further repeats (full mode).
+BUDGET_S = {"engine": 230, "events": 50, "fanout": 60, "api": 60, "memory": 120, "profile": 40}
+# The whole run is cut short (remaining scenarios skipped) past this.
+HARD_LIMIT_S = 570
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                        help=f"any of {', '.join(ORDER)} (default: all)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.scenarios if name not in ORDER]
+    if unknown:
+        parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(ORDER)}")
+    chosen = [name for name in ORDER if not args.scenarios or name in args.scenarios]
+    quick = _truthy("KEEL_BENCH_QUICK")
+    out = os.environ.get("KEEL_BENCH_OUT")
+    if out:
+        path = Path(out)
+    elif quick or args.scenarios:
+        path = Path(tempfile.gettempdir()) / "keel-bench-quick.md"
+    else:
+        path = REPO / "docs" / "benchmarks.md"
+    try:
+        import uvloop
+        runner: Callable[[Awaitable[Any]], Any] = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    command = "make bench" if not args.scenarios else \
+        f"python -m bench {' '.join(args.scenarios)}"
+    if quick:
+        command = f"KEEL_BENCH_QUICK=1 {command}"
+    results = runner(run(chosen, quick, command))
+    text = report.write(path, results)
+    print(text)
+    print(f"written to {path}")
+    return 0
+
+
+async def run(chosen: list[str], quick: bool, command: str) -> report.Results:
+    began = time.monotonic()
+    plan = s.Plan.make(quick)
+    data_dir = Path(tempfile.mkdtemp(prefix="keel-bench-"))
+    results = report.Results(
+        command=command, mode="quick mode" if quick else "full mode",
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
+        load_before=loadavg(), plan=plan)
+    platform = Platform(data_dir)
+    print(f"bench: data dir {data_dir}", flush=True)
+    try:
+        await platform.start()
+        print(f"bench: platform up in {time.monotonic() - began:.1f} s", flush=True)
+        async with httpx.AsyncClient(base_url=platform.api_url, timeout=60) as http:
+            ctx = s.Context(platform, Keel(http, platform.api_url), platform.client, plan,
+                            deadline=0.0)
+            await s.setup(ctx)
+            for name in chosen:
+                if time.monotonic() - began > HARD_LIMIT_S:
+                    results.notes.append(f"{name}: skipped, the run was past its time limit")
+                    continue
+                budget = BUDGET_S[name] * (0.5 if quick else 1.0)
+                ctx.deadline = time.monotonic() + budget
+                print(f"bench: {name}", flush=True)
+                with CpuMeter(platform) as meter:
+                    value = await SCENARIOS[name](ctx)
+                setattr(results, name, value)
+                results.foreign[name] = meter.foreign_share
+                print(f"bench: {name} took {meter.elapsed:.0f} s; other processes used "
+                      f"{meter.foreign_share:.0%} of the machine meanwhile", flush=True)
+            results.notes += ctx.notes
+    finally:
+        results.load_after = loadavg()
+        await platform.stop()
+        if _truthy("KEEL_BENCH_KEEP"):
+            print(f"bench: kept {data_dir}", flush=True)
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    results.duration_s = time.monotonic() - began
+    return results
+
+
+SCENARIOS: dict[str, Callable[[s.Context], Awaitable[Any]]] = {
+    "engine": s.engine,
+    "events": s.events,
+    "fanout": s.fanout,
+    "api": s.api,
+    "profile": s.profile,
+    "memory": s.memory,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

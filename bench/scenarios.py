@@ -1,0 +1,579 @@
+"""The six measurements. Each returns plain data; ``bench/report.py`` renders it.
+
+Every loop here is bounded twice: by a count of runs and by a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import websockets
+from temporalio.client import Client
+
+from bench import keel as k
+from bench import profiling
+from bench.platform import (
+    BARE_TASK_QUEUE,
+    STREAM_POLL_OPS,
+    CpuMeter,
+    Platform,
+    Proc,
+    diff,
+    rss_bytes,
+)
+from bench.stats import pct
+
+SHAPES = {"chain": ("BareChain", 5), "diamond": ("BareDiamond", 4)}
+CONCURRENCY = (1, 10, 50)
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    repeats: int
+    engine_runs: dict[int, int]
+    warmup_runs: int
+    event_runs: int
+    paced_delay_s: float
+    fanout_levels: tuple[int, ...]
+    fanout_repeats: int
+    api_seconds: float
+    api_clients: int
+    memory_levels: tuple[int, ...]
+    profile_seconds: float
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(quick=True, repeats=1, engine_runs={1: 4, 10: 20, 50: 50},
+                       warmup_runs=2, event_runs=4, paced_delay_s=0.1,
+                       fanout_levels=(1, 100, 1000), fanout_repeats=1, api_seconds=2.0,
+                       api_clients=50, memory_levels=(1, 20, 100), profile_seconds=6.0)
+        return cls(quick=False, repeats=3, engine_runs={1: 8, 10: 30, 50: 50},
+                   warmup_runs=3, event_runs=12, paced_delay_s=0.1,
+                   fanout_levels=(1, 100, 1000), fanout_repeats=2, api_seconds=4.0,
+                   api_clients=50, memory_levels=(1, 100, 500), profile_seconds=12.0)
+
+
+@dataclass
+class Context:
+    platform: Platform
+    keel: k.Keel
+    client: Client
+    plan: Plan
+    deadline: float  # time.monotonic() after which optional repeats are skipped
+    agents: dict[str, int] = field(default_factory=dict)
+    workflows: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def late(self) -> bool:
+        return time.monotonic() > self.deadline
+
+
+async def setup(ctx: Context) -> None:
+    """The agents and published workflows every scenario uses."""
+    ctx.agents["zero"] = await ctx.keel.agent("bench-zero")
+    ctx.agents["paced"] = await ctx.keel.agent(
+        "bench-paced", metadata={"fake": {"delay_s": ctx.plan.paced_delay_s}})
+    ctx.workflows["chain"] = await ctx.keel.workflow("bench-chain", k.chain(ctx.agents["zero"], 5))
+    ctx.workflows["diamond"] = await ctx.keel.workflow(
+        "bench-diamond", k.diamond(ctx.agents["zero"], 4))
+    ctx.workflows["paced"] = await ctx.keel.workflow(
+        "bench-paced-chain", k.chain(ctx.agents["paced"], 5))
+    ctx.workflows["human"] = await ctx.keel.workflow("bench-human", k.human())
+
+
+# -- 1 and 6: engine overhead and start latency ---------------------------------------------
+
+@dataclass
+class Batch:
+    latencies: list[float]
+    wall: float
+    cpu: dict[str, float]  # CPU seconds by process over the batch
+    foreign_share: float
+    requests: dict[str, float]  # Temporal frontend requests over the batch, by operation
+    runs: list[k.Run] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.wall if self.wall else math.nan
+
+
+async def _batch(ctx: Context, one: Callable[[], Awaitable[float | k.Run]], total: int,
+                 concurrency: int, count_requests: bool = False) -> Batch:
+    """``total`` runs, ``concurrency`` at a time. With ``count_requests``, the Temporal
+    requests they made too (which waits for the dev server to publish its counters)."""
+    latencies: list[float] = []
+    runs: list[k.Run] = []
+    taken = 0
+
+    async def worker() -> None:
+        nonlocal taken
+        while taken < total:
+            taken += 1
+            result = await one()
+            if isinstance(result, k.Run):
+                runs.append(result)
+                assert result.ended is not None
+                latencies.append(result.ended.at - result.sent)
+            else:
+                latencies.append(result)
+
+    before = await ctx.platform.settled_requests() if count_requests else {}
+    with CpuMeter(ctx.platform) as meter:
+        started = time.monotonic()
+        async with asyncio.timeout(max(120.0, total * 5.0)):
+            await asyncio.gather(*[worker() for _ in range(concurrency)])
+        wall = time.monotonic() - started
+    after = await ctx.platform.settled_requests() if count_requests else {}
+    return Batch(latencies, wall, meter.used, meter.foreign_share, diff(after, before), runs)
+
+
+def _bare(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
+    name, arg = SHAPES[shape]
+
+    async def one() -> float:
+        sent = time.time()
+        handle = await client.start_workflow(name, arg, id=f"bare-{uuid.uuid4().hex}",
+                                             task_queue=BARE_TASK_QUEUE)
+        await handle.result()
+        return time.time() - sent
+
+    return one
+
+
+def _keel(ctx: Context, shape: str) -> Callable[[], Awaitable[k.Run]]:
+    workflow_id = ctx.workflows[shape]
+
+    async def one() -> k.Run:
+        return await ctx.keel.run(workflow_id)
+
+    return one
+
+
+@dataclass
+class EngineResult:
+    # (shape, system, concurrency) -> one Batch per repeat
+    batches: dict[tuple[str, str, int], list[Batch]] = field(default_factory=dict)
+    history: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+
+
+async def engine(ctx: Context) -> EngineResult:
+    result = EngineResult()
+    plan = ctx.plan
+    for shape in SHAPES:  # warm both paths (imports, caches, connections) before measuring
+        for _ in range(plan.warmup_runs):
+            await _keel(ctx, shape)()
+            await _bare(ctx.client, shape)()
+    for repeat in range(plan.repeats):
+        if repeat and ctx.late():
+            ctx.notes.append(f"engine: stopped after {repeat} repeats (time budget)")
+            break
+        for concurrency in CONCURRENCY:
+            for shape in SHAPES:
+                # Keel and bare back to back, so a noisy stretch hits both alike.
+                systems = (("keel", _keel(ctx, shape)), ("bare", _bare(ctx.client, shape)))
+                for system, one in systems:
+                    batch = await _batch(ctx, one, plan.engine_runs[concurrency], concurrency,
+                                         count_requests=repeat == 0 and concurrency == 10)
+                    result.batches.setdefault((shape, system, concurrency), []).append(batch)
+                    print(f"  engine r{repeat + 1} {shape:7} {system:4} c={concurrency:<2} "
+                          f"p50={pct(batch.latencies, 50) * 1000:6.1f} ms "
+                          f"{batch.throughput:6.1f} runs/s", flush=True)
+    # What one run of each asks of Temporal, from its history.
+    for shape in SHAPES:
+        run = result.batches[(shape, "keel", 1)][0].runs[-1]
+        result.history[(shape, "keel")] = await k.history_shape(ctx.client, run.temporal_id)
+        name, arg = SHAPES[shape]
+        bare_id = f"bare-shape-{uuid.uuid4().hex}"
+        await ctx.client.execute_workflow(name, arg, id=bare_id, task_queue=BARE_TASK_QUEUE)
+        result.history[(shape, "bare")] = await k.history_shape(ctx.client, bare_id)
+    return result
+
+
+# -- 2: event latency -------------------------------------------------------------------
+
+@dataclass
+class EventResult:
+    # one list of samples (seconds) per repeat
+    samples: list[list[float]] = field(default_factory=list)
+    excluded: int = 0
+
+
+async def _event_samples(ctx: Context, run: k.Run, receptions: list[list[k.Received]]
+                         ) -> tuple[list[float], int, list[float]]:
+    """node.completed latencies (watcher receipt - ActivityTaskCompleted) for live events,
+    the count of backlog events left out, and per node the time until every watcher had it."""
+    finished = await k.activity_finish_times(ctx.client, run.temporal_id)
+    samples: list[float] = []
+    excluded = 0
+    slowest: dict[str, float] = {}
+    for events in receptions:
+        started = next((e.at for e in events if e.type == "execution.started"), math.inf)
+        for e in events:
+            if e.type != "node.completed" or e.node_id not in finished:
+                continue
+            done = finished[e.node_id]
+            if done < started:
+                excluded += 1  # finished before this watcher was live: backlog, not latency
+                continue
+            samples.append(e.at - done)
+            slowest[e.node_id] = max(slowest.get(e.node_id, 0.0), e.at - done)
+    return samples, excluded, list(slowest.values())
+
+
+async def events(ctx: Context) -> EventResult:
+    result = EventResult()
+    for repeat in range(ctx.plan.repeats):
+        if repeat and ctx.late():
+            ctx.notes.append(f"events: stopped after {repeat} repeats (time budget)")
+            break
+        samples: list[float] = []
+        for _ in range(ctx.plan.event_runs):
+            run = await ctx.keel.run(ctx.workflows["paced"])
+            got, excluded, _ = await _event_samples(ctx, run, [run.events])
+            samples += got
+            result.excluded += excluded
+        result.samples.append(samples)
+        print(f"  events r{repeat + 1}: n={len(samples)} p50={pct(samples, 50) * 1000:.1f} ms "
+              f"p99={pct(samples, 99) * 1000:.1f} ms", flush=True)
+    return result
+
+
+# -- 3: fan-out ----------------------------------------------------------------------------
+
+@dataclass
+class FanoutLevel:
+    watchers: int
+    complete: int = 0  # watchers that received every event, in order
+    events: int = 0  # events in the run
+    samples: list[float] = field(default_factory=list)
+    slowest: list[float] = field(default_factory=list)  # per event, until all had it
+    polls: dict[str, float] = field(default_factory=dict)
+    connect_s: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+async def _fanout_once(ctx: Context, watchers: int) -> FanoutLevel:
+    level = FanoutLevel(watchers)
+    execution = await ctx.keel.create(ctx.workflows["paced"], start=False)
+    eid = execution["id"]
+    receptions: list[list[k.Received]] = [[] for _ in range(watchers)]
+    connect_gate = asyncio.Semaphore(100)
+    connected = 0
+    all_connected = asyncio.Event()
+
+    async def watcher(into: list[k.Received]) -> None:
+        nonlocal connected
+        async with connect_gate:
+            ws = await websockets.connect(ctx.keel.ws_url(eid), open_timeout=60, max_queue=None)
+        connected += 1
+        if connected == watchers:
+            all_connected.set()
+        async with ws:
+            async for message in ws:
+                at = time.time()
+                item = json.loads(message)
+                into.append(k.Received(item["type"], item.get("node_id"), item["seq"], at))
+                if item["type"] in k.TERMINAL:
+                    break
+
+    began = time.monotonic()
+    tasks = [asyncio.create_task(watcher(r)) for r in receptions]
+    try:
+        async with asyncio.timeout(180):
+            await all_connected.wait()
+            level.connect_s = time.monotonic() - began
+            before = await ctx.platform.settled_requests()
+            with CpuMeter(ctx.platform) as meter:
+                started = await ctx.keel.start(eid)
+                await asyncio.gather(*tasks)
+            after = await ctx.platform.settled_requests()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    level.cpu = meter.used
+    level.polls = {op: diff(after, before).get(op, 0.0) for op in STREAM_POLL_OPS}
+    run = k.Run(eid, started["temporal"]["workflow_id"], 0.0, 0.0)
+    level.events = max((e.seq for r in receptions for e in r), default=0)
+    want = list(range(1, level.events + 1))
+    level.complete = sum(1 for r in receptions if [e.seq for e in r] == want
+                         and r and r[-1].type == "execution.completed")
+    level.samples, _, level.slowest = await _event_samples(ctx, run, receptions)
+    return level
+
+
+async def fanout(ctx: Context) -> list[list[FanoutLevel]]:
+    """One list per watcher count, one FanoutLevel per repeat."""
+    out: list[list[FanoutLevel]] = [[] for _ in ctx.plan.fanout_levels]
+    for repeat in range(ctx.plan.fanout_repeats):
+        if repeat and ctx.late():
+            ctx.notes.append(f"fan-out: stopped after {repeat} repeats (time budget)")
+            break
+        for i, watchers in enumerate(ctx.plan.fanout_levels):
+            level = await _fanout_once(ctx, watchers)
+            out[i].append(level)
+            print(f"  fan-out r{repeat + 1} {watchers:5} watchers: complete={level.complete} "
+                  f"p50={pct(level.samples, 50) * 1000:.1f} ms "
+                  f"p99={pct(level.samples, 99) * 1000:.1f} ms polls={level.polls}", flush=True)
+    return out
+
+
+# -- 4: API -------------------------------------------------------------------------------
+
+@dataclass
+class Hammer:
+    ok: int
+    errors: int
+    elapsed: float
+    latencies: list[float]
+    loadgen_cpu: float  # share of one core the load generator used
+    cpu: dict[str, float]
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.elapsed if self.elapsed else math.nan
+
+
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive GET client for the load loop. httpx costs this
+    process several ms of CPU per request with 50 pooled connections, which on a small
+    machine takes the CPU the server under test needs; this costs a few dozen us."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.target = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.request = (f"GET {self.target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                        "Accept: application/json\r\n\r\n").encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self) -> int:
+        if self.reader is None or self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        headers = head.decode("latin-1").lower()
+        if "transfer-encoding: chunked" in headers:
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        else:
+            length = next((int(line.split(":", 1)[1]) for line in headers.split("\r\n")
+                           if line.startswith("content-length:")), 0)
+            await self.reader.readexactly(length)
+        if "connection: close" in headers:
+            await self.close()
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+async def hammer(ctx: Context, url: str, seconds: float, clients: int) -> Hammer:
+    latencies: list[float] = []
+    ok = errors = 0
+    conns = [RawHttp(url) for _ in range(clients)]
+    try:
+        # open the connections (and warm the route) first: the measured stretch is steady
+        for status in await asyncio.gather(*[c.get() for c in conns]):
+            if status != 200:
+                raise RuntimeError(f"GET {url} -> {status}")
+        stop_at = time.perf_counter() + seconds
+
+        async def client(conn: RawHttp) -> None:
+            nonlocal ok, errors
+            for _ in range(1_000_000):
+                if time.perf_counter() >= stop_at:
+                    return
+                sent = time.perf_counter()
+                status = await conn.get()
+                latencies.append(time.perf_counter() - sent)
+                if status == 200:
+                    ok += 1
+                else:
+                    errors += 1
+
+        with CpuMeter(ctx.platform) as meter:
+            started = time.perf_counter()
+            async with asyncio.timeout(seconds + 60):
+                await asyncio.gather(*[client(c) for c in conns])
+            elapsed = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*[c.close() for c in conns])
+    loadgen = meter.used.get("load generator", 0.0) / elapsed if elapsed else math.nan
+    return Hammer(ok, errors, elapsed, latencies, loadgen, meter.used)
+
+
+def api_targets(ctx: Context) -> dict[str, str]:
+    agent = ctx.agents["zero"]
+    return {
+        "Keel GET /Agent/{id}": f"{ctx.platform.api_url}/api/v1/Agent/{agent}",
+        "bare GET /agent/{id}": f"{ctx.platform.bare_api_url}/agent/{agent}",
+        "Keel GET /Execution/ (page of 20)":
+            f"{ctx.platform.api_url}/api/v1/Execution/?page=1&page_size=20",
+        "bare GET /executions (20 rows)": f"{ctx.platform.bare_api_url}/executions",
+    }
+
+
+async def api(ctx: Context) -> dict[str, list[Hammer]]:
+    listed = k.data(await ctx.keel.http.get("/api/v1/Execution/", params={"page_size": 1}))
+    for _ in range(max(0, 20 - int(listed["total"]))):  # a full page to list
+        await ctx.keel.run(ctx.workflows["chain"])
+    out: dict[str, list[Hammer]] = {name: [] for name in api_targets(ctx)}
+    for repeat in range(ctx.plan.repeats):
+        if repeat and ctx.late():
+            ctx.notes.append(f"api: stopped after {repeat} repeats (time budget)")
+            break
+        for name, url in api_targets(ctx).items():
+            result = await hammer(ctx, url, ctx.plan.api_seconds, ctx.plan.api_clients)
+            out[name].append(result)
+            print(f"  api r{repeat + 1} {name:36} {result.rps:7.0f} req/s "
+                  f"p99={pct(result.latencies, 99) * 1000:6.1f} ms errors={result.errors} "
+                  f"load-gen={result.loadgen_cpu:.0%} of a core", flush=True)
+    return out
+
+
+# -- profiles ----------------------------------------------------------------------------
+
+@dataclass
+class ProfilePhase:
+    what: str
+    profiles: dict[str, profiling.Profile]
+    done: int  # runs or requests completed under the profiler
+    unit: str
+    seconds: float
+    cpu: dict[str, float]
+
+
+async def _profile_runs(ctx: Context, seconds: float) -> ProfilePhase:
+    pids = {name: ctx.platform.procs[name].pid for name in ("api", "worker")}
+    recording = asyncio.create_task(profiling.record(pids, seconds, ctx.platform.data_dir,
+                                                     "runs"))
+    runs = 0
+    one = _keel(ctx, "chain")
+
+    async def worker() -> None:
+        nonlocal runs
+        for _ in range(10_000):
+            if recording.done():
+                return
+            await one()
+            runs += 1
+
+    with CpuMeter(ctx.platform) as meter:
+        async with asyncio.timeout(seconds + 120):
+            await asyncio.gather(*[worker() for _ in range(10)])
+            profiles = await recording
+    return ProfilePhase("Keel chain runs at concurrency 10", profiles, runs, "runs",
+                        meter.elapsed, meter.used)
+
+
+async def _profile_get(ctx: Context, seconds: float, name: str) -> ProfilePhase:
+    pids = {"api": ctx.platform.procs["api"].pid}
+    recording = asyncio.create_task(profiling.record(pids, seconds, ctx.platform.data_dir,
+                                                     name.split()[1].strip("/")))
+    result = await hammer(ctx, api_targets(ctx)[name], seconds, ctx.plan.api_clients)
+    profiles = await recording
+    return ProfilePhase(f"{name} at {ctx.plan.api_clients} concurrent clients", profiles,
+                        result.ok, "requests", result.elapsed, result.cpu)
+
+
+async def profile(ctx: Context) -> list[ProfilePhase]:
+    """py-spy on the API and worker during Keel runs, and on the API during GETs."""
+    seconds = ctx.plan.profile_seconds
+    phases = [await _profile_runs(ctx, seconds)]
+    for name in ("Keel GET /Agent/{id}", "Keel GET /Execution/ (page of 20)"):
+        phases.append(await _profile_get(ctx, seconds / 2, name))
+    return phases
+
+
+# -- 5: worker memory --------------------------------------------------------------------
+
+@dataclass
+class MemoryResult:
+    idle_rss: int = 0
+    rss: dict[int, int] = field(default_factory=dict)  # waiting executions -> RSS bytes
+    waiting_check: dict[int, int] = field(default_factory=dict)
+
+
+async def _waiting(ctx: Context) -> int:
+    response = await ctx.keel.http.get("/api/v1/Execution/",
+                                       params={"status": "waiting", "page_size": 1})
+    return int(k.data(response)["total"])
+
+
+async def _settled_rss(pid: int) -> int:
+    """RSS once it stops moving (two reads 0.5 s apart within 1%), at most 10 s."""
+    last = rss_bytes(pid)
+    for _ in range(20):
+        await asyncio.sleep(0.5)
+        now = rss_bytes(pid)
+        if abs(now - last) <= 0.01 * last:
+            return now
+        last = now
+    return last
+
+
+async def _started(worker: Proc) -> None:
+    """Until a ``keel worker`` process says it polls (its log line), at most 90 s."""
+    async with asyncio.timeout(90):
+        for _ in range(900):
+            if "worker started" in worker.log.read_text():
+                return
+            if not worker.alive():
+                raise RuntimeError(f"{worker.name} exited: {worker.log.read_text()[-2000:]}")
+            await asyncio.sleep(0.1)
+
+
+async def memory(ctx: Context) -> MemoryResult:
+    """A fresh ``keel worker`` process alone on the task queue; executions park on a
+    human node; its RSS at each level."""
+    result = MemoryResult()
+    platform = ctx.platform
+    await asyncio.to_thread(platform.procs["worker"].stop)
+    worker = platform.start_keel_worker("memory_worker")
+    await _started(worker)
+    result.idle_rss = await _settled_rss(worker.pid)
+    started = 0
+    gate = asyncio.Semaphore(10)
+
+    async def start_one() -> None:
+        async with gate:
+            await ctx.keel.create(ctx.workflows["human"], start=True)
+
+    for level in ctx.plan.memory_levels:
+        await asyncio.gather(*[start_one() for _ in range(level - started)])
+        started = level
+        waiting = 0
+        async with asyncio.timeout(300):
+            for _ in range(600):
+                waiting = await _waiting(ctx)
+                if waiting >= level:
+                    break
+                await asyncio.sleep(0.5)
+        result.waiting_check[level] = waiting
+        result.rss[level] = await _settled_rss(worker.pid)
+        print(f"  memory: {level:4} waiting -> RSS {result.rss[level] / 2**20:.1f} MiB",
+              flush=True)
+    # Put the usual worker back for what runs after this.
+    await asyncio.to_thread(worker.stop)
+    await _started(platform.start_keel_worker())
+    return result
