@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.keel-installed
 
-.PHONY: help setup run test lint migrate clean clean-data
+.PHONY: help setup run test bench lint migrate clean clean-data
 
 help:
 	@echo "make run         start Keel locally (Temporal dev server, worker, API) in the foreground"
@@ -31,6 +31,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks (not part of `make test`): rewrites docs/benchmarks.md, about 8 minutes.
+# KEEL_BENCH_QUICK=1 make bench is a quick validation run. py-spy comes with '.[bench]'.
+bench: $(STAMP)
+	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
