@@ -7,8 +7,6 @@ at the first request.
 
 from __future__ import annotations
 
-import os
-import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,14 +17,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from infra.pricing import Pricing, PricingError
 
 PLACEHOLDER_SECRET_KEY = "change-me-in-production"  # noqa: S105  (the value we refuse)
-
-
-def default_stdio_allowlist() -> list[str]:
-    """Commands MCP stdio tools may start by default: this Python (by name and by path)
-    and the usual launchers of packaged MCP servers."""
-    names = ["python", "python3", os.path.basename(sys.executable), sys.executable,
-             "npx", "uvx", "node"]
-    return list(dict.fromkeys(n for n in names if n))
 
 
 class Settings(BaseSettings):
@@ -75,9 +65,10 @@ class Settings(BaseSettings):
     tool_allow_link_local: bool = False
     # Tool responses (HTTP bodies, MCP results) longer than this many characters are cut.
     tool_max_response_chars: int = Field(default=64_000, ge=100, le=10_000_000)
-    # Commands an MCP stdio tool may start: bare names (run from PATH) or full paths.
+    # Commands an MCP stdio tool may start: names (the programs of that name on PATH or
+    # next to the Python running Keel, e.g. in its virtualenv) or full paths; "none": none.
     mcp_stdio_allowlist: Annotated[list[str], NoDecode] = Field(
-        default_factory=default_stdio_allowlist)
+        default_factory=lambda: ["python", "python3", "npx", "uvx", "node"])
     # Seconds to connect to an MCP server, and for each request, when the tool sets none.
     mcp_timeout_s: float = Field(default=30.0, gt=0, le=600)
     # Discovery (list_tools when an MCP tool is saved without input_schema) waits at most
@@ -88,6 +79,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_allowlist(cls, value: object) -> object:
         if isinstance(value, str):
+            if value.strip().lower() == "none":
+                return []
             return [command.strip() for command in value.split(",") if command.strip()]
         return value
 

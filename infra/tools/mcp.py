@@ -28,6 +28,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -116,21 +117,50 @@ class _Connection:
         return scrub(value, self.secrets)
 
 
+def _programs(name: str) -> list[str]:
+    """The files a bare command name can mean: on PATH, and next to the Python running
+    Keel (its virtualenv's bin directory, often not on PATH)."""
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
+    if sys.executable:
+        dirs.insert(0, os.path.dirname(sys.executable))
+    found = [os.path.join(d, name) for d in dirs if d]
+    return [f for f in found if os.path.isfile(f) and os.access(f, os.X_OK)]
+
+
 def stdio_command_allowed(command: str, allowlist: list[str]) -> bool:
-    """Whether ``command`` may be started. A listed name allows that name (run from
-    PATH) and the file it resolves to; a listed path allows that file. Paths are
-    compared after resolving symlinks, so ``/tmp/x/python`` is not "python"."""
+    """Whether ``command`` may be started. A listed name allows that name as written and
+    the programs of that name (see ``_programs``); a listed path allows that file. Files
+    are compared after resolving symlinks, so a ``/tmp/x/python3`` is not python3."""
     if command in allowlist:
         return True
+    if not command:
+        return False
+    # What would run: a bare name is looked up on PATH (see _executable).
     target = shutil.which(command) if "/" not in command else command
     if target is None:
         return False
     real = os.path.realpath(target)
     for entry in allowlist:
-        resolved = shutil.which(entry) if "/" not in entry else entry
-        if resolved is not None and os.path.realpath(resolved) == real:
+        candidates = _programs(entry) if "/" not in entry else [entry]
+        if real in {os.path.realpath(c) for c in candidates}:
             return True
     return False
+
+
+# Environment variables that make any program load code of the caller's choosing.
+UNSAFE_ENV_PREFIXES = ("LD_", "DYLD_")
+
+
+def _executable(command: str) -> str:
+    """The file to run: a bare name is resolved on the worker's PATH here, so a PATH in
+    the tool's env cannot swap in another program of that name."""
+    if "/" in command:
+        return command
+    found = shutil.which(command)
+    if found is None:
+        raise McpFailure(Failure("spawn_failed", f"cannot start {command!r}: not found on "
+                                                 "PATH"))
+    return found
 
 
 def _timeout(config: dict[str, Any], settings: Settings) -> float:
@@ -159,9 +189,14 @@ async def _open(stack: AsyncExitStack, name: str, config: dict[str, Any], secret
                 "not_allowed", f"command {command!r} is not allowed to start an MCP stdio "
                                f"server; add it to {ALLOWLIST_SETTING} (comma-separated; "
                                f"allowed now: {allowed})"))
+        unsafe = sorted(k for k in env if k.upper().startswith(UNSAFE_ENV_PREFIXES))
+        if unsafe:
+            raise McpFailure(Failure("not_allowed", f"config.env may not set {unsafe[0]} (it "
+                                                    "makes the server load other code)"))
+        executable = _executable(command)
         # Kept past the connection's end: the tail explains a failure.
         conn.errlog = tempfile.TemporaryFile()  # closed by _session
-        params = StdioServerParameters(command=command,
+        params = StdioServerParameters(command=executable,
                                        args=[str(a) for a in config.get("args") or []],
                                        env=env)
         server = stdio_client(params, errlog=cast(TextIO, conn.errlog))

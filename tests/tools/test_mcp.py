@@ -149,34 +149,60 @@ async def test_command_not_in_the_allowlist_is_refused(tool_settings: Settings,
 
 
 def test_allowlist_matches_names_and_resolved_paths(tmp_path: Path) -> None:
-    allow = ["python3", "node", sys.executable]
-    assert stdio_command_allowed("python3", allow)
-    assert stdio_command_allowed(sys.executable, allow)
-    assert not stdio_command_allowed("sh", allow)
-    assert not stdio_command_allowed("python3;rm", allow)
+    default = ["python", "python3", "npx", "uvx", "node"]
+    assert stdio_command_allowed("python3", default)
+    # The Python running Keel (here a virtualenv's, often not on PATH) by its full path.
+    assert stdio_command_allowed(sys.executable, default)
+    assert not stdio_command_allowed("sh", default)
+    assert not stdio_command_allowed("/bin/sh", default)
+    assert not stdio_command_allowed("python3;rm", default)
+    assert not stdio_command_allowed("", default)
     python3 = shutil.which("python3")
-    if python3:  # the file the listed name runs is allowed by its path too
-        assert stdio_command_allowed(python3, allow)
+    assert python3 is not None
+    assert stdio_command_allowed(python3, default)  # the file the listed name runs
     # A file called "python3" elsewhere is not python3.
     fake = tmp_path / "python3"
     fake.symlink_to("/bin/sh")
-    assert not stdio_command_allowed(str(fake), allow)
+    assert not stdio_command_allowed(str(fake), default)
     # A link to an allowed interpreter is that interpreter.
     link = tmp_path / "py"
     link.symlink_to(sys.executable)
-    assert stdio_command_allowed(str(link), allow)
-    assert not stdio_command_allowed("/bin/sh", allow)
+    assert stdio_command_allowed(str(link), default)
+    # Listed paths allow exactly that file.
+    assert stdio_command_allowed(str(link), [sys.executable])
+    assert not stdio_command_allowed("python3", [str(fake)])
     assert not stdio_command_allowed("python3", [])
 
 
 def test_allowlist_setting_is_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    def allowlist() -> list[str]:
+        return Settings(_env_file=None).mcp_stdio_allowlist  # type: ignore[call-arg]
+
     monkeypatch.setenv("KEEL_MCP_STDIO_ALLOWLIST", " uvx, /opt/mcp/server ,, ")
-    assert Settings(_env_file=None).mcp_stdio_allowlist == [  # type: ignore[call-arg]
-        "uvx", "/opt/mcp/server"]
+    assert allowlist() == ["uvx", "/opt/mcp/server"]
+    monkeypatch.setenv("KEEL_MCP_STDIO_ALLOWLIST", "none")
+    assert allowlist() == []
     monkeypatch.delenv("KEEL_MCP_STDIO_ALLOWLIST")
-    default = Settings(_env_file=None).mcp_stdio_allowlist  # type: ignore[call-arg]
-    assert {"python", "python3", "npx", "uvx", "node", sys.executable} <= set(default)
-    assert os.path.basename(sys.executable) in default
+    assert allowlist() == ["python", "python3", "npx", "uvx", "node"]
+
+
+async def test_env_cannot_swap_the_program_or_inject_code(tool_settings: Settings,
+                                                          tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    evil = tmp_path / "bin" / "python3"
+    evil.parent.mkdir()
+    evil.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    evil.chmod(0o755)
+    # "python3" is allowed; a PATH in the tool's env does not decide which one runs.
+    swapped = await call({"transport": "stdio", "command": "python3",
+                          "args": ["-c", "pass"], "env": sealed_env(PATH=str(evil.parent))},
+                         tool_settings, {"text": "x"})
+    assert swapped.error is not None and "exited or closed its output" in swapped.error
+    assert not marker.exists()
+    preload = await call(stdio_config(env=sealed_env(LD_PRELOAD="/tmp/x.so")), tool_settings,
+                         {"text": "x"})
+    assert preload.error == ("echo: config.env may not set LD_PRELOAD (it makes the server "
+                             "load other code)")
 
 
 # --- failures, classified ------------------------------------------------------------
