@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import platform as py_platform
 import re
@@ -21,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -36,6 +38,8 @@ from infra.devserver import temporal_binary
 from infra.temporal import SEARCH_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parents[1]
+# The product packages the processes under test import (see Platform.snapshot).
+PACKAGES = ("api", "activities", "workflows", "infra", "worker")
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -95,11 +99,6 @@ def machine() -> dict[str, str]:
         check=False).stdout.strip()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True, timeout=30, check=False)
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                            capture_output=True, text=True, timeout=30, check=False)
-    # Product code that differs from the commit is part of what was measured: say so.
-    changed = [line for line in status.stdout.splitlines()
-               if not line[3:].startswith(("bench/", "docs/"))]
     return {
         "cores": str(os.cpu_count()),
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
@@ -107,8 +106,7 @@ def machine() -> dict[str, str]:
         "kernel": py_platform.release(),
         "python": py_platform.python_version(),
         "temporal": temporal_version,
-        "commit": (commit.stdout.strip() or "unknown")
-        + (f" (with uncommitted changes to {len(changed)} files)" if changed else ""),
+        "commit": commit.stdout.strip() or "unknown",
     }
 
 
@@ -192,13 +190,33 @@ class Platform:
         assert self.env is not None
         return self.env.client
 
+    def snapshot(self) -> None:
+        """The committed product code (``git archive HEAD``) under the data dir, which the
+        processes under test import ahead of the working tree (PYTHONPATH comes before
+        the editable install). Edits made in the working tree while the bench runs then
+        change nothing: the workflow sandbox re-reads the workflow module from disk for
+        every new run, so a half-edited file would otherwise reach the worker mid-run."""
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", "HEAD", "--", *PACKAGES],
+            cwd=REPO, capture_output=True, timeout=60, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(self.code_dir, filter="data")
+            else:  # Python < 3.11.4; our own repository's archive
+                tar.extractall(self.code_dir)
+
+    @property
+    def code_dir(self) -> Path:
+        return self.data_dir / "code"
+
     def base_env(self) -> dict[str, str]:
-        """Our environment without KEEL_* settings, with Python's bytecode cache on (in a
-        dir of ours): an installed Keel has .pyc files, and without them the workflow
-        sandbox compiles the workflow module from source on every run."""
+        """Our environment without KEEL_* settings, importing the snapshot, with Python's
+        bytecode cache on (in a dir of ours): an installed Keel has .pyc files, and
+        without them the sandbox compiles the workflow module from source on every run."""
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("KEEL_") and k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(self.data_dir / "pycache")
+        env["PYTHONPATH"] = str(self.code_dir)
         return env
 
     def keel_env(self) -> dict[str, str]:
@@ -258,7 +276,7 @@ class Platform:
 
     def start_bare(self) -> None:
         env = self.base_env()
-        env["PYTHONPATH"] = str(REPO)
+        env["PYTHONPATH"] = f"{self.code_dir}{os.pathsep}{REPO}"
         self._spawn("bare_worker", [sys.executable, "-m", "bench.bare_worker",
                                     "--address", self.temporal_address,
                                     "--task-queue", BARE_TASK_QUEUE], env, REPO)
@@ -292,6 +310,7 @@ class Platform:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.snapshot)
         await self.start_temporal()
         await asyncio.to_thread(self.migrate)
         self.start_keel_worker()

@@ -74,7 +74,9 @@ class Report:
         return [
             f"- Command: `{r.command}` ({r.mode}"
             + (f", {plan.repeats} repeats" if plan else "") + ")",
-            f"- Date: {r.date}; commit {m['commit']}; whole run {r.duration_s:.0f} s",
+            f"- Date: {r.date}; code measured: commit `{m['commit']}` (a `git archive` of "
+            f"HEAD, so edits in the working tree meanwhile change nothing); whole run "
+            f"{r.duration_s:.0f} s",
             f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory']} memory, Linux "
             f"{m['kernel']}, Python {m['python']}; {m['temporal']} (dev server, SQLite file, "
             "as `keel up` runs it)",
@@ -132,6 +134,7 @@ class Report:
                 "/proc; Temporal requests per run, from the dev server's /metrics; history of "
                 "one run at concurrency 1):", ""]
         rows = []
+        totals: dict[tuple[str, str], float] = {}
         for shape in s.SHAPES:
             for system in ("keel", "bare"):
                 batches = e.batches.get((shape, system, 10), [])
@@ -148,13 +151,20 @@ class Report:
                 history = e.history.get((shape, system), {})
                 worker = "worker" if system == "keel" else "bare_worker"
                 api = per_run("api") if system == "keel" else "-"
+                total = statistics.median(
+                    sum(b.cpu.get(n, 0.0) for n in ("api", worker, "temporal"))
+                    / len(b.latencies) * 1000 for b in batches)
+                totals[(shape, system)] = total
+                cpu_ratio = fmt(ratio(totals.get((shape, "keel"), math.nan), total), 2)
                 rows.append([shape, system, api, per_run(worker), per_run("temporal"),
+                             fmt(total, 1), cpu_ratio if system == "bare" else "",
                              per_run("load generator"), fmt(requests, 1), fmt(polls, 1),
                              str(history.get("events", "?")),
                              str(history.get("workflow tasks", "?")),
                              str(history.get("activities", "?"))])
         out += table(["shape", "system", "API CPU ms", "worker CPU ms", "Temporal CPU ms",
-                      "load-gen CPU ms", "Temporal requests", "stream polls",
+                      "server-side CPU ms", "CPU ratio Keel/bare", "load-gen CPU ms",
+                      "Temporal requests", "stream polls",
                       "history events", "workflow tasks", "activities"], rows)
         batches_k = [b for b in e.batches.get(("chain", "keel", 10), []) if b.requests]
         batches_b = [b for b in e.batches.get(("chain", "bare", 10), []) if b.requests]

@@ -101,6 +101,7 @@ class Batch:
     foreign_share: float
     requests: dict[str, float]  # Temporal frontend requests over the batch, by operation
     runs: list[k.Run] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:
@@ -113,13 +114,20 @@ async def _batch(ctx: Context, one: Callable[[], Awaitable[float | k.Run]], tota
     requests they made too (which waits for the dev server to publish its counters)."""
     latencies: list[float] = []
     runs: list[k.Run] = []
+    failures: list[str] = []
     taken = 0
 
     async def worker() -> None:
         nonlocal taken
         while taken < total:
             taken += 1
-            result = await one()
+            try:
+                result = await one()
+            except Exception as exc:  # a failed run is a finding: count it, go on
+                failures.append(f"{type(exc).__name__}: {exc}"[:300])
+                if len(failures) > max(3, total // 4):
+                    raise
+                continue
             if isinstance(result, k.Run):
                 runs.append(result)
                 assert result.ended is not None
@@ -134,7 +142,8 @@ async def _batch(ctx: Context, one: Callable[[], Awaitable[float | k.Run]], tota
             await asyncio.gather(*[worker() for _ in range(concurrency)])
         wall = time.monotonic() - started
     after = await ctx.platform.settled_requests() if count_requests else {}
-    return Batch(latencies, wall, meter.used, meter.foreign_share, diff(after, before), runs)
+    return Batch(latencies, wall, meter.used, meter.foreign_share, diff(after, before), runs,
+                 failures)
 
 
 def _bare(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
@@ -185,6 +194,9 @@ async def engine(ctx: Context) -> EngineResult:
                     batch = await _batch(ctx, one, plan.engine_runs[concurrency], concurrency,
                                          count_requests=repeat == 0 and concurrency == 10)
                     result.batches.setdefault((shape, system, concurrency), []).append(batch)
+                    for failure in batch.failures:
+                        ctx.notes.append(f"engine {shape} {system} c={concurrency}: a run "
+                                         f"failed: {failure}")
                     print(f"  engine r{repeat + 1} {shape:7} {system:4} c={concurrency:<2} "
                           f"p50={pct(batch.latencies, 50) * 1000:6.1f} ms "
                           f"{batch.throughput:6.1f} runs/s", flush=True)
