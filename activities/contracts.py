@@ -41,6 +41,7 @@ class ToolSpec(BaseModel):
 
 class ExecutionInput(BaseModel):
     execution_id: int
+    workspace_id: int = 1
     workflow_id: int
     workflow_version: int
     definition: dict[str, Any]
@@ -69,7 +70,10 @@ class LlmCallInput(BaseModel):
     agent: AgentSpec
     messages: list[dict[str, Any]]
     tools: list[ToolSpec] = Field(default_factory=list)
-    call_index: int = 0  # which model call of this node: part of the usage idempotency key
+    # Which model call of which visit of the node: with the attempt, the usage ledger key.
+    call_index: int = 0
+    visit: int = 1
+    workspace_id: int = 1
 
 
 class LlmCallResult(BaseModel):
@@ -78,6 +82,8 @@ class LlmCallResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
     attempt: int = 1
+    cost_usd: str = "0.000000"  # as priced in the ledger (USD, as text)
+    unpriced: bool = False
 
 
 class ToolCallInput(BaseModel):
@@ -88,6 +94,10 @@ class ToolCallInput(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
     call_id: str  # stable across retries: the Idempotency-Key sent downstream
     agent_id: int | None = None
+    # Which call of which visit of the node: with the attempt, the usage ledger key.
+    call_index: str = "0"
+    visit: int = 1
+    workspace_id: int = 1
 
 
 class ToolCallResult(BaseModel):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from decimal import Decimal
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,9 +20,17 @@ from activities.contracts import (
     Usage,
 )
 from infra.execution_store import apply_events, last_seq
+from infra.ledger import (
+    budget_block,
+    money,
+    record_llm_call,
+    record_tool_call,
+    usage_key,
+)
 from infra.llm import AgentModel, LlmError, call_model, tool_schema
 from infra.logging import get_logger
 from infra.models import Execution
+from infra.pricing import Pricing
 from infra.secrets import SecretDecryptionError, decrypt
 from infra.settings import Settings
 from infra.streams import read_events
@@ -34,13 +45,20 @@ class NodeActivities:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.pricing = Pricing.load(settings.pricing_file)
 
     @activity.defn(name="keel.llm_call")
     async def llm_call(self, params: LlmCallInput) -> LlmCallResult:
-        """One model call of an agent node; text streams to watchers as llm.delta."""
+        """One model call of an agent node: checked against the budget first, streamed to
+        watchers as llm.delta, and recorded in the usage ledger once it has answered."""
         attempt = activity.info().attempt
         spec = params.agent
         async with node_activity(params.execution_id, params.node_id):
+            async with self.sessions() as session:
+                blocked = await budget_block(session, params.workspace_id, spec.id)
+            if blocked:
+                raise await fail(f"budget_exceeded: {blocked}", node_id=params.node_id,
+                                 non_retryable=True, error_type="BudgetExceeded")
             try:
                 api_key = (decrypt(spec.api_key_encrypted, self.settings.secret_key)
                            if spec.api_key_encrypted else None)
@@ -52,6 +70,7 @@ class NodeActivities:
                                temperature=spec.temperature, max_tokens=spec.max_tokens,
                                metadata=spec.metadata)
             tools = [tool_schema(t.name, t.description, t.input_schema) for t in params.tools]
+            started = time.perf_counter()
             try:
                 # The offline model answers at once; real ones stream unless told not to.
                 streams = spec.provider != "fake" and spec.metadata.get("stream", True)
@@ -61,6 +80,18 @@ class NodeActivities:
             except LlmError as exc:
                 raise await fail(str(exc), node_id=params.node_id,
                                  non_retryable=not exc.retryable) from exc
+            async with self.sessions() as session, session.begin():
+                row = await record_llm_call(
+                    session,
+                    key=usage_key(params.execution_id, params.node_id, attempt,
+                                  params.call_index, kind="llm", visit=params.visit),
+                    workspace_id=params.workspace_id, execution_id=params.execution_id,
+                    workflow_id=params.workflow_id, agent_id=spec.id, node_id=params.node_id,
+                    provider=spec.provider, model=reply.model,
+                    prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                    cached_tokens=reply.cached_tokens, reasoning_tokens=reply.reasoning_tokens,
+                    latency_ms=(time.perf_counter() - started) * 1000, pricing=self.pricing,
+                )
             return LlmCallResult(
                 content=reply.content, tool_calls=reply.tool_calls, model=reply.model,
                 attempt=attempt,
@@ -68,10 +99,13 @@ class NodeActivities:
                             completion_tokens=reply.completion_tokens,
                             cached_tokens=reply.cached_tokens,
                             reasoning_tokens=reply.reasoning_tokens),
+                cost_usd=money(row.cost_usd if row else Decimal(0)),
+                unpriced=bool(row and row.unpriced),
             )
 
     @activity.defn(name="keel.call_tool")
     async def call_tool(self, params: ToolCallInput) -> ToolCallResult:
+        """One tool call (HTTP or MCP); every attempt that reached the tool is recorded."""
         attempt = activity.info().attempt
         async with node_activity(params.execution_id, params.node_id):
             tool = params.tool
@@ -88,9 +122,25 @@ class NodeActivities:
                                               params.arguments, params.call_id,
                                               self.settings.secret_key, self.settings)
             except RetryableToolError as exc:
+                await self._record_tool(params, attempt, ok=False, latency_ms=None)
                 raise await fail(str(exc), node_id=params.node_id) from exc
+            await self._record_tool(params, attempt, ok=outcome.ok,
+                                    latency_ms=outcome.latency_ms)
             return ToolCallResult(ok=outcome.ok, output=outcome.output, error=outcome.error,
                                   latency_ms=outcome.latency_ms, attempt=attempt)
+
+    async def _record_tool(self, params: ToolCallInput, attempt: int, *, ok: bool,
+                           latency_ms: float | None) -> None:
+        async with self.sessions() as session, session.begin():
+            await record_tool_call(
+                session,
+                key=usage_key(params.execution_id, params.node_id, attempt, params.call_index,
+                              kind="tool", visit=params.visit),
+                workspace_id=params.workspace_id, execution_id=params.execution_id,
+                workflow_id=params.workflow_id, agent_id=params.agent_id,
+                node_id=params.node_id, tool_name=params.tool.name, ok=ok,
+                latency_ms=latency_ms,
+            )
 
     @activity.defn(name="keel.sync_execution")
     async def sync_execution(self, params: SyncInput) -> int:

@@ -95,7 +95,8 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
     agents, tools = await snapshot(session, definition)
     workflow_id = temporal_workflow_id(settings, execution.id)
     params = ExecutionInput(
-        execution_id=execution.id, workflow_id=execution.workflow_id,
+        execution_id=execution.id, workspace_id=execution.workspace_id,
+        workflow_id=execution.workflow_id,
         workflow_version=execution.workflow_version, definition=version.definition,
         input=execution.input, agents=agents, tools=tools,
     )

@@ -9,7 +9,6 @@ changes nothing, and the record outlives Temporal's history retention.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -96,12 +95,6 @@ def _fold(execution: Execution, nodes: dict[str, NodeRun], event: dict[str, Any]
             execution.status = "waiting"
     elif kind == EventType.HUMAN_RESPONDED and not finished:
         execution.status = "running"
-    elif kind == EventType.USAGE_RECORDED:
-        execution.prompt_tokens += int(data.get("prompt_tokens", 0))
-        execution.completion_tokens += int(data.get("completion_tokens", 0))
-        execution.cost_usd = (execution.cost_usd or Decimal(0)) + Decimal(
-            str(data.get("cost_usd", "0"))
-        )
     elif kind in (EventType.EXECUTION_COMPLETED, EventType.EXECUTION_FAILED,
                   EventType.EXECUTION_CANCELLED):
         execution.status = {

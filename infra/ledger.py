@@ -322,7 +322,7 @@ async def agent_breakdown(session: AsyncSession, filters: UsageFilter) -> list[A
     dialect = _dialect(session)
     # SQLite, given ANALYZE statistics, would walk the (agent_id, created_at) index to
     # group without sorting, then fetch every row at random: 2-10x slower than reading
-    # the time range in order and sorting ~50 groups. "+agent_id" hides that index.
+    # the time range through the covering index and sorting. "+agent_id" hides it.
     group: Any = (literal_column(f"+{UsageRecord.__tablename__}.agent_id")
                   if dialect == "sqlite" else UsageRecord.agent_id)
     cost = _money_sum(dialect, UsageRecord.cost_usd).label("cost")
@@ -353,15 +353,17 @@ async def agent_breakdown(session: AsyncSession, filters: UsageFilter) -> list[A
         for r in rows
     ]
     flagged = {i.agent_id: i for i in items if i.unpriced_calls}
-    if flagged:  # rare: name the models, for the agents that have any
+    if flagged:  # name the models, found through the (workspace, unpriced, time) index
         for agent_id, model in (await session.execute(
             select(UsageRecord.agent_id, UsageRecord.model)
-            .where(*filters.where(), UsageRecord.agent_id.in_(list(flagged)),
-                   UsageRecord.unpriced.is_(True))
-            .group_by(UsageRecord.agent_id, UsageRecord.model)
-            .order_by(UsageRecord.agent_id, UsageRecord.model)
+            .where(*filters.where(), UsageRecord.agent_id.is_not(None),
+                   # "= true", not "IS TRUE": only the former can use an index on MySQL
+                   UsageRecord.unpriced == True)  # noqa: E712
+            .group_by(group, UsageRecord.model)
+            .order_by(UsageRecord.model)
         )).all():
-            flagged[_int(agent_id)].unpriced_models.append(str(model))
+            if _int(agent_id) in flagged:
+                flagged[_int(agent_id)].unpriced_models.append(str(model))
     return items
 
 
@@ -535,6 +537,14 @@ async def set_budget(session: AsyncSession, workspace_id: int, agent_id: int | N
                            monthly_usd=monthly_usd, updated_at=utcnow()))
 
 
+MONEY_TEXT_QUANTUM = Decimal("0.000001")
+
+
+def money(amount: Decimal) -> str:
+    """Money as the API shows it: USD with six decimals, as text ("0.001250")."""
+    return f"{amount.quantize(MONEY_TEXT_QUANTUM):f}"
+
+
 def usd(amount: Decimal) -> str:
     """``$5.00``, ``$0.0042``: cents at least, up to the micro-dollars reports show."""
     text = f"{amount.quantize(Decimal('0.000001')):f}".rstrip("0")
@@ -597,3 +607,28 @@ async def execution_budget_block(session: AsyncSession, workspace_id: int, workf
                WorkflowVersionRef.ref_type == "agent")
         .order_by(WorkflowVersionRef.ref_id)))
     return await _first_exhausted(session, workspace_id, agent_ids)
+
+
+@dataclass(frozen=True)
+class ExecutionUsage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+
+async def execution_usage(session: AsyncSession, execution_ids: Sequence[int]
+                          ) -> dict[int, ExecutionUsage]:
+    """Each execution's usage as the ledger has it (executions without any: zeros)."""
+    if not execution_ids:
+        return {}
+    dialect = _dialect(session)
+    rows = await session.execute(
+        select(UsageRecord.execution_id, func.sum(UsageRecord.prompt_tokens),
+               func.sum(UsageRecord.completion_tokens),
+               _money_sum(dialect, UsageRecord.cost_usd))
+        .where(UsageRecord.execution_id.in_(execution_ids))
+        .group_by(UsageRecord.execution_id)
+    )
+    found = {row[0]: ExecutionUsage(_int(row[1]), _int(row[2]), _money(dialect, row[3]))
+             for row in rows}
+    return {i: found.get(i, ExecutionUsage()) for i in execution_ids}

@@ -291,7 +291,8 @@ class ExecutionWorkflow:
                         LlmCallInput(execution_id=self.params.execution_id,
                                      workflow_id=self.params.workflow_id, node_id=node.id,
                                      agent=agent, messages=messages, tools=tools,
-                                     call_index=call_index),
+                                     call_index=call_index, visit=visit,
+                                     workspace_id=self.params.workspace_id),
                         result_type=LlmCallResult,
                         activity_id=f"{node.id}/{visit}/llm/{call_index}",
                         summary=f"{node.id}: {agent.name} ({agent.model})",
@@ -309,6 +310,12 @@ class ExecutionWorkflow:
                 attempts = max(attempts, reply.attempt)
                 usage["prompt_tokens"] += reply.usage.prompt_tokens
                 usage["completion_tokens"] += reply.usage.completion_tokens
+                self._emit(EventType.USAGE_RECORDED, node.id, {
+                    "agent_id": agent.id, "model": reply.model, "call_index": call_index,
+                    "prompt_tokens": reply.usage.prompt_tokens,
+                    "completion_tokens": reply.usage.completion_tokens,
+                    "cost_usd": reply.cost_usd, "unpriced": reply.unpriced,
+                })
                 if not reply.tool_calls:
                     return {"output": reply.content, "usage": usage, "attempts": attempts}
                 messages.append({"role": "assistant", "content": reply.content,
@@ -336,7 +343,7 @@ class ExecutionWorkflow:
                 node.id, tool, call.get("args") or {},
                 f"{self.params.execution_id}/{node.id}/{visit}/{call_index}/{i}",
                 f"{node.id}/{visit}/tool/{call_index}/{i}", node.timeout_s, None,
-                agent_id=node.agent_id,
+                agent_id=node.agent_id, visit=visit, call_index=f"{call_index}.{i}",
             )
             content = result.output if result.ok else f"error: {result.error}"
         return {"role": "tool", "tool_call_id": call_id,
@@ -344,8 +351,8 @@ class ExecutionWorkflow:
 
     async def _call_tool(self, node_id: str, tool: ToolSpec, arguments: dict[str, Any],
                          call_id: str, activity_id: str, timeout_s: float | None,
-                         retry: RetrySpec | None, agent_id: int | None = None
-                         ) -> ToolCallResult:
+                         retry: RetrySpec | None, agent_id: int | None = None,
+                         visit: int = 1, call_index: str = "0") -> ToolCallResult:
         """Call a tool as its own activity. A failure, once retries are spent, is a result
         with ok=False: a tool node fails on it, an agent hands it back to its model."""
         at_most_once = tool.config.get("delivery") == "at_most_once"
@@ -354,7 +361,9 @@ class ExecutionWorkflow:
                 CALL_TOOL,
                 ToolCallInput(execution_id=self.params.execution_id,
                               workflow_id=self.params.workflow_id, node_id=node_id, tool=tool,
-                              arguments=arguments, call_id=call_id, agent_id=agent_id),
+                              arguments=arguments, call_id=call_id, agent_id=agent_id,
+                              visit=visit, call_index=call_index,
+                              workspace_id=self.params.workspace_id),
                 result_type=ToolCallResult,
                 activity_id=activity_id,
                 summary=f"{node_id}: tool {tool.name}",
@@ -385,7 +394,7 @@ class ExecutionWorkflow:
             arguments = render_value(node.arguments, self._context(state))
             result = await self._call_tool(
                 node.id, tool, arguments, f"{self.params.execution_id}/{node.id}/{visit}",
-                f"{node.id}/{visit}/tool", node.timeout_s, node.retry,
+                f"{node.id}/{visit}/tool", node.timeout_s, node.retry, visit=visit,
             )
             if not result.ok:
                 raise self._fail(node.id, result.error or "tool call failed", result.attempt)

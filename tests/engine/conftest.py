@@ -99,6 +99,20 @@ class Platform:
         url = self.base_url.replace("http://", "ws://") + f"/api/v1/Execution/ws/{execution_id}"
         return url if after is None else f"{url}?after={after}"
 
+    async def watch_until(self, execution_id: int, event_type: str, node_id: str | None = None,
+                          timeout: float = 60) -> list[dict[str, Any]]:
+        """Events from the start up to and including the first ``event_type`` (of node_id)."""
+        events: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout), websockets.connect(
+            self.ws_url(execution_id)
+        ) as ws:
+            async for message in ws:
+                events.append(json.loads(message))
+                if events[-1]["type"] == event_type and (
+                        node_id is None or events[-1]["node_id"] == node_id):
+                    return events
+        raise AssertionError(f"the run ended without {event_type} {node_id or ''}: {events}")
+
     async def watch(self, execution_id: int, after: int | None = None, limit: int | None = None,
                     timeout: float = 60) -> tuple[list[dict[str, Any]], int | None]:
         """Events from the WebSocket until it closes (or ``limit`` events), and the close code."""

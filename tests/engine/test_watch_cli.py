@@ -28,10 +28,11 @@ async def test_keel_watch_prints_every_event_then_exits(platform: Platform) -> N
     code, events, _ = await watch(platform, str(execution["id"]))
     assert code == 0
     assert [e["type"] for e in events] == [
-        "execution.started", "node.started", "node.completed", "execution.completed"]
+        "execution.started", "node.started", "usage.recorded", "node.completed",
+        "execution.completed"]
 
     code, events, _ = await watch(platform, str(execution["id"]), "--after", "2")
-    assert code == 0 and [e["seq"] for e in events] == [3, 4]
+    assert code == 0 and [e["seq"] for e in events] == [3, 4, 5]
 
     code, events, err = await watch(platform, "424242")
     assert code == 1 and events == [] and "4404" in err
