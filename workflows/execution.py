@@ -112,7 +112,8 @@ def _failure(err: BaseException, max_attempts: int) -> tuple[str, int]:
         if cause.retry_state == RetryState.NON_RETRYABLE_FAILURE:
             attempts = 0
         cause = cause.cause
-    message = str(cause) if cause is not None else str(err)
+    # A failure's own message; str() of an ApplicationError would prefix its type.
+    message = getattr(cause, "message", None) or str(cause if cause is not None else err)
     if isinstance(cause, ApplicationError) and cause.details:
         detail = cause.details[0]
         if isinstance(detail, dict) and "attempt" in detail:

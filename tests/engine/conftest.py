@@ -130,27 +130,35 @@ class Platform:
             return events, ws.close_code
 
 
+def _overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings a test asks for with ``@pytest.mark.settings(name=value, ...)``."""
+    marker = request.node.get_closest_marker("settings")
+    return dict(marker.kwargs) if marker else {}
+
+
 @pytest.fixture
-async def platform(clean_db: str, tmp_path: Path, temporal_server: WorkflowEnvironment
-                   ) -> AsyncIterator[Platform]:
+async def platform(request: pytest.FixtureRequest, clean_db: str, tmp_path: Path,
+                   temporal_server: WorkflowEnvironment) -> AsyncIterator[Platform]:
     """The API and an in-process worker."""
-    async with running_platform(clean_db, tmp_path, temporal_server, with_worker=True) as p:
+    async with running_platform(clean_db, tmp_path, temporal_server, with_worker=True,
+                                **_overrides(request)) as p:
         yield p
 
 
 @pytest.fixture
-async def platform_without_worker(clean_db: str, tmp_path: Path,
-                                  temporal_server: WorkflowEnvironment
+async def platform_without_worker(request: pytest.FixtureRequest, clean_db: str,
+                                  tmp_path: Path, temporal_server: WorkflowEnvironment
                                   ) -> AsyncIterator[Platform]:
     """The API only: the test runs its own worker processes (to kill them)."""
-    async with running_platform(clean_db, tmp_path, temporal_server, with_worker=False) as p:
+    async with running_platform(clean_db, tmp_path, temporal_server, with_worker=False,
+                                **_overrides(request)) as p:
         yield p
 
 
 @contextlib.asynccontextmanager
 async def running_platform(database_url: str, data_dir: Path,
-                           temporal_server: WorkflowEnvironment, *, with_worker: bool
-                           ) -> AsyncIterator[Platform]:
+                           temporal_server: WorkflowEnvironment, *, with_worker: bool,
+                           **overrides: Any) -> AsyncIterator[Platform]:
     tag = uuid.uuid4().hex[:8]
     port = free_port()
     settings = make_settings(
@@ -159,6 +167,7 @@ async def running_platform(database_url: str, data_dir: Path,
         task_queue=f"keel-test-{tag}",
         workflow_id_prefix=f"test-{tag}",
         api_port=port,
+        **overrides,
     )
     client = temporal_server.client
     engine = create_engine(settings.resolved_database_url)

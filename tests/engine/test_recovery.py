@@ -25,6 +25,7 @@ async def worker_process(platform: Platform) -> AsyncIterator[asyncio.subprocess
         "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
         "KEEL_TASK_QUEUE": settings.task_queue,
         "KEEL_SECRET_KEY": settings.secret_key,
+        **({"KEEL_PRICING_FILE": str(settings.pricing_file)} if settings.pricing_file else {}),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "infra.cli", "worker", env=env,
