@@ -210,7 +210,7 @@ async def _close_runs(client: Client, workflow_ids: list[str]) -> None:
             continue
         if record:
             HISTORIES.mkdir(exist_ok=True)
-            test = name.replace("[", "-").replace("]", "")
+            test = name.split("[")[0]
             number = workflow_id.rsplit("-", 1)[-1]
             history = await handle.fetch_history()
             (HISTORIES / f"{test}-{number}.json").write_text(history.to_json())
