@@ -34,6 +34,12 @@ class BadRequest(ApiError):
     status = 400
 
 
+class PaymentRequired(ApiError):
+    """A budget is exhausted: the request would spend money the owner has not allowed."""
+
+    status = 402
+
+
 class NotFound(ApiError):
     status = 404
 

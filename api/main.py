@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from api.errors import install_error_handlers
 from api.event_hub import EventHub
 from api.middleware import RequestContextMiddleware
-from api.routes import agents, executions, health, tools, workflows
+from api.routes import agents, billing, executions, health, tools, workflows
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings, get_settings
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
-    for module in (health, agents, tools, workflows, executions):
+    for module in (health, agents, tools, workflows, executions, billing):
         app.include_router(module.router)
     return app
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
@@ -15,9 +14,9 @@ from activities.contracts import HumanResponse
 from api import execution_service
 from api.crud import get_or_404, paginate
 from api.deps import PageDep, SessionDep, SettingsDep, TemporalDep, WorkspaceDep
-from api.errors import Conflict, NotFound, ServiceUnavailable
+from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
 from api.event_hub import EventHub, stored_events
-from api.schemas.common import Envelope, Page, ok
+from api.schemas.common import Envelope, Page, error_responses, ok
 from api.schemas.executions import (
     EventPage,
     ExecutionCreate,
@@ -29,6 +28,7 @@ from api.schemas.executions import (
     UsageOut,
 )
 from infra.execution_store import FINISHED, last_seq
+from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage, money
 from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
 from infra.settings import Settings
 from infra.streams import read_events
@@ -40,7 +40,6 @@ CLOSE_NORMAL = 1000
 CLOSE_ERROR = 1011
 CLOSE_BAD_AFTER = 4400
 CLOSE_UNKNOWN = 4404
-MONEY = Decimal("0.000001")
 
 
 async def node_runs(session: AsyncSession, execution_ids: list[int]
@@ -54,9 +53,12 @@ async def node_runs(session: AsyncSession, execution_ids: list[int]
 
 
 async def render(session: AsyncSession, settings: Settings, execution: Execution,
-                 nodes: list[NodeRun] | None = None) -> dict[str, Any]:
+                 nodes: list[NodeRun] | None = None, usage: ExecutionUsage | None = None
+                 ) -> dict[str, Any]:
     if nodes is None:
         nodes = (await node_runs(session, [execution.id]))[execution.id]
+    if usage is None:
+        usage = (await execution_usage(session, [execution.id]))[execution.id]
     temporal_id = execution.temporal_workflow_id
     return ExecutionOut(
         id=execution.id,
@@ -69,9 +71,9 @@ async def render(session: AsyncSession, settings: Settings, execution: Execution
         nodes=[NodeRunOut(node_id=n.node_id, status=n.status, attempts=n.attempts,
                           started_at=n.started_at, finished_at=n.finished_at, output=n.output,
                           error=n.error) for n in nodes],
-        usage=UsageOut(prompt_tokens=execution.prompt_tokens,
-                       completion_tokens=execution.completion_tokens,
-                       cost_usd=str((execution.cost_usd or Decimal(0)).quantize(MONEY))),
+        usage=UsageOut(prompt_tokens=usage.prompt_tokens,
+                       completion_tokens=usage.completion_tokens,
+                       cost_usd=money(usage.cost_usd)),
         temporal=TemporalRef(
             workflow_id=temporal_id, run_id=execution.temporal_run_id,
             ui_url=ui_url(settings, temporal_id, execution.temporal_run_id)
@@ -88,7 +90,8 @@ async def _load(session: AsyncSession, execution_id: int, workspace_id: int) -> 
 
 
 @router.post("/", status_code=201, response_model=Envelope[ExecutionOut],
-             summary="Create an execution of a published version (and start it if asked)")
+             summary="Create an execution of a published version (and start it if asked)",
+             responses=error_responses(402))
 async def create_execution(body: ExecutionCreate, session: SessionDep, settings: SettingsDep,
                            temporal: TemporalDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
     workflow = await get_or_404(session, Workflow, body.workflow_id, workspace_id, "workflow")
@@ -100,6 +103,9 @@ async def create_execution(body: ExecutionCreate, session: SessionDep, settings:
     if exists is None:
         raise NotFound(f"workflow {workflow.id} has no version {version}; "
                        f"the latest is {workflow.version}")
+    blocked = await execution_budget_block(session, workspace_id, workflow.id, version)
+    if blocked:
+        raise PaymentRequired(f"new executions are refused: {blocked}")
     execution = Execution(workspace_id=workspace_id, workflow_id=workflow.id,
                           workflow_version=version, status="pending", input=body.input)
     session.add(execution)
@@ -122,8 +128,10 @@ async def list_executions(session: SessionDep, settings: SettingsDep, workspace_
     if workflow_id is not None:
         stmt = stmt.where(Execution.workflow_id == workflow_id)
     result = await paginate(session, stmt, page, lambda e: e)
-    runs = await node_runs(session, [e.id for e in result["items"]])
-    result["items"] = [await render(session, settings, e, runs[e.id]) for e in result["items"]]
+    ids = [e.id for e in result["items"]]
+    runs, usage = await node_runs(session, ids), await execution_usage(session, ids)
+    result["items"] = [await render(session, settings, e, runs[e.id], usage[e.id])
+                       for e in result["items"]]
     return ok(result)
 
 
