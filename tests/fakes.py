@@ -17,6 +17,10 @@ from starlette.routing import Route
 
 from tests.helpers import wait_for
 
+# A host no resolver is ever asked about: longer than DNS allows (253 characters), so
+# getaddrinfo fails on this machine without sending a query. Tests talk to loopback only.
+UNRESOLVABLE_HOST = ".".join(["a" * 60] * 5) + ".invalid"
+
 
 def free_port() -> int:
     with socket.socket() as sock:

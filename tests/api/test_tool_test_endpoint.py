@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.settings import Settings
 from tests.conftest import app_client
-from tests.fakes import Behaviour, HttpToolService, free_port
+from tests.fakes import UNRESOLVABLE_HOST, Behaviour, HttpToolService, free_port
 from tests.fakes_mcp import McpHttpService, stdio_config
 from tests.helpers import data, dump_database, error
 
@@ -92,9 +92,9 @@ async def test_http_tool_down_slow_and_refusing(client: httpx.AsyncClient) -> No
     assert broken_result["error"] == f"broken: HTTP 500 from {service.url('broken')}"
     assert tls_result["error"].startswith("tls: TLS error talking to https://127.0.0.1:")
 
-    dns = await create(client, "dns", "http", {"url": "http://keel-test.invalid/x"})
+    dns = await create(client, "dns", "http", {"url": f"http://{UNRESOLVABLE_HOST}/x"})
     assert (await run_test(client, dns["id"]))["error"].startswith(
-        "dns: DNS failure: cannot resolve host 'keel-test.invalid'")
+        f"dns: DNS failure: cannot resolve host '{UNRESOLVABLE_HOST}'")
 
 
 async def test_link_local_is_blocked_without_a_request(client: httpx.AsyncClient,

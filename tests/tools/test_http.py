@@ -16,7 +16,7 @@ from infra.settings import Settings
 from infra.tools.common import RetryableToolError
 from infra.tools.http import blocked_reason, call_http, check_destination
 from tests.conftest import make_settings
-from tests.fakes import Behaviour, HttpToolService, free_port
+from tests.fakes import UNRESOLVABLE_HOST, Behaviour, HttpToolService, free_port
 from tests.fakes_mcp import McpHttpService
 
 KEY = "test-secret-key-that-is-long-enough-0123456789"
@@ -85,9 +85,9 @@ async def test_check_destination_names_what_it_resolved(tmp_path: Path) -> None:
     settings = tool_settings(tmp_path)
     assert await check_destination("http://localhost:1/x", settings, 5) is None
     assert await check_destination("http://127.0.0.1:1/x", settings, 5) is None
-    failure = await check_destination("http://keel-test.invalid/x", settings, 5)
+    failure = await check_destination(f"http://{UNRESOLVABLE_HOST}/x", settings, 5)
     assert failure is not None and failure.kind == "dns" and not failure.retryable
-    assert failure.message.startswith("DNS failure: cannot resolve host 'keel-test.invalid'")
+    assert failure.message.startswith(f"DNS failure: cannot resolve host '{UNRESOLVABLE_HOST}'")
 
 
 async def test_loopback_works_and_long_bodies_are_cut(tmp_path: Path) -> None:
@@ -112,8 +112,8 @@ async def test_failures_are_named(tmp_path: Path) -> None:
     refused = f"^lookup: connection refused by {re.escape(url)}$"
     with pytest.raises(RetryableToolError, match=refused):
         await call(url, settings)
-    dns = await call("http://keel-test.invalid/lookup", settings)
-    assert dns.error.startswith("lookup: DNS failure: cannot resolve host 'keel-test.invalid'")
+    dns = await call(f"http://{UNRESOLVABLE_HOST}/lookup", settings)
+    assert dns.error.startswith(f"lookup: DNS failure: cannot resolve host '{UNRESOLVABLE_HOST}'")
     async with HttpToolService() as service:
         service.behaviours["gone"] = Behaviour(status=404, body={"error": "no such thing"})
         service.behaviours["down"] = Behaviour(fail_times=1)

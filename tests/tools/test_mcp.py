@@ -19,7 +19,7 @@ from infra.settings import Settings
 from infra.tools.common import RetryableToolError
 from infra.tools.mcp import call_mcp, probe_mcp, stdio_command_allowed
 from tests.conftest import make_settings
-from tests.fakes import HttpToolService, free_port
+from tests.fakes import UNRESOLVABLE_HOST, HttpToolService, free_port
 from tests.fakes_mcp import McpHttpService, process_gone, stdio_config
 from tests.helpers import wait_for
 
@@ -298,10 +298,10 @@ async def test_tls_dns_and_blocked_destinations(tool_settings: Settings) -> None
                                        "url": service.url.replace("http:", "https:")},
                               KEY, tool_settings)
     assert tls.error is not None and tls.error.startswith("echo: TLS error talking to https://")
-    dns = await probe_mcp("echo", {"transport": "sse", "url": "http://keel-test.invalid/sse"},
+    dns = await probe_mcp("echo", {"transport": "sse", "url": f"http://{UNRESOLVABLE_HOST}/sse"},
                           KEY, tool_settings)
     assert dns.error is not None
-    assert dns.error.startswith("echo: DNS failure: cannot resolve host 'keel-test.invalid'")
+    assert dns.error.startswith(f"echo: DNS failure: cannot resolve host '{UNRESOLVABLE_HOST}'")
     blocked = await probe_mcp("echo", {"transport": "streamable_http",
                                        "url": "http://169.254.169.254/mcp"}, KEY, tool_settings)
     assert blocked.error == ("echo: 169.254.169.254 is a cloud metadata address; requests "
