@@ -21,7 +21,9 @@ PLACEHOLDER_SECRET_KEY = "change-me-in-production"  # noqa: S105  (the value we 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="KEEL_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="KEEL_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        # A blank value (KEEL_OPENAI_BASE_URL=) means "not set", not an empty string.
+        env_ignore_empty=True,
     )
 
     environment: Literal["development", "test", "production"] = "development"
