@@ -138,6 +138,13 @@ class Proc:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    log_start: int = 0  # the log's size when this process started (logs are appended to)
+
+    def output(self) -> str:
+        """What this process (not an earlier one with the same log) has written."""
+        with self.log.open("rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
 
     @property
     def pid(self) -> int:
@@ -238,11 +245,12 @@ class Platform:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Proc:
         log_path = self.data_dir / f"{name}.log"
         log = log_path.open("ab")
+        log_start = log.tell()
         self._logs.append(log)
         process = subprocess.Popen(
             argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT)
-        proc = Proc(name, process, log_path)
+        proc = Proc(name, process, log_path, log_start)
         self.procs[name] = proc
         return proc
 
@@ -293,12 +301,11 @@ class Platform:
                 for proc in self.procs.values():
                     if not proc.alive():
                         raise RuntimeError(f"{proc.name} exited early; see {proc.log}:\n"
-                                           + proc.log.read_text()[-3000:])
+                                           + proc.output()[-3000:])
                 try:
                     health = (await http.get(f"{self.api_url}/health")).json().get("data") or {}
                     bare = await http.get(f"{self.bare_api_url}/executions")
-                    bare_worker = "bare worker started" in self.procs["bare_worker"].log \
-                        .read_text()
+                    bare_worker = "bare worker started" in self.procs["bare_worker"].output()
                     if health.get("workers", 0) >= 1 and bare.status_code == 200 and bare_worker:
                         return
                     last = f"health={health} bare_api={bare.status_code} " \

@@ -511,6 +511,8 @@ async def _profile_get(ctx: Context, seconds: float, name: str) -> ProfilePhase:
 async def profile(ctx: Context) -> list[ProfilePhase]:
     """py-spy on the API and worker during Keel runs, and on the API during GETs."""
     seconds = ctx.plan.profile_seconds
+    for _ in range(ctx.plan.warmup_runs):  # the worker may be fresh (after memory)
+        await _keel(ctx, "chain")()
     phases = [await _profile_runs(ctx, seconds)]
     for name in ("Keel GET /Agent/{id}", "Keel GET /Execution/ (page of 20)"):
         phases.append(await _profile_get(ctx, seconds / 2, name))
@@ -548,10 +550,10 @@ async def _started(worker: Proc) -> None:
     """Until a ``keel worker`` process says it polls (its log line), at most 90 s."""
     async with asyncio.timeout(90):
         for _ in range(900):
-            if "worker started" in worker.log.read_text():
+            if "worker started" in worker.output():
                 return
             if not worker.alive():
-                raise RuntimeError(f"{worker.name} exited: {worker.log.read_text()[-2000:]}")
+                raise RuntimeError(f"{worker.name} exited: {worker.output()[-2000:]}")
             await asyncio.sleep(0.1)
 
 
