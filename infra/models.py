@@ -115,6 +115,7 @@ class Tool(Timestamps, Base):
 
 class Workflow(Timestamps, Base):
     __tablename__ = "workflows"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"), index=True)
@@ -170,9 +171,7 @@ class Execution(Base):
     error: Mapped[str | None] = mapped_column(Text)
     temporal_workflow_id: Mapped[str | None] = mapped_column(String(200))
     temporal_run_id: Mapped[str | None] = mapped_column(String(64))
-    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    # Usage is not kept here: the usage ledger (UsageRecord) is its one record.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()

@@ -69,7 +69,7 @@ async def create_workflow(body: WorkflowCreate, session: SessionDep, workspace_i
         has_unpublished_changes=True,
     )
     session.add(workflow)
-    await session.commit()
+    await commit_unique(session, f"a workflow named {body.name!r} already exists")
     return ok(render(workflow))
 
 
@@ -117,7 +117,7 @@ async def update_workflow(workflow_id: int, body: WorkflowUpdate, session: Sessi
     if body.definition is not None and draft_json(body.definition) != workflow.definition:
         workflow.definition = draft_json(body.definition)
         workflow.has_unpublished_changes = True
-    await session.commit()
+    await commit_unique(session, f"a workflow named {body.name!r} already exists")
     await session.refresh(workflow)
     return ok(render(workflow))
 

@@ -299,7 +299,7 @@ async def add_execution(db: AsyncEngine, workflow_id: int, status: str) -> int:
     async with db.begin() as conn:
         result = await conn.execute(insert(Execution).values(
             workspace_id=DEFAULT_WORKSPACE_ID, workflow_id=workflow_id, workflow_version=1,
-            status=status, input={}, prompt_tokens=0, completion_tokens=0, cost_usd=0,
+            status=status, input={},
             created_at=datetime.now(UTC)))
         return int(result.inserted_primary_key[0])
 

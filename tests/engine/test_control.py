@@ -92,6 +92,8 @@ async def test_reconnect_with_after_has_no_gap_and_no_duplicate(platform: Platfo
     assert code == 1000
     whole = first + rest
     assert [e["seq"] for e in whole] == list(range(1, len(whole) + 1))
+    # The socket closes on the terminal event; the record is complete once the run is.
+    await platform.wait_status(execution["id"], "completed")
     stored = data(await platform.http.get(f"/api/v1/Execution/{execution['id']}/events"))
     assert [e["seq"] for e in stored["items"]] == [e["seq"] for e in whole]
     assert kinds(stored["items"]) == kinds(whole)
