@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from temporalio import activity, workflow
@@ -21,16 +22,17 @@ from temporalio.common import RetryPolicy
 from temporalio.worker import Worker
 
 TASK_QUEUE = "bench-bare"
-OPTIONS = {
-    "start_to_close_timeout": timedelta(minutes=5),
-    "heartbeat_timeout": timedelta(seconds=5),
-    "retry_policy": RetryPolicy(maximum_attempts=3),
-}
 
 
 @activity.defn(name="bench.noop")
 async def noop(node: str) -> str:
     return node
+
+
+def call(node: str) -> Awaitable[str]:
+    return workflow.execute_activity(
+        noop, node, start_to_close_timeout=timedelta(minutes=5),
+        heartbeat_timeout=timedelta(seconds=5), retry_policy=RetryPolicy(maximum_attempts=3))
 
 
 @workflow.defn(name="BareChain")
@@ -39,7 +41,7 @@ class BareChain:
     async def run(self, length: int) -> list[str]:
         done = []
         for i in range(length):
-            done.append(await workflow.execute_activity(noop, f"n{i}", **OPTIONS))  # type: ignore[arg-type]
+            done.append(await call(f"n{i}"))
         return done
 
 
@@ -47,12 +49,9 @@ class BareChain:
 class BareDiamond:
     @workflow.run
     async def run(self, width: int) -> list[str]:
-        first = await workflow.execute_activity(noop, "split", **OPTIONS)  # type: ignore[arg-type]
-        middle = await asyncio.gather(*[
-            workflow.execute_activity(noop, f"b{i}", **OPTIONS)  # type: ignore[arg-type]
-            for i in range(width)
-        ])
-        last = await workflow.execute_activity(noop, "join", **OPTIONS)  # type: ignore[arg-type]
+        first = await call("split")
+        middle = await asyncio.gather(*[call(f"b{i}") for i in range(width)])
+        last = await call("join")
         return [first, *middle, last]
 
 

@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         path = REPO / "docs" / "benchmarks.md"
     try:
         import uvloop
-        runner: Callable[[Awaitable[Any]], Any] = uvloop.run
+        runner: Callable[[Coroutine[Any, Any, report.Results]], report.Results] = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     command = "make bench" if not args.scenarios else \
