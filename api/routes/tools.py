@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from api.crud import (
@@ -30,6 +30,7 @@ from api.schemas.tools import (
     ToolCreate,
     ToolOut,
     ToolTestRequest,
+    ToolTestResult,
     ToolUpdate,
     parse_config,
 )
@@ -233,15 +234,6 @@ async def discover_input_schema(name: str, tool_type: str, config: dict[str, Any
         return None
     log.info("mcp tool input_schema discovered", tool=name)
     return schema
-
-
-class ToolTestResult(BaseModel):
-    ok: bool
-    latency_ms: float
-    tools: list[dict[str, Any]] = Field(
-        default_factory=list, description="MCP: the tools the server offers.")
-    result: Any = None
-    error: str | None = None
 
 
 @router.post("/{tool_id}/test", response_model=Envelope[ToolTestResult],

@@ -118,3 +118,12 @@ class ToolOut(BaseModel):
 
 class ToolTestRequest(InputModel):
     arguments: dict[str, Any] | None = None
+
+
+class ToolTestResult(BaseModel):
+    ok: bool
+    latency_ms: float
+    tools: list[dict[str, Any]] = Field(
+        default_factory=list, description="MCP: the tools the server offers.")
+    result: Any = None
+    error: str | None = None
