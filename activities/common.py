@@ -30,9 +30,11 @@ async def node_activity(execution_id: int, node_id: str) -> AsyncIterator[None]:
                                            attempt=activity.info().attempt)
 
     async def beat() -> None:
+        # The first beat after a second, not at once: most node activities are done
+        # by then, and each beat is a request to Temporal.
         while True:
-            activity.heartbeat()
             await asyncio.sleep(HEARTBEAT_EVERY_S)
+            activity.heartbeat()
 
     beater = asyncio.create_task(beat())
     try:

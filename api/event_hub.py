@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -40,6 +41,12 @@ def row_to_event(row: ExecutionEvent) -> dict[str, Any]:
             "ts": row.ts.isoformat(), "data": row.data}
 
 
+def public_event(execution_id: int, item: dict[str, Any]) -> dict[str, Any]:
+    """An event as clients see it (the contract's field order, with the execution id)."""
+    return {"seq": item["seq"], "type": item["type"], "execution_id": execution_id,
+            "node_id": item.get("node_id"), "ts": item["ts"], "data": item.get("data") or {}}
+
+
 async def stored_events(session: AsyncSession, execution_id: int, after: int
                         ) -> list[dict[str, Any]]:
     rows = await session.scalars(
@@ -54,6 +61,7 @@ class Feed:
     def __init__(self, execution_id: int) -> None:
         self.execution_id = execution_id
         self.events: list[dict[str, Any]] = []
+        self.texts: list[str] = []  # each event as JSON, made once for every watcher
         self.done = False
         self.error: str | None = None
         self.changed = asyncio.Condition()
@@ -66,6 +74,7 @@ class Feed:
                 # Contiguity guard: a re-read never duplicates what is already here.
                 if item["seq"] == len(self.events) + 1:
                     self.events.append(item)
+                    self.texts.append(json.dumps(public_event(self.execution_id, item)))
                     if item["type"] in TERMINAL_EVENTS:
                         self.done = True
             self.changed.notify_all()
@@ -84,8 +93,9 @@ class EventHub:
         self.feeds: dict[int, Feed] = {}
         self.subscriptions_started = 0
 
-    async def watch(self, execution_id: int, after: int) -> AsyncIterator[dict[str, Any]]:
-        """Every event of the execution with ``seq > after``, live, ending after the last."""
+    async def watch(self, execution_id: int, after: int) -> AsyncIterator[str]:
+        """Every event of the execution with ``seq > after`` as JSON text, live, ending
+        after the last."""
         feed = self.feeds.get(execution_id)
         if feed is None:
             async with self.sessions() as session:
@@ -93,7 +103,7 @@ class EventHub:
                 if execution is not None and execution.status in FINISHED and \
                         await execution_service.has_terminal_event(session, execution_id):
                     for item in await stored_events(session, execution_id, after):
-                        yield item
+                        yield json.dumps(public_event(execution_id, item))
                     return
             feed = self.feeds.get(execution_id)  # another watcher may have made it meanwhile
             if feed is None:
@@ -109,10 +119,10 @@ class EventHub:
             while True:
                 async with feed.changed:
                     await feed.changed.wait_for(more_to_send)
-                    batch = feed.events[cursor:]
+                    batch = feed.texts[cursor:]
                     finished = feed.done
-                for item in batch:
-                    yield item
+                for text in batch:
+                    yield text
                 cursor += len(batch)
                 if finished and cursor >= len(feed.events):
                     if feed.error:

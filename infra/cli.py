@@ -53,6 +53,9 @@ def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
         log_config=None,  # our JSON logging (configure_logging), not uvicorn's
         # Open WebSockets must not hold a shutdown forever.
         timeout_graceful_shutdown=5,
+        # Events are small JSON; compressing each one per watcher costs more CPU than
+        # it saves on loopback and LAN links.
+        ws_per_message_deflate=False,
     )
     return 0
 

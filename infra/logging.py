@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -30,6 +31,7 @@ def _mask(value: Any) -> Any:
     return value
 
 
+@lru_cache(maxsize=4096)
 def _looks_secret(key: object) -> bool:
     lowered = str(key).lower()
     # Token counts are not secrets.

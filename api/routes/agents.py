@@ -24,7 +24,7 @@ from infra.secrets import encrypt
 router = APIRouter(prefix="/api/v1/Agent", tags=["Agent"], responses=error_responses(422))
 
 
-def render(agent: Agent) -> dict[str, Any]:
+def render(agent: Agent) -> AgentOut:
     return AgentOut(
         id=agent.id,
         name=agent.name,
@@ -41,7 +41,7 @@ def render(agent: Agent) -> dict[str, Any]:
         metadata=agent.metadata_,
         created_at=agent.created_at,
         updated_at=agent.updated_at,
-    ).model_dump(mode="json")
+    )
 
 
 async def _check_tools(session: AsyncSession, workspace_id: int, tool_ids: list[int]) -> None:

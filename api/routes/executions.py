@@ -15,7 +15,7 @@ from api import execution_service
 from api.crud import get_or_404, paginate
 from api.deps import PageDep, SessionDep, SettingsDep, TemporalDep, WorkspaceDep
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
-from api.event_hub import EventHub, stored_events
+from api.event_hub import EventHub, public_event, stored_events
 from api.schemas.common import Envelope, Page, error_responses, ok
 from api.schemas.executions import (
     EventPage,
@@ -54,7 +54,7 @@ async def node_runs(session: AsyncSession, execution_ids: list[int]
 
 async def render(session: AsyncSession, settings: Settings, execution: Execution,
                  nodes: list[NodeRun] | None = None, usage: ExecutionUsage | None = None
-                 ) -> dict[str, Any]:
+                 ) -> ExecutionOut:
     if nodes is None:
         nodes = (await node_runs(session, [execution.id]))[execution.id]
     if usage is None:
@@ -82,7 +82,7 @@ async def render(session: AsyncSession, settings: Settings, execution: Execution
         created_at=execution.created_at,
         started_at=execution.started_at,
         finished_at=execution.finished_at,
-    ).model_dump(mode="json")
+    )
 
 
 async def _load(session: AsyncSession, execution_id: int, workspace_id: int) -> Execution:
@@ -200,11 +200,6 @@ async def signal_execution(execution_id: int, body: SignalBody, session: Session
     return ok(await render(session, settings, execution))
 
 
-def _with_id(execution_id: int, item: dict[str, Any]) -> dict[str, Any]:
-    return {"seq": item["seq"], "type": item["type"], "execution_id": execution_id,
-            "node_id": item.get("node_id"), "ts": item["ts"], "data": item.get("data") or {}}
-
-
 @router.get("/{execution_id}/events", response_model=Envelope[EventPage],
             summary="Events after seq N (from the record once the run has finished)")
 async def list_events(execution_id: int, session: SessionDep, temporal: TemporalDep,
@@ -222,7 +217,7 @@ async def list_events(execution_id: int, session: SessionDep, temporal: Temporal
                 execution_service.TEMPORAL_TIMEOUT_S,
             )
             items.extend(live)
-    return ok({"items": [_with_id(execution.id, i) for i in items],
+    return ok({"items": [public_event(execution.id, i) for i in items],
                "next": items[-1]["seq"] if items else after})
 
 
@@ -243,8 +238,8 @@ async def watch_execution(websocket: WebSocket, execution_id: int) -> None:
     hub: EventHub = app.state.event_hub
 
     async def send_all() -> None:
-        async for item in hub.watch(execution_id, int(raw_after)):
-            await websocket.send_json(_with_id(execution_id, item))
+        async for text in hub.watch(execution_id, int(raw_after)):
+            await websocket.send_text(text)
 
     async def until_client_leaves() -> None:
         with contextlib.suppress(WebSocketDisconnect):

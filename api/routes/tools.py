@@ -89,7 +89,7 @@ def masked_config(stored: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def render(tool: Tool) -> dict[str, Any]:
+def render(tool: Tool) -> ToolOut:
     return ToolOut(
         id=tool.id,
         name=tool.name,
@@ -99,7 +99,7 @@ def render(tool: Tool) -> dict[str, Any]:
         config=masked_config(tool.config),
         created_at=tool.created_at,
         updated_at=tool.updated_at,
-    ).model_dump(mode="json")
+    )
 
 
 @router.post("/", status_code=201, response_model=Envelope[ToolOut], summary="Create a tool",

@@ -31,7 +31,7 @@ def draft_json(definition: Definition) -> dict[str, Any]:
     return {"nodes": [], "edges": [], **written}
 
 
-def render(workflow: Workflow) -> dict[str, Any]:
+def render(workflow: Workflow) -> WorkflowOut:
     return WorkflowOut(
         id=workflow.id,
         name=workflow.name,
@@ -42,16 +42,16 @@ def render(workflow: Workflow) -> dict[str, Any]:
         has_unpublished_changes=workflow.has_unpublished_changes,
         created_at=workflow.created_at,
         updated_at=workflow.updated_at,
-    ).model_dump(mode="json")
+    )
 
 
-def render_version(version: WorkflowVersion) -> dict[str, Any]:
+def render_version(version: WorkflowVersion) -> WorkflowVersionOut:
     return WorkflowVersionOut(
         workflow_id=version.workflow_id,
         version=version.version,
         definition=version.definition,
         created_at=version.created_at,
-    ).model_dump(mode="json")
+    )
 
 
 @router.post("/", status_code=201, response_model=Envelope[WorkflowOut],
