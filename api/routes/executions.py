@@ -5,7 +5,7 @@ import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
@@ -42,18 +42,23 @@ CLOSE_BAD_AFTER = 4400
 CLOSE_UNKNOWN = 4404
 
 
+NODE_COLUMNS = (NodeRun.execution_id, NodeRun.node_id, NodeRun.status, NodeRun.attempts,
+                NodeRun.started_at, NodeRun.finished_at, NodeRun.output, NodeRun.error)
+
+
 async def node_runs(session: AsyncSession, execution_ids: list[int]
-                    ) -> dict[int, list[NodeRun]]:
-    runs: dict[int, list[NodeRun]] = {i: [] for i in execution_ids}
-    for run in await session.scalars(
-        select(NodeRun).where(NodeRun.execution_id.in_(execution_ids)).order_by(NodeRun.id)
+                    ) -> dict[int, list[Row[Any]]]:
+    """The node runs of these executions, as plain rows: read-only here, so no ORM objects."""
+    runs: dict[int, list[Row[Any]]] = {i: [] for i in execution_ids}
+    for run in await session.execute(
+        select(*NODE_COLUMNS).where(NodeRun.execution_id.in_(execution_ids)).order_by(NodeRun.id)
     ):
         runs[run.execution_id].append(run)
     return runs
 
 
 async def render(session: AsyncSession, settings: Settings, execution: Execution,
-                 nodes: list[NodeRun] | None = None, usage: ExecutionUsage | None = None
+                 nodes: list[Row[Any]] | None = None, usage: ExecutionUsage | None = None
                  ) -> ExecutionOut:
     if nodes is None:
         nodes = (await node_runs(session, [execution.id]))[execution.id]
