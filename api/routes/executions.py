@@ -154,6 +154,11 @@ async def get_execution(execution_id: int, session: SessionDep, settings: Settin
 async def start_execution(execution_id: int, session: SessionDep, settings: SettingsDep,
                           temporal: TemporalDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
     execution = await _load(session, execution_id, workspace_id)
+    if execution.status == "pending":
+        blocked = await execution_budget_block(session, workspace_id, execution.workflow_id,
+                                               execution.workflow_version)
+        if blocked:
+            raise PaymentRequired(f"execution {execution.id} cannot start: {blocked}")
     await execution_service.start(session, temporal, settings, execution)
     await session.commit()
     return ok(await render(session, settings, execution))

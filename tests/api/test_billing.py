@@ -505,7 +505,7 @@ async def test_an_exhausted_budget_refuses_new_executions_with_402(
     async def create(workflow_id: int) -> httpx.Response:
         return await client.post("/api/v1/Execution/", json={"workflow_id": workflow_id})
 
-    data(await create(flow), 201)
+    pending = data(await create(flow), 201)
     data(await client.put(f"{URL}/budget", json={"monthly_usd": "5.00"}))
     await usage.llm(utcnow(), prompt=1_000_000, agent_id=writer)  # 2.50 this month
     data(await create(flow), 201)
@@ -519,6 +519,9 @@ async def test_an_exhausted_budget_refuses_new_executions_with_402(
                                    "the next month")
     assert refused["data"] is None
     error(await create(other_flow), 402)
+    # A run created before the budget ran out cannot be started after it either.
+    refused = error(await client.post(f"/api/v1/Execution/{pending['id']}/start"), 402)
+    assert refused["msg"].startswith(f"execution {pending['id']} cannot start: the workspace's")
 
     # Raising the workspace budget lets runs start; an agent's own budget blocks only
     # the workflows that use that agent.
