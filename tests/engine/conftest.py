@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,36 +22,18 @@ import pytest
 import uvicorn
 import websockets
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.nodes import NodeActivities
 from api.main import create_app
 from infra.db import create_engine, session_factory
 from infra.settings import Settings
-from infra.temporal import SEARCH_ATTRIBUTES
 from tests.conftest import make_settings
+from tests.fakes import free_port
 from tests.helpers import data, wait_for
 from worker.main import build_worker
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
-
-
-@pytest.fixture(scope="session")
-async def temporal_server(temporal_bin: str) -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_bin,
-        search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=pydantic_data_converter,
-    )
-    yield env
-    await env.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -138,38 +119,38 @@ def _overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @pytest.fixture
 async def platform(request: pytest.FixtureRequest, clean_db: str, tmp_path: Path,
-                   temporal_server: WorkflowEnvironment) -> AsyncIterator[Platform]:
+                   temporal_env: WorkflowEnvironment) -> AsyncIterator[Platform]:
     """The API and an in-process worker."""
-    async with running_platform(clean_db, tmp_path, temporal_server, with_worker=True,
+    async with running_platform(clean_db, tmp_path, temporal_env, with_worker=True,
                                 **_overrides(request)) as p:
         yield p
 
 
 @pytest.fixture
 async def platform_without_worker(request: pytest.FixtureRequest, clean_db: str,
-                                  tmp_path: Path, temporal_server: WorkflowEnvironment
+                                  tmp_path: Path, temporal_env: WorkflowEnvironment
                                   ) -> AsyncIterator[Platform]:
     """The API only: the test runs its own worker processes (to kill them)."""
-    async with running_platform(clean_db, tmp_path, temporal_server, with_worker=False,
+    async with running_platform(clean_db, tmp_path, temporal_env, with_worker=False,
                                 **_overrides(request)) as p:
         yield p
 
 
 @contextlib.asynccontextmanager
 async def running_platform(database_url: str, data_dir: Path,
-                           temporal_server: WorkflowEnvironment, *, with_worker: bool,
+                           temporal_env: WorkflowEnvironment, *, with_worker: bool,
                            **overrides: Any) -> AsyncIterator[Platform]:
     tag = uuid.uuid4().hex[:8]
     port = free_port()
     settings = make_settings(
         database_url, data_dir,
-        temporal_address=temporal_server.client.service_client.config.target_host,
+        temporal_address=temporal_env.client.service_client.config.target_host,
         task_queue=f"keel-test-{tag}",
         workflow_id_prefix=f"test-{tag}",
         api_port=port,
         **overrides,
     )
-    client = temporal_server.client
+    client = temporal_env.client
     engine = create_engine(settings.resolved_database_url)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                            log_config=None, lifespan="on",

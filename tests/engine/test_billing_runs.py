@@ -4,7 +4,6 @@ call even across a worker crash, and budgets that stop runs."""
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from sqlalchemy import select
 from infra.db import create_engine, session_factory
 from infra.models import UsageRecord
 from tests.engine.conftest import Platform
-from tests.engine.test_recovery import worker_process
+from tests.engine.test_recovery import crash_worker_during
 from tests.engine.test_runs import chain
 from tests.fakes_llm import FakeOpenAI, Turn
 from tests.helpers import data, error
@@ -95,13 +94,7 @@ async def test_ledger_has_one_row_per_real_model_call_across_a_crash(
                       {"id": "close", "type": "agent", "agent_id": closer}],
             "edges": chain("plan", "think", "close")})
         execution = await platform.run(workflow_id)
-        async with worker_process(platform) as first:
-            await platform.watch_until(execution["id"], "node.started", "think")
-            first.send_signal(signal.SIGKILL)
-            await first.wait()
-        async with worker_process(platform):
-            final = await platform.wait_status(execution["id"], "completed", "failed",
-                                               timeout=90)
+        _, final = await crash_worker_during(platform, execution["id"], "think")
     assert final["status"] == "completed", final["error"]
     paid = [r for r in await ledger_rows(platform) if r.provider == "openai"]
     assert len(paid) == len(llm.requests) == 2

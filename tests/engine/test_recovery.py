@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from tests.engine.conftest import Platform
 from tests.engine.test_runs import chain, kinds
@@ -39,6 +40,19 @@ async def worker_process(platform: Platform) -> AsyncIterator[asyncio.subprocess
             await process.wait()
 
 
+async def crash_worker_during(platform: Platform, execution_id: int, node_id: str
+                              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """SIGKILL the only worker once ``node_id`` has started, start a new one, and wait for
+    the run to end. Returns the events up to the crash and the final execution."""
+    async with worker_process(platform) as first:
+        progress = await platform.watch_until(execution_id, "node.started", node_id)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    async with worker_process(platform):
+        final = await platform.wait_status(execution_id, "completed", "failed", timeout=90)
+    return progress, final
+
+
 async def test_sigkill_worker_mid_run_then_new_worker_finishes(
     platform_without_worker: Platform,
 ) -> None:
@@ -55,15 +69,8 @@ async def test_sigkill_worker_mid_run_then_new_worker_finishes(
         })
         execution = await platform.run(workflow_id)
 
-        async with worker_process(platform) as first:
-            progress = await platform.watch_until(execution["id"], "node.started", "think")
-            assert ("node.completed", "before") in kinds(progress)
-            first.send_signal(signal.SIGKILL)
-            await first.wait()
-
-        async with worker_process(platform):
-            final = await platform.wait_status(execution["id"], "completed", "failed",
-                                               timeout=90)
+        progress, final = await crash_worker_during(platform, execution["id"], "think")
+        assert ("node.completed", "before") in kinds(progress)
 
     assert final["status"] == "completed", final["error"]
     assert service.calls == {"before": 1, "after": 1}
