@@ -104,21 +104,23 @@ def _retry_policy(spec: RetrySpec | None, *, at_most_once: bool = False) -> Retr
     )
 
 
-def _failure(err: BaseException, max_attempts: int) -> tuple[str, int]:
-    """The root cause of an activity failure, and how many attempts were made."""
-    attempts = max_attempts
-    cause: BaseException | None = err
+def _failure(err: ActivityError, max_attempts: int) -> tuple[str, int]:
+    """The root cause of an activity failure, and how many attempts were made.
+
+    Our activities put the attempt in their failure's details; without it (a timeout,
+    say) the retries ran out, unless the failure was non-retryable: then there was one.
+    """
+    attempts = 1 if err.retry_state == RetryState.NON_RETRYABLE_FAILURE else max_attempts
+    cause: BaseException = err
     while isinstance(cause, ActivityError) and cause.cause is not None:
-        if cause.retry_state == RetryState.NON_RETRYABLE_FAILURE:
-            attempts = 0
         cause = cause.cause
-    # A failure's own message; str() of an ApplicationError would prefix its type.
-    message = getattr(cause, "message", None) or str(cause if cause is not None else err)
     if isinstance(cause, ApplicationError) and cause.details:
         detail = cause.details[0]
         if isinstance(detail, dict) and "attempt" in detail:
             attempts = int(detail["attempt"])
-    return message or type(cause).__name__, max(attempts, 1)
+    # A failure's own message; str() of an ApplicationError would prefix its type.
+    message = getattr(cause, "message", None) or str(cause)
+    return message or type(cause).__name__, attempts
 
 
 @workflow.defn(name="ExecutionWorkflow")
