@@ -61,13 +61,8 @@ def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
-    try:
-        from worker.main import run_worker
-    except ModuleNotFoundError as exc:
-        if exc.name != "worker.main":
-            raise
-        sys.stderr.write("keel: the worker is not available (worker/main.py is missing)\n")
-        return 1
+    from worker.main import run_worker
+
     asyncio.run(run_worker(settings))
     return 0
 

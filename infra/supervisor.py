@@ -171,13 +171,6 @@ def temporal_command(settings: Settings, data_dir: Path) -> list[str]:
     return [*command, "--log-level", "warn"]
 
 
-def worker_available() -> bool:
-    """Whether worker/main.py exists yet (it is written separately from this command)."""
-    import importlib.util
-
-    return importlib.util.find_spec("worker.main") is not None
-
-
 # -- the platform ----------------------------------------------------------------------------
 
 
@@ -260,11 +253,7 @@ class Platform:
 
         self.migrate(env)
 
-        if worker_available():
-            self.children.append(_spawn("worker", keel_command("worker"), env=env))
-        else:
-            log.warning("worker/main.py is missing; starting without a worker "
-                        "(executions will not run)")
+        self.children.append(_spawn("worker", keel_command("worker"), env=env))
         self.children.append(_spawn("api", keel_command("api"), env=env))
         self.wait_for_api()
 
@@ -319,8 +308,7 @@ class Platform:
             raise StartupError(f"migrations failed (exit code {migration.exit_code})")
 
     def wait_for_api(self) -> None:
-        """Until GET /health is 200 (and, with a worker, the worker is polling)."""
-        want_workers = 1 if any(child.name == "worker" for child in self.children) else 0
+        """Until GET /health is 200 and the worker is polling."""
         started = time.monotonic()
         last = "no answer yet"
         with httpx.Client(timeout=5.0) as http:
@@ -330,7 +318,7 @@ class Platform:
                 try:
                     response = http.get(f"{self.api_url}/health")
                     health = response.json().get("data") or {}
-                    if response.status_code == 200 and health.get("workers", 0) >= want_workers:
+                    if response.status_code == 200 and health.get("workers", 0) >= 1:
                         log.info("api is ready", url=self.api_url, workers=health.get("workers"),
                                  seconds=round(time.monotonic() - started, 2))
                         return
@@ -351,7 +339,6 @@ class Platform:
             app_db = make_url(settings.database_url).render_as_string(hide_password=True)
         else:
             app_db = str(self.data_dir / "keel.db")
-        worker = "running" if any(c.name == "worker" for c in self.children) else "not started"
         return (
             "\n"
             "Keel is up. Press Ctrl-C to stop.\n"
@@ -359,7 +346,7 @@ class Platform:
             f"  API docs     {self.api_url}/docs\n"
             f"  Temporal UI  {self.temporal_ui_url}\n"
             f"  Temporal     {self.temporal_address} (namespace {settings.temporal_namespace})\n"
-            f"  Worker       {worker} (task queue {settings.task_queue})\n"
+            f"  Worker       running (task queue {settings.task_queue})\n"
             f"  Data dir     {self.data_dir}\n"
             f"  App DB       {app_db}\n"
             f"  Temporal log {self.data_dir / 'temporal.log'}\n"
