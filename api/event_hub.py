@@ -144,7 +144,7 @@ class EventHub:
                 async for item in stream.subscribe(
                     [EVENTS_TOPIC], from_offset=len(feed.events), poll_cooldown=POLL_COOLDOWN
                 ):
-                    await feed.add([to_event(self.client, item.offset, item.data)])
+                    await feed.add([to_event(item.offset, item.data)])
                     if feed.done:
                         return
             # The run closed (or never started) without a terminal event in the stream:

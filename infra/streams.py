@@ -19,7 +19,7 @@ from temporalio.contrib.workflow_streams import PollInput, PollResult
 POLL_QUERY = "__temporal_workflow_stream_poll"
 
 
-def to_event(client: Client, offset: int, data: Any) -> dict[str, Any]:
+def to_event(offset: int, data: Any) -> dict[str, Any]:
     """A stream item as a watcher sees it: ``seq`` is the 1-based stream position."""
     if not isinstance(data, dict):
         data = {"type": "unknown", "data": {"value": data}}
@@ -42,7 +42,7 @@ async def read_events(client: Client, workflow_id: str, after: int = 0,
         result = await handle.query(
             POLL_QUERY, PollInput(topics=[], from_offset=offset), result_type=PollResult
         )
-        events.extend(to_event(client, item.offset, _decode(client, item.data))
+        events.extend(to_event(item.offset, _decode(client, item.data))
                       for item in result.items)
         offset = result.next_offset
         if not result.more_ready:
