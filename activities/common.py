@@ -13,8 +13,8 @@ from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
-from infra.events import EVENTS_TOPIC, EventType, event
 from infra.logging import get_logger
+from workflows.events import EVENTS_TOPIC, EventType, event
 
 log = get_logger("keel.activity")
 HEARTBEAT_EVERY_S = 1.0

@@ -11,14 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.common import fail, node_activity, token_stream
-from activities.contracts import (
-    LlmCallInput,
-    LlmCallResult,
-    SyncInput,
-    ToolCallInput,
-    ToolCallResult,
-    Usage,
-)
 from infra.execution_store import apply_events, last_seq
 from infra.ledger import (
     budget_block,
@@ -37,6 +29,14 @@ from infra.streams import read_events
 from infra.tools.common import RetryableToolError
 from infra.tools.http import call_http
 from infra.tools.mcp import call_mcp
+from workflows.contracts import (
+    LlmCallInput,
+    LlmCallResult,
+    SyncInput,
+    ToolCallInput,
+    ToolCallResult,
+    Usage,
+)
 
 log = get_logger("keel.activity")
 

@@ -9,9 +9,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_error_handlers
-from api.event_hub import EventHub
 from api.middleware import RequestContextMiddleware
 from api.routes import agents, billing, executions, health, tools, workflows
+from api.services.event_hub import EventHub
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings, get_settings

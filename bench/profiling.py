@@ -26,7 +26,7 @@ OURS = ("api", "activities", "workflows", "infra", "worker")
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 RATE = 100
 # Process entry points: on every stack, so they say nothing.
-ENTRY_POINTS = ("infra/cli.py", "worker/main.py")
+ENTRY_POINTS = ("keel/cli.py", "worker/main.py")
 
 
 def py_spy() -> str | None:

@@ -322,7 +322,7 @@ class Report:
         self.target("worker memory per waiting execution (<= 1 MB)",
                     fmt(per / 1024, 0, " KiB"), per <= MEMORY_TARGET_BYTES)
         return ["### 5. Worker memory: executions waiting on a human node", "",
-                "A fresh `keel worker` process (`python -m infra.cli worker`) alone on the task "
+                "A fresh `keel worker` process (`python -m keel worker`) alone on the task "
                 "queue; executions of a one-node human workflow are started through the API "
                 "until that many report `waiting`; RSS from `/proc/<pid>/status` once it stops "
                 f"moving. Per execution: the growth from {base_level} waiting, divided by the "

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from infra.events import EventType
 from infra.models import Execution, ExecutionEvent, NodeRun
+from workflows.events import EventType
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 ACTIVE = ("pending", "running", "waiting")

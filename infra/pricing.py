@@ -125,7 +125,7 @@ class PricingError(ValueError):
 
 
 class TokenUsage(Protocol):
-    """What pricing needs of a call's usage (``activities.contracts.Usage`` fits)."""
+    """What pricing needs of a call's usage (``workflows.contracts.Usage`` fits)."""
 
     @property
     def prompt_tokens(self) -> int: ...

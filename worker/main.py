@@ -26,8 +26,8 @@ PASSTHROUGH_MODULES = (
     "langgraph",
     "langchain_core",
     "langsmith",
-    "activities.contracts",
-    "infra.events",
+    "workflows.contracts",
+    "workflows.events",
     "workflows.definition",
     "workflows.templates",
 )

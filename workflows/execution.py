@@ -41,7 +41,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from langgraph.graph import END, START, StateGraph
 
-    from activities.contracts import (
+    from workflows.contracts import (
         ExecutionInput,
         ExecutionResult,
         HumanResponse,
@@ -52,7 +52,6 @@ with workflow.unsafe.imports_passed_through():
         ToolCallResult,
         ToolSpec,
     )
-    from infra.events import EVENTS_TOPIC, EventType, event
     from workflows.definition import (
         AgentNode,
         ConditionNode,
@@ -61,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         RetrySpec,
         ToolNode,
     )
+    from workflows.events import EVENTS_TOPIC, EventType, event
     from workflows.templates import matches, render_text, render_value
 
 # Activity names: the worker registers the functions under these.

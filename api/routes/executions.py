@@ -10,12 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.contracts import HumanResponse
-from api import execution_service
 from api.crud import get_or_404, paginate
 from api.deps import PageDep, SessionDep, SettingsDep, TemporalDep, WorkspaceDep
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
-from api.event_hub import EventHub, public_event, stored_events
 from api.schemas.common import Envelope, Page, error_responses, ok
 from api.schemas.executions import (
     EventPage,
@@ -27,12 +24,15 @@ from api.schemas.executions import (
     TemporalRef,
     UsageOut,
 )
+from api.services import executions as execution_service
+from api.services.event_hub import EventHub, public_event, stored_events
 from infra.execution_store import FINISHED, last_seq
 from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage, money
 from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
 from infra.settings import Settings
 from infra.streams import read_events
 from infra.temporal import ui_url
+from workflows.contracts import HumanResponse
 
 router = APIRouter(prefix="/api/v1/Execution", tags=["Execution"])
 

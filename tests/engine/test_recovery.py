@@ -29,7 +29,7 @@ async def worker_process(platform: Platform) -> AsyncIterator[asyncio.subprocess
         **({"KEEL_PRICING_FILE": str(settings.pricing_file)} if settings.pricing_file else {}),
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.cli", "worker", env=env,
+        sys.executable, "-m", "keel", "worker", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     try:

@@ -12,7 +12,7 @@ from tests.engine.test_runs import chain
 
 async def watch(platform: Platform, *args: str) -> tuple[int, list[dict], str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.cli", "watch", *args, "--api", platform.base_url,
+        sys.executable, "-m", "keel", "watch", *args, "--api", platform.base_url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), 60)
     events = [json.loads(line) for line in out.decode().splitlines()]

@@ -68,7 +68,7 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
-    from infra.supervisor import up
+    from keel.supervisor import up
 
     return up(settings)
 

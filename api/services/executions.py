@@ -25,9 +25,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from activities.contracts import AgentSpec, ExecutionInput, ToolSpec
 from api.errors import Conflict, ServiceUnavailable
-from infra.events import TERMINAL_EVENTS, EventType, event
 from infra.execution_store import ACTIVE, apply_events, last_seq
 from infra.logging import get_logger
 from infra.models import Agent, Execution, ExecutionEvent, Tool, WorkflowVersion
@@ -39,7 +37,9 @@ from infra.temporal import (
     WORKFLOW_VERSION_ATTR,
     temporal_workflow_id,
 )
+from workflows.contracts import AgentSpec, ExecutionInput, ToolSpec
 from workflows.definition import Definition
+from workflows.events import TERMINAL_EVENTS, EventType, event
 
 log = get_logger("keel.executions")
 TEMPORAL_TIMEOUT_S = 3.0

@@ -23,12 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
-from api import execution_service
-from infra.events import EVENTS_TOPIC, TERMINAL_EVENTS
+from api.services import executions as execution_service
 from infra.execution_store import FINISHED
 from infra.logging import get_logger
 from infra.models import Execution, ExecutionEvent
 from infra.streams import to_event
+from workflows.events import EVENTS_TOPIC, TERMINAL_EVENTS
 
 log = get_logger("keel.events")
 

@@ -153,7 +153,7 @@ def _spawn(name: str, argv: Sequence[str], *, env: dict[str, str],
 
 def keel_command(subcommand: str) -> list[str]:
     """``keel <subcommand>`` with this same Python (works without the venv on PATH)."""
-    return [sys.executable, "-m", "infra.cli", subcommand]
+    return [sys.executable, "-m", "keel", subcommand]
 
 
 def temporal_command(settings: Settings, data_dir: Path) -> list[str]:
