@@ -19,7 +19,6 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -27,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from infra.dbtypes import UTCDateTime, utcnow
+from infra.usd import USD_TYPE
 
 DEFAULT_WORKSPACE_ID = 1
 
@@ -38,13 +38,9 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-# Money: ten decimal places per row so that sums of many small calls stay exact.
-Money = Numeric(20, 10)
-
-
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, Decimal: Money}
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, Decimal: USD_TYPE}
 
 
 class Timestamps:
@@ -234,9 +230,9 @@ class UsageRecord(Base):
     total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    input_usd_per_mtok: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
-    output_usd_per_mtok: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
-    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    input_usd_per_mtok: Mapped[Decimal] = mapped_column(USD_TYPE, default=Decimal(0))
+    output_usd_per_mtok: Mapped[Decimal] = mapped_column(USD_TYPE, default=Decimal(0))
+    cost_usd: Mapped[Decimal] = mapped_column(USD_TYPE, default=Decimal(0))
     unpriced: Mapped[bool] = mapped_column(Boolean, default=False)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     ok: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -278,5 +274,5 @@ class Budget(Base):
     agent_id: Mapped[int | None] = mapped_column(
         ForeignKey("agents.id", ondelete="CASCADE"), index=True
     )
-    monthly_usd: Mapped[Decimal] = mapped_column(Money)
+    monthly_usd: Mapped[Decimal] = mapped_column(USD_TYPE)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
