@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
+from tests.accounts import accounts, owner_client, owner_key  # noqa: F401  (fixtures)
 from infra.db import create_engine
 from infra.devserver import temporal_binary
 from infra.migrate import upgrade
