@@ -20,13 +20,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from tests.accounts import accounts, owner_client, owner_key  # noqa: F401  (fixtures)
 from infra.db import create_engine
 from infra.devserver import temporal_binary
 from infra.migrate import upgrade
 from infra.models import Base
 from infra.settings import Settings
 from infra.temporal import SEARCH_ATTRIBUTES
+from tests.accounts import accounts, owner_client, owner_key  # noqa: F401  (fixtures)
 
 MYSQL_URL = os.environ.get("KEEL_TEST_MYSQL_URL", "")
 BACKENDS = ["sqlite", "mysql"]
