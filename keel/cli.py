@@ -166,7 +166,9 @@ def _settings_errors(exc: ValidationError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = with_development_key(Settings())
+        settings = Settings()
+        if args.command not in ("up", "watch"):  # those two never use the key themselves
+            settings = with_development_key(settings)
     except ValidationError as exc:
         sys.stderr.write(f"keel: invalid settings: {_settings_errors(exc)}\n")
         return 2
