@@ -23,6 +23,7 @@ log = get_logger(__name__)
 
 class ApiError(Exception):
     status = 400
+    headers: dict[str, str] | None = None
 
     def __init__(self, msg: str, data: Any = None) -> None:
         super().__init__(msg)
@@ -40,6 +41,23 @@ class PaymentRequired(ApiError):
     status = 402
 
 
+class Unauthorized(ApiError):
+    """No credential, or one that is malformed, expired or revoked (RFC 6750)."""
+
+    status = 401
+
+    def __init__(self, msg: str, *, invalid: bool = True) -> None:
+        super().__init__(msg)
+        self.headers = {"WWW-Authenticate": 'Bearer error="invalid_token"' if invalid
+                        else "Bearer"}
+
+
+class Forbidden(ApiError):
+    """A valid credential whose role is too low for the request."""
+
+    status = 403
+
+
 class NotFound(ApiError):
     status = 404
 
@@ -54,6 +72,14 @@ class PayloadTooLarge(ApiError):
 
 class Unprocessable(ApiError):
     status = 422
+
+
+class TooManyRequests(ApiError):
+    status = 429
+
+    def __init__(self, msg: str, retry_after_s: float) -> None:
+        super().__init__(msg, {"retry_after_s": max(1, round(retry_after_s))})
+        self.headers = {"Retry-After": str(max(1, round(retry_after_s)))}
 
 
 class ServiceUnavailable(ApiError):
@@ -84,7 +110,7 @@ def _summary(errors: list[dict[str, Any]]) -> str:
 
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return envelope(exc.status, exc.msg, exc.data)
+    return envelope(exc.status, exc.msg, exc.data, headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
