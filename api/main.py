@@ -12,6 +12,7 @@ from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.routes import agents, billing, executions, health, tools, workflows
 from api.services.event_hub import EventHub
+from api.viewer import install_docs, install_viewer
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings, get_settings
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=True,
+        docs_url=None,  # served from vendored assets by install_docs, not a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     if settings.cors_origins:
@@ -63,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     for module in (health, agents, tools, workflows, executions, billing):
         app.include_router(module.router)
+    install_viewer(app)
+    install_docs(app)
     return app
 
 
