@@ -71,23 +71,30 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-class PageErrors(list[str]):
-    """Uncaught errors and console errors of a page; a test ends with none."""
+@pytest.fixture
+def allowed_console() -> list[str]:
+    """Patterns of console errors a test expects (it appends to this list)."""
+    return [EXPECTED_CONSOLE.pattern]
 
 
 @pytest.fixture
-async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+async def page(browser: Browser, request: pytest.FixtureRequest, allowed_console: list[str]
+               ) -> AsyncIterator[Page]:
+    """A fresh browser context (no stored credential); the test fails on any uncaught
+    error or unexpected console error of the page."""
     viewport: dict[str, Any] = getattr(request, "param", DESKTOP)
     context = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
     page = await context.new_page()
     page.set_default_timeout(20_000)
-    errors = PageErrors()
+    errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
     page.on("console", lambda message: errors.append(f"console: {message.text}")
-            if message.type == "error" and not EXPECTED_CONSOLE.search(message.text) else None)
+            if message.type == "error" else None)
     yield page
     await context.close()
-    assert not errors, errors
+    unexpected = [e for e in errors if not e.startswith("console: ")
+                  or not any(re.search(p, e) for p in allowed_console)]
+    assert not unexpected, unexpected
 
 
 async def screenshot(page: Page, name: str) -> Path:

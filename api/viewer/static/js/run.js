@@ -221,7 +221,8 @@ class RunPage {
     const key = node ? `${node.id}:${node.state}:${this.run.status}` : `run:${this.run.status}`;
     if (key !== this.detailsKey) {
       this.detailsKey = key;
-      this.details.replaceChildren(...(node ? this.nodeDetails(node) : this.runDetails()));
+      const parts = node ? this.nodeDetails(node) : this.runDetails();
+      this.details.replaceChildren(...parts.flat(2).filter((part) => part !== null && part !== undefined));
     }
     if (!node) return;
     const set = (id, text) => {
