@@ -35,7 +35,8 @@ PHONE = {"width": 390, "height": 844}
 PRICES = {"models": {"keel-viewer-model": {"input": "2.50", "output": "10.00"},
                      "fake-echo": {"input": "1.00", "output": "4.00"}}}
 # Chromium logs every 4xx a page's fetch gets; the pages expect some (e.g. no /Auth yet).
-EXPECTED_CONSOLE = re.compile(r"Failed to load resource: the server responded with a status of 4\d\d")
+EXPECTED_CONSOLE = re.compile(
+    r"Failed to load resource: the server responded with a status of 4\d\d")
 
 
 @pytest.fixture(scope="session")

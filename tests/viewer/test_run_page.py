@@ -27,12 +27,14 @@ async def review_flow(platform: Platform, llm: GatedOpenAI) -> int:
     echo = await platform.agent("checker")
     return await platform.workflow({
         "nodes": [
-            {"id": "draft", "type": "agent", "agent_id": writer, "input": "Write about {{ input.topic }}"},
+            {"id": "draft", "type": "agent", "agent_id": writer,
+             "input": "Write about {{ input.topic }}"},
             {"id": "check_facts", "type": "agent", "agent_id": echo,
              "input": "Check {{ nodes.draft.output }}"},
             {"id": "check_style", "type": "agent", "agent_id": echo,
              "input": "Style of {{ nodes.draft.output }}"},
-            {"id": "approve", "type": "human", "prompt": "Publish the draft about {{ input.topic }}?"},
+            {"id": "approve", "type": "human",
+             "prompt": "Publish the draft about {{ input.topic }}?"},
             {"id": "publish", "type": "agent", "agent_id": echo, "input": "Publish it"},
         ],
         "edges": [
