@@ -23,6 +23,7 @@ from api.routes import (
 )
 from api.services.event_hub import EventHub
 from api.socket_guard import SocketGuard
+from api.viewer import install_docs, install_viewer
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
 from infra.security.throttle import FailureThrottle
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=True,
+        docs_url=None,  # served from vendored assets by install_docs, not a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     if settings.cors_origins:
@@ -80,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, auth, workspaces, api_keys, agents, tools, workflows, executions,
                    billing):
         app.include_router(module.router)
+    install_viewer(app)
+    install_docs(app)
     return app
 
 
