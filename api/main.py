@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_error_handlers
-from api.middleware import RequestContextMiddleware
+from api.middleware.body_limit import BodyLimitMiddleware
+from api.middleware.collection_paths import CollectionPathMiddleware
+from api.middleware.request_context import RequestContextMiddleware
 from api.routes import (
     agents,
     api_keys,
@@ -79,7 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(CollectionPathMiddleware)
     for module in (health, auth, workspaces, api_keys, agents, tools, workflows, executions,
                    billing):
         app.include_router(module.router)

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 
-from api.crud import get_or_404, paginate
 from api.deps import AdminDep, PageDep, SessionDep, SettingsDep
 from api.errors import Forbidden, Unprocessable
+from api.resources import get_or_404, paginate
 from api.schemas.accounts import ApiKeyIn, ApiKeyOut, NewApiKeyOut, PrincipalOut
 from api.schemas.common import Envelope, Page, error_responses, ok
 from infra.accounts import create_api_key

@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from api.crud import get_or_404, paginate
 from api.deps import PageDep, SessionDep, SettingsDep, TemporalDep, WorkspaceDep
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
+from api.resources import get_or_404, paginate
 from api.schemas.common import Envelope, Page, error_responses, ok
 from api.schemas.executions import (
     EventPage,

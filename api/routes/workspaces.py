@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
-from api.crud import commit_unique
 from api.deps import AdminDep, CallerDep, PageDep, SessionDep, ViewerDep
 from api.errors import Conflict, Forbidden, NotFound
+from api.resources import commit_unique
 from api.schemas.accounts import MemberIn, MemberOut, MemberUpdate, WorkspaceIn, WorkspaceOut
 from api.schemas.common import MAX_DB_ID, Envelope, Page, error_responses, ok
 from infra.accounts import (
