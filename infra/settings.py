@@ -14,8 +14,6 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from infra.pricing import Pricing, PricingError
-
 PLACEHOLDER_SECRET_KEY = "change-me-in-production"  # noqa: S105  (the value we refuse)
 
 
@@ -94,7 +92,7 @@ class Settings(BaseSettings):
         return value
 
     # JSON or TOML file of model prices laid over the built-in table (infra.pricing);
-    # empty: the built-in prices only. Read at start-up, so a bad file stops the process.
+    # empty: the built-in prices only. Read when the worker starts, so a bad file stops it.
     pricing_file: Path | None = None
 
     @field_validator("cors_origins", mode="before")
@@ -111,12 +109,12 @@ class Settings(BaseSettings):
 
     @field_validator("pricing_file")
     @classmethod
-    def _pricing_file_reads(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            try:
-                Pricing.load(value)
-            except PricingError as exc:
-                raise ValueError(f"KEEL_PRICING_FILE: {exc}") from None
+    def _pricing_file_exists(cls, value: Path | None) -> Path | None:
+        # Only that it is there: its content is checked by infra.pricing when the
+        # worker starts (settings import no domain module).
+        if value is not None and not value.is_file():
+            raise ValueError(f"KEEL_PRICING_FILE: cannot read the pricing file {value}: "
+                             "no such file")
         return value
 
     @field_validator("log_level", mode="before")

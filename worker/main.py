@@ -6,11 +6,13 @@ import asyncio
 import signal
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.nodes import NodeActivities
+from activities.record import RecordActivities
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
@@ -27,8 +29,10 @@ PASSTHROUGH_MODULES = (
     "langchain_core",
     "langsmith",
     "workflows.contracts",
+    "workflows.errors",
     "workflows.events",
     "workflows.definition",
+    "workflows.status",
     "workflows.templates",
 )
 # In-flight activities get this long to finish on shutdown; after it, Temporal
@@ -42,13 +46,16 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_worker(client: Client, settings: Settings, activities: NodeActivities,
-                 **options: object) -> Worker:
+def build_worker(client: Client, settings: Settings,
+                 sessions: async_sessionmaker[AsyncSession], **options: object) -> Worker:
+    """The worker of execution workflows, with the node activities and the record's."""
+    nodes = NodeActivities(settings, sessions)
+    record = RecordActivities(sessions)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ExecutionWorkflow],
-        activities=[activities.llm_call, activities.call_tool, activities.sync_execution],
+        activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
         workflow_runner=workflow_runner(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         **options,  # type: ignore[arg-type]
@@ -60,7 +67,7 @@ async def run_worker(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
     engine = create_engine(settings.resolved_database_url)
     client = await connect(settings)
-    worker = build_worker(client, settings, NodeActivities(settings, session_factory(engine)))
+    worker = build_worker(client, settings, session_factory(engine))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -24,11 +24,17 @@ from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
 from api.services import executions as execution_service
-from infra.execution_store import FINISHED
 from infra.logging import get_logger
 from infra.models import Execution, ExecutionEvent
-from infra.streams import to_event
-from workflows.events import EVENTS_TOPIC, TERMINAL_EVENTS
+from workflows.events import (
+    EVENTS_TOPIC,
+    TERMINAL_EVENTS,
+    Event,
+    EventType,
+    RecordedEvent,
+    recorded,
+)
+from workflows.status import FINISHED
 
 log = get_logger("keel.events")
 
@@ -36,19 +42,19 @@ POLL_COOLDOWN = timedelta(milliseconds=10)
 START_POLL_S = 0.25  # how often a feed of a not-yet-started execution checks for its start
 
 
-def row_to_event(row: ExecutionEvent) -> dict[str, Any]:
-    return {"seq": row.seq, "type": row.type, "node_id": row.node_id,
-            "ts": row.ts.isoformat(), "data": row.data}
+def row_to_event(row: ExecutionEvent) -> RecordedEvent:
+    return RecordedEvent(seq=row.seq, type=EventType(row.type), node_id=row.node_id,
+                         ts=row.ts.isoformat(), data=row.data)
 
 
-def public_event(execution_id: int, item: dict[str, Any]) -> dict[str, Any]:
+def public_event(execution_id: int, item: RecordedEvent) -> dict[str, Any]:
     """An event as clients see it (the contract's field order, with the execution id)."""
-    return {"seq": item["seq"], "type": item["type"], "execution_id": execution_id,
-            "node_id": item.get("node_id"), "ts": item["ts"], "data": item.get("data") or {}}
+    return {"seq": item.seq, "type": item.type, "execution_id": execution_id,
+            "node_id": item.node_id, "ts": item.ts, "data": item.data}
 
 
 async def stored_events(session: AsyncSession, execution_id: int, after: int
-                        ) -> list[dict[str, Any]]:
+                        ) -> list[RecordedEvent]:
     rows = await session.scalars(
         select(ExecutionEvent)
         .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > after)
@@ -60,7 +66,7 @@ async def stored_events(session: AsyncSession, execution_id: int, after: int
 class Feed:
     def __init__(self, execution_id: int) -> None:
         self.execution_id = execution_id
-        self.events: list[dict[str, Any]] = []
+        self.events: list[RecordedEvent] = []
         self.texts: list[str] = []  # each event as JSON, made once for every watcher
         self.done = False
         self.error: str | None = None
@@ -68,14 +74,14 @@ class Feed:
         self.watchers = 0
         self.task: asyncio.Task[None] | None = None
 
-    async def add(self, items: list[dict[str, Any]]) -> None:
+    async def add(self, items: list[RecordedEvent]) -> None:
         async with self.changed:
             for item in items:
                 # Contiguity guard: a re-read never duplicates what is already here.
-                if item["seq"] == len(self.events) + 1:
+                if item.seq == len(self.events) + 1:
                     self.events.append(item)
                     self.texts.append(json.dumps(public_event(self.execution_id, item)))
-                    if item["type"] in TERMINAL_EVENTS:
+                    if item.type in TERMINAL_EVENTS:
                         self.done = True
             self.changed.notify_all()
 
@@ -138,13 +144,13 @@ class EventHub:
 
     async def _follow(self, feed: Feed) -> None:
         try:
-            workflow_id = await self._wait_for_start(feed)
-            if workflow_id is not None:
-                stream = WorkflowStreamClient.create(self.client, workflow_id)
-                async for item in stream.subscribe(
-                    [EVENTS_TOPIC], from_offset=len(feed.events), poll_cooldown=POLL_COOLDOWN
+            run_key = await self._wait_for_start(feed)
+            if run_key is not None:
+                stream = WorkflowStreamClient.create(self.client, run_key)
+                async for item in stream.topic(EVENTS_TOPIC, type=Event).subscribe(
+                    from_offset=len(feed.events), poll_cooldown=POLL_COOLDOWN
                 ):
-                    await feed.add([to_event(item.offset, item.data)])
+                    await feed.add([recorded(item.offset, item.data)])
                     if feed.done:
                         return
             # The run closed (or never started) without a terminal event in the stream:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.models import DEFAULT_WORKSPACE_ID, Execution, WorkflowVersion
 from tests.helpers import data, error
+from workflows.status import ExecutionStatus
 
 URL = "/api/v1/Workflow/"
 
@@ -329,7 +330,7 @@ async def test_delete_refused_while_an_execution_is_active(
 
     async with db.begin() as conn:
         await conn.execute(Execution.__table__.update().where(Execution.id == execution_id)
-                           .values(status="cancelled"))
+                           .values(status=ExecutionStatus.CANCELLED))
     data(await client.delete(f"{URL}{created['id']}"))
     # Versions and finished executions go with the workflow.
     assert await count(db, Execution, created["id"]) == 0

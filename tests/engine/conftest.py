@@ -24,7 +24,6 @@ import websockets
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from activities.nodes import NodeActivities
 from api.main import create_app
 from infra.db import create_engine, session_factory
 from infra.settings import Settings
@@ -160,7 +159,7 @@ async def running_platform(database_url: str, data_dir: Path,
     async with contextlib.AsyncExitStack() as stack:
         if with_worker:
             await stack.enter_async_context(build_worker(
-                client, settings, NodeActivities(settings, session_factory(engine))))
+                client, settings, session_factory(engine)))
         await wait_for(lambda: _started(server), timeout=20, what="API server start")
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
             platform = Platform(settings, client, http, base_url)

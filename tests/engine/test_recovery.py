@@ -14,6 +14,8 @@ from typing import Any
 from tests.engine.conftest import Platform
 from tests.engine.test_runs import chain, kinds
 from tests.fakes import HttpToolService
+from workflows.events import EventType
+from workflows.status import ExecutionStatus
 
 
 @asynccontextmanager
@@ -45,7 +47,7 @@ async def crash_worker_during(platform: Platform, execution_id: int, node_id: st
     """SIGKILL the only worker once ``node_id`` has started, start a new one, and wait for
     the run to end. Returns the events up to the crash and the final execution."""
     async with worker_process(platform) as first:
-        progress = await platform.watch_until(execution_id, "node.started", node_id)
+        progress = await platform.watch_until(execution_id, EventType.NODE_STARTED, node_id)
         first.send_signal(signal.SIGKILL)
         await first.wait()
     async with worker_process(platform):
@@ -70,16 +72,16 @@ async def test_sigkill_worker_mid_run_then_new_worker_finishes(
         execution = await platform.run(workflow_id)
 
         progress, final = await crash_worker_during(platform, execution["id"], "think")
-        assert ("node.completed", "before") in kinds(progress)
+        assert (EventType.NODE_COMPLETED, "before") in kinds(progress)
 
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert service.calls == {"before": 1, "after": 1}
     attempts = {n["node_id"]: n["attempts"] for n in final["nodes"]}
     assert attempts == {"before": 1, "think": 2, "after": 1}
     events, code = await platform.watch(execution["id"])
     assert code == 1000
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert kinds(events).count(("node.completed", "before")) == 1
+    assert kinds(events).count((EventType.NODE_COMPLETED, "before")) == 1
 
 
 async def test_sigterm_lets_the_running_activity_finish(
@@ -95,12 +97,12 @@ async def test_sigterm_lets_the_running_activity_finish(
     execution = await platform.run(workflow_id)
 
     async with worker_process(platform) as first:
-        await platform.watch_until(execution["id"], "node.started", "think")
+        await platform.watch_until(execution["id"], EventType.NODE_STARTED, "think")
         first.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(first.wait(), 30) == 0
 
     # The worker finished its in-flight activity before exiting: no retry needed.
     async with worker_process(platform):
         final = await platform.wait_status(execution["id"], "completed", "failed", timeout=60)
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert {n["node_id"]: n["attempts"] for n in final["nodes"]} == {"think": 1, "next": 1}

@@ -12,6 +12,7 @@ from tests.engine.conftest import Platform
 from tests.fakes_llm import Turn
 from tests.viewer.conftest import screenshot
 from tests.viewer.gated_llm import GatedOpenAI
+from workflows.status import ExecutionStatus
 
 DRAFT = ("Keel runs each node as a Temporal activity so a crash of the worker loses nothing "
          "and the graph resumes where it stopped")
@@ -99,7 +100,7 @@ async def test_a_live_run_streams_then_waits_for_approval_then_completes(
             "items => items.map(i => i.dataset.seq)")]
         assert seqs == list(range(1, len(seqs) + 1))
         final = await platform.get(execution["id"])
-        assert final["status"] == "completed"
+        assert final["status"] == ExecutionStatus.COMPLETED
         await expect(page.locator("#run-cost")).to_have_text(f"${final['usage']['cost_usd']}")
 
 
@@ -130,7 +131,7 @@ async def test_cancel_stops_the_run_and_the_page_shows_it_from_the_stream(
     await expect(node(page, "step_1")).to_contain_text("completed")
     await expect(node(page, "step_2")).to_have_class("node cancelled")
     await expect(page.locator("#cancel-run")).to_have_count(0)
-    assert (await platform.get(execution["id"]))["status"] == "cancelled"
+    assert (await platform.get(execution["id"]))["status"] == ExecutionStatus.CANCELLED
 
 
 async def test_a_dropped_stream_resumes_after_the_last_event_without_loss_or_repeats(
