@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain, kinds
-from tests.fakes_llm import FakeOpenAI, Turn
-from tests.fakes_mcp import McpHttpService, process_gone, stdio_config
-from tests.helpers import data, dump_database, wait_for
+from tests.support.database import dump_database
+from tests.support.fake_llm import FakeOpenAI, Turn
+from tests.support.fake_mcp import McpHttpService, process_gone, stdio_config
+from tests.support.graphs import chain, kinds
+from tests.support.platform import Platform
+from tests.support.responses import data
+from tests.support.waiting import wait_for
 
 API_TOKEN = "run-env-token-0a9b8c7d6e"
 

@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-from itertools import pairwise
-from typing import Any
-
-from tests.engine.conftest import Platform
-
-
-def kinds(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
-    return [(e["type"], e["node_id"]) for e in events]
-
-
-def chain(*node_ids: str) -> list[dict[str, str]]:
-    path = ["START", *node_ids, "END"]
-    return [{"from": a, "to": b} for a, b in pairwise(path)]
+from tests.support.graphs import chain, kinds
+from tests.support.platform import Platform
 
 
 async def test_linear_graph(platform: Platform) -> None:
@@ -223,7 +212,7 @@ async def test_node_that_keeps_failing_fails_the_execution(platform: Platform) -
 
 
 async def test_tool_node_calls_http_and_feeds_a_condition(platform: Platform) -> None:
-    from tests.fakes import HttpToolService
+    from tests.support.fake_http import HttpToolService
 
     async with HttpToolService() as service:
         lookup = await platform.tool("lookup", service.url("lookup"))

@@ -6,8 +6,8 @@ import asyncio
 import json
 import sys
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain
+from tests.support.graphs import chain
+from tests.support.platform import Platform
 
 
 async def watch(platform: Platform, *args: str) -> tuple[int, list[dict], str]:

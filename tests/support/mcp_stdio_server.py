@@ -1,4 +1,4 @@
-"""A small MCP server over stdio, run by the tests as ``sys.executable stdio_server.py``.
+"""A small MCP server over stdio, run by the tests as ``sys.executable mcp_stdio_server.py``.
 
 Tools: echo, env_status (says whether an environment variable is set, never its value),
 fail (a tool error), slow (sleeps; writes its pid to $PIDFILE first), big (a long
