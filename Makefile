@@ -7,11 +7,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.keel-installed
 
-.PHONY: help setup run test bench lint migrate clean clean-data
+.PHONY: help setup run test test-fast bench lint migrate clean clean-data
 
 help:
 	@echo "make run         start Keel locally (Temporal dev server, worker, API) in the foreground"
 	@echo "make test        run the test-suite"
+	@echo "make test-fast   the test-suite without the engine tests and MySQL, for the edit-test loop"
 	@echo "make lint        ruff and mypy"
 	@echo "make migrate     apply database migrations"
 	@echo "make clean       remove the virtualenv and caches (keeps data/)"
@@ -31,6 +32,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Everything but tests/engine (the whole platform per test) and the MySQL runs;
+# the workflow's own tests (tests/workflows) stay in.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not engine and not mysql" $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): rewrites docs/benchmarks.md, about 8 minutes.
 # KEEL_BENCH_QUICK=1 make bench is a quick validation run. py-spy comes with '.[bench]'.

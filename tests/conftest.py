@@ -116,6 +116,24 @@ async def db(settings: Settings) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engine: a test of the whole platform (tests/engine)")
+    config.addinivalue_line("markers", "mysql: a test on the MySQL/MariaDB backend")
+
+
+ENGINE_TESTS = Path(__file__).resolve().parent / "engine"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what `make test-fast` leaves out: ``-m "not engine and not mysql"``."""
+    for item in items:
+        if ENGINE_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.engine)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("database_url") == "mysql":
+            item.add_marker(pytest.mark.mysql)
+
+
 _exit_status = 0
 
 
