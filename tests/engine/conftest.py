@@ -1,4 +1,4 @@
-"""Fixtures for the engine tests: the whole platform (see tests/support/platform.py)."""
+"""Fixtures for the engine tests: the whole platform (see tests/support/engine.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.support.platform import Platform, running_platform
+from tests.support.engine import Platform, running_platform
 
 
 def _overrides(request: pytest.FixtureRequest) -> dict[str, Any]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.support.engine import Platform
 from tests.support.fake_http import Behaviour, HttpToolService
 from tests.support.fake_llm import FakeOpenAI, Turn
 from tests.support.graphs import chain, kinds
-from tests.support.platform import Platform
 
 API_KEY = "sk-test-secret-key-12345"
 

@@ -8,9 +8,9 @@ from sqlalchemy import select
 
 from infra.db import create_engine, session_factory
 from infra.models import UsageRecord
+from tests.support.engine import TEST_PRICES, Platform, crash_worker_during
 from tests.support.fake_llm import FakeOpenAI, Turn
 from tests.support.graphs import chain
-from tests.support.platform import TEST_PRICES, Platform, crash_worker_during
 from tests.support.responses import data, error
 
 # keel-test-model costs 2.50 USD per million prompt tokens and 10.00 per million completion

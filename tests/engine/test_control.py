@@ -5,8 +5,8 @@ from __future__ import annotations
 import websockets
 from temporalio.api.enums.v1 import EventType as HistoryEvent
 
+from tests.support.engine import Platform
 from tests.support.graphs import chain, kinds
-from tests.support.platform import Platform
 from tests.support.responses import data, error
 from workflows.execution import HEARTBEAT_TIMEOUT
 

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.database import dump_database
+from tests.support.engine import Platform
 from tests.support.fake_llm import FakeOpenAI, Turn
 from tests.support.fake_mcp import McpHttpService, process_gone, stdio_config
 from tests.support.graphs import chain, kinds
-from tests.support.platform import Platform
 from tests.support.responses import data
 from tests.support.waiting import wait_for
 

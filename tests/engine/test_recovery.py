@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from tests.support.engine import Platform, crash_worker_during, worker_process
 from tests.support.fake_http import HttpToolService
 from tests.support.graphs import chain, kinds
-from tests.support.platform import Platform, crash_worker_during, worker_process
 
 
 async def test_sigkill_worker_mid_run_then_new_worker_finishes(

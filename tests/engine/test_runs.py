@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from tests.support.engine import Platform
 from tests.support.graphs import chain, kinds
-from tests.support.platform import Platform
 
 
 async def test_linear_graph(platform: Platform) -> None:

@@ -6,8 +6,8 @@ import asyncio
 import json
 import sys
 
+from tests.support.engine import Platform
 from tests.support.graphs import chain
-from tests.support.platform import Platform
 
 
 async def watch(platform: Platform, *args: str) -> tuple[int, list[dict], str]:

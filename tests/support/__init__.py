@@ -8,6 +8,6 @@ Test modules import from here and never from each other (nor from a conftest).
 - ``waiting``: ``wait_for``, poll a condition with a deadline
 - ``net``: ``free_port`` and a host no resolver is asked about
 - ``graphs``: small builders for workflow definitions and event lists
-- ``platform``: the whole platform (API on uvicorn, worker, Temporal) for engine tests
-- ``fake_http``, ``fake_llm``, ``fake_mcp`` (+ ``mcp_stdio_server``): the fakes at the edges
+- ``engine``: the whole platform (API on uvicorn, worker, Temporal) for engine tests
+- ``fake_http``, ``fake_llm``, ``fake_mcp`` (+ ``mcp_servers/``): the fakes at the edges
 """
