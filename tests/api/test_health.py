@@ -8,8 +8,9 @@ from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from tests.conftest import app_client, make_settings
-from tests.helpers import data, error, wait_for
+from tests.support.responses import data, error
+from tests.support.settings import app_client, make_settings
+from tests.support.waiting import wait_for
 
 
 async def test_degraded_while_temporal_is_unreachable(client: httpx.AsyncClient) -> None:
