@@ -25,7 +25,7 @@ from api.schemas.executions import (
     UsageOut,
 )
 from api.services import executions as execution_service
-from api.services.event_hub import EventHub, public_event, stored_events
+from api.services.event_hub import Draining, EventHub, public_event, stored_events
 from infra.execution_store import FINISHED, last_seq
 from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage, money
 from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
@@ -38,6 +38,7 @@ router = APIRouter(prefix="/api/v1/Execution", tags=["Execution"])
 
 CLOSE_NORMAL = 1000
 CLOSE_ERROR = 1011
+CLOSE_RESTART = 1012
 CLOSE_BAD_AFTER = 4400
 CLOSE_UNKNOWN = 4404
 
@@ -267,6 +268,9 @@ async def watch_execution(websocket: WebSocket, execution_id: int) -> None:
     if sender in done:
         error = sender.exception()
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await websocket.close(CLOSE_ERROR if error else CLOSE_NORMAL,
-                                  str(error)[:120] if error else None)
+            if isinstance(error, Draining):  # this replica stops: resume on another
+                await websocket.close(CLOSE_RESTART, "server restarting; reconnect with after")
+            else:
+                await websocket.close(CLOSE_ERROR if error else CLOSE_NORMAL,
+                                      str(error)[:120] if error else None)
 
