@@ -14,7 +14,6 @@ from activities.common import fail, node_activity, token_stream
 from infra.execution_store import apply_events, last_seq
 from infra.ledger import (
     budget_block,
-    money,
     record_llm_call,
     record_tool_call,
     usage_key,
@@ -29,6 +28,7 @@ from infra.streams import read_events
 from infra.tools.common import RetryableToolError
 from infra.tools.http import call_http
 from infra.tools.mcp import call_mcp
+from infra.usd import usd_text
 from workflows.contracts import (
     LlmCallInput,
     LlmCallResult,
@@ -99,7 +99,7 @@ class NodeActivities:
                             completion_tokens=reply.completion_tokens,
                             cached_tokens=reply.cached_tokens,
                             reasoning_tokens=reply.reasoning_tokens),
-                cost_usd=money(row.cost_usd if row else Decimal(0)),
+                cost_usd=usd_text(row.cost_usd if row else Decimal(0)),
                 unpriced=bool(row and row.unpriced),
             )
 

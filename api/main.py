@@ -11,11 +11,26 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_error_handlers
-from api.middleware import RequestContextMiddleware
-from api.routes import agents, billing, executions, health, tools, workflows
+from api.middleware.body_limit import BodyLimitMiddleware
+from api.middleware.collection_paths import CollectionPathMiddleware
+from api.middleware.request_context import RequestContextMiddleware
+from api.routes import (
+    agents,
+    api_keys,
+    auth,
+    billing,
+    executions,
+    health,
+    tools,
+    workflows,
+    workspaces,
+)
 from api.services.event_hub import EventHub
+from api.socket_guard import SocketGuard
+from api.viewer import install_docs, install_viewer
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
+from infra.security.throttle import FailureThrottle
 from infra.settings import Settings, get_settings
 from infra.temporal import connect
 
@@ -38,12 +53,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Lazy: the API starts (and /health says why) even while Temporal is down.
         app.state.temporal = await connect(settings, lazy=True)
         app.state.event_hub = EventHub(app.state.temporal, app.state.sessions)
+        app.state.socket_guard = SocketGuard(app.state.sessions)
+        app.state.login_throttle = FailureThrottle(settings.login_max_failures,
+                                                   settings.login_lockout_s)
         log.info("api started", database=engine.url.render_as_string(hide_password=True),
                  temporal=settings.temporal_address)
         try:
             yield
         finally:
             await app.state.event_hub.close()
+            await app.state.socket_guard.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -52,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=True,
+        docs_url=None,  # served from vendored assets by install_docs, not a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     if settings.cors_origins:
@@ -62,9 +83,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
-    for module in (health, agents, tools, workflows, executions, billing):
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(CollectionPathMiddleware)
+    for module in (health, auth, workspaces, api_keys, agents, tools, workflows, executions,
+                   billing):
         app.include_router(module.router)
+    install_viewer(app)
+    install_docs(app)
     return app
 
 

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
 
     secret_key: str = PLACEHOLDER_SECRET_KEY
+
+    # Access control. Access tokens (JWT) live this many seconds; a client signs in again.
+    access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    # After this many failed sign-ins for one email within login_lockout_s, the next ones
+    # get 429 until the window has passed (counted per API process).
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_lockout_s: int = Field(default=300, ge=1, le=86_400)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Requests whose body is larger than this get 413.
@@ -173,6 +180,17 @@ class Settings(BaseSettings):
         return (self.data_dir / "temporal.db").resolve()
 
 
+def with_development_key(settings: Settings) -> Settings:
+    """In development, the placeholder key is replaced by the installation's own random
+    key, made on first start in ``<data dir>/secret_key`` (0600). Production refuses the
+    placeholder (above); tests set their own key."""
+    if settings.environment != "development" or settings.secret_key != PLACEHOLDER_SECRET_KEY:
+        return settings
+    from infra.security.files import development_secret_key
+
+    return settings.model_copy(update={"secret_key": development_secret_key(settings.data_dir)})
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return with_development_key(Settings())

@@ -5,6 +5,9 @@
     keel worker    run a Temporal worker for Keel's workflows and activities
     keel up        the embedded platform: Temporal dev server + migrations + worker + API
     keel watch ID  print an execution's events live, one JSON object per line
+                   (with the API key in KEEL_API_KEY)
+    keel user create EMAIL --role ROLE     a user, member of a workspace
+    keel apikey create NAME --role ROLE    an API key, printed once
 
 Every command reads its configuration from ``KEEL_*`` environment variables or
 ``.env`` (see ``.env.example``); none takes configuration flags.
@@ -23,7 +26,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pydantic import ValidationError
 
 from infra.logging import configure_logging, get_logger
-from infra.settings import Settings
+from infra.settings import Settings, with_development_key
+from keel import accounts
 
 log = get_logger("keel.cli")
 
@@ -38,6 +42,8 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     log.info("migrating", database=make_url(url).render_as_string(hide_password=True))
     upgrade(url)
     log.info("database is at the latest revision")
+    if getattr(_args, "bootstrap", False):
+        accounts.bootstrap(settings)
     return 0
 
 
@@ -64,7 +70,9 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     """Follow an execution over the API's WebSocket until it ends (keel.watch)."""
     from keel.watch import watch
 
-    return watch(settings, args.execution_id, after=args.after, api=args.api)
+    # The key comes from the environment only: never a flag (shell history, ps).
+    return watch(settings, args.execution_id, after=args.after, api=args.api,
+                 api_key=os.environ.get("KEEL_API_KEY"))
 
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -77,7 +85,8 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "up": (cmd_up, "run everything locally in the foreground: Temporal dev server, "
                    "migrations, a worker and the API, with state under KEEL_DATA_DIR"),
     "watch": (cmd_watch, "print an execution's events live, one JSON object per line, "
-                         "until it ends"),
+                         "until it ends (the API key from KEEL_API_KEY)"),
+    **accounts.COMMANDS,
 }
 
 
@@ -99,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (handler, summary) in COMMANDS.items():
         command = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:])
         command.set_defaults(handler=handler)
+        accounts.add_arguments(name, command)
         if name == "watch":
             command.add_argument("execution_id", type=int, help="the execution to follow")
             command.add_argument("--after", type=int, default=0, metavar="SEQ",
@@ -120,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
+        if args.command not in ("up", "watch"):  # those two never use the key themselves
+            settings = with_development_key(settings)
     except ValidationError as exc:
         sys.stderr.write(f"keel: invalid settings: {_settings_errors(exc)}\n")
         return 2
@@ -140,6 +152,7 @@ def exit_without_teardown(code: int) -> None:
 
 def run() -> None:
     """The console script's entry point."""
+    os.umask(0o077)  # what Keel writes (databases, logs, keys) is its owner's alone
     exit_without_teardown(main())
 
 

@@ -359,7 +359,8 @@ class Platform:
     def migrate(self, env: dict[str, str]) -> None:
         # A subprocess like the others: alembic's engine and threads stay out of this one.
         # Ctrl-C meanwhile lets the migration finish, then stops.
-        migration = _spawn("migrate", keel_command("migrate"), env=env)
+        # --bootstrap: a fresh installation gets its owner; the credentials print once.
+        migration = _spawn("migrate", [*keel_command("migrate"), "--bootstrap"], env=env)
         try:
             while migration.exit_code is None:
                 self._check_children()

@@ -36,8 +36,10 @@ RECONNECT_FOR_S = 120.0
 class Watch:
     """One follower of one execution; ``last_seq`` is the last event printed."""
 
-    def __init__(self, api: str, execution_id: int, after: int, out: IO[str]) -> None:
+    def __init__(self, api: str, execution_id: int, after: int, out: IO[str],
+                 api_key: str | None = None) -> None:
         self.api = api.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self.url = self.api.replace("http", "ws", 1) + f"/api/v1/Execution/ws/{execution_id}"
         self.execution_id = execution_id
         self.last_seq = after
@@ -53,7 +55,8 @@ class Watch:
 
     async def _stream_once(self) -> tuple[int, str]:
         """Print events until this connection closes; its close code and reason."""
-        async with websockets.connect(f"{self.url}?after={self.last_seq}") as ws:
+        async with websockets.connect(f"{self.url}?after={self.last_seq}",
+                                      additional_headers=self.headers) as ws:
             try:
                 async for message in ws:
                     self._emit(message)
@@ -93,8 +96,9 @@ class Watch:
             delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
 
 
-def watch(settings: Settings, execution_id: int, *, after: int = 0, api: str | None = None
-          ) -> int:
-    """Follow ``execution_id`` from the event after ``after``; the exit code."""
+def watch(settings: Settings, execution_id: int, *, after: int = 0, api: str | None = None,
+          api_key: str | None = None) -> int:
+    """Follow ``execution_id`` from the event after ``after`` (as ``api_key``'s holder);
+    the exit code."""
     base = api or f"http://{settings.api_host}:{settings.api_port}"
-    return asyncio.run(Watch(base, execution_id, after, sys.stdout).follow())
+    return asyncio.run(Watch(base, execution_id, after, sys.stdout, api_key).follow())

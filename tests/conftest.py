@@ -26,6 +26,7 @@ from infra.migrate import upgrade
 from infra.models import Base
 from infra.settings import Settings
 from infra.temporal import SEARCH_ATTRIBUTES
+from tests.accounts import accounts, owner_client, owner_key  # noqa: F401  (fixtures)
 
 MYSQL_URL = os.environ.get("KEEL_TEST_MYSQL_URL", "")
 BACKENDS = ["sqlite", "mysql"]

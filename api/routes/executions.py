@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from api.crud import get_or_404, paginate
 from api.deps import PageDep, SessionDep, SettingsDep, TemporalDep, WorkspaceDep
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
+from api.resources import get_or_404, paginate
 from api.schemas.common import Envelope, Page, error_responses, ok
 from api.schemas.executions import (
     EventPage,
@@ -27,11 +27,12 @@ from api.schemas.executions import (
 from api.services import executions as execution_service
 from api.services.event_hub import Draining, EventHub, public_event, stored_events
 from infra.execution_store import FINISHED, last_seq
-from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage, money
+from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage
 from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
 from infra.settings import Settings
 from infra.streams import read_events
 from infra.temporal import ui_url
+from infra.usd import usd_text
 from workflows.contracts import HumanResponse
 
 router = APIRouter(prefix="/api/v1/Execution", tags=["Execution"])
@@ -79,7 +80,7 @@ async def render(session: AsyncSession, settings: Settings, execution: Execution
                           error=n.error) for n in nodes],
         usage=UsageOut(prompt_tokens=usage.prompt_tokens,
                        completion_tokens=usage.completion_tokens,
-                       cost_usd=money(usage.cost_usd)),
+                       cost_usd=usd_text(usage.cost_usd)),
         temporal=TemporalRef(
             workflow_id=temporal_id, run_id=execution.temporal_run_id,
             ui_url=ui_url(settings, temporal_id, execution.temporal_run_id)

@@ -113,7 +113,10 @@ async def test_body_validation(client: httpx.AsyncClient) -> None:
     created = await create(client)
     for nulled in ("name", "description", "definition"):
         body = error(await client.put(f"{URL}{created['id']}", json={nulled: None}), 422)
-        assert body["msg"] == f"{nulled} cannot be null"
+        # Refused while the body is validated, so worded like every other field error.
+        assert body["msg"] == f"invalid {nulled}: cannot be null"
+        assert body["data"] == [{"loc": ["body", nulled], "msg": "cannot be null",
+                                 "type": "null"}]
 
 
 @pytest.mark.parametrize("node_id", ["Research", "1st", "has-dash", "with space", "x" * 65, ""])

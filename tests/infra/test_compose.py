@@ -134,7 +134,7 @@ def test_no_secret_is_written_in_the_file(services: dict[str, Any]) -> None:
 
 def test_keel_commands_exist(services: dict[str, Any]) -> None:
     commands = keel_subcommands()
-    assert commands == {"migrate", "api", "worker", "up", "watch"}
+    assert commands == {"migrate", "api", "worker", "up", "watch", "user", "apikey"}
     expected = {"api": ["keel", "api"], "worker": ["keel", "worker"],
                 "migrate": ["keel", "migrate"]}
     for name, command in expected.items():

@@ -14,7 +14,8 @@ import pytest
 
 from infra.settings import Settings
 from infra.tools.common import RetryableToolError
-from infra.tools.http import blocked_reason, call_http, check_destination
+from infra.tools.http import call_http
+from infra.tools.network import blocked_reason, check_destination
 from tests.conftest import make_settings
 from tests.fakes import UNRESOLVABLE_HOST, Behaviour, HttpToolService, free_port
 from tests.fakes_mcp import McpHttpService
