@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain
-from tests.fakes import free_port
-from tests.helpers import wait_for
+from tests.support.engine import Platform
+from tests.support.graphs import chain
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 
 def api_env(platform: Platform, port: int, data_dir: Path) -> dict[str, str]:

@@ -23,8 +23,8 @@ from infra.temporal import (
     register_command,
     tls_config,
 )
-from tests.conftest import make_settings
-from tests.helpers import wait_for
+from tests.support.settings import make_settings
+from tests.support.waiting import wait_for
 
 
 def settings(tmp_path: Path, **values: object) -> Settings:

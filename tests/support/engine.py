@@ -206,26 +206,28 @@ async def _close_runs(client: Client, workflow_ids: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def worker_process(platform: Platform) -> AsyncIterator[asyncio.subprocess.Process]:
+async def worker_process(platform: Platform, log: Path | None = None,
+                         **settings_env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A real ``keel worker`` process on the platform's task queue; its stderr goes to
+    ``log`` when given. ``settings_env``: more KEEL_* variables (e.g. the drain grace)."""
     settings = platform.settings
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
         "KEEL_ENVIRONMENT": "test",
         "KEEL_DATABASE_URL": settings.resolved_database_url,
         "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
         "KEEL_TASK_QUEUE": settings.task_queue,
         "KEEL_SECRET_KEY": settings.secret_key,
         **({"KEEL_PRICING_FILE": str(settings.pricing_file)} if settings.pricing_file else {}),
+        **settings_env,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "keel",
-        "worker",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    with contextlib.ExitStack() as files:
+        err = files.enter_context(log.open("wb")) if log else asyncio.subprocess.DEVNULL
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "keel", "worker", env=env,
+            cwd=log.parent if log else None,
+            stdout=asyncio.subprocess.DEVNULL, stderr=err,
+        )
     try:
         yield process
     finally:
