@@ -86,6 +86,7 @@ def _fold(execution: Execution, nodes: dict[str, NodeRun], event: dict[str, Any]
         node.status, node.finished_at, node.output = "completed", ts, data.get("output")
         node.attempts = max(node.attempts, int(data.get("attempts", 1)))
         node.error = None
+        node.reused = bool(data.get("reused"))
     elif kind == EventType.NODE_FAILED and node:
         node.status, node.finished_at, node.error = "failed", ts, data.get("error")
         node.attempts = max(node.attempts, int(data.get("attempts", 1)))

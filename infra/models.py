@@ -171,6 +171,10 @@ class Execution(Base):
     error: Mapped[str | None] = mapped_column(Text)
     temporal_workflow_id: Mapped[str | None] = mapped_column(String(200))
     temporal_run_id: Mapped[str | None] = mapped_column(String(64))
+    # A rerun: the execution it reran, and the node it was asked to run again from.
+    parent_execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("executions.id", ondelete="SET NULL"))
+    rerun_from_node: Mapped[str | None] = mapped_column(String(64))
     # Usage is not kept here: the usage ledger (UsageRecord) is its one record.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
@@ -190,6 +194,8 @@ class NodeRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     output: Mapped[Any | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    # Answered from a parent execution's result (a rerun), not run again.
+    reused: Mapped[bool] = mapped_column(default=False)
 
 
 class ExecutionEvent(Base):

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     workflow_id_prefix: str = Field(default="execution", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Where operators open the Temporal UI; used to build execution links.
     temporal_ui_url: str = "http://localhost:8233"
+    # A run continues as new once its Temporal history has this many events (Temporal
+    # warns at 10,240 and ends a run at 51,200), or sooner when Temporal suggests it.
+    history_events_per_run: int = Field(default=5000, ge=100, le=10_000)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)

@@ -30,6 +30,8 @@ PASSTHROUGH_MODULES = (
     "workflows.events",
     "workflows.definition",
     "workflows.templates",
+    "workflows.loops",
+    "workflows.memo",
 )
 # In-flight activities get this long to finish on shutdown; after it, Temporal
 # retries them on another worker.

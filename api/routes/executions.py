@@ -19,6 +19,7 @@ from api.schemas.executions import (
     ExecutionCreate,
     ExecutionOut,
     NodeRunOut,
+    RerunBody,
     SignalBody,
     Status,
     TemporalRef,
@@ -26,6 +27,7 @@ from api.schemas.executions import (
 )
 from api.services import executions as execution_service
 from api.services.event_hub import EventHub, public_event, stored_events
+from api.services.problems import execution_ids_with_problems
 from infra.execution_store import FINISHED, last_seq
 from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage, money
 from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
@@ -43,7 +45,8 @@ CLOSE_UNKNOWN = 4404
 
 
 NODE_COLUMNS = (NodeRun.execution_id, NodeRun.node_id, NodeRun.status, NodeRun.attempts,
-                NodeRun.started_at, NodeRun.finished_at, NodeRun.output, NodeRun.error)
+                NodeRun.started_at, NodeRun.finished_at, NodeRun.output, NodeRun.error,
+                NodeRun.reused)
 
 
 async def node_runs(session: AsyncSession, execution_ids: list[int]
@@ -58,8 +61,8 @@ async def node_runs(session: AsyncSession, execution_ids: list[int]
 
 
 async def render(session: AsyncSession, settings: Settings, execution: Execution,
-                 nodes: list[Row[Any]] | None = None, usage: ExecutionUsage | None = None
-                 ) -> ExecutionOut:
+                 nodes: list[Row[Any]] | None = None, usage: ExecutionUsage | None = None,
+                 problems: list[str] | None = None) -> ExecutionOut:
     if nodes is None:
         nodes = (await node_runs(session, [execution.id]))[execution.id]
     if usage is None:
@@ -75,7 +78,7 @@ async def render(session: AsyncSession, settings: Settings, execution: Execution
         error=execution.error,
         nodes=[NodeRunOut(node_id=n.node_id, status=n.status, attempts=n.attempts,
                           started_at=n.started_at, finished_at=n.finished_at, output=n.output,
-                          error=n.error) for n in nodes],
+                          error=n.error, reused=bool(n.reused)) for n in nodes],
         usage=UsageOut(prompt_tokens=usage.prompt_tokens,
                        completion_tokens=usage.completion_tokens,
                        cost_usd=money(usage.cost_usd)),
@@ -83,10 +86,12 @@ async def render(session: AsyncSession, settings: Settings, execution: Execution
             workflow_id=temporal_id, run_id=execution.temporal_run_id,
             ui_url=ui_url(settings, temporal_id, execution.temporal_run_id)
             if temporal_id else None,
+            problems=problems or [],
         ),
         created_at=execution.created_at,
         started_at=execution.started_at,
         finished_at=execution.finished_at,
+        parent_execution_id=execution.parent_execution_id,
     )
 
 
@@ -123,11 +128,23 @@ async def create_execution(body: ExecutionCreate, session: SessionDep, settings:
 
 @router.get("/", response_model=Envelope[Page[ExecutionOut]],
             summary="List executions, newest first")
-async def list_executions(session: SessionDep, settings: SettingsDep, workspace_id: WorkspaceDep,
-                          page: PageDep, status: Annotated[Status | None, Query()] = None,
-                          workflow_id: Annotated[int | None, Query()] = None) -> dict[str, Any]:
+async def list_executions(
+    session: SessionDep, settings: SettingsDep, temporal: TemporalDep,
+    workspace_id: WorkspaceDep, page: PageDep, status: Annotated[Status | None, Query()] = None,
+    workflow_id: Annotated[int | None, Query()] = None,
+    problems: Annotated[bool | None, Query(
+        description="true: only runs Temporal reports as unable to advance "
+                    "(temporal.problems); false: only the others.")] = None,
+) -> dict[str, Any]:
     stmt = select(Execution).where(Execution.workspace_id == workspace_id) \
         .order_by(Execution.id.desc())
+    if problems is not None:
+        try:
+            stuck = await execution_ids_with_problems(temporal, settings.workflow_id_prefix)
+        except RPCError as exc:
+            raise ServiceUnavailable(f"Temporal did not answer which runs have problems: "
+                                     f"{exc.message}") from exc
+        stmt = stmt.where(Execution.id.in_(stuck) if problems else Execution.id.not_in(stuck))
     if status:
         stmt = stmt.where(Execution.status == status)
     if workflow_id is not None:
@@ -145,7 +162,28 @@ async def list_executions(session: SessionDep, settings: SettingsDep, workspace_
 async def get_execution(execution_id: int, session: SessionDep, settings: SettingsDep,
                         temporal: TemporalDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
     execution = await _load(session, execution_id, workspace_id)
-    await execution_service.refresh(session, temporal, execution)
+    problems = await execution_service.refresh(session, temporal, execution)
+    return ok(await render(session, settings, execution, problems=problems))
+
+
+@router.post("/{execution_id}/rerun", status_code=201, response_model=Envelope[ExecutionOut],
+             summary="Run a finished execution again, reusing the node results that still hold",
+             responses=error_responses(402))
+async def rerun_execution(execution_id: int, body: RerunBody, session: SessionDep,
+                          settings: SettingsDep, temporal: TemporalDep,
+                          workspace_id: WorkspaceDep) -> dict[str, Any]:
+    parent = await _load(session, execution_id, workspace_id)
+    await execution_service.refresh(session, temporal, parent)
+    execution = await execution_service.create_rerun(session, parent, body.version, body.input,
+                                                     body.from_node)
+    blocked = await execution_budget_block(session, workspace_id, execution.workflow_id,
+                                           execution.workflow_version)
+    if blocked:
+        raise PaymentRequired(f"new executions are refused: {blocked}")
+    await session.commit()
+    if body.start:
+        await execution_service.start(session, temporal, settings, execution)
+        await session.commit()
     return ok(await render(session, settings, execution))
 
 
@@ -178,9 +216,8 @@ async def cancel_execution(execution_id: int, session: SessionDep, settings: Set
         await session.commit()
         return ok(await render(session, settings, execution))
     try:
-        await temporal.get_workflow_handle(
-            execution.temporal_workflow_id, run_id=execution.temporal_run_id
-        ).cancel()
+        # No run id: the chain's current run, wherever continue-as-new has got to.
+        await temporal.get_workflow_handle(execution.temporal_workflow_id).cancel()
     except RPCError as exc:
         raise ServiceUnavailable(f"Temporal did not accept the cancel: {exc.message}") from exc
     response = ok(await render(session, settings, execution))
@@ -197,8 +234,7 @@ async def signal_execution(execution_id: int, body: SignalBody, session: Session
     if execution.status in FINISHED or execution.temporal_workflow_id is None:
         raise Conflict(f"execution {execution.id} is {execution.status}; "
                        f"node {body.node_id!r} is not waiting")
-    handle = temporal.get_workflow_handle(execution.temporal_workflow_id,
-                                          run_id=execution.temporal_run_id)
+    handle = temporal.get_workflow_handle(execution.temporal_workflow_id)
     try:
         await handle.execute_update("respond", HumanResponse(**body.model_dump()))
     except WorkflowUpdateFailedError as exc:
@@ -222,8 +258,7 @@ async def list_events(execution_id: int, session: SessionDep, temporal: Temporal
     if execution.status not in FINISHED and execution.temporal_workflow_id:
         with contextlib.suppress(RPCError, TimeoutError):
             live = await asyncio.wait_for(
-                read_events(temporal, execution.temporal_workflow_id, max(after, stored_up_to),
-                            run_id=execution.temporal_run_id),
+                read_events(temporal, execution.temporal_workflow_id, max(after, stored_up_to)),
                 execution_service.TEMPORAL_TIMEOUT_S,
             )
             items.extend(live)

@@ -1,0 +1,229 @@
+"""Loops that run to their bound, runs that continue as new, and no run stuck in running."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+import workflows.templates
+from tests.engine.conftest import Platform
+from tests.engine.test_recovery import worker_process
+from tests.engine.test_runs import kinds
+from tests.fakes import HttpToolService
+from tests.helpers import data, wait_for
+
+
+class CountingService(HttpToolService):
+    """A tool whose answer changes: ``{"n": <how many times it was called>}``."""
+
+    async def _handle(self, request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        self.calls[name] += 1
+        return JSONResponse({"n": self.calls[name]})
+
+
+def contiguous(events: list[dict[str, Any]]) -> bool:
+    return [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+async def temporal_runs(platform: Platform, workflow_id: str) -> list[Any]:
+    """Every Temporal run of one execution's chain, oldest first."""
+    runs = [r async for r in platform.client.list_workflows(f'WorkflowId = "{workflow_id}"')]
+    return sorted(runs, key=lambda r: r.start_time)
+
+
+async def run_number(platform: Platform, execution_id: int, at_least: int) -> dict[str, Any]:
+    """Wait until the execution's chain has reached its ``at_least``-th Temporal run."""
+    seen: set[str] = set()
+
+    async def check() -> dict[str, Any] | None:
+        execution = await platform.get(execution_id)
+        seen.add(execution["temporal"]["run_id"])
+        return execution if len(seen) >= at_least else None
+
+    return await wait_for(check, timeout=120, interval=0.1, what=f"run {at_least} of the chain")
+
+
+async def counting_loop(platform: Platform, service: HttpToolService, turns: int,
+                        then: str = "END", think_delay_s: float = 0) -> int:
+    """tick (a counting tool) -> think (an agent) -> again (loops while tick < turns)."""
+    tick = await platform.tool("tick", service.url("tick"))
+    agent = await platform.agent("thinker", metadata={"fake": {"delay_s": think_delay_s}})
+    nodes: list[dict[str, Any]] = [
+        {"id": "tick", "type": "tool", "tool_id": tick},
+        {"id": "think", "type": "agent", "agent_id": agent,
+         "input": "turn {{ nodes.tick.output.body.n }}"},
+        {"id": "again", "type": "condition", "max_visits": 1000, "default": then,
+         "routes": [{"when": {"path": "nodes.tick.output.body.n", "op": "lt", "value": turns},
+                     "to": "tick"}]},
+    ]
+    edges = [{"from": "START", "to": "tick"}, {"from": "tick", "to": "think"},
+             {"from": "think", "to": "again"}]
+    if then != "END":
+        nodes.append({"id": then, "type": "human",
+                      "prompt": "after {{ nodes.tick.output.body.n }}"})
+        edges.append({"from": then, "to": "END"})
+    return await platform.workflow({"nodes": nodes, "edges": edges})
+
+
+# -- loops ---------------------------------------------------------------------------------
+
+async def test_a_loop_runs_to_its_bound_then_fails_naming_the_condition(
+    platform: Platform,
+) -> None:
+    agent = await platform.agent("worker")
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "work", "type": "agent", "agent_id": agent, "input": "{{ input.x }}"},
+                  {"id": "again", "type": "condition", "max_visits": 1000, "default": "END",
+                   "routes": [{"when": {"path": "input.x", "op": "eq", "value": 1},
+                               "to": "work"}]}],
+        "edges": [{"from": "START", "to": "work"}, {"from": "work", "to": "again"}],
+    })
+    execution = await platform.run(workflow_id, {"x": 1})
+    final = await platform.wait_status(execution["id"], "completed", "failed", timeout=600)
+
+    assert final["status"] == "failed"
+    assert final["error"] == "condition 'again' was reached more than max_visits=1000 times"
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and contiguous(events)
+    assert kinds(events).count(("node.completed", "work")) == 1001
+    assert kinds(events).count(("node.completed", "again")) == 1000
+    usage = data(await platform.http.get("/api/v1/Billing/usage"))
+    assert usage["llm_calls"] == 1001
+
+
+async def test_a_loop_whose_exit_is_data_driven_completes(platform: Platform) -> None:
+    async with CountingService() as service:
+        poll = await platform.tool("poll", service.url("poll"))
+        workflow_id = await platform.workflow({
+            "nodes": [{"id": "poll", "type": "tool", "tool_id": poll},
+                      {"id": "ready", "type": "condition", "max_visits": 10, "default": "END",
+                       "routes": [{"when": {"path": "nodes.poll.output.body.n", "op": "lt",
+                                            "value": 5}, "to": "poll"}]}],
+            "edges": [{"from": "START", "to": "poll"}, {"from": "poll", "to": "ready"}],
+        })
+        execution = await platform.run(workflow_id)
+        final = await platform.wait_status(execution["id"], "completed", "failed", timeout=60)
+    assert final["status"] == "completed", final["error"]
+    assert final["output"]["body"] == {"n": 5}
+    assert service.calls["poll"] == 5
+
+
+# -- no run stuck --------------------------------------------------------------------------
+
+async def test_an_unexpected_error_in_workflow_code_fails_the_run_at_once(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*_: object) -> bool:
+        raise RuntimeError("condition evaluator exploded")
+
+    # workflows.templates is passed through the sandbox: the workflow sees this too.
+    monkeypatch.setattr(workflows.templates, "matches", broken)
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "check", "type": "condition", "default": "END",
+                   "routes": [{"when": {"path": "input.x", "op": "eq", "value": 1},
+                               "to": "END"}]}],
+        "edges": [{"from": "START", "to": "check"}],
+    })
+    execution = await platform.run(workflow_id, {"x": 1})
+    final = await platform.wait_status(execution["id"], "failed", timeout=10)
+    assert final["error"] == "the engine failed: RuntimeError: condition evaluator exploded"
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and kinds(events)[-1] == ("execution.failed", None)
+
+
+# -- continue-as-new -----------------------------------------------------------------------
+
+@pytest.mark.settings(history_events_per_run=100)
+async def test_continue_as_new_is_invisible_to_watchers(platform: Platform) -> None:
+    async with CountingService() as service:
+        workflow_id = await counting_loop(platform, service, turns=30)
+        execution = await platform.run(workflow_id)
+        events, code = await platform.watch(execution["id"], timeout=180)
+        final = await platform.wait_status(execution["id"], "completed", "failed")
+
+    assert final["status"] == "completed", final["error"]
+    assert code == 1000 and contiguous(events)
+    assert service.calls["tick"] == 30  # nothing ran twice across the hand-overs
+    assert kinds(events).count(("node.completed", "think")) == 30
+    assert kinds(events).count(("execution.started", None)) == 1
+    runs = await temporal_runs(platform, execution["temporal"]["workflow_id"])
+    assert len(runs) >= 3
+    assert final["temporal"]["run_id"] == runs[-1].run_id != execution["temporal"]["run_id"]
+    stored = data(await platform.http.get(f"/api/v1/Execution/{execution['id']}/events"))
+    assert [e["seq"] for e in stored["items"]] == [e["seq"] for e in events]
+    usage = data(await platform.http.get("/api/v1/Billing/usage"))
+    assert usage["llm_calls"] == 30 and usage["tool_calls"] == 30
+
+
+@pytest.mark.settings(history_events_per_run=100)
+async def test_signal_reaches_a_human_node_in_the_third_run(platform: Platform) -> None:
+    async with CountingService() as service:
+        workflow_id = await counting_loop(platform, service, turns=25, then="gate")
+        execution = await platform.run(workflow_id)
+        waiting = await platform.wait_status(execution["id"], "waiting", timeout=120)
+        runs = await temporal_runs(platform, execution["temporal"]["workflow_id"])
+        assert len(runs) >= 3
+        assert waiting["temporal"]["run_id"] == runs[-1].run_id
+        data(await platform.http.post(f"/api/v1/Execution/{execution['id']}/signal",
+                                      json={"node_id": "gate", "action": "approve"}))
+        final = await platform.wait_status(execution["id"], "completed", "failed")
+    assert final["status"] == "completed", final["error"]
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and contiguous(events)
+    assert kinds(events).count(("human.waiting", "gate")) == 1
+
+
+@pytest.mark.settings(history_events_per_run=100)
+async def test_cancel_after_continue_as_new(platform: Platform) -> None:
+    async with CountingService() as service:
+        workflow_id = await counting_loop(platform, service, turns=1000, think_delay_s=0.05)
+        execution = await platform.run(workflow_id)
+        await run_number(platform, execution["id"], 2)
+        data(await platform.http.post(f"/api/v1/Execution/{execution['id']}/cancel"))
+        final = await platform.wait_status(execution["id"], "cancelled")
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and contiguous(events)
+    assert kinds(events)[-1] == ("execution.cancelled", None)
+    assert final["temporal"]["run_id"] != execution["temporal"]["run_id"]
+
+
+@pytest.mark.settings(history_events_per_run=100)
+async def test_operator_terminate_after_continue_as_new(platform: Platform) -> None:
+    async with CountingService() as service:
+        workflow_id = await counting_loop(platform, service, turns=1000, think_delay_s=0.05)
+        execution = await platform.run(workflow_id)
+        await run_number(platform, execution["id"], 2)
+        await platform.client.get_workflow_handle(
+            execution["temporal"]["workflow_id"]).terminate(reason="operator")
+        final = await platform.wait_status(execution["id"], "failed")
+    assert final["error"] == "terminated by an operator in Temporal"
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and contiguous(events)
+
+
+@pytest.mark.settings(history_events_per_run=100)
+async def test_sigkill_of_the_worker_after_continue_as_new(
+    platform_without_worker: Platform,
+) -> None:
+    platform = platform_without_worker
+    async with CountingService() as service:
+        workflow_id = await counting_loop(platform, service, turns=40)
+        execution = await platform.run(workflow_id)
+        async with worker_process(platform) as first:
+            await run_number(platform, execution["id"], 2)
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+        async with worker_process(platform):
+            final = await platform.wait_status(execution["id"], "completed", "failed",
+                                               timeout=180)
+    assert final["status"] == "completed", final["error"]
+    # A tool call in flight at the kill may be retried; none before it ran again.
+    assert 40 <= service.calls["tick"] <= 41
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and contiguous(events)
+    assert kinds(events).count(("node.completed", "tick")) == 40
