@@ -220,6 +220,10 @@ class ExecutionWorkflow:
                 config={"recursion_limit": step_limit(definition)}, stream_mode="values",
             ):
                 final = state
+                if _cancel_requested():
+                    # The cancel met activities that finished anyway, and LangGraph went
+                    # on: stop here, between supersteps, rather than run the next one.
+                    raise asyncio.CancelledError("cancel requested")
                 if self.step > self.params.replay_steps and self._history_is_long():
                     return None
         finally:
@@ -575,6 +579,13 @@ def _add_node(graph: Any, node_id: str,
     # LangGraph's typed overloads want a protocol with a parameter named `state`; our
     # async closures are exactly that at run time, so the graph is typed loosely here.
     graph.add_node(node_id, run)
+
+
+def _cancel_requested() -> bool:
+    """Whether the run was asked to cancel, even if no await has raised it (an activity
+    that completed despite the cancel swallows the CancelledError)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _json(value: Any) -> str:

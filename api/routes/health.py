@@ -13,6 +13,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas.common import Envelope
+from api.services.problems import count_runs_with_problems
 
 router = APIRouter(tags=["Health"])
 CHECK_TIMEOUT_S = 3.0
@@ -23,6 +24,8 @@ class Health(BaseModel):
     db: str
     temporal: str
     workers: int
+    # Runs Temporal reports as unable to advance (see an execution's temporal.problems).
+    runs_with_problems: int = 0
 
 
 async def _db(request: Request) -> str:
@@ -63,9 +66,12 @@ async def _temporal(request: Request) -> tuple[str, int]:
             summary="Database, Temporal and worker status (503 when degraded)")
 async def health(request: Request) -> Any:
     db, (temporal, workers) = await asyncio.gather(_db(request), _temporal(request))
+    stuck = await count_runs_with_problems(request.app.state.temporal,
+                                           request.app.state.settings.workflow_id_prefix) \
+        if temporal == "ok" else 0
     healthy = db == "ok" and temporal == "ok"
     data = Health(status="ok" if healthy else "degraded", db=db, temporal=temporal,
-                  workers=workers)
+                  workers=workers, runs_with_problems=stuck)
     failing = "; ".join(f"{name} {state}" for name, state in (("db", db), ("temporal", temporal))
                         if state != "ok")
     body = {"code": 0 if healthy else 503,

@@ -88,3 +88,14 @@ async def execution_ids_with_problems(client: Client, workflow_id_prefix: str) -
         if execution_id is not None:
             found.add(int(execution_id))
     return found
+
+
+async def count_runs_with_problems(client: Client, workflow_id_prefix: str) -> int:
+    """How many runs Temporal reports as unable to advance (0 if it cannot say now)."""
+    query = f'{PROBLEMS_QUERY} AND WorkflowId STARTS_WITH "{workflow_id_prefix}-"'
+    try:
+        counted = await asyncio.wait_for(client.count_workflows(query), TIMEOUT_S)
+    except (RPCError, TimeoutError) as exc:
+        log.warning("could not count runs with problems", error=str(exc) or type(exc).__name__)
+        return 0
+    return counted.count

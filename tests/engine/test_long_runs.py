@@ -8,13 +8,20 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from temporalio import workflow
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 import workflows.templates
+from activities.nodes import NodeActivities
+from infra.db import create_engine, session_factory
 from tests.engine.conftest import Platform
 from tests.engine.test_recovery import worker_process
 from tests.engine.test_runs import kinds
 from tests.fakes import HttpToolService
 from tests.helpers import data, wait_for
+from worker.main import build_worker
+from workflows.contracts import ExecutionInput, ExecutionResult
+from workflows.execution import ExecutionWorkflow
 
 
 class CountingService(HttpToolService):
@@ -227,3 +234,64 @@ async def test_sigkill_of_the_worker_after_continue_as_new(
     events, code = await platform.watch(execution["id"])
     assert code == 1000 and contiguous(events)
     assert kinds(events).count(("node.completed", "tick")) == 40
+
+
+@workflow.defn(name="ExecutionWorkflow")
+class ChangedWorkflow(ExecutionWorkflow):
+    """A bad deploy: the same workflow with a timer first, which no recorded run has."""
+
+    @workflow.run
+    async def run(self, params: ExecutionInput) -> ExecutionResult:
+        await workflow.sleep(0.01)
+        return await super().run(params)
+
+
+async def test_a_non_deterministic_deploy_shows_in_temporal_problems(
+    platform_without_worker: Platform,
+) -> None:
+    platform = platform_without_worker
+    agent = await platform.agent("a")
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "a", "type": "agent", "agent_id": agent},
+                  {"id": "gate", "type": "human", "prompt": "go?"}],
+        "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "gate"},
+                  {"from": "gate", "to": "END"}],
+    })
+    engine = create_engine(platform.settings.resolved_database_url)
+    activities = NodeActivities(platform.settings, session_factory(engine))
+    execution = await platform.run(workflow_id)
+    async with build_worker(platform.client, platform.settings, activities):
+        waiting = await platform.wait_status(execution["id"], "waiting")
+    assert waiting["temporal"]["problems"] == []
+
+    changed = Worker(platform.client, task_queue=platform.settings.task_queue,
+                     workflows=[ChangedWorkflow],
+                     activities=[activities.llm_call, activities.call_tool,
+                                 activities.sync_execution],
+                     workflow_runner=UnsandboxedWorkflowRunner())
+    async with changed:
+        # Anything that wakes the run makes the new code replay its history, and fail.
+        await platform.client.get_workflow_handle(
+            execution["temporal"]["workflow_id"]).signal("nudge")
+
+        async def stuck() -> dict[str, Any] | None:
+            found = await platform.get(execution["id"])
+            return found if found["temporal"]["problems"] else None
+
+        found = await wait_for(stuck, timeout=60, what="temporal.problems")
+        assert found["status"] == "waiting"
+        [problem] = found["temporal"]["problems"]
+        assert "workflow task has failed" in problem and "determinis" in problem.lower()
+
+        async def listed() -> list[int] | None:
+            page = data(await platform.http.get("/api/v1/Execution/",
+                                                params={"problems": "true"}))
+            return [e["id"] for e in page["items"]] or None
+
+        assert await wait_for(listed, timeout=60, what="the problems filter") == \
+            [execution["id"]]
+        health = data(await platform.http.get("/health"))
+        assert health["runs_with_problems"] == 1
+        await platform.client.get_workflow_handle(
+            execution["temporal"]["workflow_id"]).terminate(reason="test finished")
+    await engine.dispose()
