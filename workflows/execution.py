@@ -89,6 +89,7 @@ DEFAULT_AGENT_TIMEOUT = timedelta(minutes=5)
 DEFAULT_TOOL_TIMEOUT = timedelta(minutes=2)
 HEARTBEAT_TIMEOUT = timedelta(seconds=5)
 SYNC_TIMEOUT = timedelta(seconds=60)
+REPLAY_SLICE = 100  # supersteps replayed through the memo per workflow task
 NON_RETRYABLE = ["NonRetryable", "BudgetExceeded", "InvalidRequest"]
 
 
@@ -226,6 +227,10 @@ class ExecutionWorkflow:
                     raise asyncio.CancelledError("cancel requested")
                 if self.step > self.params.replay_steps and self._history_is_long():
                     return None
+                if self.replaying and self.step % REPLAY_SLICE == 0:
+                    # A long replay is cut into workflow tasks (a 1 ms timer each), so no
+                    # single task runs into the SDK's 2 s deadlock detector.
+                    await workflow.sleep(timedelta(milliseconds=1))
         finally:
             self.replaying = False
         return final

@@ -295,3 +295,49 @@ async def test_a_non_deterministic_deploy_shows_in_temporal_problems(
         await platform.client.get_workflow_handle(
             execution["temporal"]["workflow_id"]).terminate(reason="test finished")
     await engine.dispose()
+
+
+@pytest.mark.slow
+async def test_ten_thousand_calls_continue_as_new_and_a_watcher_sees_every_event_once(
+    platform: Platform,
+) -> None:
+    turns, tool_calls = 1000, 9
+    async with CountingService() as service:
+        tick = await platform.tool("tick", service.url("tick"))
+        probe = await platform.tool("probe", service.url("probe"))
+        script = [{"tool_calls": [{"name": "probe", "args": {"i": i}}
+                                  for i in range(tool_calls)]}, {"reply": "done"}]
+        agent = await platform.agent("prober", tool_ids=[probe],
+                                     metadata={"fake": {"script": script}})
+        workflow_id = await platform.workflow({
+            "nodes": [
+                {"id": "tick", "type": "tool", "tool_id": tick},
+                {"id": "probe_all", "type": "agent", "agent_id": agent,
+                 "input": "turn {{ nodes.tick.output.body.n }}"},
+                {"id": "again", "type": "condition", "max_visits": 1000, "default": "END",
+                 "routes": [{"when": {"path": "nodes.tick.output.body.n", "op": "lt",
+                                      "value": turns}, "to": "tick"}]},
+            ],
+            "edges": [{"from": "START", "to": "tick"}, {"from": "tick", "to": "probe_all"},
+                      {"from": "probe_all", "to": "again"}],
+        })
+        execution = await platform.run(workflow_id)
+        events, code = await platform.watch(execution["id"], timeout=1800)
+        final = await platform.wait_status(execution["id"], "completed", "failed")
+
+    assert final["status"] == "completed", final["error"]
+    assert code == 1000 and contiguous(events)
+    calls = turns * (2 + tool_calls + 1)  # two model calls, the tools, the tick
+    assert calls >= 10_000
+    assert service.calls["tick"] == turns and service.calls["probe"] == turns * tool_calls
+    runs = await temporal_runs(platform, execution["temporal"]["workflow_id"])
+    assert len(runs) >= 4, "continued as new at least three times"
+    lengths = [len((await platform.client.get_workflow_handle(
+        r.id, run_id=r.run_id).fetch_history()).events) for r in runs]
+    assert max(lengths) <= 10_240, lengths
+    usage = data(await platform.http.get("/api/v1/Billing/usage"))
+    assert usage["llm_calls"] == turns * 2
+    assert usage["tool_calls"] == turns * (tool_calls + 1)
+    stored = data(await platform.http.get(f"/api/v1/Execution/{execution['id']}/events",
+                                          params={"after": len(events) - 5}))
+    assert [e["seq"] for e in stored["items"]] == [e["seq"] for e in events[-5:]]
