@@ -49,7 +49,8 @@ async def test_ok_with_a_real_temporal(temporal_env: WorkflowEnvironment, clean_
         temporal_address=temporal_env.client.service_client.config.target_host)
     async with app_client(settings) as client:
         response = await client.get("/health")
-        assert data(response) == {"status": "ok", "db": "ok", "temporal": "ok", "workers": 0}
+        assert data(response) == {"status": "ok", "db": "ok", "temporal": "ok", "workers": 0,
+                                  "runs_with_problems": 0}
         assert response.json()["msg"] == "success"
 
         # A worker polling the task queue is counted.
