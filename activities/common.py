@@ -14,7 +14,8 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
 from infra.logging import get_logger
-from workflows.events import EVENTS_TOPIC, EventType, event
+from workflows.errors import ErrorType
+from workflows.events import EVENTS_TOPIC, Event, EventType, NodeRetrying, event
 
 log = get_logger("keel.activity")
 HEARTBEAT_EVERY_S = 1.0
@@ -55,30 +56,31 @@ def will_retry(non_retryable: bool) -> bool:
     return maximum == 0 or info.attempt < maximum
 
 
-async def publish(events: list[dict[str, Any]]) -> None:
+async def publish(events: list[Event]) -> None:
     """Publish events into the run's stream (token deltas, tool calls, retries)."""
     client = WorkflowStreamClient.from_within_activity()
-    topic = client.topic(EVENTS_TOPIC)
+    topic = client.topic(EVENTS_TOPIC, type=Event)
     for item in events:
         topic.publish(item)
     await client.flush()
 
 
 async def fail(message: str, *, node_id: str, non_retryable: bool = False,
-               error_type: str | None = None) -> ApplicationError:
+               error_type: ErrorType | None = None) -> ApplicationError:
     """The error to raise for a failed attempt, after telling watchers a retry is coming."""
     attempt = activity.info().attempt
     if will_retry(non_retryable):
         log.warning("node attempt failed; retrying", error=message)
         try:
             await publish([event(EventType.NODE_RETRYING, datetime.now(UTC).isoformat(), node_id,
-                                 {"attempt": attempt + 1, "error": message})])
+                                 NodeRetrying(attempt=attempt + 1, error=message))])
         except Exception:
             log.exception("could not publish node.retrying")
     else:
         log.warning("node attempt failed for good", error=message)
     return ApplicationError(message, {"attempt": attempt},
-                            type=error_type or ("NonRetryable" if non_retryable else "NodeError"),
+                            type=(error_type or (ErrorType.NON_RETRYABLE if non_retryable
+                                                 else ErrorType.NODE_ERROR)).value,
                             non_retryable=non_retryable)
 
 
@@ -91,7 +93,7 @@ async def token_stream(params: Any, attempt: int, *, enabled: bool
         yield None
         return
     client = WorkflowStreamClient.from_within_activity(batch_interval=DELTA_BATCH)
-    topic = client.topic(EVENTS_TOPIC)
+    topic = client.topic(EVENTS_TOPIC, type=Event)
 
     def on_delta(text: str) -> None:
         topic.publish(event(EventType.LLM_DELTA, datetime.now(UTC).isoformat(), params.node_id,

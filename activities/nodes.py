@@ -1,42 +1,38 @@
-"""The activities the execution workflow calls. Registered by name (see the workflow)."""
+"""The node activities: a model call and a tool call, declared in workflows.contracts."""
 
 from __future__ import annotations
 
 import time
 from decimal import Decimal
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.common import fail, node_activity, token_stream
-from infra.execution_store import apply_events, last_seq
 from infra.ledger import (
     budget_block,
-    money,
     record_llm_call,
     record_tool_call,
     usage_key,
 )
 from infra.llm import AgentModel, LlmError, call_model, tool_schema
 from infra.logging import get_logger
-from infra.models import Execution
 from infra.pricing import Pricing
 from infra.secrets import SecretDecryptionError, decrypt
 from infra.settings import Settings
-from infra.streams import read_events
 from infra.tools.common import RetryableToolError
 from infra.tools.http import call_http
 from infra.tools.mcp import call_mcp
+from infra.usd import usd_text
 from workflows.contracts import (
+    ActivityName,
     LlmCallInput,
     LlmCallResult,
-    SyncInput,
     ToolCallInput,
     ToolCallResult,
     Usage,
 )
+from workflows.errors import ErrorType
 
 log = get_logger("keel.activity")
 
@@ -47,7 +43,7 @@ class NodeActivities:
         self.sessions = sessions
         self.pricing = Pricing.load(settings.pricing_file)
 
-    @activity.defn(name="keel.llm_call")
+    @activity.defn(name=ActivityName.LLM_CALL.value)
     async def llm_call(self, params: LlmCallInput) -> LlmCallResult:
         """One model call of an agent node: checked against the budget first, streamed to
         watchers as llm.delta, and recorded in the usage ledger once it has answered."""
@@ -58,7 +54,7 @@ class NodeActivities:
                 blocked = await budget_block(session, params.workspace_id, spec.id)
             if blocked:
                 raise await fail(f"budget_exceeded: {blocked}", node_id=params.node_id,
-                                 non_retryable=True, error_type="BudgetExceeded")
+                                 non_retryable=True, error_type=ErrorType.BUDGET_EXCEEDED)
             try:
                 api_key = (decrypt(spec.api_key_encrypted, self.settings.secret_key)
                            if spec.api_key_encrypted else None)
@@ -99,11 +95,11 @@ class NodeActivities:
                             completion_tokens=reply.completion_tokens,
                             cached_tokens=reply.cached_tokens,
                             reasoning_tokens=reply.reasoning_tokens),
-                cost_usd=money(row.cost_usd if row else Decimal(0)),
+                cost_usd=usd_text(row.cost_usd if row else Decimal(0)),
                 unpriced=bool(row and row.unpriced),
             )
 
-    @activity.defn(name="keel.call_tool")
+    @activity.defn(name=ActivityName.CALL_TOOL.value)
     async def call_tool(self, params: ToolCallInput) -> ToolCallResult:
         """One tool call (HTTP or MCP); every attempt that reached the tool is recorded."""
         attempt = activity.info().attempt
@@ -141,29 +137,3 @@ class NodeActivities:
                 node_id=params.node_id, tool_name=params.tool.name, ok=ok,
                 latency_ms=latency_ms,
             )
-
-    @activity.defn(name="keel.sync_execution")
-    async def sync_execution(self, params: SyncInput) -> int:
-        """Fold the run's events so far into its database record; returns events added."""
-        workflow_id = activity.info().workflow_id
-        if workflow_id is None:
-            raise RuntimeError("sync_execution runs only inside an execution workflow")
-        for _ in range(3):
-            async with self.sessions() as session:
-                execution = await session.scalar(
-                    select(Execution).where(Execution.id == params.execution_id)
-                )
-                if execution is None:
-                    log.warning("execution row is gone; nothing to record",
-                                execution_id=params.execution_id)
-                    return 0
-                after = await last_seq(session, execution.id)
-                events = await read_events(activity.client(), workflow_id, after)
-                added = await apply_events(session, execution, events)
-                try:
-                    await session.commit()
-                    return added
-                except IntegrityError:
-                    # The API folded the same events concurrently; read again and continue.
-                    await session.rollback()
-        raise RuntimeError("could not record execution events after 3 tries")

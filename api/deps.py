@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
+import structlog
 from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
+from api.errors import Forbidden, Unauthorized
+from api.principal import bearer_scheme, caller_from_bearer
+from infra.accounts import Caller
 from infra.models import DEFAULT_WORKSPACE_ID
+from infra.security.roles import Role
 from infra.settings import Settings
 
 
@@ -28,9 +34,48 @@ def _temporal(request: Request) -> Client:
     return client
 
 
-def _workspace() -> int:
-    # One workspace until access control arrives; every query is scoped by it.
-    return DEFAULT_WORKSPACE_ID
+async def _presented_caller(
+    session: Annotated[AsyncSession, Depends(_session)],
+    settings: Annotated[Settings, Depends(_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Caller | None:
+    """The caller of a request that presents a credential (401 if it is not valid);
+    None without one. Resolved once per request (FastAPI caches dependencies)."""
+    if credentials is None:
+        return None
+    caller = await caller_from_bearer(session, settings, credentials.credentials)
+    # Logs carry who acted (type and id), never the credential.
+    structlog.contextvars.bind_contextvars(principal_type=caller.principal.type,
+                                           principal_id=caller.principal.id)
+    return caller
+
+
+async def _caller(caller: Annotated[Caller | None, Depends(_presented_caller)]) -> Caller:
+    if caller is None:
+        raise Unauthorized(
+            "this endpoint needs a credential: send 'Authorization: Bearer <API key or "
+            "access token>' (POST /api/v1/Auth/token gives an access token)", invalid=False)
+    return caller
+
+
+def require(role: Role) -> Any:
+    """A dependency: the caller, if its role includes ``role``; 401 without a credential,
+    403 with too low a role. ``caller: Annotated[Caller, require(Role.EDITOR)]`` or
+    ``@router.post(..., dependencies=[require(Role.EDITOR)])``."""
+
+    async def caller_with_role(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+        if not caller.may(role):
+            raise Forbidden(f"this needs the {role.value} role; your role in workspace "
+                            f"{caller.workspace_id} is {caller.role.value}")
+        return caller
+
+    return Depends(caller_with_role)
+
+
+async def _workspace(caller: Annotated[Caller | None, Depends(_presented_caller)]) -> int:
+    # The caller's workspace. TRANSITIONAL, until every route declares its role (issue
+    # 10's wiring): a request without a credential still acts in the default workspace.
+    return DEFAULT_WORKSPACE_ID if caller is None else caller.workspace_id
 
 
 class PageParams:
@@ -51,4 +96,9 @@ SessionDep = Annotated[AsyncSession, Depends(_session)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
 WorkspaceDep = Annotated[int, Depends(_workspace)]
+CallerDep = Annotated[Caller, Depends(_caller)]  # any valid credential
+ViewerDep = Annotated[Caller, require(Role.VIEWER)]
+EditorDep = Annotated[Caller, require(Role.EDITOR)]
+AdminDep = Annotated[Caller, require(Role.ADMIN)]
+OwnerDep = Annotated[Caller, require(Role.OWNER)]
 PageDep = Annotated[PageParams, Depends()]

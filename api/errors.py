@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette import status as http
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infra.logging import get_logger
@@ -22,7 +23,8 @@ log = get_logger(__name__)
 
 
 class ApiError(Exception):
-    status = 400
+    status = http.HTTP_400_BAD_REQUEST
+    headers: dict[str, str] | None = None
 
     def __init__(self, msg: str, data: Any = None) -> None:
         super().__init__(msg)
@@ -31,33 +33,54 @@ class ApiError(Exception):
 
 
 class BadRequest(ApiError):
-    status = 400
+    status = http.HTTP_400_BAD_REQUEST
 
 
 class PaymentRequired(ApiError):
     """A budget is exhausted: the request would spend money the owner has not allowed."""
 
-    status = 402
+    status = http.HTTP_402_PAYMENT_REQUIRED
+
+
+class Unauthorized(ApiError):
+    """No credential, or one that is malformed, expired or revoked (RFC 6750)."""
+
+    status = http.HTTP_401_UNAUTHORIZED
+
+    def __init__(self, msg: str, *, invalid: bool = True) -> None:
+        super().__init__(msg)
+        self.headers = {"WWW-Authenticate": 'Bearer error="invalid_token"' if invalid
+                        else "Bearer"}
+
+
+class Forbidden(ApiError):
+    """A valid credential whose role is too low for the request."""
+
+    status = http.HTTP_403_FORBIDDEN
 
 
 class NotFound(ApiError):
-    status = 404
+    status = http.HTTP_404_NOT_FOUND
 
 
 class Conflict(ApiError):
-    status = 409
-
-
-class PayloadTooLarge(ApiError):
-    status = 413
+    status = http.HTTP_409_CONFLICT
 
 
 class Unprocessable(ApiError):
-    status = 422
+    status = http.HTTP_422_UNPROCESSABLE_CONTENT
+
+
+class TooManyRequests(ApiError):
+    status = http.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, msg: str, retry_after_s: float) -> None:
+        super().__init__(msg, {"retry_after_s": max(1, round(retry_after_s))})
+        self.headers = {"Retry-After": str(max(1, round(retry_after_s)))}
 
 
 class ServiceUnavailable(ApiError):
-    status = 503
+    status = http.HTTP_503_SERVICE_UNAVAILABLE
 
 
 def envelope(status: int, msg: str, data: Any = None, headers: dict[str, str] | None = None
@@ -84,7 +107,7 @@ def _summary(errors: list[dict[str, Any]]) -> str:
 
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return envelope(exc.status, exc.msg, exc.data)
+    return envelope(exc.status, exc.msg, exc.data, headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -94,8 +117,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if bad_json is not None:
         reason = (bad_json.get("ctx") or {}).get("error") or bad_json.get("msg", "")
         at = bad_json["loc"][-1] if bad_json.get("loc") else "?"
-        return envelope(400, f"request body is not valid JSON: {reason} (at character {at})",
-                        field_errors(raw))
+        msg = f"request body is not valid JSON: {reason} (at character {at})"
+        return envelope(http.HTTP_400_BAD_REQUEST, msg, field_errors(raw))
     errors = field_errors(raw)
     content_type = request.headers.get("content-type", "")
     if errors[0]["loc"] == ["body"] and request.method in ("POST", "PUT") and not (
@@ -103,15 +126,15 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         # A JSON body sent as text or a form (curl -d) is read as no JSON at all.
         msg = (f"send the body as JSON with Content-Type: application/json "
                f"(got {content_type or 'no Content-Type'})")
-        return envelope(422, msg, errors)
-    return envelope(422, _summary(errors), errors)
+        return envelope(http.HTTP_422_UNPROCESSABLE_CONTENT, msg, errors)
+    return envelope(http.HTTP_422_UNPROCESSABLE_CONTENT, _summary(errors), errors)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 404 and exc.detail == "Not Found":
+    if exc.status_code == http.HTTP_404_NOT_FOUND and exc.detail == "Not Found":
         msg = f"no such endpoint: {request.method} {request.url.path}"
-    elif exc.status_code == 405:
+    elif exc.status_code == http.HTTP_405_METHOD_NOT_ALLOWED:
         msg = f"{request.method} is not allowed on {request.url.path}"
     else:
         msg = str(exc.detail)

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_error_handlers
-from api.middleware import RequestContextMiddleware
-from api.routes import agents, billing, executions, health, tools, workflows
+from api.middleware.body_limit import BodyLimitMiddleware
+from api.middleware.collection_paths import CollectionPathMiddleware
+from api.middleware.request_context import RequestContextMiddleware
+from api.routes import (
+    agents,
+    api_keys,
+    auth,
+    billing,
+    executions,
+    health,
+    tools,
+    workflows,
+    workspaces,
+)
 from api.services.event_hub import EventHub
+from api.socket_guard import SocketGuard
+from api.viewer import install_docs, install_viewer
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
+from infra.security.throttle import FailureThrottle
 from infra.settings import Settings, get_settings
 from infra.temporal import connect
 
@@ -36,12 +53,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Lazy: the API starts (and /health says why) even while Temporal is down.
         app.state.temporal = await connect(settings, lazy=True)
         app.state.event_hub = EventHub(app.state.temporal, app.state.sessions)
+        app.state.socket_guard = SocketGuard(app.state.sessions)
+        app.state.login_throttle = FailureThrottle(settings.login_max_failures,
+                                                   settings.login_lockout_s)
         log.info("api started", database=engine.url.render_as_string(hide_password=True),
                  temporal=settings.temporal_address)
         try:
             yield
         finally:
             await app.state.event_hub.close()
+            await app.state.socket_guard.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -50,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=True,
+        docs_url=None,  # served from vendored assets by install_docs, not a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     if settings.cors_origins:
@@ -60,10 +83,53 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
-    for module in (health, agents, tools, workflows, executions, billing):
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(CollectionPathMiddleware)
+    for module in (health, auth, workspaces, api_keys, agents, tools, workflows, executions,
+                   billing):
         app.include_router(module.router)
+    install_viewer(app)
+    install_docs(app)
     return app
+
+
+# On shutdown, watchers get what this process already has before their streams close.
+DRAIN_TIMEOUT_S = 3.0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but a shutdown first stops taking connections and drains the event hub,
+    so every watcher gets the events already here, then a 1012 close (resume on another
+    replica with ``after``), before uvicorn closes what is left."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        hub: EventHub | None = getattr(self.app.state, "event_hub", None)
+        if hub is not None:
+            await hub.drain(DRAIN_TIMEOUT_S)
+        await super().shutdown(sockets)
+
+
+def serve(settings: Settings) -> None:
+    """``keel api``: serve until SIGINT/SIGTERM, then drain and stop."""
+    app = create_app(settings)
+    DrainingServer(uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # our JSON logging (configure_logging), not uvicorn's
+        # Open WebSockets must not hold a shutdown forever.
+        timeout_graceful_shutdown=5,
+        # Events are small JSON; compressing each one per watcher costs more CPU than
+        # it saves on loopback and LAN links.
+        ws_per_message_deflate=False,
+    ), app).run()
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -19,7 +19,11 @@ import websockets
 from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client
 
-TERMINAL = {"execution.completed", "execution.failed", "execution.cancelled"}
+from workflows.contracts import ActivityName
+from workflows.events import EventType
+
+TERMINAL = {EventType.EXECUTION_COMPLETED, EventType.EXECUTION_FAILED,
+            EventType.EXECUTION_CANCELLED}
 RUN_TIMEOUT_S = 120.0
 
 
@@ -127,7 +131,7 @@ class Keel:
         run = Run(execution["id"], execution["temporal"]["workflow_id"], sent, time.time())
         async with asyncio.timeout(RUN_TIMEOUT_S):
             await self.watch(run.execution_id, run.events)
-        if run.ended is None or run.ended.type != "execution.completed":
+        if run.ended is None or run.ended.type != EventType.EXECUTION_COMPLETED:
             raise RuntimeError(f"execution {run.execution_id} did not complete: "
                                f"{[e.type for e in run.events]}")
         return run
@@ -146,7 +150,7 @@ async def activity_finish_times(client: Client, temporal_id: str) -> dict[str, f
     for event in history.events:
         if event.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == "keel.llm_call":
+            if attrs.activity_type.name == ActivityName.LLM_CALL:
                 scheduled[event.event_id] = attrs.activity_id.split("/")[0]
         elif event.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             node = scheduled.get(event.activity_task_completed_event_attributes.scheduled_event_id)

@@ -30,6 +30,8 @@ from bench.platform import (
     rss_bytes,
 )
 from bench.stats import pct
+from workflows.events import EventType
+from workflows.status import ExecutionStatus
 
 SHAPES = {"chain": ("BareChain", 5), "diamond": ("BareDiamond", 4)}
 CONCURRENCY = (1, 10, 50)
@@ -229,9 +231,9 @@ async def _event_samples(ctx: Context, run: k.Run, receptions: list[list[k.Recei
     excluded = 0
     slowest: dict[str, float] = {}
     for events in receptions:
-        started = next((e.at for e in events if e.type == "execution.started"), math.inf)
+        started = next((e.at for e in events if e.type == EventType.EXECUTION_STARTED), math.inf)
         for e in events:
-            if e.type != "node.completed" or e.node_id not in finished:
+            if e.type != EventType.NODE_COMPLETED or e.node_id not in finished:
                 continue
             done = finished[e.node_id]
             if done < started:
@@ -319,7 +321,7 @@ async def _fanout_once(ctx: Context, watchers: int) -> FanoutLevel:
     level.events = max((e.seq for r in receptions for e in r), default=0)
     want = list(range(1, level.events + 1))
     level.complete = sum(1 for r in receptions if [e.seq for e in r] == want
-                         and r and r[-1].type == "execution.completed")
+                         and r and r[-1].type == EventType.EXECUTION_COMPLETED)
     level.samples, _, level.slowest = await _event_samples(ctx, run, receptions)
     return level
 
@@ -530,7 +532,7 @@ class MemoryResult:
 
 async def _waiting(ctx: Context) -> int:
     response = await ctx.keel.http.get("/api/v1/Execution/",
-                                       params={"status": "waiting", "page_size": 1})
+                                       params={"status": ExecutionStatus.WAITING, "page_size": 1})
     return int(k.data(response)["total"])
 
 

@@ -1,114 +1,112 @@
-"""The database record of a run, folded from its events.
+"""The database record of a run: its events, and the rows folded from them.
 
-One writer path for execution state: events (from the run's stream) are stored
-and folded into the execution row and its node runs. Folding is idempotent:
-events already stored (by ``seq``) are skipped, so a retried or replayed sync
-changes nothing, and the record outlives Temporal's history retention.
+Two processes write an execution's record: the worker (the ``sync_execution``
+activity, after the workflow's milestones) and the API (``refresh``, when
+Temporal says a run closed without recording how, e.g. an operator terminated
+it; and the cancel of a run that never started). They follow one protocol, so
+they serialize instead of racing:
+
+1. Read the stream outside any transaction (``last_seq`` may be stale: that is
+   fine, the stream is append-only and re-reading is harmless).
+2. ``lock`` the execution row in a new transaction: its first statement is a write, so it takes the
+   row's lock on MySQL/MariaDB and the database's write lock on SQLite (waiting
+   for the other writer to commit), and every read after it is a locking read,
+   so it sees what the other writer committed.
+3. ``append`` the events newer than the stored ``seq`` and fold them into the
+   rows (the fold is given by the caller: ``workflows.record.fold``), then commit.
+
+Events already stored are skipped, so a retried or repeated write changes
+nothing; events always extend the stored ones without a gap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, MutableMapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.models import Execution, ExecutionEvent, NodeRun
-from workflows.events import EventType
-
-FINISHED = frozenset({"completed", "failed", "cancelled"})
-ACTIVE = ("pending", "running", "waiting")
 
 
-async def last_seq(session: AsyncSession, execution_id: int) -> int:
-    value = await session.scalar(
-        select(func.max(ExecutionEvent.seq)).where(ExecutionEvent.execution_id == execution_id)
-    )
+class StoredEvent(Protocol):
+    """What is stored of an event (``workflows.events.RecordedEvent`` has it)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def node_id(self) -> str | None: ...
+    @property
+    def ts(self) -> str: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+E = TypeVar("E", bound=StoredEvent)
+# Folds events into the execution row and its node runs (keyed by node id), making a
+# node run with the given factory when a node is seen for the first time.
+Fold = Callable[[Execution, MutableMapping[str, NodeRun], Sequence[E],
+                 Callable[[str], NodeRun]], None]
+
+
+class GapInEvents(RuntimeError):
+    """Events to store do not follow the stored ones: a bug, never settled by skipping."""
+
+
+async def last_seq(session: AsyncSession, execution_id: int, *, locking: bool = False) -> int:
+    """The newest stored event's seq (0: none); ``locking``: read as committed (under
+    ``lock``), whatever the transaction's snapshot."""
+    query = select(func.max(ExecutionEvent.seq)).where(ExecutionEvent.execution_id == execution_id)
+    value = await session.scalar(query.with_for_update() if locking else query)
     return int(value or 0)
 
 
-def _ts(event: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(str(event["ts"]))
+async def lock(session: AsyncSession, execution_id: int) -> Execution | None:
+    """Start a new transaction holding the execution's write lock until it ends, and
+    return the row as committed (None if it is gone). Whatever the session had not
+    committed is rolled back first: the lock must be the transaction's first statement."""
+    await session.rollback()
+    await session.execute(
+        update(Execution).where(Execution.id == execution_id)
+        .values(status=Execution.status).execution_options(synchronize_session=False)
+    )
+    execution: Execution | None = await session.scalar(
+        select(Execution).where(Execution.id == execution_id).with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return execution
 
 
-async def apply_events(session: AsyncSession, execution: Execution,
-                       events: list[dict[str, Any]]) -> int:
-    """Store events newer than what is stored and fold them in. Returns how many were new."""
-    done = await last_seq(session, execution.id)
-    fresh = [e for e in events if e["seq"] > done]
+async def append(session: AsyncSession, execution: Execution, events: Sequence[E],
+                 fold: Fold[E]) -> int:
+    """Store the events newer than the stored ones and fold them in; the caller holds
+    ``lock`` and commits. Returns how many were new."""
+    done = await last_seq(session, execution.id, locking=True)
+    fresh = [e for e in events if e.seq > done]
     if not fresh:
         return 0
+    if [e.seq for e in fresh] != list(range(done + 1, done + 1 + len(fresh))):
+        raise GapInEvents(f"execution {execution.id}: events {[e.seq for e in fresh]} "
+                          f"do not follow seq {done}")
     nodes = {
         run.node_id: run
         for run in await session.scalars(
-            select(NodeRun).where(NodeRun.execution_id == execution.id)
+            select(NodeRun).where(NodeRun.execution_id == execution.id).with_for_update()
+            .execution_options(populate_existing=True)
         )
     }
-    for event in fresh:
+    for item in fresh:
         session.add(ExecutionEvent(
-            execution_id=execution.id, seq=event["seq"], type=event["type"],
-            node_id=event.get("node_id"), ts=_ts(event), data=event.get("data") or {},
+            execution_id=execution.id, seq=item.seq, type=str(item.type), node_id=item.node_id,
+            ts=datetime.fromisoformat(item.ts), data=item.data,
         ))
-        _fold(execution, nodes, event)
+    fold(execution, nodes, fresh,
+         lambda node_id: NodeRun(execution_id=execution.id, node_id=node_id))
     for run in nodes.values():
         if run.id is None:
             session.add(run)
     return len(fresh)
-
-
-def _node(execution: Execution, nodes: dict[str, NodeRun], node_id: str) -> NodeRun:
-    if node_id not in nodes:
-        nodes[node_id] = NodeRun(execution_id=execution.id, node_id=node_id, status="pending",
-                                 attempts=0)
-    return nodes[node_id]
-
-
-def _fold(execution: Execution, nodes: dict[str, NodeRun], event: dict[str, Any]) -> None:
-    kind = event["type"]
-    data = event.get("data") or {}
-    ts = _ts(event)
-    node = _node(execution, nodes, event["node_id"]) if event.get("node_id") else None
-    finished = execution.status in FINISHED
-
-    if kind == EventType.EXECUTION_STARTED:
-        execution.started_at = execution.started_at or ts
-        if not finished:
-            execution.status = "running"
-    elif kind == EventType.NODE_STARTED and node:
-        node.status, node.started_at = "running", ts
-        node.attempts = max(node.attempts, 1)
-        node.finished_at, node.error = None, None
-    elif kind == EventType.NODE_RETRYING and node:
-        node.attempts = max(node.attempts, int(data.get("attempt", 0)))
-        node.error = data.get("error")
-    elif kind == EventType.NODE_COMPLETED and node:
-        node.status, node.finished_at, node.output = "completed", ts, data.get("output")
-        node.attempts = max(node.attempts, int(data.get("attempts", 1)))
-        node.error = None
-        node.reused = bool(data.get("reused"))
-    elif kind == EventType.NODE_FAILED and node:
-        node.status, node.finished_at, node.error = "failed", ts, data.get("error")
-        node.attempts = max(node.attempts, int(data.get("attempts", 1)))
-    elif kind == EventType.HUMAN_WAITING and node:
-        node.status = "waiting"
-        if not finished:
-            execution.status = "waiting"
-    elif kind == EventType.HUMAN_RESPONDED and not finished:
-        execution.status = "running"
-    elif kind in (EventType.EXECUTION_COMPLETED, EventType.EXECUTION_FAILED,
-                  EventType.EXECUTION_CANCELLED):
-        execution.status = {
-            EventType.EXECUTION_COMPLETED: "completed",
-            EventType.EXECUTION_FAILED: "failed",
-            EventType.EXECUTION_CANCELLED: "cancelled",
-        }[EventType(kind)]
-        execution.finished_at = ts
-        if kind == EventType.EXECUTION_COMPLETED:
-            execution.output = data.get("output")
-        elif kind == EventType.EXECUTION_FAILED:
-            execution.error = data.get("error")
-        for run in nodes.values():
-            if run.status in ("running", "waiting", "pending"):
-                run.status = "cancelled" if kind == EventType.EXECUTION_CANCELLED else "failed"
-                run.finished_at = ts

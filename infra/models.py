@@ -1,7 +1,8 @@
 """The app database. Alembic migrations (infra/migrations) create it; keep them in step.
 
-Every resource carries ``workspace_id``; a single default workspace (id 1)
-exists until access control arrives.
+Every resource carries ``workspace_id``. The default workspace (id 1) is made by the
+first migration; people (users) act in workspaces through memberships, services
+through API keys.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from infra.dbtypes import UTCDateTime, utcnow
+from infra.usd import USD_TYPE
 
 DEFAULT_WORKSPACE_ID = 1
 
@@ -38,13 +39,9 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-# Money: ten decimal places per row so that sums of many small calls stay exact.
-Money = Numeric(20, 10)
-
-
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, Decimal: Money}
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, Decimal: USD_TYPE}
 
 
 class Timestamps:
@@ -57,6 +54,64 @@ class Workspace(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Stored lower-cased: one account per address however it is typed.
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id (infra.security)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Membership(Base):
+    """A user's role in a workspace (infra.security.roles.Role)."""
+
+    __tablename__ = "memberships"
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A workspace's service credential. Only a keyed hash of the key is kept."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, for people
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # HMAC-SHA256, hex
+    # Who made it: a user, another key, or "operator" (the keel command line).
+    created_by_type: Mapped[str] = mapped_column(String(16))
+    created_by_id: Mapped[int | None] = mapped_column(Integer)
+    created_by_name: Mapped[str] = mapped_column(String(254), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()  # kept to the minute
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class WsTicket(Base):
+    """A single-use WebSocket ticket (for browsers, which cannot send headers there).
+
+    In the database so that any API replica can redeem it; redeeming deletes the row,
+    and only the one DELETE that removes it succeeds.
+    """
+
+    __tablename__ = "ws_tickets"
+    ticket_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal_type: Mapped[str] = mapped_column(String(16))  # "user" | "api_key"
+    principal_id: Mapped[int] = mapped_column(Integer)
+    workspace_id: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Agent(Timestamps, Base):
@@ -171,9 +226,15 @@ class Execution(Base):
     error: Mapped[str | None] = mapped_column(Text)
     temporal_workflow_id: Mapped[str | None] = mapped_column(String(200))
     temporal_run_id: Mapped[str | None] = mapped_column(String(64))
-    # A rerun: the execution it reran, and the node it was asked to run again from.
+    # Who created it: {"type": "user"|"api_key"|"operator", "id", "name"} in three columns.
+    created_by_type: Mapped[str | None] = mapped_column(String(16))
+    created_by_id: Mapped[int | None] = mapped_column(Integer)
+    created_by_name: Mapped[str | None] = mapped_column(String(254))
+    # The run this one reran (issue 11), else null.
     parent_execution_id: Mapped[int | None] = mapped_column(
-        ForeignKey("executions.id", ondelete="SET NULL"))
+        ForeignKey("executions.id", ondelete="SET NULL"), index=True)
+    # A rerun: the node it was asked to run again from (null: everything that can be
+    # reused is).
     rerun_from_node: Mapped[str | None] = mapped_column(String(64))
     # Usage is not kept here: the usage ledger (UsageRecord) is its one record.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -240,9 +301,9 @@ class UsageRecord(Base):
     total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    input_usd_per_mtok: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
-    output_usd_per_mtok: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
-    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    input_usd_per_mtok: Mapped[Decimal] = mapped_column(USD_TYPE, default=Decimal(0))
+    output_usd_per_mtok: Mapped[Decimal] = mapped_column(USD_TYPE, default=Decimal(0))
+    cost_usd: Mapped[Decimal] = mapped_column(USD_TYPE, default=Decimal(0))
     unpriced: Mapped[bool] = mapped_column(Boolean, default=False)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     ok: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -284,5 +345,5 @@ class Budget(Base):
     agent_id: Mapped[int | None] = mapped_column(
         ForeignKey("agents.id", ondelete="CASCADE"), index=True
     )
-    monthly_usd: Mapped[Decimal] = mapped_column(Money)
+    monthly_usd: Mapped[Decimal] = mapped_column(USD_TYPE)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -2,7 +2,8 @@
 
 ``Pricing.load(settings.pricing_file)`` gives the built-in table (``DEFAULT_PRICES``)
 with the settings file's entries laid over it; ``pricing.cost(usage, model)`` prices
-one call. Money is ``Decimal`` from the table to the ledger: no float ever touches it.
+one call. Prices and costs are USD as ``Decimal`` (see ``infra.usd``) from the table to the
+ledger: no float ever touches them.
 
 Patterns are fnmatch-style (``*``, ``?``, ``[...]``), matched against the lower-cased
 model name. When several match, the most specific wins: a pattern without wildcards
@@ -20,7 +21,7 @@ charged as output). So::
 
     cost = ((prompt - cached) * input + cached * cached_input + completion * output) / 1e6
 
-rounded half-even to 10 decimal places (the ledger's precision).
+rounded half-even to 10 decimal places (``infra.usd.USD_QUANTUM``, the ledger's precision).
 
 Models no pattern matches cost 0 and are flagged ``unpriced``, so reports can say
 their spend is unknown rather than pretend it is zero. The built-in offline model
@@ -57,9 +58,9 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from infra.usd import USD_QUANTUM
+
 MILLION = Decimal(1_000_000)
-# The ledger stores money with 10 decimal places (infra.models.Money).
-COST_QUANTUM = Decimal("1e-10")
 MAX_PRICE = Decimal(1_000_000)  # USD per million tokens; anything above is a typo
 MAX_PATTERN_LENGTH = 200
 
@@ -252,7 +253,7 @@ class Pricing:
         cached = min(_tokens(usage.cached_tokens, "cached_tokens"), prompt)
         total = ((prompt - cached) * price.input + cached * price.cached_input_or_input
                  + completion * price.output) / MILLION
-        return Cost(total.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN), price, False)
+        return Cost(total.quantize(USD_QUANTUM, rounding=ROUND_HALF_EVEN), price, False)
 
 
 def _tokens(value: int, name: str) -> int:
@@ -269,7 +270,7 @@ DEFAULT_PRICES: dict[str, Price] = {
 
 # -- the pricing file ------------------------------------------------------------------------
 
-def _money(value: Any, where: str) -> Decimal:
+def _usd_per_mtok(value: Any, where: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
         raise PricingError(f"{where} must be a number or a string such as \"0.15\", "
                            f"got {value!r}")
@@ -317,9 +318,9 @@ def parse_pricing(document: Any, source: str = "pricing file") -> tuple[bool, di
             raise PricingError(f"{where}: {missing[0]} (USD per million tokens) is missing")
         cached = entry.get("cached_input")
         prices[pattern.strip()] = Price(
-            _money(entry["input"], f"{where}.input"),
-            _money(entry["output"], f"{where}.output"),
-            None if cached is None else _money(cached, f"{where}.cached_input"),
+            _usd_per_mtok(entry["input"], f"{where}.input"),
+            _usd_per_mtok(entry["output"], f"{where}.output"),
+            None if cached is None else _usd_per_mtok(cached, f"{where}.cached_input"),
         )
     return replace, prices
 

@@ -14,8 +14,6 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from infra.pricing import Pricing, PricingError
-
 PLACEHOLDER_SECRET_KEY = "change-me-in-production"  # noqa: S105  (the value we refuse)
 
 
@@ -44,6 +42,40 @@ class Settings(BaseSettings):
     # warns at 10,240 and ends a run at 51,200), or sooner when Temporal suggests it.
     history_events_per_run: int = Field(default=5000, ge=100, le=10_000)
 
+    # -- Temporal beyond the dev server: a cluster or Temporal Cloud ------------------------
+    # TLS is on when temporal_tls is true or any TLS file or the API key is set. mTLS
+    # (self-hosted, Temporal Cloud with certificates): the client certificate and its key,
+    # both PEM files. The server's CA (PEM) when it is not in the system's trust store;
+    # the server name to verify when it differs from the address's host.
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
+    # Temporal Cloud API-key authentication (sent as a bearer token, over TLS).
+    temporal_api_key: SecretStr | None = None
+    # On SIGTERM a worker stops taking new tasks and gives in-flight activities this long
+    # to finish; after it, they are cancelled and Temporal retries them on another worker.
+    worker_shutdown_grace_s: float = Field(default=20.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _temporal_tls_complete(self) -> Settings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("KEEL_TEMPORAL_TLS_CERT and KEEL_TEMPORAL_TLS_KEY go together: "
+                             "set both (mTLS) or neither")
+        for env, path in (("KEEL_TEMPORAL_TLS_CERT", self.temporal_tls_cert),
+                          ("KEEL_TEMPORAL_TLS_KEY", self.temporal_tls_key),
+                          ("KEEL_TEMPORAL_TLS_CA", self.temporal_tls_ca)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{env}: {path} is not a readable file")
+        return self
+
+    @property
+    def temporal_uses_tls(self) -> bool:
+        return self.temporal_tls or self.temporal_api_key is not None or any(
+            value is not None for value in (self.temporal_tls_cert, self.temporal_tls_ca,
+                                            self.temporal_tls_server_name))
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     temporal_port: int = Field(default=7233, ge=1, le=65535)
@@ -60,6 +92,13 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
 
     secret_key: str = PLACEHOLDER_SECRET_KEY
+
+    # Access control. Access tokens (JWT) live this many seconds; a client signs in again.
+    access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    # After this many failed sign-ins for one email within login_lockout_s, the next ones
+    # get 429 until the window has passed (counted per API process).
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_lockout_s: int = Field(default=300, ge=1, le=86_400)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Requests whose body is larger than this get 413.
@@ -90,7 +129,7 @@ class Settings(BaseSettings):
         return value
 
     # JSON or TOML file of model prices laid over the built-in table (infra.pricing);
-    # empty: the built-in prices only. Read at start-up, so a bad file stops the process.
+    # empty: the built-in prices only. Read when the worker starts, so a bad file stops it.
     pricing_file: Path | None = None
 
     @field_validator("cors_origins", mode="before")
@@ -107,12 +146,12 @@ class Settings(BaseSettings):
 
     @field_validator("pricing_file")
     @classmethod
-    def _pricing_file_reads(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            try:
-                Pricing.load(value)
-            except PricingError as exc:
-                raise ValueError(f"KEEL_PRICING_FILE: {exc}") from None
+    def _pricing_file_exists(cls, value: Path | None) -> Path | None:
+        # Only that it is there: its content is checked by infra.pricing when the
+        # worker starts (settings import no domain module).
+        if value is not None and not value.is_file():
+            raise ValueError(f"KEEL_PRICING_FILE: cannot read the pricing file {value}: "
+                             "no such file")
         return value
 
     @field_validator("log_level", mode="before")
@@ -142,6 +181,17 @@ class Settings(BaseSettings):
         return (self.data_dir / "temporal.db").resolve()
 
 
+def with_development_key(settings: Settings) -> Settings:
+    """In development, the placeholder key is replaced by the installation's own random
+    key, made on first start in ``<data dir>/secret_key`` (0600). Production refuses the
+    placeholder (above); tests set their own key."""
+    if settings.environment != "development" or settings.secret_key != PLACEHOLDER_SECRET_KEY:
+        return settings
+    from infra.security.files import development_secret_key
+
+    return settings.model_copy(update={"secret_key": development_secret_key(settings.data_dir)})
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return with_development_key(Settings())

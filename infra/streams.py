@@ -1,49 +1,55 @@
-"""Reading a run's events out of its Temporal workflow stream.
+"""Reading a run's Temporal workflow stream at once, without waiting for new items.
 
-``read_events`` uses the stream's poll *query*: it answers at once with what is
-retained (open or closed run alike), which suits "give me everything after N".
-Live following is ``WorkflowStreamClient.subscribe`` (long-poll updates) in the
-API's event hub.
+The SDK's public reader, ``WorkflowStreamClient.subscribe``, follows a stream
+live: on an open run it long-polls with an *update* (which waits for new items
+and adds to the run's history). "Give me everything after N, now" needs the
+stream's poll *query*, which answers at once with what is retained, open or
+closed run alike. The SDK documents that query (``WorkflowStream``'s docstring)
+but exports neither its name nor the decoding of its wire items, so this module
+is the one place Keel relies on them; tests/infra/test_streams.py pins both
+against the installed SDK. Live following stays with ``subscribe`` (the API's
+event hub).
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TypeVar
 
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
-from temporalio.contrib.workflow_streams import PollInput, PollResult
+from temporalio.contrib.workflow_streams import PollInput, PollResult, WorkflowStreamItem
 
-# The stream's documented query for reading retained items without waiting.
+# The stream's query for reading retained items without waiting (private to the SDK).
 POLL_QUERY = "__temporal_workflow_stream_poll"
 
-
-def to_event(offset: int, data: Any) -> dict[str, Any]:
-    """A stream item as a watcher sees it: ``seq`` is the 1-based stream position."""
-    if not isinstance(data, dict):
-        data = {"type": "unknown", "data": {"value": data}}
-    return {"seq": offset + 1, **data}
+T = TypeVar("T")
 
 
-def _decode(client: Client, wire: str) -> Any:
+def decode_wire_item(client: Client, wire: str, result_type: type[T]) -> T:
+    """A poll result item's ``data``: base64 of a serialized ``Payload`` (SDK wire form)."""
     payload = Payload()
     payload.ParseFromString(base64.b64decode(wire))
-    return client.data_converter.payload_converter.from_payload(payload)
+    value: T = client.data_converter.payload_converter.from_payload(payload, result_type)
+    return value
 
 
-async def read_events(client: Client, workflow_id: str, after: int = 0,
-                      run_id: str | None = None) -> list[dict[str, Any]]:
-    """Every retained event with ``seq > after``, in order."""
-    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-    events: list[dict[str, Any]] = []
+async def read_stream(client: Client, temporal_workflow_id: str, topic: str, after: int,
+                      result_type: type[T], run_id: str | None = None
+                      ) -> list[WorkflowStreamItem[T]]:
+    """Every retained item of ``topic`` at offset ``>= after``, in order."""
+    handle = client.get_workflow_handle(temporal_workflow_id, run_id=run_id)
+    items: list[WorkflowStreamItem[T]] = []
     offset = after
     while True:
         result = await handle.query(
-            POLL_QUERY, PollInput(topics=[], from_offset=offset), result_type=PollResult
+            POLL_QUERY, PollInput(topics=[topic], from_offset=offset), result_type=PollResult
         )
-        events.extend(to_event(item.offset, _decode(client, item.data))
-                      for item in result.items)
+        items.extend(
+            WorkflowStreamItem(topic=item.topic, offset=item.offset,
+                               data=decode_wire_item(client, item.data, result_type))
+            for item in result.items
+        )
         offset = result.next_offset
         if not result.more_ready:
-            return events
+            return items

@@ -5,6 +5,9 @@
     keel worker    run a Temporal worker for Keel's workflows and activities
     keel up        the embedded platform: Temporal dev server + migrations + worker + API
     keel watch ID  print an execution's events live, one JSON object per line
+                   (with the API key in KEEL_API_KEY)
+    keel user create EMAIL --role ROLE     a user, member of a workspace
+    keel apikey create NAME --role ROLE    an API key, printed once
 
 Every command reads its configuration from ``KEEL_*`` environment variables or
 ``.env`` (see ``.env.example``); none takes configuration flags.
@@ -23,7 +26,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pydantic import ValidationError
 
 from infra.logging import configure_logging, get_logger
-from infra.settings import Settings
+from infra.settings import Settings, with_development_key
+from keel import accounts
 
 log = get_logger("keel.cli")
 
@@ -38,33 +42,22 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     log.info("migrating", database=make_url(url).render_as_string(hide_password=True))
     upgrade(url)
     log.info("database is at the latest revision")
+    if getattr(_args, "bootstrap", False):
+        accounts.bootstrap(settings)
     return 0
 
 
 def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.main import serve
 
-    from api.main import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,  # our JSON logging (configure_logging), not uvicorn's
-        # Open WebSockets must not hold a shutdown forever.
-        timeout_graceful_shutdown=5,
-        # Events are small JSON; compressing each one per watcher costs more CPU than
-        # it saves on loopback and LAN links.
-        ws_per_message_deflate=False,
-    )
+    serve(settings)
     return 0
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     from worker.main import run_worker
 
-    asyncio.run(run_worker(settings))
-    return 0
+    return asyncio.run(run_worker(settings))
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
@@ -74,33 +67,12 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
-    """Follow an execution over the API's WebSocket until it ends."""
-    import json
+    """Follow an execution over the API's WebSocket until it ends (keel.watch)."""
+    from keel.watch import watch
 
-    import websockets
-
-    base = (args.api or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
-    url = base.replace("http", "ws", 1) + f"/api/v1/Execution/ws/{args.execution_id}"
-    url += f"?after={args.after}"
-
-    async def follow() -> int:
-        try:
-            async with websockets.connect(url) as ws:
-                async for message in ws:
-                    sys.stdout.write(json.dumps(json.loads(message)) + "\n")
-                    sys.stdout.flush()
-                code, reason = ws.close_code, ws.close_reason
-        except websockets.ConnectionClosed as closed:
-            code, reason = closed.code, closed.reason
-        except OSError as exc:
-            sys.stderr.write(f"keel: cannot reach the API at {base}: {exc}\n")
-            return 1
-        if code != 1000:
-            sys.stderr.write(f"keel: the API closed the stream ({code}): {reason}\n")
-            return 1
-        return 0
-
-    return asyncio.run(follow())
+    # The key comes from the environment only: never a flag (shell history, ps).
+    return watch(settings, args.execution_id, after=args.after, api=args.api,
+                 api_key=os.environ.get("KEEL_API_KEY"))
 
 
 Handler = Callable[[Settings, argparse.Namespace], int]
@@ -113,7 +85,8 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "up": (cmd_up, "run everything locally in the foreground: Temporal dev server, "
                    "migrations, a worker and the API, with state under KEEL_DATA_DIR"),
     "watch": (cmd_watch, "print an execution's events live, one JSON object per line, "
-                         "until it ends"),
+                         "until it ends (the API key from KEEL_API_KEY)"),
+    **accounts.COMMANDS,
 }
 
 
@@ -135,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (handler, summary) in COMMANDS.items():
         command = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:])
         command.set_defaults(handler=handler)
+        accounts.add_arguments(name, command)
         if name == "watch":
             command.add_argument("execution_id", type=int, help="the execution to follow")
             command.add_argument("--after", type=int, default=0, metavar="SEQ",
@@ -156,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
+        if args.command not in ("up", "watch"):  # those two never use the key themselves
+            settings = with_development_key(settings)
     except ValidationError as exc:
         sys.stderr.write(f"keel: invalid settings: {_settings_errors(exc)}\n")
         return 2
@@ -176,6 +152,7 @@ def exit_without_teardown(code: int) -> None:
 
 def run() -> None:
     """The console script's entry point."""
+    os.umask(0o077)  # what Keel writes (databases, logs, keys) is its owner's alone
     exit_without_teardown(main())
 
 

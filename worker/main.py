@@ -6,15 +6,17 @@ import asyncio
 import signal
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.nodes import NodeActivities
+from activities.record import RecordActivities
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
-from infra.temporal import connect
+from infra.temporal import SearchAttributesMissing, connect, ensure_search_attributes
 from workflows.execution import ExecutionWorkflow
 
 log = get_logger("keel.worker")
@@ -27,15 +29,14 @@ PASSTHROUGH_MODULES = (
     "langchain_core",
     "langsmith",
     "workflows.contracts",
+    "workflows.errors",
     "workflows.events",
     "workflows.definition",
+    "workflows.status",
     "workflows.templates",
     "workflows.loops",
     "workflows.memo",
 )
-# In-flight activities get this long to finish on shutdown; after it, Temporal
-# retries them on another worker.
-GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -44,25 +45,35 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_worker(client: Client, settings: Settings, activities: NodeActivities,
-                 **options: object) -> Worker:
+def build_worker(client: Client, settings: Settings,
+                 sessions: async_sessionmaker[AsyncSession], **options: object) -> Worker:
+    """The worker of execution workflows, with the node activities and the record's."""
+    nodes = NodeActivities(settings, sessions)
+    record = RecordActivities(sessions)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ExecutionWorkflow],
-        activities=[activities.llm_call, activities.call_tool, activities.sync_execution],
+        activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
         workflow_runner=workflow_runner(),
-        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        # Drain: on shutdown, no new tasks; in-flight activities get this long to finish,
+        # then are cancelled and Temporal retries them on another worker.
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
         **options,  # type: ignore[arg-type]
     )
 
 
-async def run_worker(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+async def run_worker(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM, then drain; the process's exit code."""
     configure_logging(settings.log_level, settings.log_format)
-    engine = create_engine(settings.resolved_database_url)
     client = await connect(settings)
-    worker = build_worker(client, settings, NodeActivities(settings, session_factory(engine)))
+    try:
+        await ensure_search_attributes(client, settings)
+    except SearchAttributesMissing as exc:
+        log.error("cannot start the worker", reason=str(exc))
+        return 2
+    engine = create_engine(settings.resolved_database_url)
+    worker = build_worker(client, settings, session_factory(engine))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,8 +83,9 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with worker:
             await stop.wait()
-            log.info("worker stopping; letting in-flight activities finish",
-                     grace_s=GRACEFUL_SHUTDOWN.total_seconds())
+            log.info("worker draining: no new tasks; in-flight activities may finish",
+                     grace_s=settings.worker_shutdown_grace_s)
     finally:
         await engine.dispose()
         log.info("worker stopped")
+    return 0

@@ -1,15 +1,26 @@
-"""What the workflow and the activities pass each other: one pydantic model each way.
+"""What the workflow and the activities pass each other: one pydantic model each way,
+and the activities themselves, declared by name and signature.
 
-Pure data (no I/O), so the workflow sandbox can import it. Add fields with
-defaults only: runs in flight carry the old shape in their history.
+Pure (no I/O), so the workflow sandbox can import it. Add fields with defaults
+only: runs in flight carry the old shape in their history.
+
+The workflow calls activities by reference to the declarations at the end of
+this module (``workflow.execute_activity(llm_call, ...)``); the worker registers
+the implementations in ``activities/``, which are declared with the same names
+(``ActivityName``). A declaration's body never runs. Registered names must not
+change: recorded histories schedule activities by name.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamState
+
+from workflows.status import ExecutionStatus
 
 
 class AgentSpec(BaseModel):
@@ -70,7 +81,7 @@ class ExecutionInput(BaseModel):
 
 
 class ExecutionResult(BaseModel):
-    status: Literal["completed", "failed", "cancelled"]
+    status: ExecutionStatus
     output: Any = None
     error: str | None = None
 
@@ -136,3 +147,28 @@ class HumanResponse(BaseModel):
     action: Literal["approve", "reject"]
     comment: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ActivityName(StrEnum):
+    LLM_CALL = "keel.llm_call"
+    CALL_TOOL = "keel.call_tool"
+    SYNC_EXECUTION = "keel.sync_execution"
+
+
+@activity.defn(name=ActivityName.LLM_CALL.value)
+async def llm_call(params: LlmCallInput) -> LlmCallResult:
+    """One model call of an agent node (``activities.nodes.NodeActivities.llm_call``)."""
+    raise NotImplementedError("a declaration: the worker runs the registered activity")
+
+
+@activity.defn(name=ActivityName.CALL_TOOL.value)
+async def call_tool(params: ToolCallInput) -> ToolCallResult:
+    """One tool call (``activities.nodes.NodeActivities.call_tool``)."""
+    raise NotImplementedError("a declaration: the worker runs the registered activity")
+
+
+@activity.defn(name=ActivityName.SYNC_EXECUTION.value)
+async def sync_execution(params: SyncInput) -> int:
+    """Fold the run's events into its database record
+    (``activities.record.RecordActivities.sync_execution``)."""
+    raise NotImplementedError("a declaration: the worker runs the registered activity")

@@ -54,18 +54,21 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from langchain_core.runnables import RunnableConfig
     from langgraph.graph import END, START, StateGraph
+    from pydantic import BaseModel
 
     from workflows.contracts import (
         ExecutionInput,
         ExecutionResult,
         HumanResponse,
         LlmCallInput,
-        LlmCallResult,
         MemoEntry,
         SyncInput,
         ToolCallInput,
         ToolCallResult,
         ToolSpec,
+        call_tool,
+        llm_call,
+        sync_execution,
     )
     from workflows.definition import (
         AgentNode,
@@ -75,22 +78,27 @@ with workflow.unsafe.imports_passed_through():
         RetrySpec,
         ToolNode,
     )
-    from workflows.events import EVENTS_TOPIC, EventType, event
+    from workflows.errors import NON_RETRYABLE, ErrorType
+    from workflows.events import (
+        EVENTS_TOPIC,
+        Event,
+        EventType,
+        ExecutionCompleted,
+        ExecutionFailed,
+        NodeCompleted,
+        NodeFailed,
+        event,
+    )
     from workflows.loops import step_limit
     from workflows.memo import MemoNode, memo_key
+    from workflows.status import ExecutionStatus
     from workflows.templates import matches, render_text, render_value
-
-# Activity names: the worker registers the functions under these.
-LLM_CALL = "keel.llm_call"
-CALL_TOOL = "keel.call_tool"
-SYNC_EXECUTION = "keel.sync_execution"
 
 DEFAULT_AGENT_TIMEOUT = timedelta(minutes=5)
 DEFAULT_TOOL_TIMEOUT = timedelta(minutes=2)
 HEARTBEAT_TIMEOUT = timedelta(seconds=5)
 SYNC_TIMEOUT = timedelta(seconds=60)
 REPLAY_SLICE = 100  # supersteps replayed through the memo per workflow task
-NON_RETRYABLE = ["NonRetryable", "BudgetExceeded", "InvalidRequest"]
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -103,7 +111,7 @@ class RunState(TypedDict, total=False):
     nodes: Annotated[dict[str, Any], _merge]
 
 
-class NodeFailed(Exception):
+class NodeFailure(Exception):
     """A node failed for good: the execution fails with this message."""
 
     def __init__(self, node_id: str, message: str) -> None:
@@ -118,7 +126,7 @@ def _retry_policy(spec: RetrySpec | None, *, at_most_once: bool = False) -> Retr
         backoff_coefficient=spec.backoff,
         maximum_interval=timedelta(seconds=spec.max_interval_s) if spec.max_interval_s else None,
         maximum_attempts=1 if at_most_once else spec.max_attempts,
-        non_retryable_error_types=NON_RETRYABLE,
+        non_retryable_error_types=[str(error_type) for error_type in NON_RETRYABLE],
     )
 
 
@@ -146,7 +154,7 @@ class ExecutionWorkflow:
     @workflow.init
     def __init__(self, params: ExecutionInput) -> None:
         self.stream = WorkflowStream(prior_state=params.stream_state)
-        self.events = self.stream.topic(EVENTS_TOPIC)
+        self.events = self.stream.topic(EVENTS_TOPIC, type=Event)
         self.params = params
         self.memo: dict[str, MemoEntry] = dict(params.memo)
         self.step = 0  # the LangGraph superstep running now
@@ -167,7 +175,8 @@ class ExecutionWorkflow:
     def _validate_respond(self, response: HumanResponse) -> None:
         if response.node_id not in self.waiting:
             raise ApplicationError(
-                f"node {response.node_id!r} is not waiting for a response", type="NotWaiting"
+                f"node {response.node_id!r} is not waiting for a response",
+                type=ErrorType.NOT_WAITING.value,
             )
 
     @workflow.query(name="waiting_nodes")
@@ -184,11 +193,12 @@ class ExecutionWorkflow:
             if not params.continued:
                 self._emit(EventType.EXECUTION_STARTED, data={"input": params.input})
             final = await self._drive(graph, definition)
-        except NodeFailed as failed:
-            self._emit(EventType.EXECUTION_FAILED, failed.node_id, {"error": str(failed)})
+        except NodeFailure as failed:
+            self._emit(EventType.EXECUTION_FAILED, failed.node_id,
+                       ExecutionFailed(error=str(failed)))
             await self._sync()
             raise ApplicationError(
-                str(failed), type="ExecutionFailed", non_retryable=True
+                str(failed), type=ErrorType.EXECUTION_FAILED.value, non_retryable=True
             ) from None
         except BaseException as exc:
             # A cancel reaches us as CancelledError, or as the ActivityError of the node
@@ -201,15 +211,16 @@ class ExecutionWorkflow:
                 raise  # not ours to handle (the SDK's own control flow)
             message = f"the engine failed: {type(exc).__name__}: {exc}"
             workflow.logger.exception("execution failed inside the workflow")
-            self._emit(EventType.EXECUTION_FAILED, data={"error": message})
+            self._emit(EventType.EXECUTION_FAILED, data=ExecutionFailed(error=message))
             await self._sync()
-            raise ApplicationError(message, type="EngineError", non_retryable=True) from None
+            raise ApplicationError(message, type=ErrorType.ENGINE_ERROR.value,
+                                   non_retryable=True) from None
         if final is None:
             await self._continue_as_new()
         output = self._output(definition, final.get("nodes", {}))
-        self._emit(EventType.EXECUTION_COMPLETED, data={"output": output})
+        self._emit(EventType.EXECUTION_COMPLETED, data=ExecutionCompleted(output=output))
         await self._sync()
-        return ExecutionResult(status="completed", output=output)
+        return ExecutionResult(status=ExecutionStatus.COMPLETED, output=output)
 
     async def _drive(self, graph: Any, definition: Definition) -> dict[str, Any] | None:
         """Run the graph superstep by superstep. Returns its final state, or None when the
@@ -273,7 +284,7 @@ class ExecutionWorkflow:
         return outputs or None
 
     def _emit(self, kind: EventType, node_id: str | None = None,
-              data: dict[str, Any] | None = None) -> None:
+              data: BaseModel | dict[str, Any] | None = None) -> None:
         if self.replaying:
             return  # these events were published by an earlier run of the chain
         self.events.publish(event(kind, workflow.now().isoformat(), node_id, data))
@@ -281,7 +292,7 @@ class ExecutionWorkflow:
     async def _sync(self) -> None:
         """Fold the events so far into the database record of the run."""
         await workflow.execute_activity(
-            SYNC_EXECUTION,
+            sync_execution,
             SyncInput(execution_id=self.params.execution_id),
             start_to_close_timeout=SYNC_TIMEOUT,
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
@@ -348,12 +359,10 @@ class ExecutionWorkflow:
             self.memo[key] = MemoEntry(output=result.get("output"),
                                        attempts=result.get("attempts", 1),
                                        from_execution=self.params.execution_id)
-            self._emit(EventType.NODE_COMPLETED, node_id, {
-                "output": result.get("output"),
-                "duration_ms": duration_ms,
-                "attempts": result.get("attempts", 1),
-                "memo_key": key,
-            })
+            self._emit(EventType.NODE_COMPLETED, node_id, NodeCompleted(
+                output=result.get("output"), duration_ms=duration_ms,
+                attempts=result.get("attempts", 1), memo_key=key,
+            ))
             return {"nodes": {node_id: result}}
 
         return run
@@ -365,10 +374,10 @@ class ExecutionWorkflow:
         self.finished.append(node_id)
         if kept.from_execution != self.params.execution_id:
             self._emit(EventType.NODE_STARTED, node_id, {"reused": True})
-            self._emit(EventType.NODE_COMPLETED, node_id, {
-                "output": kept.output, "duration_ms": 0, "attempts": kept.attempts,
-                "memo_key": key, "reused": True, "from_execution": kept.from_execution,
-            })
+            self._emit(EventType.NODE_COMPLETED, node_id, NodeCompleted(
+                output=kept.output, duration_ms=0, attempts=kept.attempts, memo_key=key,
+                reused=True, from_execution=kept.from_execution,
+            ))
         return {"nodes": {node_id: {"output": kept.output, "attempts": kept.attempts}}}
 
     def _agent(self, node: AgentNode) -> Callable[[RunState, int], Awaitable[dict[str, Any]]]:
@@ -390,14 +399,13 @@ class ExecutionWorkflow:
             attempts = 1
             for call_index in range(agent.max_iterations):
                 try:
-                    reply: LlmCallResult = await workflow.execute_activity(
-                        LLM_CALL,
+                    reply = await workflow.execute_activity(
+                        llm_call,
                         LlmCallInput(execution_id=self.params.execution_id,
                                      workflow_id=self.params.workflow_id, node_id=node.id,
                                      agent=agent, messages=messages, tools=tools,
                                      call_index=call_index, visit=visit,
                                      workspace_id=self.params.workspace_id),
-                        result_type=LlmCallResult,
                         activity_id=f"{node.id}/{visit}/llm/{call_index}",
                         summary=f"{node.id}: {agent.name} ({agent.model})",
                         start_to_close_timeout=timeout,
@@ -461,14 +469,13 @@ class ExecutionWorkflow:
         with ok=False: a tool node fails on it, an agent hands it back to its model."""
         at_most_once = tool.config.get("delivery") == "at_most_once"
         try:
-            result: ToolCallResult = await workflow.execute_activity(
-                CALL_TOOL,
+            result = await workflow.execute_activity(
+                call_tool,
                 ToolCallInput(execution_id=self.params.execution_id,
                               workflow_id=self.params.workflow_id, node_id=node_id, tool=tool,
                               arguments=arguments, call_id=call_id, agent_id=agent_id,
                               visit=visit, call_index=call_index,
                               workspace_id=self.params.workspace_id),
-                result_type=ToolCallResult,
                 activity_id=activity_id,
                 summary=f"{node_id}: tool {tool.name}",
                 start_to_close_timeout=timedelta(seconds=timeout_s) if timeout_s
@@ -521,7 +528,7 @@ class ExecutionWorkflow:
                                  "has no default")
             self._emit(EventType.NODE_STARTED, node.id)
             self._emit(EventType.NODE_COMPLETED, node.id,
-                       {"output": {"route": chosen}, "duration_ms": 0, "attempts": 1})
+                       NodeCompleted(output={"route": chosen}, duration_ms=0, attempts=1))
             return {"nodes": {node.id: {"output": {"route": chosen}}}}
 
         return run
@@ -574,9 +581,9 @@ class ExecutionWorkflow:
 
         return route
 
-    def _fail(self, node_id: str, message: str, attempts: int = 1) -> NodeFailed:
-        self._emit(EventType.NODE_FAILED, node_id, {"error": message, "attempts": attempts})
-        return NodeFailed(node_id, message)
+    def _fail(self, node_id: str, message: str, attempts: int = 1) -> NodeFailure:
+        self._emit(EventType.NODE_FAILED, node_id, NodeFailed(error=message, attempts=attempts))
+        return NodeFailure(node_id, message)
 
 
 def _add_node(graph: Any, node_id: str,

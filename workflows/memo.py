@@ -27,6 +27,7 @@ from typing import Any
 
 from workflows.contracts import ExecutionInput, MemoEntry
 from workflows.definition import AgentNode, Definition, HumanNode, ToolNode
+from workflows.events import Event, EventType, NodeCompleted
 from workflows.templates import PLACEHOLDER, lookup
 
 MemoNode = AgentNode | ToolNode | HumanNode
@@ -107,18 +108,19 @@ def downstream(definition: Definition, node_id: str) -> set[str]:
     return seen
 
 
-def seed_from_events(execution_id: int, events: Iterable[dict[str, Any]],
+def seed_from_events(execution_id: int, events: Iterable[Event],
                      rerun: set[str]) -> dict[str, MemoEntry]:
     """A rerun's memo: the node visits its parent completed (from the parent's recorded
     ``node.completed`` events), except those of the nodes in ``rerun``."""
     memo: dict[str, MemoEntry] = {}
-    for event in events:
-        data = event.get("data") or {}
-        key = data.get("memo_key")
-        if event.get("type") != "node.completed" or not key or event.get("node_id") in rerun:
+    for item in events:
+        if item.type != EventType.NODE_COMPLETED or item.node_id in rerun:
             continue
-        memo[str(key)] = MemoEntry(
-            output=data.get("output"), attempts=int(data.get("attempts", 1)),
-            from_execution=int(data.get("from_execution") or execution_id),
+        completed = NodeCompleted.model_validate(item.data)
+        if not completed.memo_key:
+            continue
+        memo[completed.memo_key] = MemoEntry(
+            output=completed.output, attempts=completed.attempts,
+            from_execution=completed.from_execution or execution_id,
         )
     return memo

@@ -25,11 +25,11 @@ from api.schemas.common import MAX_DB_ID, Envelope, error_responses, ok
 from infra import ledger
 from infra.dbtypes import utcnow
 from infra.models import Agent
+from infra.usd import usd_text
 
 router = APIRouter(prefix="/api/v1/Billing", tags=["Billing"], responses=error_responses(422))
 
 DEFAULT_RANGE = timedelta(days=30)
-money = ledger.money
 
 TIME_HELP = ("ISO 8601 date or date-time (2025-06-01, 2025-06-01T12:00:00Z, "
              "2025-06-01T14:00:00%2B02:00); without an offset it is UTC.")
@@ -110,7 +110,7 @@ async def get_usage(session: SessionDep, filters: FiltersDep) -> dict[str, Any]:
     return ok(UsageReport(
         **_range(f), prompt_tokens=totals.prompt_tokens,
         completion_tokens=totals.completion_tokens, total_tokens=totals.total_tokens,
-        cost_usd=money(totals.cost_usd), llm_calls=totals.llm_calls,
+        cost_usd=usd_text(totals.cost_usd), llm_calls=totals.llm_calls,
         tool_calls=totals.tool_calls, executions=totals.executions,
         unpriced_calls=totals.unpriced_calls,
     ).model_dump(mode="json"))
@@ -123,7 +123,7 @@ async def get_agent_breakdown(session: SessionDep, filters: FiltersDep) -> dict[
     items = [
         AgentUsageItem(agent_id=a.agent_id, agent_name=a.agent_name,
                        prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens,
-                       total_tokens=a.total_tokens, cost_usd=money(a.cost_usd),
+                       total_tokens=a.total_tokens, cost_usd=usd_text(a.cost_usd),
                        llm_calls=a.llm_calls, tool_calls=a.tool_calls,
                        unpriced=a.unpriced_calls > 0, unpriced_models=a.unpriced_models)
         for a in await ledger.agent_breakdown(session, f)
@@ -147,7 +147,7 @@ async def get_usage_history(
     buckets = await ledger.usage_history(session, f, granularity)
     items = [HistoryBucket(bucket_start=b.bucket_start, prompt_tokens=b.prompt_tokens,
                            completion_tokens=b.completion_tokens, total_tokens=b.total_tokens,
-                           cost_usd=money(b.cost_usd), llm_calls=b.llm_calls,
+                           cost_usd=usd_text(b.cost_usd), llm_calls=b.llm_calls,
                            tool_calls=b.tool_calls) for b in buckets]
     return ok(UsageHistory(**_range(f), granularity=granularity, items=items)
               .model_dump(mode="json"))
@@ -157,9 +157,9 @@ def _line(state: ledger.BudgetState) -> BudgetLine:
     remaining = state.remaining_usd
     return BudgetLine(
         agent_id=state.agent_id, agent_name=state.agent_name,
-        monthly_usd=None if state.monthly_usd is None else money(state.monthly_usd),
-        spent_usd=money(state.spent_usd),
-        remaining_usd=None if remaining is None else money(remaining),
+        monthly_usd=None if state.monthly_usd is None else usd_text(state.monthly_usd),
+        spent_usd=usd_text(state.spent_usd),
+        remaining_usd=None if remaining is None else usd_text(remaining),
         exhausted=state.exhausted, updated_at=state.updated_at)
 
 

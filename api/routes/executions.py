@@ -10,39 +10,35 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from api.crud import get_or_404, paginate
 from api.deps import PageDep, SessionDep, SettingsDep, TemporalDep, WorkspaceDep
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
+from api.resources import get_or_404, paginate
 from api.schemas.common import Envelope, Page, error_responses, ok
 from api.schemas.executions import (
+    CloseCode,
     EventPage,
     ExecutionCreate,
     ExecutionOut,
     NodeRunOut,
     RerunBody,
     SignalBody,
-    Status,
     TemporalRef,
     UsageOut,
 )
 from api.services import executions as execution_service
-from api.services.event_hub import EventHub, public_event, stored_events
+from api.services.event_hub import Draining, EventHub, public_event, stored_events
 from api.services.problems import execution_ids_with_problems
-from infra.execution_store import FINISHED, last_seq
-from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage, money
+from infra.execution_store import last_seq
+from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage
 from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
 from infra.settings import Settings
-from infra.streams import read_events
 from infra.temporal import ui_url
+from infra.usd import usd_text
 from workflows.contracts import HumanResponse
+from workflows.execution import ExecutionWorkflow
+from workflows.status import FINISHED, ExecutionStatus, NodeStatus
 
 router = APIRouter(prefix="/api/v1/Execution", tags=["Execution"])
-
-CLOSE_NORMAL = 1000
-CLOSE_ERROR = 1011
-CLOSE_BAD_AFTER = 4400
-CLOSE_UNKNOWN = 4404
-
 
 NODE_COLUMNS = (NodeRun.execution_id, NodeRun.node_id, NodeRun.status, NodeRun.attempts,
                 NodeRun.started_at, NodeRun.finished_at, NodeRun.output, NodeRun.error,
@@ -67,25 +63,25 @@ async def render(session: AsyncSession, settings: Settings, execution: Execution
         nodes = (await node_runs(session, [execution.id]))[execution.id]
     if usage is None:
         usage = (await execution_usage(session, [execution.id]))[execution.id]
-    temporal_id = execution.temporal_workflow_id
+    run_key = execution.temporal_workflow_id
     return ExecutionOut(
         id=execution.id,
         workflow_id=execution.workflow_id,
         workflow_version=execution.workflow_version,
-        status=execution.status,  # type: ignore[arg-type]
+        status=ExecutionStatus(execution.status),
         input=execution.input,
         output=execution.output,
         error=execution.error,
-        nodes=[NodeRunOut(node_id=n.node_id, status=n.status, attempts=n.attempts,
+        nodes=[NodeRunOut(node_id=n.node_id, status=NodeStatus(n.status), attempts=n.attempts,
                           started_at=n.started_at, finished_at=n.finished_at, output=n.output,
                           error=n.error, reused=bool(n.reused)) for n in nodes],
         usage=UsageOut(prompt_tokens=usage.prompt_tokens,
                        completion_tokens=usage.completion_tokens,
-                       cost_usd=money(usage.cost_usd)),
+                       cost_usd=usd_text(usage.cost_usd)),
         temporal=TemporalRef(
-            workflow_id=temporal_id, run_id=execution.temporal_run_id,
-            ui_url=ui_url(settings, temporal_id, execution.temporal_run_id)
-            if temporal_id else None,
+            workflow_id=run_key, run_id=execution.temporal_run_id,
+            ui_url=ui_url(settings, run_key, execution.temporal_run_id)
+            if run_key else None,
             problems=problems or [],
         ),
         created_at=execution.created_at,
@@ -117,7 +113,8 @@ async def create_execution(body: ExecutionCreate, session: SessionDep, settings:
     if blocked:
         raise PaymentRequired(f"new executions are refused: {blocked}")
     execution = Execution(workspace_id=workspace_id, workflow_id=workflow.id,
-                          workflow_version=version, status="pending", input=body.input)
+                          workflow_version=version, status=ExecutionStatus.PENDING,
+                          input=body.input)
     session.add(execution)
     await session.commit()
     if body.start:
@@ -130,7 +127,8 @@ async def create_execution(body: ExecutionCreate, session: SessionDep, settings:
             summary="List executions, newest first")
 async def list_executions(
     session: SessionDep, settings: SettingsDep, temporal: TemporalDep,
-    workspace_id: WorkspaceDep, page: PageDep, status: Annotated[Status | None, Query()] = None,
+    workspace_id: WorkspaceDep, page: PageDep,
+    status: Annotated[ExecutionStatus | None, Query()] = None,
     workflow_id: Annotated[int | None, Query()] = None,
     problems: Annotated[bool | None, Query(
         description="true: only runs Temporal reports as unable to advance "
@@ -192,7 +190,7 @@ async def rerun_execution(execution_id: int, body: RerunBody, session: SessionDe
 async def start_execution(execution_id: int, session: SessionDep, settings: SettingsDep,
                           temporal: TemporalDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
     execution = await _load(session, execution_id, workspace_id)
-    if execution.status == "pending":
+    if execution.status == ExecutionStatus.PENDING:
         blocked = await execution_budget_block(session, workspace_id, execution.workflow_id,
                                                execution.workflow_version)
         if blocked:
@@ -212,9 +210,10 @@ async def cancel_execution(execution_id: int, session: SessionDep, settings: Set
         raise Conflict(f"execution {execution.id} already {execution.status}; "
                        "there is nothing to cancel")
     if execution.temporal_workflow_id is None:
-        await execution_service.cancel_pending(session, execution)
+        cancelled = await execution_service.cancel_pending(session, execution)
         await session.commit()
-        return ok(await render(session, settings, execution))
+        if cancelled or execution.temporal_workflow_id is None:
+            return ok(await render(session, settings, execution))
     try:
         # No run id: the chain's current run, wherever continue-as-new has got to.
         await temporal.get_workflow_handle(execution.temporal_workflow_id).cancel()
@@ -234,9 +233,14 @@ async def signal_execution(execution_id: int, body: SignalBody, session: Session
     if execution.status in FINISHED or execution.temporal_workflow_id is None:
         raise Conflict(f"execution {execution.id} is {execution.status}; "
                        f"node {body.node_id!r} is not waiting")
-    handle = temporal.get_workflow_handle(execution.temporal_workflow_id)
+    # No run id: the chain's current run, wherever continue-as-new has got to.
+    handle = temporal.get_workflow_handle_for(ExecutionWorkflow.run,
+                                              execution.temporal_workflow_id)
     try:
-        await handle.execute_update("respond", HumanResponse(**body.model_dump()))
+        # By reference to the workflow's update; the SDK types an async update's result as
+        # its coroutine, hence the ignore.
+        await handle.execute_update(  # type: ignore[unused-coroutine]
+            ExecutionWorkflow.respond, HumanResponse(**body.model_dump()))
     except WorkflowUpdateFailedError as exc:
         raise Conflict(str(exc.cause) if exc.cause else str(exc)) from exc
     except RPCError as exc:
@@ -258,12 +262,13 @@ async def list_events(execution_id: int, session: SessionDep, temporal: Temporal
     if execution.status not in FINISHED and execution.temporal_workflow_id:
         with contextlib.suppress(RPCError, TimeoutError):
             live = await asyncio.wait_for(
-                read_events(temporal, execution.temporal_workflow_id, max(after, stored_up_to)),
+                execution_service.read_events(
+                    temporal, execution.temporal_workflow_id, max(after, stored_up_to)),
                 execution_service.TEMPORAL_TIMEOUT_S,
             )
             items.extend(live)
     return ok({"items": [public_event(execution.id, i) for i in items],
-               "next": items[-1]["seq"] if items else after})
+               "next": items[-1].seq if items else after})
 
 
 @router.websocket("/ws/{execution_id}")
@@ -272,13 +277,13 @@ async def watch_execution(websocket: WebSocket, execution_id: int) -> None:
     await websocket.accept()
     raw_after = websocket.query_params.get("after", "0")
     if not raw_after.isdigit():
-        await websocket.close(CLOSE_BAD_AFTER, "after must be a whole number >= 0")
+        await websocket.close(CloseCode.BAD_AFTER, "after must be a whole number >= 0")
         return
     app = websocket.app
     async with app.state.sessions() as session:
         execution = await session.get(Execution, execution_id)
     if execution is None:
-        await websocket.close(CLOSE_UNKNOWN, f"execution {execution_id} does not exist")
+        await websocket.close(CloseCode.UNKNOWN, f"execution {execution_id} does not exist")
         return
     hub: EventHub = app.state.event_hub
 
@@ -302,6 +307,10 @@ async def watch_execution(websocket: WebSocket, execution_id: int) -> None:
     if sender in done:
         error = sender.exception()
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await websocket.close(CLOSE_ERROR if error else CLOSE_NORMAL,
-                                  str(error)[:120] if error else None)
+            if isinstance(error, Draining):  # this replica stops: resume on another
+                await websocket.close(CloseCode.RESTART,
+                                      "server restarting; reconnect with after")
+            else:
+                await websocket.close(CloseCode.ERROR if error else CloseCode.NORMAL,
+                                      str(error)[:120] if error else None)
 

@@ -1,6 +1,14 @@
+"""``GET /health``: the database, Temporal and the workers polling Keel's task queue.
+
+Degraded (503) while any of them is missing: with no worker polling, runs would be
+accepted and wait. The Temporal answer (DescribeTaskQueue's pollers) is cached for
+a moment, so frequent probes from load balancers stay cheap.
+"""
+
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -17,6 +25,7 @@ from api.services.problems import count_runs_with_problems
 
 router = APIRouter(tags=["Health"])
 CHECK_TIMEOUT_S = 3.0
+TEMPORAL_CACHE_S = 2.0
 
 
 class Health(BaseModel):
@@ -37,7 +46,22 @@ async def _db(request: Request) -> str:
         return f"error: {type(exc).__name__}: {exc}"[:300]
 
 
-async def _temporal(request: Request) -> tuple[str, int]:
+async def _temporal(request: Request) -> tuple[str, int, int]:
+    """Temporal's state, the number of workers polling and of runs Temporal reports as
+    unable to advance, from the last few seconds."""
+    state = request.app.state
+    cached: tuple[float, tuple[str, int, int]] | None = getattr(state, "health_temporal", None)
+    if cached is not None and time.monotonic() - cached[0] < TEMPORAL_CACHE_S:
+        return cached[1]
+    temporal, workers = await _describe_task_queue(request)
+    stuck = await count_runs_with_problems(state.temporal, state.settings.workflow_id_prefix) \
+        if temporal == "ok" else 0
+    answer = (temporal, workers, stuck)
+    state.health_temporal = (time.monotonic(), answer)
+    return answer
+
+
+async def _describe_task_queue(request: Request) -> tuple[str, int]:
     settings = request.app.state.settings
     client = request.app.state.temporal
     try:
@@ -63,17 +87,18 @@ async def _temporal(request: Request) -> tuple[str, int]:
 
 @router.get("/health", response_model=Envelope[Health],
             responses={503: {"model": Envelope[Health]}},
-            summary="Database, Temporal and worker status (503 when degraded)")
+            summary="Database, Temporal and worker status (503 when degraded: no worker too)")
 async def health(request: Request) -> Any:
-    db, (temporal, workers) = await asyncio.gather(_db(request), _temporal(request))
-    stuck = await count_runs_with_problems(request.app.state.temporal,
-                                           request.app.state.settings.workflow_id_prefix) \
-        if temporal == "ok" else 0
-    healthy = db == "ok" and temporal == "ok"
+    db, (temporal, workers, stuck) = await asyncio.gather(_db(request), _temporal(request))
+    healthy = db == "ok" and temporal == "ok" and workers > 0
     data = Health(status="ok" if healthy else "degraded", db=db, temporal=temporal,
                   workers=workers, runs_with_problems=stuck)
-    failing = "; ".join(f"{name} {state}" for name, state in (("db", db), ("temporal", temporal))
-                        if state != "ok")
+    problems = [f"{name} {state}" for name, state in (("db", db), ("temporal", temporal))
+                if state != "ok"]
+    if temporal == "ok" and workers == 0:
+        queue = request.app.state.settings.task_queue
+        problems.append(f"no worker polls the task queue {queue!r}")
+    failing = "; ".join(problems)
     body = {"code": 0 if healthy else 503,
             "msg": "success" if healthy else f"degraded: {failing}",
             "data": data.model_dump()}

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from sqlalchemy import func, select
+from fastapi import Query
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.crud import commit_unique, contains, ensure_name_free, get_or_404, paginate
 from api.deps import PageDep, SessionDep, WorkspaceDep
 from api.errors import Conflict, NotFound, Unprocessable
+from api.resources import Resource, commit_unique, paginate
+from api.routes.resource import resource_router
 from api.schemas.common import MAX_DB_ID, Envelope, Page, error_responses, ok
 from api.schemas.workflows import WorkflowCreate, WorkflowOut, WorkflowUpdate, WorkflowVersionOut
 from infra.models import (
@@ -18,9 +20,8 @@ from infra.models import (
     WorkflowVersion,
     WorkflowVersionRef,
 )
+from infra.settings import Settings
 from workflows.definition import Definition, graph_problems
-
-router = APIRouter(prefix="/api/v1/Workflow", tags=["Workflow"], responses=error_responses(422))
 
 ACTIVE_STATUSES = ("pending", "running", "waiting")
 
@@ -31,117 +32,53 @@ def draft_json(definition: Definition) -> dict[str, Any]:
     return {"nodes": [], "edges": [], **written}
 
 
-def render(workflow: Workflow) -> WorkflowOut:
-    return WorkflowOut(
-        id=workflow.id,
-        name=workflow.name,
-        description=workflow.description,
-        definition=workflow.definition,
-        status="published" if workflow.version > 0 else "draft",
-        version=workflow.version,
-        has_unpublished_changes=workflow.has_unpublished_changes,
-        created_at=workflow.created_at,
-        updated_at=workflow.updated_at,
-    )
+class Workflows(Resource[Workflow]):
+    async def new(self, session: AsyncSession, workspace_id: int, body: WorkflowCreate,
+                  settings: Settings) -> Workflow:
+        return Workflow(workspace_id=workspace_id, name=body.name, description=body.description,
+                        definition=draft_json(body.definition), version=0,
+                        has_unpublished_changes=True)
+
+    async def columns(self, session: AsyncSession, item: Workflow, sent: dict[str, Any],
+                      settings: Settings) -> dict[str, Any]:
+        """Edits the draft; it has unpublished changes once its definition differs."""
+        columns = dict(sent)
+        if "definition" in columns:
+            draft = draft_json(columns.pop("definition"))
+            if draft != item.definition:
+                columns.update(definition=draft, has_unpublished_changes=True)
+        return columns
+
+    async def check_deletable(self, session: AsyncSession, item: Workflow) -> None:
+        active = await session.scalar(
+            select(func.count()).select_from(Execution).where(
+                Execution.workflow_id == item.id, Execution.status.in_(ACTIVE_STATUSES)
+            )
+        )
+        if active:
+            raise Conflict(
+                f"workflow {item.id} has {active} execution(s) pending or running; "
+                "cancel them or wait for them to finish first",
+                {"active_executions": active},
+            )
 
 
-def render_version(version: WorkflowVersion) -> WorkflowVersionOut:
-    return WorkflowVersionOut(
-        workflow_id=version.workflow_id,
-        version=version.version,
-        definition=version.definition,
-        created_at=version.created_at,
-    )
-
-
-@router.post("/", status_code=201, response_model=Envelope[WorkflowOut],
-             summary="Create a workflow (as a draft)",
-             responses=error_responses(409))
-async def create_workflow(body: WorkflowCreate, session: SessionDep, workspace_id: WorkspaceDep
-                          ) -> dict[str, Any]:
-    await ensure_name_free(session, Workflow, workspace_id, body.name, "a workflow")
-    workflow = Workflow(
-        workspace_id=workspace_id,
-        name=body.name,
-        description=body.description,
-        definition=draft_json(body.definition),
-        version=0,
-        has_unpublished_changes=True,
-    )
-    session.add(workflow)
-    await commit_unique(session, f"a workflow named {body.name!r} already exists")
-    return ok(render(workflow))
-
-
-@router.get("/", response_model=Envelope[Page[WorkflowOut]], summary="List workflows")
-async def list_workflows(
-    session: SessionDep, workspace_id: WorkspaceDep, page: PageDep,
-    q: Annotated[str | None, Query(max_length=200, description="Name contains.")] = None,
-    status: Annotated[Literal["draft", "published"] | None, Query()] = None,
-) -> dict[str, Any]:
-    stmt = select(Workflow).where(Workflow.workspace_id == workspace_id).order_by(Workflow.id)
-    if q:
-        stmt = stmt.where(contains(Workflow.name, q))
+def _by_status(status: Annotated[Literal["draft", "published"] | None, Query()] = None
+               ) -> list[ColumnElement[bool]]:
     if status == "draft":
-        stmt = stmt.where(Workflow.version == 0)
-    elif status == "published":
-        stmt = stmt.where(Workflow.version > 0)
-    return ok(await paginate(session, stmt, page, render))
+        return [Workflow.version == 0]
+    if status == "published":
+        return [Workflow.version > 0]
+    return []
 
 
-@router.get("/{workflow_id}", response_model=Envelope[WorkflowOut], summary="Get a workflow",
-            responses=error_responses(404))
-async def get_workflow(workflow_id: int, session: SessionDep, workspace_id: WorkspaceDep
-                       ) -> dict[str, Any]:
-    return ok(render(await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")))
-
-
-@router.put("/{workflow_id}", response_model=Envelope[WorkflowOut],
-            summary="Edit the draft (published versions never change)",
-            responses=error_responses(404, 409))
-async def update_workflow(workflow_id: int, body: WorkflowUpdate, session: SessionDep,
-                          workspace_id: WorkspaceDep) -> dict[str, Any]:
-    workflow = await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")
-    sent = body.model_fields_set
-    nulls = [f for f in sent if getattr(body, f) is None]
-    if nulls:
-        raise Unprocessable(f"{nulls[0]} cannot be null",
-                            [{"loc": ["body", f], "msg": "cannot be null", "type": "null"}
-                             for f in nulls])
-    if body.name is not None and body.name != workflow.name:
-        await ensure_name_free(session, Workflow, workspace_id, body.name, "a workflow",
-                               exclude_id=workflow.id)
-        workflow.name = body.name
-    if body.description is not None:
-        workflow.description = body.description
-    if body.definition is not None and draft_json(body.definition) != workflow.definition:
-        workflow.definition = draft_json(body.definition)
-        workflow.has_unpublished_changes = True
-    await commit_unique(session, f"a workflow named {body.name!r} already exists")
-    await session.refresh(workflow)
-    return ok(render(workflow))
-
-
-@router.delete("/{workflow_id}", response_model=Envelope[None],
-               summary="Delete a workflow, its versions and finished executions",
-               responses=error_responses(404, 409))
-async def delete_workflow(workflow_id: int, session: SessionDep, workspace_id: WorkspaceDep
-                          ) -> dict[str, Any]:
-    workflow = await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")
-    active = await session.scalar(
-        select(func.count()).select_from(Execution).where(
-            Execution.workflow_id == workflow.id, Execution.status.in_(ACTIVE_STATUSES)
-        )
-    )
-    if active:
-        raise Conflict(
-            f"workflow {workflow.id} has {active} execution(s) pending or running; "
-            "cancel them or wait for them to finish first",
-            {"active_executions": active},
-        )
-    await session.delete(workflow)
-    await session.commit()
-    return ok(None)
+workflows = Workflows(Workflow, "workflow")
+router = resource_router(
+    workflows, prefix="/api/v1/Workflow", tag="Workflow", out=WorkflowOut,
+    create=WorkflowCreate, update=WorkflowUpdate, name_max_length=200, filters=_by_status,
+    summaries={"create": "Create a workflow (as a draft)",
+               "update": "Edit the draft (published versions never change)",
+               "delete": "Delete a workflow, its versions and finished executions"})
 
 
 @router.post("/{workflow_id}/publish", response_model=Envelope[WorkflowOut],
@@ -149,7 +86,7 @@ async def delete_workflow(workflow_id: int, session: SessionDep, workspace_id: W
              responses=error_responses(404, 409))
 async def publish_workflow(workflow_id: int, session: SessionDep, workspace_id: WorkspaceDep
                            ) -> dict[str, Any]:
-    workflow = await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")
+    workflow = await workflows.get(session, workflow_id, workspace_id)
     if workflow.version > 0 and not workflow.has_unpublished_changes:
         raise Conflict(
             f"workflow {workflow.id} has no changes since version {workflow.version}; "
@@ -191,7 +128,7 @@ async def publish_workflow(workflow_id: int, session: SessionDep, workspace_id: 
         session, f"workflow {workflow.id} was published concurrently; fetch it and retry"
     )
     await session.refresh(workflow)
-    return ok(render(workflow))
+    return ok(WorkflowOut.model_validate(workflow))
 
 
 @router.get("/{workflow_id}/versions", response_model=Envelope[Page[WorkflowVersionOut]],
@@ -199,10 +136,10 @@ async def publish_workflow(workflow_id: int, session: SessionDep, workspace_id: 
             responses=error_responses(404))
 async def list_versions(workflow_id: int, session: SessionDep, workspace_id: WorkspaceDep,
                         page: PageDep) -> dict[str, Any]:
-    await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")
+    await workflows.get(session, workflow_id, workspace_id)
     stmt = (select(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow_id)
             .order_by(WorkflowVersion.version.desc()))
-    return ok(await paginate(session, stmt, page, render_version))
+    return ok(await paginate(session, stmt, page, WorkflowVersionOut.model_validate))
 
 
 @router.get("/{workflow_id}/versions/{version}", response_model=Envelope[WorkflowVersionOut],
@@ -210,11 +147,11 @@ async def list_versions(workflow_id: int, session: SessionDep, workspace_id: Wor
             responses=error_responses(404))
 async def get_version(workflow_id: int, version: int, session: SessionDep,
                       workspace_id: WorkspaceDep) -> dict[str, Any]:
-    await get_or_404(session, Workflow, workflow_id, workspace_id, "workflow")
+    await workflows.get(session, workflow_id, workspace_id)
     row = None
     if 1 <= version <= MAX_DB_ID:
         row = await session.scalar(select(WorkflowVersion).where(
             WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version))
     if row is None:
         raise NotFound(f"workflow {workflow_id} has no version {version}")
-    return ok(render_version(row))
+    return ok(WorkflowVersionOut.model_validate(row))

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, StringConstraints
 
-from api.schemas.common import DbId, InputModel, Timestamp, http_url
+from api.schemas.common import DbId, InputModel, OutputModel, PartialUpdate, Timestamp, http_url
 
 # TEXT columns hold 65535 bytes on MySQL/MariaDB.
 TEXT_BYTES = 65_535
@@ -53,8 +53,10 @@ class AgentCreate(InputModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class AgentUpdate(InputModel):
+class AgentUpdate(PartialUpdate):
     """Partial update: only the fields sent change; ``api_key: null`` clears the key."""
+
+    nullable = frozenset({"base_url", "api_key", "temperature", "max_tokens"})
 
     name: Name | None = None
     description: str | None = Field(default=None, max_length=10_000)
@@ -70,19 +72,21 @@ class AgentUpdate(InputModel):
     metadata: dict[str, Any] | None = None
 
 
-class AgentOut(BaseModel):
+class AgentOut(OutputModel):
     id: int
     name: str
     description: str
     provider: str
     model: str
     base_url: str | None
-    api_key_set: bool
+    # Whether a key is stored, read from the ciphertext column; the key is never shown.
+    api_key_set: Annotated[bool, BeforeValidator(lambda stored: stored is not None)] = Field(
+        validation_alias="api_key_encrypted")
     system_prompt: str
     temperature: float | None
     max_tokens: int | None
     tool_ids: list[int]
     max_iterations: int
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
     created_at: Timestamp
     updated_at: Timestamp

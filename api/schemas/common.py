@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -104,6 +104,34 @@ class InputModel(BaseModel):
         if problems:
             raise ValidationError.from_exception_data(cls.__name__, problems)
         return data
+
+
+class PartialUpdate(InputModel):
+    """Update bodies: only the fields sent change. A field may be sent as null (to clear
+    it) only if it is listed in ``nullable``; any other explicit null is refused."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_where_required(self) -> Self:
+        nulls = [f for f in type(self).model_fields
+                 if f in self.model_fields_set and f not in self.nullable
+                 and getattr(self, f) is None]
+        if nulls:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                {"type": PydanticCustomError("null", "cannot be null"), "loc": (f,),
+                 "input": None} for f in nulls])
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields sent, by name, as validated (nested models stay models)."""
+        return {f: getattr(self, f) for f in type(self).model_fields if f in self.model_fields_set}
+
+
+class OutputModel(BaseModel):
+    """Response bodies, built from the stored row: ``model_validate(row)``."""
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 def ok(data: Any) -> dict[str, Any]:

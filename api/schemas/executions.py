@@ -1,12 +1,24 @@
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from api.schemas.common import InputModel, Timestamp
+from workflows.events import EventType
+from workflows.status import ExecutionStatus, NodeStatus
 
-Status = Literal["pending", "running", "waiting", "completed", "failed", "cancelled"]
+
+class CloseCode(IntEnum):
+    """How the API closes an execution's WebSocket (the contract's codes)."""
+
+    NORMAL = 1000  # every event was sent
+    ERROR = 1011  # the event stream failed
+    RESTART = 1012  # this API replica is stopping: reconnect (to any) with ``after``
+    BAD_AFTER = 4400  # ``after`` is not a whole number >= 0
+    UNAUTHORIZED = 4401  # no valid credential
+    UNKNOWN = 4404  # no such execution (in the caller's workspace)
 
 
 class ExecutionCreate(InputModel):
@@ -35,7 +47,7 @@ class RerunBody(InputModel):
 
 class NodeRunOut(BaseModel):
     node_id: str
-    status: str
+    status: NodeStatus
     attempts: int
     started_at: Timestamp | None
     finished_at: Timestamp | None
@@ -64,7 +76,7 @@ class ExecutionOut(BaseModel):
     id: int
     workflow_id: int
     workflow_version: int
-    status: Status
+    status: ExecutionStatus
     input: dict[str, Any]
     output: Any
     error: str | None
@@ -79,7 +91,7 @@ class ExecutionOut(BaseModel):
 
 class EventOut(BaseModel):
     seq: int
-    type: str
+    type: EventType
     execution_id: int
     node_id: str | None
     ts: str

@@ -11,10 +11,10 @@ from pydantic import (
     model_validator,
 )
 
-from api.schemas.common import InputModel, Timestamp, http_url
+from api.schemas.common import InputModel, OutputModel, PartialUpdate, Timestamp, http_url
+from infra.tools.sealing import masked_config
 
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
-SECRET_MASK = "***"  # noqa: S105  (what secrets look like in responses)
 
 
 def _json_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -97,7 +97,9 @@ class ToolCreate(InputModel):
         return config
 
 
-class ToolUpdate(InputModel):
+class ToolUpdate(PartialUpdate):
+    nullable = frozenset({"input_schema"})
+
     name: ToolName | None = None
     description: str | None = Field(default=None, max_length=10_000)
     type: Literal["http", "mcp"] | None = None
@@ -105,13 +107,13 @@ class ToolUpdate(InputModel):
     config: dict[str, Any] | None = None
 
 
-class ToolOut(BaseModel):
+class ToolOut(OutputModel):
     id: int
     name: str
     description: str
     type: str
     input_schema: dict[str, Any] | None
-    config: dict[str, Any]
+    config: Annotated[dict[str, Any], AfterValidator(masked_config)]  # secrets as "***"
     created_at: Timestamp
     updated_at: Timestamp
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import Field, StringConstraints, computed_field
 
-from api.schemas.common import InputModel, Timestamp
+from api.schemas.common import InputModel, OutputModel, PartialUpdate, Timestamp
 from workflows.definition import Definition
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -16,7 +16,7 @@ class WorkflowCreate(InputModel):
     definition: Definition = Field(default_factory=Definition)
 
 
-class WorkflowUpdate(InputModel):
+class WorkflowUpdate(PartialUpdate):
     """Edits the draft only; published versions never change."""
 
     name: Name | None = None
@@ -24,19 +24,23 @@ class WorkflowUpdate(InputModel):
     definition: Definition | None = None
 
 
-class WorkflowOut(BaseModel):
+class WorkflowOut(OutputModel):
     id: int
     name: str
     description: str
     definition: dict[str, Any]
-    status: Literal["draft", "published"]
     version: int
     has_unpublished_changes: bool
     created_at: Timestamp
     updated_at: Timestamp
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def status(self) -> Literal["draft", "published"]:
+        return "published" if self.version > 0 else "draft"
 
-class WorkflowVersionOut(BaseModel):
+
+class WorkflowVersionOut(OutputModel):
     workflow_id: int
     version: int
     definition: dict[str, Any]

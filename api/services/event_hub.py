@@ -29,43 +29,44 @@ from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
 from api.services import executions as execution_service
-from infra.execution_store import FINISHED
 from infra.logging import get_logger
 from infra.models import Execution, ExecutionEvent
-from infra.streams import to_event
-from workflows.events import EVENTS_TOPIC, TERMINAL_EVENTS
+from workflows.events import (
+    EVENTS_TOPIC,
+    TERMINAL_EVENTS,
+    Event,
+    RecordedEvent,
+    recorded,
+)
+from workflows.status import FINISHED
 
 log = get_logger("keel.events")
 
 POLL_COOLDOWN = timedelta(milliseconds=10)
+DRAIN_POLL_S = 0.05
 START_POLL_S = 0.25  # how often a feed of a not-yet-started execution checks for its start
 
 
-def row_to_event(row: ExecutionEvent) -> dict[str, Any]:
-    return {"seq": row.seq, "type": row.type, "node_id": row.node_id,
-            "ts": row.ts.isoformat(), "data": row.data}
-
-
-def public_event(execution_id: int, item: dict[str, Any]) -> dict[str, Any]:
+def public_event(execution_id: int, item: RecordedEvent) -> dict[str, Any]:
     """An event as clients see it (the contract's field order, with the execution id)."""
-    return {"seq": item["seq"], "type": item["type"], "execution_id": execution_id,
-            "node_id": item.get("node_id"), "ts": item["ts"], "data": item.get("data") or {}}
+    return {"seq": item.seq, "type": item.type, "execution_id": execution_id,
+            "node_id": item.node_id, "ts": item.ts, "data": item.data}
 
 
 async def stored_events(session: AsyncSession, execution_id: int, after: int
-                        ) -> list[dict[str, Any]]:
+                        ) -> list[RecordedEvent]:
     rows = await session.scalars(
         select(ExecutionEvent)
         .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > after)
         .order_by(ExecutionEvent.seq)
     )
-    return [row_to_event(r) for r in rows]
+    return [execution_service.row_to_event(r) for r in rows]
 
 
 class Feed:
     def __init__(self, execution_id: int) -> None:
         self.execution_id = execution_id
-        self.events: list[dict[str, Any]] = []
+        self.events: list[RecordedEvent] = []
         self.texts: list[str] = []  # each event as JSON, made once for every watcher
         self.done = False
         self.error: str | None = None
@@ -73,14 +74,14 @@ class Feed:
         self.watchers = 0
         self.task: asyncio.Task[None] | None = None
 
-    async def add(self, items: list[dict[str, Any]]) -> None:
+    async def add(self, items: list[RecordedEvent]) -> None:
         async with self.changed:
             for item in items:
                 # Contiguity guard: a re-read never duplicates what is already here.
-                if item["seq"] == len(self.events) + 1:
+                if item.seq == len(self.events) + 1:
                     self.events.append(item)
                     self.texts.append(json.dumps(public_event(self.execution_id, item)))
-                    if item["type"] in TERMINAL_EVENTS:
+                    if item.type in TERMINAL_EVENTS:
                         self.done = True
             self.changed.notify_all()
 
@@ -91,16 +92,24 @@ class Feed:
             self.changed.notify_all()
 
 
+class Draining(Exception):
+    """This API process is shutting down: the watcher has had every event it was going
+    to get here and should resume elsewhere with ``after`` its last seq."""
+
+
 class EventHub:
     def __init__(self, client: Client, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.client = client
         self.sessions = sessions
         self.feeds: dict[int, Feed] = {}
         self.subscriptions_started = 0
+        self.draining = False
 
     async def watch(self, execution_id: int, after: int) -> AsyncIterator[str]:
         """Every event of the execution with ``seq > after`` as JSON text, live, ending
-        after the last."""
+        after the last. Raises Draining once the hub drains."""
+        if self.draining:
+            raise Draining
         feed = self.feeds.get(execution_id)
         if feed is None:
             async with self.sessions() as session:
@@ -119,7 +128,7 @@ class EventHub:
         cursor = after
         try:
             def more_to_send() -> bool:
-                return len(feed.events) > cursor or feed.done
+                return len(feed.events) > cursor or feed.done or self.draining
 
             while True:
                 async with feed.changed:
@@ -133,6 +142,8 @@ class EventHub:
                     if feed.error:
                         raise RuntimeError(feed.error)
                     return
+                if self.draining:
+                    raise Draining
         finally:
             feed.watchers -= 1
             if feed.watchers == 0 and self.feeds.get(execution_id) is feed:
@@ -143,15 +154,15 @@ class EventHub:
 
     async def _follow(self, feed: Feed) -> None:
         try:
-            workflow_id = await self._wait_for_start(feed)
-            if workflow_id is not None:
-                stream = WorkflowStreamClient.create(self.client, workflow_id)
-                async for item in stream.subscribe(
-                    [EVENTS_TOPIC], from_offset=len(feed.events), poll_cooldown=POLL_COOLDOWN
+            run_key = await self._wait_for_start(feed)
+            if run_key is not None:
+                stream = WorkflowStreamClient.create(self.client, run_key)
+                async for item in stream.topic(EVENTS_TOPIC, type=Event).subscribe(
+                    from_offset=len(feed.events), poll_cooldown=POLL_COOLDOWN
                 ):
                     if item.offset > len(feed.events):
                         await self._fill_gap(feed)
-                    await feed.add([to_event(item.offset, item.data)])
+                    await feed.add([recorded(item.offset, item.data)])
                     if feed.done:
                         return
             # The run closed (or never started) without a terminal event in the stream:
@@ -185,6 +196,22 @@ class EventHub:
                 if execution.status in FINISHED:
                     return None
             await asyncio.sleep(START_POLL_S)
+
+    async def drain(self, grace_s: float) -> None:
+        """Before this process stops: every watcher is sent the events its feed already
+        has and its stream ends with Draining; wait (at most ``grace_s``) until all are
+        gone. New watchers are refused the same way."""
+        self.draining = True
+        for feed in list(self.feeds.values()):
+            async with feed.changed:
+                feed.changed.notify_all()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while any(feed.watchers for feed in self.feeds.values()):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("watchers still connected after draining",
+                            watchers=sum(feed.watchers for feed in self.feeds.values()))
+                return
+            await asyncio.sleep(DRAIN_POLL_S)
 
     async def close(self) -> None:
         for feed in list(self.feeds.values()):

@@ -4,7 +4,9 @@ The database is the record; Temporal is the truth while a run is open. For an
 open run, ``refresh`` folds any new events from the run's stream into the
 record, and if Temporal says the run closed without telling us (an operator
 terminated it, or it timed out), it writes the terminal state itself, with a
-closing event, so watchers and GETs agree on how it ended.
+closing event, so watchers and GETs agree on how it ended. Every write here
+follows the writers' protocol of ``infra.execution_store`` (read the stream,
+lock the row, append), so the worker's ``sync_execution`` and these never race.
 
 A run may continue as new (a long history): one execution is then a chain of
 Temporal runs under one workflow id. Everything here addresses the workflow id
@@ -19,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import (
@@ -32,11 +33,11 @@ from temporalio.service import RPCError
 
 from api.errors import Conflict, ServiceUnavailable, Unprocessable
 from api.services.problems import reported_problems
-from infra.execution_store import ACTIVE, apply_events, last_seq
+from infra.execution_store import append, last_seq, lock
 from infra.logging import get_logger
 from infra.models import Agent, Execution, ExecutionEvent, Tool, WorkflowVersion
 from infra.settings import Settings
-from infra.streams import read_events
+from infra.streams import read_stream
 from infra.temporal import (
     EXECUTION_ID_ATTR,
     WORKFLOW_ID_ATTR,
@@ -45,8 +46,20 @@ from infra.temporal import (
 )
 from workflows.contracts import AgentSpec, ExecutionInput, MemoEntry, ToolSpec
 from workflows.definition import Definition
-from workflows.events import TERMINAL_EVENTS, EventType, event
+from workflows.events import (
+    EVENTS_TOPIC,
+    TERMINAL_EVENTS,
+    Event,
+    EventType,
+    ExecutionFailed,
+    RecordedEvent,
+    event,
+    recorded,
+)
+from workflows.execution import ExecutionWorkflow
 from workflows.memo import downstream, seed_from_events
+from workflows.record import fold
+from workflows.status import ACTIVE, ExecutionStatus
 
 log = get_logger("keel.executions")
 TEMPORAL_TIMEOUT_S = 3.0
@@ -86,9 +99,25 @@ async def snapshot(session: AsyncSession, definition: Definition
     return agents, tools
 
 
+def row_to_event(row: ExecutionEvent) -> RecordedEvent:
+    """A stored event as it was published."""
+    return RecordedEvent(seq=row.seq, type=EventType(row.type), node_id=row.node_id,
+                         ts=row.ts.isoformat(), data=row.data)
+
+
+async def read_events(client: Client, temporal_workflow_id: str, after: int,
+                      run_id: str | None = None) -> list[RecordedEvent]:
+    """The run's events with ``seq > after``, as retained in its stream now."""
+    items = await read_stream(client, temporal_workflow_id, EVENTS_TOPIC, after, Event,
+                              run_id=run_id)
+    return [recorded(item.offset, item.data) for item in items]
+
+
 async def start(session: AsyncSession, client: Client, settings: Settings,
                 execution: Execution) -> None:
-    if execution.status != "pending":
+    """Start the run in Temporal; the caller commits. A run the worker already recorded
+    (a fast one) keeps what it recorded: only a pending execution becomes running."""
+    if execution.status != ExecutionStatus.PENDING:
         raise Conflict(f"execution {execution.id} is {execution.status}; "
                        "only a pending execution can be started")
     version = await session.scalar(select(WorkflowVersion).where(
@@ -100,7 +129,7 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
                        "no longer exists")
     definition = Definition.model_validate(version.definition)
     agents, tools = await snapshot(session, definition)
-    workflow_id = temporal_workflow_id(settings, execution.id)
+    run_key = temporal_workflow_id(settings, execution.id)
     params = ExecutionInput(
         execution_id=execution.id, workspace_id=execution.workspace_id,
         workflow_id=execution.workflow_id,
@@ -111,9 +140,9 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
     )
     try:
         handle = await client.start_workflow(
-            "ExecutionWorkflow",
+            ExecutionWorkflow.run,
             params,
-            id=workflow_id,
+            id=run_key,
             task_queue=settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes([
@@ -131,10 +160,14 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
             f"Temporal at {settings.temporal_address} did not accept the run ({exc.message}); "
             "the execution stays pending, start it again later"
         ) from exc
-    execution.temporal_workflow_id = workflow_id
-    execution.temporal_run_id = handle.result_run_id
-    execution.status = "running"
-    execution.started_at = datetime.now(UTC)
+    locked = await lock(session, execution.id)
+    if locked is None:
+        return
+    locked.temporal_workflow_id = run_key
+    locked.temporal_run_id = handle.result_run_id
+    if locked.status == ExecutionStatus.PENDING:
+        locked.status = ExecutionStatus.RUNNING
+    locked.started_at = locked.started_at or datetime.now(UTC)
 
 
 async def rerun_memo(session: AsyncSession, execution: Execution, definition: Definition
@@ -147,11 +180,9 @@ async def rerun_memo(session: AsyncSession, execution: Execution, definition: De
         if execution.rerun_from_node else set()
     rows = await session.scalars(select(ExecutionEvent).where(
         ExecutionEvent.execution_id == execution.parent_execution_id,
-        ExecutionEvent.type == str(EventType.NODE_COMPLETED),
+        ExecutionEvent.type == EventType.NODE_COMPLETED.value,
     ).order_by(ExecutionEvent.seq))
-    return seed_from_events(execution.parent_execution_id,
-                            ({"type": r.type, "node_id": r.node_id, "data": r.data} for r in rows),
-                            rerun)
+    return seed_from_events(execution.parent_execution_id, map(row_to_event, rows), rerun)
 
 
 async def create_rerun(session: AsyncSession, parent: Execution, version: int | None,
@@ -175,7 +206,7 @@ async def create_rerun(session: AsyncSession, parent: Execution, version: int | 
                    f"{number}", "type": "unknown_node"}])
     execution = Execution(
         workspace_id=parent.workspace_id, workflow_id=parent.workflow_id,
-        workflow_version=number, status="pending",
+        workflow_version=number, status=ExecutionStatus.PENDING,
         input=parent.input if input is None else input,
         parent_execution_id=parent.id, rerun_from_node=from_node,
     )
@@ -184,11 +215,21 @@ async def create_rerun(session: AsyncSession, parent: Execution, version: int | 
     return execution
 
 
-async def cancel_pending(session: AsyncSession, execution: Execution) -> None:
-    """A run that never started ends here, with the same closing event as any other."""
-    await apply_events(session, execution, [
-        {"seq": 1, **event(EventType.EXECUTION_CANCELLED, datetime.now(UTC).isoformat())}
-    ])
+async def cancel_pending(session: AsyncSession, execution: Execution) -> bool:
+    """A run that never started ends here, with the same closing event as any other;
+    the caller commits. False if it was started meanwhile: cancel it in Temporal."""
+    locked = await lock(session, execution.id)
+    if locked is None or locked.temporal_workflow_id or locked.status not in ACTIVE:
+        return False
+    await _close(session, locked, event(EventType.EXECUTION_CANCELLED,
+                                        datetime.now(UTC).isoformat()))
+    return True
+
+
+async def _close(session: AsyncSession, locked: Execution, closing: Event) -> None:
+    """Record the closing event of a run that ended without one (under ``lock``)."""
+    seq = await last_seq(session, locked.id, locking=True) + 1
+    await append(session, locked, [RecordedEvent(seq=seq, **closing.model_dump())], fold)
 
 
 async def has_terminal_event(session: AsyncSession, execution_id: int) -> bool:
@@ -209,9 +250,6 @@ async def refresh(session: AsyncSession, client: Client, execution: Execution) -
     try:
         problems = await _refresh(session, client, execution)
         await session.commit()
-    except IntegrityError:
-        # Another process folded the same events first; theirs is as good as ours.
-        await session.rollback()
     except (RPCError, TimeoutError) as exc:
         # No answer from Temporal (or no worker to answer a query): the record stands.
         await session.rollback()
@@ -222,20 +260,18 @@ async def refresh(session: AsyncSession, client: Client, execution: Execution) -
 
 
 async def _refresh(session: AsyncSession, client: Client, execution: Execution) -> list[str]:
-    workflow_id = execution.temporal_workflow_id or ""
+    run_key = execution.temporal_workflow_id or ""
     # No run id: the chain's current run (the run may have continued as new).
-    handle = client.get_workflow_handle(workflow_id)
+    handle = client.get_workflow_handle(run_key)
     description = await asyncio.wait_for(handle.describe(), TEMPORAL_TIMEOUT_S)
-    if description.run_id and description.run_id != execution.temporal_run_id:
-        execution.temporal_run_id = description.run_id
     closed = description.status not in (None, WorkflowExecutionStatus.RUNNING)
     problems = await reported_problems(client, description)
+    events: list[RecordedEvent] = []
     try:
         events = await asyncio.wait_for(
-            read_events(client, workflow_id, await last_seq(session, execution.id)),
+            read_events(client, run_key, await last_seq(session, execution.id)),
             TEMPORAL_TIMEOUT_S,
         )
-        await apply_events(session, execution, events)
     except Exception as exc:
         # Reading the stream needs a worker that can run the workflow; without one we
         # still know how it closed, or what is wrong with it.
@@ -243,14 +279,20 @@ async def _refresh(session: AsyncSession, client: Client, execution: Execution) 
             raise
         log.warning("could not read the events of a closed run", execution_id=execution.id,
                     error=str(exc) or type(exc).__name__)
-    if closed and execution.status in ACTIVE and description.status is not None:
+    locked = await lock(session, execution.id)
+    if locked is None:
+        return problems
+    if description.run_id and description.run_id != locked.temporal_run_id:
+        locked.temporal_run_id = description.run_id
+    await append(session, locked, events, fold)
+    if closed and locked.status in ACTIVE and description.status is not None:
+        # Temporal says the run is over and the record (under the lock, so with
+        # everything the worker wrote) does not: record how it ended.
         kind, reason = CLOSED_WITHOUT_EVENT[description.status]
         closed_at = (description.close_time or datetime.now(UTC)).isoformat()
-        data: dict[str, Any] = {} if kind == EventType.EXECUTION_CANCELLED else {"error": reason}
-        await apply_events(session, execution, [
-            {"seq": await last_seq(session, execution.id) + 1,
-             **event(kind, closed_at, None, data)}
-        ])
+        await _close(session, locked, event(
+            kind, closed_at, None,
+            None if kind == EventType.EXECUTION_CANCELLED else ExecutionFailed(error=reason)))
         log.info("recorded a run that closed in Temporal", execution_id=execution.id,
                  temporal_status=description.status.name)
     return problems

@@ -1,4 +1,5 @@
-"""What every tool client shares: the outcome shape, retryable errors, argument checks."""
+"""What every tool client shares: the outcome shape, retryable errors, argument checks,
+secrets revealed right before use and masked in what comes back, long text cut."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from jsonschema import Draft202012Validator
 from infra.secrets import decrypt, is_encrypted
 
 MAX_RESULT_CHARS = 64_000
+MASK = "***"
 
 
 @dataclass
@@ -47,7 +49,43 @@ def reveal(values: dict[str, Any] | None, secret_key: str) -> dict[str, str]:
     return out
 
 
+def secret_values(values: dict[str, Any] | None, revealed: dict[str, str], *,
+                  all_secret: bool) -> list[str]:
+    """The plaintext of the secret entries of a headers/env map (to mask them)."""
+    out = []
+    for key, raw in (values or {}).items():
+        secret = all_secret or (isinstance(raw, dict) and raw.get("secret", True))
+        plain = revealed.get(key, "")
+        if secret and len(plain) >= 4:  # masking "1" everywhere would garble output
+            out.append(plain)
+    return out
+
+
+def scrub(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every secret replaced by ***, in strings, lists and dicts."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, list):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
+    return value
+
+
 def truncate(text: str, limit: int = MAX_RESULT_CHARS) -> str:
     if len(text) <= limit:
         return text
     return text[:limit] + f"... [truncated {len(text) - limit} characters]"
+
+
+def cut_text(text: str, limit: int, unread: bool = False, total: str | None = None) -> str:
+    """``text`` kept to ``limit`` characters, saying it was cut. ``unread``: the source
+    had more than ``text`` (``total`` says how much, when known)."""
+    if not unread:
+        return truncate(text, limit)
+    size = f"{total} bytes" if total else f"more than {limit} characters"
+    return text[:limit] + f"... [truncated: the response has {size}]"

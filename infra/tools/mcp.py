@@ -13,7 +13,7 @@ or across a retry.
   worker's own secrets are not inherited. Its stderr is kept in a temporary file and its
   tail is quoted when it fails.
 - HTTP transports resolve the host first and refuse link-local and metadata addresses
-  (see ``infra.tools.http.check_destination``).
+  (see ``infra.tools.network.check_destination``).
 - Secret values (env, secret headers) are decrypted here, right before use, and are
   masked in every message and result this module returns.
 - Cancellation (``asyncio.CancelledError``) is never caught: it propagates as soon as
@@ -48,15 +48,20 @@ from pydantic import ValidationError
 from infra.logging import get_logger
 from infra.secrets import SecretDecryptionError
 from infra.settings import Settings
-from infra.tools.common import RetryableToolError, ToolOutcome, argument_errors, reveal
-from infra.tools.http import (
-    Failure,
-    check_destination,
+from infra.tools.common import (
+    RetryableToolError,
+    ToolOutcome,
+    argument_errors,
     cut_text,
-    exception_chain,
-    network_failure,
+    reveal,
     scrub,
     secret_values,
+)
+from infra.tools.network import (
+    Failure,
+    check_destination,
+    exception_chain,
+    network_failure,
     status_failure,
 )
 

@@ -15,14 +15,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from activities.nodes import NodeActivities
 from infra import ledger
 from infra.db import session_factory
 from infra.dbtypes import utcnow
 from infra.models import DEFAULT_WORKSPACE_ID, Budget, UsageRecord
-from infra.pricing import Pricing
-from tests.api.test_workflows import chain
-from tests.conftest import app_client, make_settings
-from tests.helpers import data, error
+from infra.pricing import Pricing, PricingError
+from tests.support.graphs import chain
+from tests.support.responses import data, error
+from tests.support.settings import app_client, make_settings
 
 URL = "/api/v1/Billing"
 WS = DEFAULT_WORKSPACE_ID
@@ -396,9 +397,10 @@ async def test_a_pricing_file_overrides_the_built_in_prices(
     # (1000 * 1 + 1000 * 2.5) + (1000 * 2.50 + 1000 * 10.00), per million
     assert totals["cost_usd"] == "0.016000"
 
+    # A bad file stops the worker as it starts (settings only see that it is there).
     path.write_text("[models.x]\ninput = -1\noutput = 0\n")
-    with pytest.raises(ValueError, match=r"KEEL_PRICING_FILE: .*models\.x\.input must be"):
-        make_settings(clean_db, tmp_path, pricing_file=str(path))
+    with pytest.raises(PricingError, match=r"models\.x\.input must be"):
+        NodeActivities(make_settings(clean_db, tmp_path, pricing_file=str(path)), sessions)
 
 
 # -- budgets ---------------------------------------------------------------------------------

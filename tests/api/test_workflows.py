@@ -11,7 +11,8 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.models import DEFAULT_WORKSPACE_ID, Execution, WorkflowVersion
-from tests.helpers import data, error
+from tests.support.responses import data, error
+from workflows.status import ExecutionStatus
 
 URL = "/api/v1/Workflow/"
 
@@ -113,7 +114,10 @@ async def test_body_validation(client: httpx.AsyncClient) -> None:
     created = await create(client)
     for nulled in ("name", "description", "definition"):
         body = error(await client.put(f"{URL}{created['id']}", json={nulled: None}), 422)
-        assert body["msg"] == f"{nulled} cannot be null"
+        # Refused while the body is validated, so worded like every other field error.
+        assert body["msg"] == f"invalid {nulled}: cannot be null"
+        assert body["data"] == [{"loc": ["body", nulled], "msg": "cannot be null",
+                                 "type": "null"}]
 
 
 @pytest.mark.parametrize("node_id", ["Research", "1st", "has-dash", "with space", "x" * 65, ""])
@@ -326,7 +330,7 @@ async def test_delete_refused_while_an_execution_is_active(
 
     async with db.begin() as conn:
         await conn.execute(Execution.__table__.update().where(Execution.id == execution_id)
-                           .values(status="cancelled"))
+                           .values(status=ExecutionStatus.CANCELLED))
     data(await client.delete(f"{URL}{created['id']}"))
     # Versions and finished executions go with the workflow.
     assert await count(db, Execution, created["id"]) == 0

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain, kinds
-from tests.fakes import Behaviour, HttpToolService
-from tests.fakes_llm import FakeOpenAI, Turn
+from tests.support.engine import Platform
+from tests.support.fake_http import Behaviour, HttpToolService
+from tests.support.fake_llm import FakeOpenAI, Turn
+from tests.support.graphs import chain, kinds
+from workflows.events import EventType
+from workflows.status import ExecutionStatus
 
 API_KEY = "sk-test-secret-key-12345"
 
@@ -37,12 +39,12 @@ async def test_openai_agent_streams_tokens_and_reports_usage(platform: Platform)
         events, code = await platform.watch(execution["id"])
 
     assert code == 1000
-    deltas = [e["data"]["delta"] for e in events if e["type"] == "llm.delta"]
+    deltas = [e["data"]["delta"] for e in events if e["type"] == EventType.LLM_DELTA]
     assert "".join(deltas) == "The tide is high" and len(deltas) == 4
-    completed = next(e for e in events if e["type"] == "node.completed")
+    completed = next(e for e in events if e["type"] == EventType.NODE_COMPLETED)
     assert completed["data"]["output"] == "The tide is high"
     # Every delta arrives before the node completes, and seq stays contiguous.
-    assert max(e["seq"] for e in events if e["type"] == "llm.delta") < completed["seq"]
+    assert max(e["seq"] for e in events if e["type"] == EventType.LLM_DELTA) < completed["seq"]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
     request = llm.requests[0]
@@ -65,7 +67,7 @@ async def test_agent_without_streaming(platform: Platform) -> None:
         agent = await openai_agent(platform, llm, metadata={"stream": False})
         execution = await platform.run(await one_node(platform, agent))
         events, _ = await platform.watch(execution["id"])
-    assert not any(e["type"] == "llm.delta" for e in events)
+    assert not any(e["type"] == EventType.LLM_DELTA for e in events)
     assert not llm.requests[0]["body"].get("stream")
     assert (await platform.wait_status(execution["id"], "completed"))["output"] == "plain answer"
 
@@ -77,9 +79,9 @@ async def test_rate_limit_is_retried(platform: Platform) -> None:
             platform, agent, retry={"max_attempts": 3, "initial_interval_s": 0.1}))
         final = await platform.wait_status(execution["id"], "completed", "failed")
         events, _ = await platform.watch(execution["id"])
-    assert final["status"] == "completed" and final["output"] == "second time lucky"
+    assert final["status"] == ExecutionStatus.COMPLETED and final["output"] == "second time lucky"
     assert len(llm.requests) == 2
-    retrying = [e for e in events if e["type"] == "node.retrying"]
+    retrying = [e for e in events if e["type"] == EventType.NODE_RETRYING]
     assert len(retrying) == 1 and "429" in retrying[0]["data"]["error"]
     assert final["nodes"][0]["attempts"] == 2
 
@@ -109,7 +111,7 @@ async def test_agent_calls_a_tool_as_its_own_activity(platform: Platform) -> Non
         final = await platform.wait_status(execution["id"], "completed", "failed")
         events, _ = await platform.watch(execution["id"])
 
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert final["output"] == "High tide at noon"
     # The tool failed once and was retried on its own: the model was asked only twice.
     assert len(llm.requests) == 2 and service.calls["lookup"] == 2
@@ -120,7 +122,7 @@ async def test_agent_calls_a_tool_as_its_own_activity(platform: Platform) -> Non
     tool_message = llm.requests[1]["body"]["messages"][-1]
     assert tool_message["role"] == "tool"
     assert json.loads(tool_message["content"]) == {"status": 200, "body": {"high": "12:00"}}
-    called = next(e for e in events if e["type"] == "tool.called")
+    called = next(e for e in events if e["type"] == EventType.TOOL_CALLED)
     assert called["data"]["tool"] == "lookup" and called["data"]["ok"] is True
 
     history = await platform.client.get_workflow_handle(
@@ -144,7 +146,7 @@ async def test_invalid_arguments_go_back_to_the_model(platform: Platform) -> Non
         agent = await openai_agent(platform, llm, tool_ids=[tool])
         execution = await platform.run(await one_node(platform, agent))
         final = await platform.wait_status(execution["id"], "completed", "failed")
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert service.calls["lookup"] == 1  # the invalid call never reached the service
     error_message = llm.requests[1]["body"]["messages"][-1]["content"]
     assert "invalid arguments for lookup" in error_message and "q" in error_message
@@ -163,7 +165,7 @@ async def test_at_most_once_tool_is_never_retried(platform: Platform) -> None:
             platform, agent, retry={"max_attempts": 5, "initial_interval_s": 0.1}))
         final = await platform.wait_status(execution["id"], "completed", "failed")
     assert service.calls["charge"] == 1
-    assert final["status"] == "completed" and final["output"] == "could not charge"
+    assert final["status"] == ExecutionStatus.COMPLETED and final["output"] == "could not charge"
     assert "HTTP 500" in llm.requests[1]["body"]["messages"][-1]["content"]
 
 
@@ -189,5 +191,5 @@ async def test_offline_model_scripts_tool_calls(platform: Platform) -> None:
         events, _ = await platform.watch(execution["id"])
         final = await platform.wait_status(execution["id"], "completed")
     assert service.requests[0]["body"] == {"q": "meaning"}
-    assert ("tool.called", "agent") in kinds(events)
+    assert (EventType.TOOL_CALLED, "agent") in kinds(events)
     assert final["output"] == '[offline] {"body": {"answer": 42}, "status": 200}'

@@ -3,25 +3,21 @@ call even across a worker crash, and budgets that stop runs."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
 from infra.db import create_engine, session_factory
 from infra.models import UsageRecord
-from tests.engine.conftest import Platform
-from tests.engine.test_recovery import crash_worker_during
-from tests.engine.test_runs import chain
-from tests.fakes_llm import FakeOpenAI, Turn
-from tests.helpers import data, error
+from tests.support.engine import TEST_PRICES, Platform, crash_worker_during
+from tests.support.fake_llm import FakeOpenAI, Turn
+from tests.support.graphs import chain
+from tests.support.responses import data, error
+from workflows.events import EventType
+from workflows.status import ExecutionStatus
 
-PRICES = Path(__file__).with_name("prices.json")
-# USD per million tokens: 1,200 prompt tokens cost 0.003000; 300 completion tokens 0.003000.
-PRICES.write_text(json.dumps({"models": {"keel-test-model": {"input": "2.50",
-                                                             "output": "10.00"}}}))
-pytestmark = pytest.mark.settings(pricing_file=PRICES)
+# keel-test-model costs 2.50 USD per million prompt tokens and 10.00 per million completion
+# tokens: 1,200 prompt tokens cost 0.003000 and 300 completion tokens 0.003000.
+pytestmark = pytest.mark.settings(pricing_file=TEST_PRICES)
 
 
 def priced_turn(content: str = "done") -> Turn:
@@ -58,7 +54,7 @@ async def test_exact_usage_in_every_report(platform: Platform) -> None:
     assert len(llm.requests) == 2
     assert final["usage"] == {"prompt_tokens": 2400, "completion_tokens": 600,
                               "cost_usd": "0.012000"}
-    recorded = [e["data"] for e in events if e["type"] == "usage.recorded"]
+    recorded = [e["data"] for e in events if e["type"] == EventType.USAGE_RECORDED]
     assert [(r["prompt_tokens"], r["completion_tokens"], r["cost_usd"]) for r in recorded] == [
         (1200, 300, "0.006000"), (1200, 300, "0.006000")]
 
@@ -95,7 +91,7 @@ async def test_ledger_has_one_row_per_real_model_call_across_a_crash(
             "edges": chain("plan", "think", "close")})
         execution = await platform.run(workflow_id)
         _, final = await crash_worker_during(platform, execution["id"], "think")
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     paid = [r for r in await ledger_rows(platform) if r.provider == "openai"]
     assert len(paid) == len(llm.requests) == 2
     assert final["usage"]["cost_usd"] == "0.012000"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import websockets
 from temporalio.api.enums.v1 import EventType as HistoryEvent
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain, kinds
-from tests.helpers import data, error
+from tests.support.engine import Platform
+from tests.support.graphs import chain, kinds
+from tests.support.responses import data, error
+from workflows.events import EventType
 from workflows.execution import HEARTBEAT_TIMEOUT
+from workflows.status import ExecutionStatus, NodeStatus
 
 
 async def slow_run(platform: Platform, delay_s: float = 120) -> dict:
@@ -19,7 +21,8 @@ async def slow_run(platform: Platform, delay_s: float = 120) -> dict:
     })
     execution = await platform.run(workflow_id)
     started, _ = await platform.watch(execution["id"], limit=2)
-    assert kinds(started) == [("execution.started", None), ("node.started", "think")]
+    assert kinds(started) == [(EventType.EXECUTION_STARTED, None),
+                              (EventType.NODE_STARTED, "think")]
     return execution
 
 
@@ -29,9 +32,9 @@ async def test_cancel_stops_the_running_activity(platform: Platform) -> None:
     assert response.status_code == 200, response.text
 
     final = await platform.wait_status(execution["id"], "cancelled")
-    assert final["nodes"][0]["status"] == "cancelled"
+    assert final["nodes"][0]["status"] == NodeStatus.CANCELLED
     events, code = await platform.watch(execution["id"])
-    assert code == 1000 and events[-1]["type"] == "execution.cancelled"
+    assert code == 1000 and events[-1]["type"] == EventType.EXECUTION_CANCELLED
 
     # The activity itself acknowledged the cancel, within its heartbeat timeout.
     history = await platform.client.get_workflow_handle(
@@ -57,10 +60,10 @@ async def test_terminate_from_temporal_is_reported(platform: Platform) -> None:
         execution["temporal"]["workflow_id"]).terminate(reason="operator says stop")
     final = await platform.wait_status(execution["id"], "failed")
     assert final["error"] == "terminated by an operator in Temporal"
-    assert final["nodes"][0]["status"] == "failed"
+    assert final["nodes"][0]["status"] == NodeStatus.FAILED
     events, code = await platform.watch(execution["id"])
     assert code == 1000
-    assert kinds(events)[-1] == ("execution.failed", None)
+    assert kinds(events)[-1] == (EventType.EXECUTION_FAILED, None)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
@@ -108,7 +111,7 @@ async def test_many_watchers_share_one_subscription(platform: Platform) -> None:
     execution = await slow_run(platform, delay_s=1)
     results = await asyncio.gather(*[platform.watch(execution["id"]) for _ in range(20)])
     expected = kinds(results[0][0])
-    assert expected[-1] == ("execution.completed", None)
+    assert expected[-1] == (EventType.EXECUTION_COMPLETED, None)
     assert all(kinds(events) == expected and code == 1000 for events, code in results)
 
 
@@ -148,12 +151,13 @@ async def test_bad_requests(platform: Platform) -> None:
 
     pending = data(await platform.http.post("/api/v1/Execution/",
                                             json={"workflow_id": workflow_id}), 201)
-    assert pending["status"] == "pending" and pending["temporal"]["workflow_id"] is None
+    assert pending["status"] == ExecutionStatus.PENDING
+    assert pending["temporal"]["workflow_id"] is None
     # Signalling a run that has not started: nothing is waiting.
     error(await platform.http.post(f"/api/v1/Execution/{pending['id']}/signal",
                                    json={"node_id": "gate", "action": "approve"}), 409)
     started = data(await platform.http.post(f"/api/v1/Execution/{pending['id']}/start"))
-    assert started["status"] == "running"
+    assert started["status"] == ExecutionStatus.RUNNING
     platform.started.append(started["temporal"]["workflow_id"])
     error(await platform.http.post(f"/api/v1/Execution/{pending['id']}/start"), 409)
 
@@ -181,9 +185,9 @@ async def test_cancel_pending_execution(platform: Platform) -> None:
     pending = data(await platform.http.post("/api/v1/Execution/",
                                             json={"workflow_id": workflow_id}), 201)
     cancelled = data(await platform.http.post(f"/api/v1/Execution/{pending['id']}/cancel"))
-    assert cancelled["status"] == "cancelled"
+    assert cancelled["status"] == ExecutionStatus.CANCELLED
     events, code = await platform.watch(pending["id"])
-    assert kinds(events) == [("execution.cancelled", None)] and code == 1000
+    assert kinds(events) == [(EventType.EXECUTION_CANCELLED, None)] and code == 1000
     error(await platform.http.post(f"/api/v1/Execution/{pending['id']}/start"), 409)
 
 
@@ -199,8 +203,8 @@ async def test_list_filters(platform: Platform) -> None:
         page = data(await platform.http.get("/api/v1/Execution/", params=params))
         return [e["id"] for e in page["items"]]
 
-    assert await listed(status="pending") == [done["id"] + 1]
-    assert await listed(status="completed") == [done["id"]]
+    assert await listed(status=ExecutionStatus.PENDING) == [done["id"] + 1]
+    assert await listed(status=ExecutionStatus.COMPLETED) == [done["id"]]
     assert await listed(workflow_id=workflow_id) == [done["id"] + 1, done["id"]]
     assert await listed(workflow_id=workflow_id + 1) == []
     error(await platform.http.get("/api/v1/Execution/", params={"status": "bogus"}), 422)

@@ -14,15 +14,20 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 import workflows.templates
 from activities.nodes import NodeActivities
+from activities.record import RecordActivities
 from infra.db import create_engine, session_factory
-from tests.engine.conftest import Platform
-from tests.engine.test_recovery import worker_process
-from tests.engine.test_runs import kinds
-from tests.fakes import HttpToolService
-from tests.helpers import data, wait_for
+from tests.support.engine import Platform, worker_process
+from tests.support.fake_http import HttpToolService
+from tests.support.graphs import kinds
+from tests.support.responses import data
+from tests.support.waiting import wait_for
 from worker.main import build_worker
 from workflows.contracts import ExecutionInput, ExecutionResult
+from workflows.events import EventType
 from workflows.execution import ExecutionWorkflow
+from workflows.status import ExecutionStatus
+
+ENDED = (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED)
 
 
 class CountingService(HttpToolService):
@@ -92,14 +97,14 @@ async def test_a_loop_runs_to_its_bound_then_fails_naming_the_condition(
         "edges": [{"from": "START", "to": "work"}, {"from": "work", "to": "again"}],
     })
     execution = await platform.run(workflow_id, {"x": 1})
-    final = await platform.wait_status(execution["id"], "completed", "failed", timeout=600)
+    final = await platform.wait_status(execution["id"], *ENDED, timeout=600)
 
-    assert final["status"] == "failed"
+    assert final["status"] == ExecutionStatus.FAILED
     assert final["error"] == "condition 'again' was reached more than max_visits=1000 times"
     events, code = await platform.watch(execution["id"])
     assert code == 1000 and contiguous(events)
-    assert kinds(events).count(("node.completed", "work")) == 1001
-    assert kinds(events).count(("node.completed", "again")) == 1000
+    assert kinds(events).count((EventType.NODE_COMPLETED, "work")) == 1001
+    assert kinds(events).count((EventType.NODE_COMPLETED, "again")) == 1000
     usage = data(await platform.http.get("/api/v1/Billing/usage"))
     assert usage["llm_calls"] == 1001
 
@@ -115,8 +120,8 @@ async def test_a_loop_whose_exit_is_data_driven_completes(platform: Platform) ->
             "edges": [{"from": "START", "to": "poll"}, {"from": "poll", "to": "ready"}],
         })
         execution = await platform.run(workflow_id)
-        final = await platform.wait_status(execution["id"], "completed", "failed", timeout=60)
-    assert final["status"] == "completed", final["error"]
+        final = await platform.wait_status(execution["id"], *ENDED, timeout=60)
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert final["output"]["body"] == {"n": 5}
     assert service.calls["poll"] == 5
 
@@ -138,10 +143,10 @@ async def test_an_unexpected_error_in_workflow_code_fails_the_run_at_once(
         "edges": [{"from": "START", "to": "check"}],
     })
     execution = await platform.run(workflow_id, {"x": 1})
-    final = await platform.wait_status(execution["id"], "failed", timeout=10)
+    final = await platform.wait_status(execution["id"], ExecutionStatus.FAILED, timeout=10)
     assert final["error"] == "the engine failed: RuntimeError: condition evaluator exploded"
     events, code = await platform.watch(execution["id"])
-    assert code == 1000 and kinds(events)[-1] == ("execution.failed", None)
+    assert code == 1000 and kinds(events)[-1] == (EventType.EXECUTION_FAILED, None)
 
 
 # -- continue-as-new -----------------------------------------------------------------------
@@ -152,13 +157,13 @@ async def test_continue_as_new_is_invisible_to_watchers(platform: Platform) -> N
         workflow_id = await counting_loop(platform, service, turns=30)
         execution = await platform.run(workflow_id)
         events, code = await platform.watch(execution["id"], timeout=180)
-        final = await platform.wait_status(execution["id"], "completed", "failed")
+        final = await platform.wait_status(execution["id"], *ENDED)
 
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert code == 1000 and contiguous(events)
     assert service.calls["tick"] == 30  # nothing ran twice across the hand-overs
-    assert kinds(events).count(("node.completed", "think")) == 30
-    assert kinds(events).count(("execution.started", None)) == 1
+    assert kinds(events).count((EventType.NODE_COMPLETED, "think")) == 30
+    assert kinds(events).count((EventType.EXECUTION_STARTED, None)) == 1
     runs = await temporal_runs(platform, execution["temporal"]["workflow_id"])
     assert len(runs) >= 3
     assert final["temporal"]["run_id"] == runs[-1].run_id != execution["temporal"]["run_id"]
@@ -173,17 +178,17 @@ async def test_signal_reaches_a_human_node_in_the_third_run(platform: Platform) 
     async with CountingService() as service:
         workflow_id = await counting_loop(platform, service, turns=25, then="gate")
         execution = await platform.run(workflow_id)
-        waiting = await platform.wait_status(execution["id"], "waiting", timeout=120)
+        waiting = await platform.wait_status(execution["id"], ExecutionStatus.WAITING, timeout=120)
         runs = await temporal_runs(platform, execution["temporal"]["workflow_id"])
         assert len(runs) >= 3
         assert waiting["temporal"]["run_id"] == runs[-1].run_id
         data(await platform.http.post(f"/api/v1/Execution/{execution['id']}/signal",
                                       json={"node_id": "gate", "action": "approve"}))
-        final = await platform.wait_status(execution["id"], "completed", "failed")
-    assert final["status"] == "completed", final["error"]
+        final = await platform.wait_status(execution["id"], *ENDED)
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     events, code = await platform.watch(execution["id"])
     assert code == 1000 and contiguous(events)
-    assert kinds(events).count(("human.waiting", "gate")) == 1
+    assert kinds(events).count((EventType.HUMAN_WAITING, "gate")) == 1
 
 
 @pytest.mark.settings(history_events_per_run=100)
@@ -193,10 +198,10 @@ async def test_cancel_after_continue_as_new(platform: Platform) -> None:
         execution = await platform.run(workflow_id)
         await run_number(platform, execution["id"], 2)
         data(await platform.http.post(f"/api/v1/Execution/{execution['id']}/cancel"))
-        final = await platform.wait_status(execution["id"], "cancelled")
+        final = await platform.wait_status(execution["id"], ExecutionStatus.CANCELLED)
     events, code = await platform.watch(execution["id"])
     assert code == 1000 and contiguous(events)
-    assert kinds(events)[-1] == ("execution.cancelled", None)
+    assert kinds(events)[-1] == (EventType.EXECUTION_CANCELLED, None)
     assert final["temporal"]["run_id"] != execution["temporal"]["run_id"]
 
 
@@ -208,7 +213,7 @@ async def test_operator_terminate_after_continue_as_new(platform: Platform) -> N
         await run_number(platform, execution["id"], 2)
         await platform.client.get_workflow_handle(
             execution["temporal"]["workflow_id"]).terminate(reason="operator")
-        final = await platform.wait_status(execution["id"], "failed")
+        final = await platform.wait_status(execution["id"], ExecutionStatus.FAILED)
     assert final["error"] == "terminated by an operator in Temporal"
     events, code = await platform.watch(execution["id"])
     assert code == 1000 and contiguous(events)
@@ -227,14 +232,14 @@ async def test_sigkill_of_the_worker_after_continue_as_new(
             first.send_signal(signal.SIGKILL)
             await first.wait()
         async with worker_process(platform):
-            final = await platform.wait_status(execution["id"], "completed", "failed",
+            final = await platform.wait_status(execution["id"], *ENDED,
                                                timeout=180)
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     # A tool call in flight at the kill may be retried; none before it ran again.
     assert 40 <= service.calls["tick"] <= 41
     events, code = await platform.watch(execution["id"])
     assert code == 1000 and contiguous(events)
-    assert kinds(events).count(("node.completed", "tick")) == 40
+    assert kinds(events).count((EventType.NODE_COMPLETED, "tick")) == 40
 
 
 @workflow.defn(name="ExecutionWorkflow")
@@ -259,16 +264,16 @@ async def test_a_non_deterministic_deploy_shows_in_temporal_problems(
                   {"from": "gate", "to": "END"}],
     })
     engine = create_engine(platform.settings.resolved_database_url)
-    activities = NodeActivities(platform.settings, session_factory(engine))
+    sessions = session_factory(engine)
+    nodes, record = NodeActivities(platform.settings, sessions), RecordActivities(sessions)
     execution = await platform.run(workflow_id)
-    async with build_worker(platform.client, platform.settings, activities):
-        waiting = await platform.wait_status(execution["id"], "waiting")
+    async with build_worker(platform.client, platform.settings, sessions):
+        waiting = await platform.wait_status(execution["id"], ExecutionStatus.WAITING)
     assert waiting["temporal"]["problems"] == []
 
     changed = Worker(platform.client, task_queue=platform.settings.task_queue,
                      workflows=[ChangedWorkflow],
-                     activities=[activities.llm_call, activities.call_tool,
-                                 activities.sync_execution],
+                     activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
                      workflow_runner=UnsandboxedWorkflowRunner())
     async with changed:
         # Anything that wakes the run makes the new code replay its history, and fail.
@@ -280,7 +285,7 @@ async def test_a_non_deterministic_deploy_shows_in_temporal_problems(
             return found if found["temporal"]["problems"] else None
 
         found = await wait_for(stuck, timeout=60, what="temporal.problems")
-        assert found["status"] == "waiting"
+        assert found["status"] == ExecutionStatus.WAITING
         [problem] = found["temporal"]["problems"]
         assert "workflow task has failed" in problem and "determinis" in problem.lower()
 
@@ -326,9 +331,9 @@ async def test_ten_thousand_calls_continue_as_new_and_a_watcher_sees_every_event
         })
         execution = await platform.run(workflow_id)
         events, code = await platform.watch(execution["id"], timeout=1800)
-        final = await platform.wait_status(execution["id"], "completed", "failed")
+        final = await platform.wait_status(execution["id"], *ENDED)
 
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert code == 1000 and contiguous(events)
     calls = turns * (2 + tool_calls + 1)  # two model calls, the tools, the tick
     assert calls >= 10_000

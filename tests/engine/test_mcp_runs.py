@@ -11,11 +11,15 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain, kinds
-from tests.fakes_llm import FakeOpenAI, Turn
-from tests.fakes_mcp import McpHttpService, process_gone, stdio_config
-from tests.helpers import data, dump_database, wait_for
+from tests.support.database import dump_database
+from tests.support.engine import Platform
+from tests.support.fake_llm import FakeOpenAI, Turn
+from tests.support.fake_mcp import McpHttpService, process_gone, stdio_config
+from tests.support.graphs import chain, kinds
+from tests.support.responses import data
+from tests.support.waiting import wait_for
+from workflows.events import EventType
+from workflows.status import ExecutionStatus, NodeStatus
 
 API_TOKEN = "run-env-token-0a9b8c7d6e"
 
@@ -53,13 +57,13 @@ async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
         events, code = await platform.watch(execution["id"])
         final = await platform.wait_status(execution["id"], "completed", "failed")
 
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert code == 1000
     assert final["output"] == {"result": "echo: tides"}
     outputs = {e["node_id"]: e["data"]["output"] for e in events
-               if e["type"] == "node.completed"}
+               if e["type"] == EventType.NODE_COMPLETED}
     assert outputs["local"] == {"name": "API_TOKEN", "set": True}  # the env reached it
-    called = [e["data"] for e in events if e["type"] == "tool.called"]
+    called = [e["data"] for e in events if e["type"] == EventType.TOOL_CALLED]
     assert [(c["tool"], c["ok"], c["attempts"]) for c in called] == [
         ("check_env", True, 1), ("echo", True, 1)]
     assert remote.tool_calls == {"echo": 1}
@@ -92,7 +96,7 @@ async def test_agent_calls_mcp_tools_each_as_its_own_activity(platform: Platform
         execution = await platform.run(workflow_id)
         final = await platform.wait_status(execution["id"], "completed", "failed")
 
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert final["output"] == "all set"
     # The model was offered the schemas discovered from the MCP servers.
     offered = {t["function"]["name"]: t["function"]["parameters"]
@@ -127,10 +131,12 @@ async def test_retryable_mcp_failure_is_retried_by_temporal(platform: Platform) 
         events, _ = await platform.watch(execution["id"])
         final = await platform.wait_status(execution["id"], "completed", "failed")
 
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert kinds(events) == [
-        ("execution.started", None), ("node.started", "call"), ("node.retrying", "call"),
-        ("tool.called", "call"), ("node.completed", "call"), ("execution.completed", None)]
+        (EventType.EXECUTION_STARTED, None), (EventType.NODE_STARTED, "call"),
+        (EventType.NODE_RETRYING, "call"),
+        (EventType.TOOL_CALLED, "call"), (EventType.NODE_COMPLETED, "call"),
+        (EventType.EXECUTION_COMPLETED, None)]
     retrying = events[2]["data"]
     assert retrying["attempt"] == 2
     assert retrying["error"] == f"echo: HTTP 503 from {remote.url}: the MCP endpoint " \
@@ -175,7 +181,7 @@ async def test_cancelling_the_run_stops_the_stdio_server(platform: Platform,
     response = await platform.http.post(f"/api/v1/Execution/{execution['id']}/cancel")
     assert response.status_code == 200, response.text
     final = await platform.wait_status(execution["id"], "cancelled")
-    assert final["nodes"][0]["status"] == "cancelled"
+    assert final["nodes"][0]["status"] == NodeStatus.CANCELLED
 
     async def stopped() -> bool:
         return process_gone(pid)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.engine.conftest import Platform
-from tests.engine.test_agents import openai_agent
-from tests.engine.test_runs import chain, kinds
-from tests.fakes_llm import FakeOpenAI, Turn
-from tests.helpers import data, error
+from tests.support.engine import Platform
+from tests.support.fake_llm import FakeOpenAI, Turn
+from tests.support.graphs import chain, kinds
+from tests.support.responses import data, error
+from workflows.events import EventType
+from workflows.status import ExecutionStatus
+
+ENDED = (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED)
 
 
 async def rerun(platform: Platform, execution_id: int, status: int = 201, **body: Any
@@ -23,7 +26,7 @@ async def rerun(platform: Platform, execution_id: int, status: int = 201, **body
 
 async def finished(platform: Platform, execution_id: int) -> tuple[dict[str, Any],
                                                                     list[dict[str, Any]]]:
-    final = await platform.wait_status(execution_id, "completed", "failed", timeout=60)
+    final = await platform.wait_status(execution_id, *ENDED, timeout=60)
     events, code = await platform.watch(execution_id)
     assert code == 1000
     return final, events
@@ -32,12 +35,12 @@ async def finished(platform: Platform, execution_id: int) -> tuple[dict[str, Any
 def ran(events: list[dict[str, Any]]) -> list[str]:
     """The nodes that really ran (not reused), in order."""
     return [e["node_id"] for e in events
-            if e["type"] == "node.completed" and not e["data"].get("reused")]
+            if e["type"] == EventType.NODE_COMPLETED and not e["data"].get("reused")]
 
 
 def reused(events: list[dict[str, Any]]) -> list[str]:
     return [e["node_id"] for e in events
-            if e["type"] == "node.completed" and e["data"].get("reused")]
+            if e["type"] == EventType.NODE_COMPLETED and e["data"].get("reused")]
 
 
 async def three_steps(platform: Platform) -> int:
@@ -60,7 +63,9 @@ async def test_rerun_after_a_failure_at_the_last_node_pays_only_for_that_node(
     async with FakeOpenAI([Turn(content="one", prompt_tokens=10, completion_tokens=1),
                            Turn(content="two", prompt_tokens=20, completion_tokens=2),
                            Turn(status=400)]) as llm:
-        agent = await openai_agent(platform, llm, metadata={"stream": False})
+        agent = await platform.agent("assistant", provider="openai", model="gpt-4o-mini",
+                                     base_url=llm.base_url, api_key="sk-test-rerun-key",
+                                     metadata={"stream": False})
         workflow_id = await platform.workflow({
             "nodes": [{"id": n, "type": "agent", "agent_id": agent, "input": f"{n} {{{{ x }}}}"}
                       for n in ("first", "second", "last")],
@@ -68,7 +73,7 @@ async def test_rerun_after_a_failure_at_the_last_node_pays_only_for_that_node(
         })
         parent = await platform.run(workflow_id)
         failed, _ = await finished(platform, parent["id"])
-        assert failed["status"] == "failed" and len(llm.requests) == 3
+        assert failed["status"] == ExecutionStatus.FAILED and len(llm.requests) == 3
 
         # The fault is fixed: the model answers again.
         llm.turns = [*llm.turns[:3], Turn(content="three", prompt_tokens=30,
@@ -77,11 +82,11 @@ async def test_rerun_after_a_failure_at_the_last_node_pays_only_for_that_node(
         assert child["parent_execution_id"] == parent["id"]
         final, events = await finished(platform, child["id"])
 
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert final["output"] == "three"
     assert len(llm.requests) == 4  # one model call: the last node's
     assert reused(events) == ["first", "second"] and ran(events) == ["last"]
-    completed = [e for e in events if e["type"] == "node.completed"]
+    completed = [e for e in events if e["type"] == EventType.NODE_COMPLETED]
     assert completed[0]["data"]["from_execution"] == parent["id"]
     assert completed[0]["data"]["output"] == "one"
     assert {n["node_id"]: n["reused"] for n in final["nodes"]} == {
@@ -98,7 +103,7 @@ async def test_rerun_from_a_middle_node_reruns_it_and_what_follows(platform: Pla
 
     child = await rerun(platform, parent["id"], from_node="draft")
     final, events = await finished(platform, child["id"])
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert reused(events) == ["outline"] and ran(events) == ["draft", "polish"]
     assert final["workflow_version"] == 1 and final["input"] == {"topic": "tides"}
 
@@ -121,7 +126,7 @@ async def test_edited_input_reruns_only_the_nodes_that_read_it(platform: Platfor
 
     child = await rerun(platform, parent["id"], input={"a": "sun", "b": "stars"})
     final, events = await finished(platform, child["id"])
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert reused(events) == ["left"]
     assert sorted(ran(events)) == ["join", "right"]
     assert final["output"] == "[reader] [reader] sun and [reader] stars"
@@ -130,7 +135,7 @@ async def test_edited_input_reruns_only_the_nodes_that_read_it(platform: Platfor
     again = await rerun(platform, child["id"])
     final, events = await finished(platform, again["id"])
     assert ran(events) == [] and sorted(reused(events)) == ["join", "left", "right"]
-    assert not any(e["type"] == "usage.recorded" for e in events)
+    assert not any(e["type"] == EventType.USAGE_RECORDED for e in events)
     assert final["output"] == "[reader] [reader] sun and [reader] stars"
 
 
@@ -147,7 +152,7 @@ async def test_rerun_on_a_new_version_reuses_the_unchanged_nodes(platform: Platf
 
     child = await rerun(platform, parent["id"], version=2)
     final, events = await finished(platform, child["id"])
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert final["workflow_version"] == 2
     assert reused(events) == ["outline", "draft"] and ran(events) == ["polish"]
 
@@ -162,12 +167,12 @@ async def test_rerun_is_refused_while_running_and_for_an_unknown_node(
         "edges": chain("a", "gate"),
     })
     parent = await platform.run(workflow_id)
-    await platform.wait_status(parent["id"], "waiting")
+    await platform.wait_status(parent["id"], ExecutionStatus.WAITING)
     body = await rerun(platform, parent["id"], 409)
     assert "still waiting" in body["msg"]
     data(await platform.http.post(f"/api/v1/Execution/{parent['id']}/signal",
                                   json={"node_id": "gate", "action": "approve"}))
-    await platform.wait_status(parent["id"], "completed")
+    await platform.wait_status(parent["id"], ExecutionStatus.COMPLETED)
 
     body = await rerun(platform, parent["id"], 422, from_node="nowhere")
     assert "no node 'nowhere'" in body["msg"]
@@ -178,6 +183,6 @@ async def test_rerun_is_refused_while_running_and_for_an_unknown_node(
     # A human answer is a result too: reused, so the rerun does not wait again.
     child = await rerun(platform, parent["id"])
     final, events = await finished(platform, child["id"])
-    assert final["status"] == "completed"
-    assert ("human.waiting", "gate") not in kinds(events)
+    assert final["status"] == ExecutionStatus.COMPLETED
+    assert (EventType.HUMAN_WAITING, "gate") not in kinds(events)
     assert sorted(reused(events)) == ["a", "gate"]

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from itertools import pairwise
-from typing import Any
-
-from tests.engine.conftest import Platform
-
-
-def kinds(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
-    return [(e["type"], e["node_id"]) for e in events]
-
-
-def chain(*node_ids: str) -> list[dict[str, str]]:
-    path = ["START", *node_ids, "END"]
-    return [{"from": a, "to": b} for a, b in pairwise(path)]
+from tests.support.engine import Platform
+from tests.support.graphs import chain, kinds
+from workflows.events import EventType
+from workflows.status import ExecutionStatus, NodeStatus
 
 
 async def test_linear_graph(platform: Platform) -> None:
@@ -30,18 +21,19 @@ async def test_linear_graph(platform: Platform) -> None:
         "edges": chain("research", "write"),
     })
     execution = await platform.run(workflow_id, {"topic": "tides"})
-    assert execution["status"] == "running"
+    assert execution["status"] == ExecutionStatus.RUNNING
     assert execution["temporal"]["ui_url"].endswith("/history")
 
     events, code = await platform.watch(execution["id"])
 
     assert code == 1000
     assert kinds(events) == [
-        ("execution.started", None),
-        ("node.started", "research"), ("usage.recorded", "research"),
-        ("node.completed", "research"),
-        ("node.started", "write"), ("usage.recorded", "write"), ("node.completed", "write"),
-        ("execution.completed", None),
+        (EventType.EXECUTION_STARTED, None),
+        (EventType.NODE_STARTED, "research"), (EventType.USAGE_RECORDED, "research"),
+        (EventType.NODE_COMPLETED, "research"),
+        (EventType.NODE_STARTED, "write"), (EventType.USAGE_RECORDED, "write"),
+        (EventType.NODE_COMPLETED, "write"),
+        (EventType.EXECUTION_COMPLETED, None),
     ]
     assert [e["seq"] for e in events] == list(range(1, 9))
     assert all(e["execution_id"] == execution["id"] for e in events)
@@ -74,15 +66,16 @@ async def test_parallel_fan_out_then_join_runs_join_once(platform: Platform) -> 
     events, code = await platform.watch(execution["id"])
 
     assert code == 1000
-    seen = [k for k in kinds(events) if k[0] != "usage.recorded"]
-    assert seen[:3] == [("execution.started", None), ("node.started", "plan"),
-                        ("node.completed", "plan")]
+    seen = [k for k in kinds(events) if k[0] != EventType.USAGE_RECORDED]
+    assert seen[:3] == [(EventType.EXECUTION_STARTED, None), (EventType.NODE_STARTED, "plan"),
+                        (EventType.NODE_COMPLETED, "plan")]
     # Both branches start in the same step, before either finishes.
-    assert seen[3:5] == [("node.started", "left"), ("node.started", "right")]
-    assert sorted(seen[5:7]) == [("node.completed", "left"), ("node.completed", "right")]
-    assert seen[7:] == [("node.started", "merge"), ("node.completed", "merge"),
-                        ("execution.completed", None)]
-    assert seen.count(("node.started", "merge")) == 1
+    assert seen[3:5] == [(EventType.NODE_STARTED, "left"), (EventType.NODE_STARTED, "right")]
+    assert sorted(seen[5:7]) == [(EventType.NODE_COMPLETED, "left"), (EventType.NODE_COMPLETED,
+                                                                      "right")]
+    assert seen[7:] == [(EventType.NODE_STARTED, "merge"), (EventType.NODE_COMPLETED, "merge"),
+                        (EventType.EXECUTION_COMPLETED, None)]
+    assert seen.count((EventType.NODE_STARTED, "merge")) == 1
     final = await platform.wait_status(execution["id"], "completed")
     assert final["output"] == "[worker] merge"
 
@@ -107,12 +100,14 @@ async def test_condition_routes_by_data(platform: Platform) -> None:
     low_events, _ = await platform.watch(low["id"])
 
     assert kinds(high_events) == [
-        ("execution.started", None), ("node.started", "check"), ("node.completed", "check"),
-        ("node.started", "urgent"), ("usage.recorded", "urgent"), ("node.completed", "urgent"),
-        ("execution.completed", None)]
+        (EventType.EXECUTION_STARTED, None), (EventType.NODE_STARTED, "check"),
+        (EventType.NODE_COMPLETED, "check"),
+        (EventType.NODE_STARTED, "urgent"), (EventType.USAGE_RECORDED, "urgent"),
+        (EventType.NODE_COMPLETED, "urgent"),
+        (EventType.EXECUTION_COMPLETED, None)]
     assert high_events[2]["data"]["output"] == {"route": "urgent"}
-    assert ("node.started", "routine") in kinds(low_events)
-    assert ("node.started", "urgent") not in kinds(low_events)
+    assert (EventType.NODE_STARTED, "routine") in kinds(low_events)
+    assert (EventType.NODE_STARTED, "urgent") not in kinds(low_events)
     assert (await platform.wait_status(low["id"], "completed"))["output"] == "[router] routine"
 
 
@@ -131,7 +126,7 @@ async def test_human_approval(platform: Platform) -> None:
     waiting = await platform.wait_status(execution["id"], "waiting")
     assert {n["node_id"]: n["status"] for n in waiting["nodes"]}["approve"] == "waiting"
 
-    early = await platform.watch_until(execution["id"], "human.waiting", "approve")
+    early = await platform.watch_until(execution["id"], EventType.HUMAN_WAITING, "approve")
     assert len(early) == 6
     assert early[-1]["data"]["prompt"] == "Ship [drafter] draft?"
 
@@ -142,9 +137,10 @@ async def test_human_approval(platform: Platform) -> None:
     rest, code = await platform.watch(execution["id"], after=6)
     assert code == 1000
     assert kinds(rest) == [
-        ("human.responded", "approve"), ("node.completed", "approve"),
-        ("node.started", "ship"), ("usage.recorded", "ship"), ("node.completed", "ship"),
-        ("execution.completed", None)]
+        (EventType.HUMAN_RESPONDED, "approve"), (EventType.NODE_COMPLETED, "approve"),
+        (EventType.NODE_STARTED, "ship"), (EventType.USAGE_RECORDED, "ship"),
+        (EventType.NODE_COMPLETED, "ship"),
+        (EventType.EXECUTION_COMPLETED, None)]
     assert rest[0]["data"]["action"] == "approve"
     final = await platform.wait_status(execution["id"], "completed")
     assert final["output"] == "[drafter] ship (looks good)"
@@ -165,7 +161,8 @@ async def test_human_reject_fails_the_run(platform: Platform) -> None:
     final = await platform.wait_status(execution["id"], "failed")
     assert final["error"] == "rejected at 'approve': not yet"
     events, _ = await platform.watch(execution["id"])
-    assert kinds(events)[-2:] == [("node.failed", "approve"), ("execution.failed", "approve")]
+    assert kinds(events)[-2:] == [(EventType.NODE_FAILED, "approve"), (EventType.EXECUTION_FAILED,
+                                                                       "approve")]
 
 
 async def test_human_timeout_takes_on_timeout(platform: Platform) -> None:
@@ -179,7 +176,7 @@ async def test_human_timeout_takes_on_timeout(platform: Platform) -> None:
     execution = await platform.run(workflow_id)
     events, code = await platform.watch(execution["id"])
     assert code == 1000
-    responded = next(e for e in events if e["type"] == "human.responded")
+    responded = next(e for e in events if e["type"] == EventType.HUMAN_RESPONDED)
     assert responded["data"]["timed_out"] is True and responded["data"]["action"] == "approve"
     assert (await platform.wait_status(execution["id"], "completed"))["output"] == \
         "[drafter] shipped"
@@ -196,10 +193,11 @@ async def test_node_that_fails_twice_then_succeeds(platform: Platform) -> None:
     events, _ = await platform.watch(execution["id"])
 
     assert kinds(events) == [
-        ("execution.started", None), ("node.started", "try"),
-        ("node.retrying", "try"), ("node.retrying", "try"), ("usage.recorded", "try"),
-        ("node.completed", "try"), ("execution.completed", None)]
-    assert [e["data"]["attempt"] for e in events if e["type"] == "node.retrying"] == [2, 3]
+        (EventType.EXECUTION_STARTED, None), (EventType.NODE_STARTED, "try"),
+        (EventType.NODE_RETRYING, "try"), (EventType.NODE_RETRYING, "try"),
+        (EventType.USAGE_RECORDED, "try"),
+        (EventType.NODE_COMPLETED, "try"), (EventType.EXECUTION_COMPLETED, None)]
+    assert [e["data"]["attempt"] for e in events if e["type"] == EventType.NODE_RETRYING] == [2, 3]
     assert "scripted failure on attempt 1" in events[2]["data"]["error"]
     assert events[5]["data"]["attempts"] == 3
     final = await platform.wait_status(execution["id"], "completed")
@@ -216,14 +214,15 @@ async def test_node_that_keeps_failing_fails_the_execution(platform: Platform) -
     execution = await platform.run(workflow_id)
     final = await platform.wait_status(execution["id"], "failed")
     assert "scripted failure on attempt 2" in final["error"]
-    assert final["nodes"][0]["status"] == "failed" and final["nodes"][0]["attempts"] == 2
+    assert final["nodes"][0]["status"] == NodeStatus.FAILED and final["nodes"][0]["attempts"] == 2
     events, code = await platform.watch(execution["id"])
     assert code == 1000
-    assert kinds(events)[-2:] == [("node.failed", "try"), ("execution.failed", "try")]
+    assert kinds(events)[-2:] == [(EventType.NODE_FAILED, "try"), (EventType.EXECUTION_FAILED,
+                                                                   "try")]
 
 
 async def test_tool_node_calls_http_and_feeds_a_condition(platform: Platform) -> None:
-    from tests.fakes import HttpToolService
+    from tests.support.fake_http import HttpToolService
 
     async with HttpToolService() as service:
         lookup = await platform.tool("lookup", service.url("lookup"))
@@ -245,7 +244,7 @@ async def test_tool_node_calls_http_and_feeds_a_condition(platform: Platform) ->
         execution = await platform.run(workflow_id, {"q": "tides", "limit": 3})
         final = await platform.wait_status(execution["id"], "completed", "failed")
 
-    assert final["status"] == "completed", final["error"]
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert final["output"] == "[summarizer] Summarize tides"
     assert service.requests[0]["body"] == {"q": "tides", "limit": 3}  # types kept
     assert service.requests[0]["idempotency_key"] == f"{execution['id']}/lookup/1"

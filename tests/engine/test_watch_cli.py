@@ -6,8 +6,9 @@ import asyncio
 import json
 import sys
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain
+from tests.support.engine import Platform
+from tests.support.graphs import chain
+from workflows.events import EventType
 
 
 async def watch(platform: Platform, *args: str) -> tuple[int, list[dict], str]:
@@ -28,8 +29,9 @@ async def test_keel_watch_prints_every_event_then_exits(platform: Platform) -> N
     code, events, _ = await watch(platform, str(execution["id"]))
     assert code == 0
     assert [e["type"] for e in events] == [
-        "execution.started", "node.started", "usage.recorded", "node.completed",
-        "execution.completed"]
+        EventType.EXECUTION_STARTED, EventType.NODE_STARTED, EventType.USAGE_RECORDED,
+        EventType.NODE_COMPLETED,
+        EventType.EXECUTION_COMPLETED]
 
     code, events, _ = await watch(platform, str(execution["id"]), "--after", "2")
     assert code == 0 and [e["seq"] for e in events] == [3, 4, 5]

@@ -20,6 +20,7 @@ from infra.db import session_factory
 from infra.dbtypes import utcnow
 from infra.models import DEFAULT_WORKSPACE_ID, Agent, UsageRecord
 from infra.pricing import Price, Pricing
+from infra.usd import usd_label
 
 WS = DEFAULT_WORKSPACE_ID
 # One model at a price that makes every token count show at the 10th decimal place.
@@ -251,8 +252,8 @@ async def test_budget_block_names_what_is_exhausted(
 
 
 def test_usd_shows_cents_at_least() -> None:
-    assert ledger.usd(Decimal("5")) == "$5.00"
-    assert ledger.usd(Decimal("0.0042")) == "$0.0042"
-    assert ledger.usd(Decimal("12.3456789")) == "$12.345679"
-    assert ledger.usd(Decimal("1000000")) == "$1000000.00"
+    assert usd_label(Decimal("5")) == "$5.00"
+    assert usd_label(Decimal("0.0042")) == "$0.0042"
+    assert usd_label(Decimal("12.3456789")) == "$12.345679"
+    assert usd_label(Decimal("1000000")) == "$1000000.00"
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from activities.nodes import NodeActivities
 from infra.pricing import (
     DEFAULT_PRICES,
     PRICES_AS_OF,
@@ -188,17 +190,19 @@ def test_a_bad_pricing_file_says_what_and_where(tmp_path: Path, content: str,
     assert str(path) in str(caught.value)
 
 
-def test_settings_refuse_a_pricing_file_that_does_not_load(tmp_path: Path) -> None:
+def test_a_pricing_file_that_does_not_load_stops_the_worker(tmp_path: Path) -> None:
     def make(value: object) -> Settings:
         return Settings(_env_file=None, pricing_file=value)  # type: ignore[call-arg]
 
+    # Settings see only that the file is there (they import no domain module) ...
     with pytest.raises(ValidationError, match=r"KEEL_PRICING_FILE: cannot read the pricing "
                                               r"file .*missing\.json"):
         make(tmp_path / "missing.json")
+    # ... the worker reads it as it starts, and a bad one stops it.
     bad = tmp_path / "bad.toml"
     bad.write_text("models = 3\n")
-    with pytest.raises(ValidationError, match="\"models\" must be an object"):
-        make(bad)
+    with pytest.raises(PricingError, match="\"models\" must be an object"):
+        NodeActivities(make(bad), async_sessionmaker())
     good = tmp_path / "good.json"
     good.write_text('{"models": {}}')
     assert make(str(good)).pricing_file == good

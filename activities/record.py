@@ -1,0 +1,48 @@
+"""The activity that keeps a run's database record: not a node activity, the workflow
+calls it after its milestones (a human node waits, the run ends)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.client import Client
+
+from infra.execution_store import append, last_seq, lock
+from infra.logging import get_logger
+from infra.streams import read_stream
+from workflows.contracts import ActivityName, SyncInput
+from workflows.events import EVENTS_TOPIC, Event, RecordedEvent, recorded
+from workflows.record import fold
+
+log = get_logger("keel.activity")
+
+
+async def read_events(client: Client, temporal_workflow_id: str, after: int
+                      ) -> list[RecordedEvent]:
+    """The run's events with ``seq > after``, as retained in its stream now."""
+    items = await read_stream(client, temporal_workflow_id, EVENTS_TOPIC, after, Event)
+    return [recorded(item.offset, item.data) for item in items]
+
+
+class RecordActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    @activity.defn(name=ActivityName.SYNC_EXECUTION.value)
+    async def sync_execution(self, params: SyncInput) -> int:
+        """Fold the run's events so far into its database record; returns events added.
+        Follows the writers' protocol of infra.execution_store (read, lock, append)."""
+        temporal_workflow_id = activity.info().workflow_id
+        if temporal_workflow_id is None:
+            raise RuntimeError("sync_execution runs only inside an execution workflow")
+        async with self.sessions() as session:
+            after = await last_seq(session, params.execution_id)
+            events = await read_events(activity.client(), temporal_workflow_id, after)
+            execution = await lock(session, params.execution_id)
+            if execution is None:
+                log.warning("execution row is gone; nothing to record",
+                            execution_id=params.execution_id)
+                return 0
+            added = await append(session, execution, events, fold)
+            await session.commit()
+            return added

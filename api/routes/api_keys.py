@@ -1,0 +1,78 @@
+"""/api/v1/ApiKey/: the workspace's API keys (admins). The key is shown once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+
+from api.deps import AdminDep, PageDep, SessionDep, SettingsDep
+from api.errors import Forbidden, Unprocessable
+from api.resources import get_or_404, paginate
+from api.schemas.accounts import ApiKeyIn, ApiKeyOut, NewApiKeyOut, PrincipalOut
+from api.schemas.common import Envelope, Page, error_responses, ok
+from infra.accounts import create_api_key
+from infra.models import ApiKey
+from infra.security.roles import Role
+
+router = APIRouter(prefix="/api/v1/ApiKey", tags=["ApiKey"],
+                   responses=error_responses(401, 403, 422))
+
+
+def render(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id, "name": key.name, "role": Role(key.role), "prefix": key.prefix,
+        "created_at": key.created_at,
+        "created_by": PrincipalOut(type=key.created_by_type,  # type: ignore[arg-type]
+                                   id=key.created_by_id, name=key.created_by_name),
+        "expires_at": key.expires_at, "last_used_at": key.last_used_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+@router.post("/", status_code=201, response_model=Envelope[NewApiKeyOut],
+             summary="Create an API key (the response is the only time the key is shown)")
+async def create(body: ApiKeyIn, caller: AdminDep, session: SessionDep, settings: SettingsDep
+                 ) -> dict[str, Any]:
+    if not caller.may(body.role):
+        raise Forbidden(f"a key cannot have a higher role than its creator: yours is "
+                        f"{caller.role.value}")
+    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+        raise Unprocessable("expires_at is in the past; give a future time or none",
+                            [{"loc": ["body", "expires_at"], "msg": "must be in the future",
+                              "type": "past_expiry"}])
+    row, key = await create_api_key(
+        session, settings.secret_key, workspace_id=caller.workspace_id, name=body.name,
+        role=body.role, created_by=caller.principal, expires_at=body.expires_at)
+    await session.commit()
+    return ok(NewApiKeyOut(**render(row), key=key))
+
+
+@router.get("/", response_model=Envelope[Page[ApiKeyOut]], summary="List API keys")
+async def list_keys(caller: AdminDep, session: SessionDep, page: PageDep) -> dict[str, Any]:
+    stmt = select(ApiKey).where(ApiKey.workspace_id == caller.workspace_id).order_by(ApiKey.id)
+    return ok(await paginate(session, stmt, page, lambda k: ApiKeyOut(**render(k))))
+
+
+@router.get("/{key_id}", response_model=Envelope[ApiKeyOut], summary="Get an API key",
+            responses=error_responses(404))
+async def get_key(key_id: int, caller: AdminDep, session: SessionDep) -> dict[str, Any]:
+    key = await get_or_404(session, ApiKey, key_id, caller.workspace_id, "API key")
+    return ok(ApiKeyOut(**render(key)))
+
+
+@router.delete("/{key_id}", response_model=Envelope[ApiKeyOut],
+               summary="Revoke an API key at once (runs it started go on)",
+               responses=error_responses(404))
+async def revoke(key_id: int, request: Request, caller: AdminDep, session: SessionDep
+                 ) -> dict[str, Any]:
+    key = await get_or_404(session, ApiKey, key_id, caller.workspace_id, "API key")
+    if not caller.may(Role(key.role)):
+        raise Forbidden(f"this key's role ({key.role}) is above yours ({caller.role.value})")
+    if key.revoked_at is None:
+        key.revoked_at = datetime.now(UTC)
+        await session.commit()
+    await request.app.state.socket_guard.revoked("api_key", key.id)
+    return ok(ApiKeyOut(**render(key)))

@@ -1,0 +1,57 @@
+// A run's events over the WebSocket, resumed after a drop with ?after=<last seq applied>,
+// so nothing is lost; the caller ignores any seq it has already applied, so nothing shows twice.
+import { webSocketQuery } from "./auth.js";
+
+const CLOSE_NORMAL = 1000;
+const REFUSED = { 4401: "Your credential was refused for the live stream.", 4404: "This run does not exist.",
+  4400: "The page asked for the stream in a way the server refused." };
+
+/**
+ * watch(id, {lastSeq, isFinished, onEvent, onState}): lastSeq() gives the seq to resume after;
+ * isFinished() says whether the terminal event was seen; onEvent(event) gets each message;
+ * onState(state, detail) hears "live", "reconnecting", "ended" or "refused".
+ */
+export function watch(executionId, { lastSeq, isFinished, onEvent, onState }) {
+  let socket = null;
+  let stopped = false;
+  let delay = 250;
+
+  async function connect() {
+    if (stopped) return;
+    let query;
+    try {
+      query = await webSocketQuery();
+    } catch (failure) {
+      onState("refused", failure.message);
+      return;
+    }
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const params = [`after=${lastSeq()}`, query].filter(Boolean).join("&");
+    socket = new WebSocket(`${scheme}//${location.host}/api/v1/Execution/ws/${executionId}?${params}`);
+    socket.onopen = () => {
+      delay = 250;
+      onState("live");
+    };
+    socket.onmessage = (message) => onEvent(JSON.parse(message.data));
+    socket.onclose = (closed) => {
+      if (stopped) return;
+      if (closed.code === CLOSE_NORMAL && isFinished()) {
+        onState("ended");
+      } else if (REFUSED[closed.code]) {
+        onState("refused", closed.reason || REFUSED[closed.code]);
+      } else {
+        onState("reconnecting");
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 5000);
+      }
+    };
+  }
+
+  connect();
+  return {
+    stop() {
+      stopped = true;
+      socket?.close();
+    },
+  };
+}

@@ -1,0 +1,69 @@
+"""Tool config secrets at rest: sealed when a tool is saved, masked when it is shown.
+
+A tool's ``headers`` (and an MCP tool's ``env``) map names to values. A value sent
+as ``{"value": ..., "secret": true}`` (and every env value) is stored as
+``{"value": <ciphertext>, "secret": true}``; a plain string is stored as it is.
+Responses show a sealed value as ``{"value": "***", "secret": true}``, and a value
+sent back as ``"***"`` keeps what is stored. ``common.reveal`` opens sealed values,
+right before use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.secrets import encrypt
+
+SECRET_MASK = "***"  # noqa: S105  (what a sealed value looks like in responses)
+
+# Config maps whose values may be secret. MCP env values are always secret.
+SECRET_MAPS = ("headers", "env")
+ALWAYS_SECRET = ("env",)
+
+
+class NoSecretToKeep(ValueError):
+    """``***`` was sent for a value, but no sealed value is stored under that name."""
+
+    def __init__(self, field: str, key: str) -> None:
+        super().__init__(f"config.{field}.{key} is \"***\" but no secret is stored under that "
+                         "name; send the real value")
+        self.field = field
+        self.key = key
+
+
+def seal_config(config: dict[str, Any], stored: dict[str, Any] | None,
+                secret_key: str) -> dict[str, Any]:
+    """``config`` (validated, as JSON) the way it is stored: secret values encrypted, and a
+    value sent as ``***`` replaced by the sealed value of ``stored`` under the same name."""
+    sealed_config = dict(config)
+    for field in SECRET_MAPS:
+        if field not in config:
+            continue
+        kept = (stored or {}).get(field, {})
+        sealed: dict[str, Any] = {}
+        for key, value in config[field].items():
+            is_object = isinstance(value, dict)
+            raw = value["value"] if is_object else value
+            if raw == SECRET_MASK:
+                # The mask as read back (even as a bare "***"): keep what is stored.
+                if not isinstance(kept.get(key), dict):
+                    raise NoSecretToKeep(field, key)
+                sealed[key] = kept[key]
+            elif field in ALWAYS_SECRET or (is_object and value["secret"]):
+                sealed[key] = {"value": encrypt(raw, secret_key), "secret": True}
+            else:
+                sealed[key] = raw
+        sealed_config[field] = sealed
+    return sealed_config
+
+
+def masked_config(stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored config as responses show it: every sealed value replaced by the mask."""
+    shown = dict(stored)
+    for field in SECRET_MAPS:
+        if field in shown:
+            shown[field] = {
+                k: {"value": SECRET_MASK, "secret": True} if isinstance(v, dict) else v
+                for k, v in shown[field].items()
+            }
+    return shown

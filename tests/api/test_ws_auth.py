@@ -1,0 +1,145 @@
+"""WebSocket credentials: the Authorization header or a single-use ticket, over a real
+server; a revoked key's open sockets close.
+
+The execution WebSocket adopts ``websocket_caller`` and ``socket_guard`` in the wiring
+task; here a small route shows the helpers' behaviour on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from fastapi import FastAPI, WebSocket
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.main import create_app
+from api.principal import CLOSE_UNAUTHORIZED, websocket_caller
+from infra.models import WsTicket
+from infra.security.roles import Role
+from infra.settings import Settings
+from tests.support.accounts import Accounts, bearer
+from tests.support.net import free_port
+from tests.support.responses import data
+from tests.support.waiting import wait_for
+
+
+def with_probe(app: FastAPI) -> FastAPI:
+    @app.websocket("/probe")
+    async def probe(websocket: WebSocket) -> None:
+        await websocket.accept()
+        caller = await websocket_caller(websocket)
+        if caller is None:
+            await websocket.close(CLOSE_UNAUTHORIZED, "a valid credential is needed")
+            return
+        async with websocket.app.state.socket_guard.watching(caller, websocket):
+            await websocket.send_json({"type": caller.principal.type,
+                                       "workspace_id": caller.workspace_id})
+            with contextlib.suppress(Exception):
+                while True:
+                    await websocket.receive_text()
+
+    return app
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[str]:
+    port = free_port()
+    app = with_probe(create_app(settings))
+    served = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                           lifespan="on", ws="websockets-sansio"))
+    task = asyncio.create_task(served.serve())
+
+    async def started() -> bool:
+        return served.started
+
+    await wait_for(started, timeout=20, what="API server start")
+    app.state.socket_guard.interval_s = 0.2
+    yield f"127.0.0.1:{port}"
+    served.should_exit = True
+    await task
+
+
+async def closed_code(ws: websockets.ClientConnection) -> int | None:
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async with asyncio.timeout(10):
+            async for _ in ws:
+                pass
+    return ws.close_code
+
+
+async def test_the_authorization_header_opens_the_socket(server: str,
+                                                         accounts: Accounts) -> None:
+    key = await accounts.api_key(Role.VIEWER)
+    async with websockets.connect(f"ws://{server}/probe", additional_headers=bearer(key)) as ws:
+        assert (await ws.recv()) == '{"type":"api_key","workspace_id":1}'
+
+
+@pytest.mark.parametrize("how", ["nothing", "bad key", "bad ticket"])
+async def test_without_a_valid_credential_it_closes_4401_first(server: str, how: str) -> None:
+    url, headers = f"ws://{server}/probe", None
+    if how == "bad key":
+        headers = bearer("keel_" + "a" * 43)
+    elif how == "bad ticket":
+        url += "?ticket=" + "a" * 43
+    async with websockets.connect(url, additional_headers=headers) as ws:
+        assert await closed_code(ws) == CLOSE_UNAUTHORIZED
+
+
+async def test_a_ticket_works_once_and_for_60_seconds(
+        server: str, accounts: Accounts, db: AsyncEngine) -> None:
+    key = await accounts.api_key(Role.VIEWER)
+    async with httpx.AsyncClient(base_url=f"http://{server}", headers=bearer(key)) as http:
+        made = data(await http.post("/api/v1/Auth/ws-ticket"))
+        assert made["expires_in"] == 60
+        async with websockets.connect(f"ws://{server}/probe?ticket={made['ticket']}") as ws:
+            assert "api_key" in str(await ws.recv())
+        async with websockets.connect(f"ws://{server}/probe?ticket={made['ticket']}") as ws:
+            assert await closed_code(ws) == CLOSE_UNAUTHORIZED  # used already
+
+        stale = data(await http.post("/api/v1/Auth/ws-ticket"))["ticket"]
+        async with db.begin() as conn:
+            await conn.execute(update(WsTicket).values(
+                expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        async with websockets.connect(f"ws://{server}/probe?ticket={stale}") as ws:
+            assert await closed_code(ws) == CLOSE_UNAUTHORIZED
+        # No ticket without a credential.
+        assert (await http.post("/api/v1/Auth/ws-ticket", headers={"Authorization": ""})
+                ).status_code == 401
+
+
+async def test_revoking_a_key_closes_its_sockets(server: str, accounts: Accounts,
+                                                 db: AsyncEngine) -> None:
+    admin = await accounts.api_key(Role.ADMIN, name="admin")
+    watcher = await accounts.api_key(Role.VIEWER, name="watcher")
+    async with httpx.AsyncClient(base_url=f"http://{server}", headers=bearer(admin)) as http:
+        watcher_id = data(await http.get("/api/v1/Auth/me", headers=bearer(watcher))
+                          )["principal"]["id"]
+        async with websockets.connect(f"ws://{server}/probe",
+                                      additional_headers=bearer(watcher)) as ws:
+            await ws.recv()
+            data(await http.delete(f"/api/v1/ApiKey/{watcher_id}"))
+            assert await closed_code(ws) == CLOSE_UNAUTHORIZED
+
+
+async def test_a_key_revoked_elsewhere_closes_within_the_check_interval(
+        server: str, accounts: Accounts, db: AsyncEngine) -> None:
+    """Another replica revoked it: only the database knows; the guard's check finds it."""
+    from infra.models import ApiKey
+
+    watcher = await accounts.api_key(Role.VIEWER, name="watcher")
+    async with websockets.connect(f"ws://{server}/probe",
+                                  additional_headers=bearer(watcher)) as ws:
+        await ws.recv()
+        async with db.begin() as conn:
+            await conn.execute(update(ApiKey).values(revoked_at=datetime.now(UTC)))
+        assert await closed_code(ws) == CLOSE_UNAUTHORIZED
+
+

@@ -1,0 +1,30 @@
+"""Pins what infra/streams.py relies on that the SDK does not export: the poll query's
+name and the wire form of a poll result's items. A new temporalio that changes either
+fails here, not in a run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.workflow_streams import PollResult, _stream, _types
+
+from infra.streams import POLL_QUERY, decode_wire_item
+from workflows.events import Event, EventType, event
+
+
+class ConverterOnly:
+    data_converter = pydantic_data_converter
+
+
+def test_the_poll_query_name_is_the_sdks() -> None:
+    assert POLL_QUERY == _stream._POLL  # the private name we rely on
+
+
+def test_wire_items_decode_as_the_sdk_encodes_them() -> None:
+    sent = event(EventType.NODE_STARTED, "2025-01-01T00:00:00+00:00", "a")
+    payload = pydantic_data_converter.payload_converter.to_payloads([sent])[0]
+    wire = _types._encode_payload(payload)  # private: the SDK's own encoder
+    assert decode_wire_item(ConverterOnly(), wire, Event) == sent  # type: ignore[arg-type]
+    assert {f.name for f in dataclasses.fields(PollResult)} >= {"items", "next_offset",
+                                                                "more_ready"}
