@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     workflow_id_prefix: str = Field(default="execution", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Where operators open the Temporal UI; used to build execution links.
     temporal_ui_url: str = "http://localhost:8233"
+    # A run continues as new once its Temporal history has this many events (Temporal
+    # warns at 10,240 and ends a run at 51,200), or sooner when Temporal suggests it.
+    history_events_per_run: int = Field(default=5000, ge=100, le=10_000)
 
     # -- Temporal beyond the dev server: a cluster or Temporal Cloud ------------------------
     # TLS is on when temporal_tls is true or any TLS file or the API key is set. mTLS

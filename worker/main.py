@@ -34,7 +34,10 @@ PASSTHROUGH_MODULES = (
     "workflows.definition",
     "workflows.status",
     "workflows.templates",
+    "workflows.loops",
+    "workflows.memo",
 )
+
 
 def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(

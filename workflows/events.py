@@ -82,11 +82,16 @@ class ExecutionFailed(BaseModel):
 
 
 class NodeCompleted(BaseModel):
-    """``node.completed``."""
+    """``node.completed``. ``memo_key``: the visit's key in the memo (workflows.memo), so
+    a rerun can reuse it; ``reused``/``from_execution``: answered from the result of an
+    earlier execution (a rerun), not run again. Those three are left out when unset."""
 
     output: Any = None
     duration_ms: int = 0
     attempts: int = 1
+    memo_key: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    reused: bool = Field(default=False, exclude_if=lambda v: not v)
+    from_execution: int | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class NodeFailed(BaseModel):

@@ -20,12 +20,14 @@ from api.schemas.executions import (
     ExecutionCreate,
     ExecutionOut,
     NodeRunOut,
+    RerunBody,
     SignalBody,
     TemporalRef,
     UsageOut,
 )
 from api.services import executions as execution_service
 from api.services.event_hub import Draining, EventHub, public_event, stored_events
+from api.services.problems import execution_ids_with_problems
 from infra.execution_store import last_seq
 from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage
 from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
@@ -39,7 +41,8 @@ from workflows.status import FINISHED, ExecutionStatus, NodeStatus
 router = APIRouter(prefix="/api/v1/Execution", tags=["Execution"])
 
 NODE_COLUMNS = (NodeRun.execution_id, NodeRun.node_id, NodeRun.status, NodeRun.attempts,
-                NodeRun.started_at, NodeRun.finished_at, NodeRun.output, NodeRun.error)
+                NodeRun.started_at, NodeRun.finished_at, NodeRun.output, NodeRun.error,
+                NodeRun.reused)
 
 
 async def node_runs(session: AsyncSession, execution_ids: list[int]
@@ -54,8 +57,8 @@ async def node_runs(session: AsyncSession, execution_ids: list[int]
 
 
 async def render(session: AsyncSession, settings: Settings, execution: Execution,
-                 nodes: list[Row[Any]] | None = None, usage: ExecutionUsage | None = None
-                 ) -> ExecutionOut:
+                 nodes: list[Row[Any]] | None = None, usage: ExecutionUsage | None = None,
+                 problems: list[str] | None = None) -> ExecutionOut:
     if nodes is None:
         nodes = (await node_runs(session, [execution.id]))[execution.id]
     if usage is None:
@@ -71,7 +74,7 @@ async def render(session: AsyncSession, settings: Settings, execution: Execution
         error=execution.error,
         nodes=[NodeRunOut(node_id=n.node_id, status=NodeStatus(n.status), attempts=n.attempts,
                           started_at=n.started_at, finished_at=n.finished_at, output=n.output,
-                          error=n.error) for n in nodes],
+                          error=n.error, reused=bool(n.reused)) for n in nodes],
         usage=UsageOut(prompt_tokens=usage.prompt_tokens,
                        completion_tokens=usage.completion_tokens,
                        cost_usd=usd_text(usage.cost_usd)),
@@ -79,10 +82,12 @@ async def render(session: AsyncSession, settings: Settings, execution: Execution
             workflow_id=run_key, run_id=execution.temporal_run_id,
             ui_url=ui_url(settings, run_key, execution.temporal_run_id)
             if run_key else None,
+            problems=problems or [],
         ),
         created_at=execution.created_at,
         started_at=execution.started_at,
         finished_at=execution.finished_at,
+        parent_execution_id=execution.parent_execution_id,
     )
 
 
@@ -120,11 +125,24 @@ async def create_execution(body: ExecutionCreate, session: SessionDep, settings:
 
 @router.get("/", response_model=Envelope[Page[ExecutionOut]],
             summary="List executions, newest first")
-async def list_executions(session: SessionDep, settings: SettingsDep, workspace_id: WorkspaceDep,
-                          page: PageDep, status: Annotated[ExecutionStatus | None, Query()] = None,
-                          workflow_id: Annotated[int | None, Query()] = None) -> dict[str, Any]:
+async def list_executions(
+    session: SessionDep, settings: SettingsDep, temporal: TemporalDep,
+    workspace_id: WorkspaceDep, page: PageDep,
+    status: Annotated[ExecutionStatus | None, Query()] = None,
+    workflow_id: Annotated[int | None, Query()] = None,
+    problems: Annotated[bool | None, Query(
+        description="true: only runs Temporal reports as unable to advance "
+                    "(temporal.problems); false: only the others.")] = None,
+) -> dict[str, Any]:
     stmt = select(Execution).where(Execution.workspace_id == workspace_id) \
         .order_by(Execution.id.desc())
+    if problems is not None:
+        try:
+            stuck = await execution_ids_with_problems(temporal, settings.workflow_id_prefix)
+        except RPCError as exc:
+            raise ServiceUnavailable(f"Temporal did not answer which runs have problems: "
+                                     f"{exc.message}") from exc
+        stmt = stmt.where(Execution.id.in_(stuck) if problems else Execution.id.not_in(stuck))
     if status:
         stmt = stmt.where(Execution.status == status)
     if workflow_id is not None:
@@ -142,7 +160,28 @@ async def list_executions(session: SessionDep, settings: SettingsDep, workspace_
 async def get_execution(execution_id: int, session: SessionDep, settings: SettingsDep,
                         temporal: TemporalDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
     execution = await _load(session, execution_id, workspace_id)
-    await execution_service.refresh(session, temporal, execution)
+    problems = await execution_service.refresh(session, temporal, execution)
+    return ok(await render(session, settings, execution, problems=problems))
+
+
+@router.post("/{execution_id}/rerun", status_code=201, response_model=Envelope[ExecutionOut],
+             summary="Run a finished execution again, reusing the node results that still hold",
+             responses=error_responses(402))
+async def rerun_execution(execution_id: int, body: RerunBody, session: SessionDep,
+                          settings: SettingsDep, temporal: TemporalDep,
+                          workspace_id: WorkspaceDep) -> dict[str, Any]:
+    parent = await _load(session, execution_id, workspace_id)
+    await execution_service.refresh(session, temporal, parent)
+    execution = await execution_service.create_rerun(session, parent, body.version, body.input,
+                                                     body.from_node)
+    blocked = await execution_budget_block(session, workspace_id, execution.workflow_id,
+                                           execution.workflow_version)
+    if blocked:
+        raise PaymentRequired(f"new executions are refused: {blocked}")
+    await session.commit()
+    if body.start:
+        await execution_service.start(session, temporal, settings, execution)
+        await session.commit()
     return ok(await render(session, settings, execution))
 
 
@@ -176,9 +215,8 @@ async def cancel_execution(execution_id: int, session: SessionDep, settings: Set
         if cancelled or execution.temporal_workflow_id is None:
             return ok(await render(session, settings, execution))
     try:
-        await temporal.get_workflow_handle(
-            execution.temporal_workflow_id, run_id=execution.temporal_run_id
-        ).cancel()
+        # No run id: the chain's current run, wherever continue-as-new has got to.
+        await temporal.get_workflow_handle(execution.temporal_workflow_id).cancel()
     except RPCError as exc:
         raise ServiceUnavailable(f"Temporal did not accept the cancel: {exc.message}") from exc
     response = ok(await render(session, settings, execution))
@@ -195,9 +233,9 @@ async def signal_execution(execution_id: int, body: SignalBody, session: Session
     if execution.status in FINISHED or execution.temporal_workflow_id is None:
         raise Conflict(f"execution {execution.id} is {execution.status}; "
                        f"node {body.node_id!r} is not waiting")
+    # No run id: the chain's current run, wherever continue-as-new has got to.
     handle = temporal.get_workflow_handle_for(ExecutionWorkflow.run,
-                                              execution.temporal_workflow_id,
-                                              run_id=execution.temporal_run_id)
+                                              execution.temporal_workflow_id)
     try:
         # By reference to the workflow's update; the SDK types an async update's result as
         # its coroutine, hence the ignore.
@@ -225,8 +263,7 @@ async def list_events(execution_id: int, session: SessionDep, temporal: Temporal
         with contextlib.suppress(RPCError, TimeoutError):
             live = await asyncio.wait_for(
                 execution_service.read_events(
-                    temporal, execution.temporal_workflow_id, max(after, stored_up_to),
-                    run_id=execution.temporal_run_id),
+                    temporal, execution.temporal_workflow_id, max(after, stored_up_to)),
                 execution_service.TEMPORAL_TIMEOUT_S,
             )
             items.extend(live)

@@ -36,6 +36,15 @@ class SignalBody(InputModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class RerunBody(InputModel):
+    from_node: str | None = Field(default=None, min_length=1, max_length=64,
+                                  description="Run this node and everything downstream again.")
+    input: dict[str, Any] | None = Field(default=None, description="Default: the parent's.")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                description="Default: the parent's version.")
+    start: bool = True
+
+
 class NodeRunOut(BaseModel):
     node_id: str
     status: NodeStatus
@@ -44,6 +53,7 @@ class NodeRunOut(BaseModel):
     finished_at: Timestamp | None
     output: Any
     error: str | None
+    reused: bool = False
 
 
 class UsageOut(BaseModel):
@@ -56,6 +66,10 @@ class TemporalRef(BaseModel):
     workflow_id: str | None
     run_id: str | None
     ui_url: str | None
+    problems: list[str] = Field(
+        default_factory=list,
+        description="What Temporal reports about a run it cannot advance, such as a "
+                    "workflow task that keeps failing.")
 
 
 class ExecutionOut(BaseModel):
@@ -72,6 +86,7 @@ class ExecutionOut(BaseModel):
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
+    parent_execution_id: int | None = None
 
 
 class EventOut(BaseModel):

@@ -51,7 +51,8 @@ async def test_degraded_without_a_worker_then_ok(temporal_env: WorkflowEnvironme
     async with app_client(settings) as client:
         # Runs would be accepted and wait: degraded until a worker polls.
         body = error(await client.get("/health"), 503)
-        assert body["data"] == {"status": "degraded", "db": "ok", "temporal": "ok", "workers": 0}
+        assert body["data"] == {"status": "degraded", "db": "ok", "temporal": "ok", "workers": 0,
+                                "runs_with_problems": 0}
         assert body["msg"] == f"degraded: no worker polls the task queue '{queue}'"
 
         # A worker polling the task queue is counted, and the platform is healthy.
@@ -64,7 +65,7 @@ async def test_degraded_without_a_worker_then_ok(temporal_env: WorkflowEnvironme
             response = await wait_for(one_worker, timeout=20,
                                       what="the worker to show up in /health")
             assert data(response) == {"status": "ok", "db": "ok", "temporal": "ok",
-                                      "workers": 1}
+                                      "workers": 1, "runs_with_problems": 0}
             assert response.json()["msg"] == "success"
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from tests.support.engine import Platform, worker_process
 from tests.support.graphs import chain
+from workflows.events import EventType
+from workflows.status import ExecutionStatus
 
 
 def events(log: Path) -> list[str]:
@@ -30,7 +32,7 @@ async def one_slow_node(platform: Platform, delay_s: float) -> dict[str, Any]:
 async def sigterm_when_started(platform: Platform, execution_id: int,
                                worker: asyncio.subprocess.Process) -> float:
     """SIGTERM the worker once node a runs on it; seconds until it exited."""
-    await platform.watch_until(execution_id, "node.started", "a")
+    await platform.watch_until(execution_id, EventType.NODE_STARTED, "a")
     worker.send_signal(signal.SIGTERM)
     started = time.monotonic()
     assert await asyncio.wait_for(worker.wait(), 60) == 0
@@ -48,8 +50,9 @@ async def test_sigterm_lets_the_activity_in_flight_finish(platform_without_worke
     assert "worker draining: no new tasks; in-flight activities may finish" in events(log)
     # The model call finished on the draining worker: a new worker only closes the run.
     async with worker_process(platform, tmp_path / "second.err", KEEL_WORKER_SHUTDOWN_GRACE_S="30"):
-        final = await platform.wait_status(execution["id"], "completed", "failed", timeout=60)
-    assert final["status"] == "completed", final["error"]
+        final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
+                                           ExecutionStatus.FAILED, timeout=60)
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert {n["node_id"]: n["attempts"] for n in final["nodes"]} == {"a": 1}
 
 
@@ -62,6 +65,7 @@ async def test_past_the_grace_the_activity_is_retried_elsewhere(
         took = await sigterm_when_started(platform, execution["id"], worker)
     assert took < 15, took  # the grace, not the 20 s the model call wanted
     async with worker_process(platform, tmp_path / "second.err", KEEL_WORKER_SHUTDOWN_GRACE_S="30"):
-        final = await platform.wait_status(execution["id"], "completed", "failed", timeout=90)
-    assert final["status"] == "completed", final["error"]
+        final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
+                                           ExecutionStatus.FAILED, timeout=90)
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert {n["node_id"]: n["attempts"] for n in final["nodes"]} == {"a": 2}

@@ -24,6 +24,8 @@ import httpx
 import pytest
 
 from infra.models import Base
+from workflows.events import EventType
+from workflows.status import FINISHED, ExecutionStatus
 
 KEEL = Path(sys.executable).parent / "keel"
 SUBCOMMANDS = ["migrate", "api", "worker", "up", "watch"]
@@ -284,7 +286,7 @@ def test_up_restarts_a_killed_worker_and_the_run_in_flight_completes(tmp_path: P
 
         def node_started() -> bool:
             events = httpx.get(f"{api}/Execution/{execution['id']}/events", timeout=10)
-            return any(e["type"] == "node.started" for e in events.json()["data"]["items"])
+            return any(e["type"] == EventType.NODE_STARTED for e in events.json()["data"]["items"])
 
         wait_until(node_started, timeout=60, what="the agent node to start")
         first = up.child_pids()
@@ -309,10 +311,10 @@ def test_up_restarts_a_killed_worker_and_the_run_in_flight_completes(tmp_path: P
 
         def finished() -> dict[str, Any] | None:
             found = httpx.get(f"{api}/Execution/{execution['id']}", timeout=10).json()["data"]
-            return found if found["status"] in ("completed", "failed") else None
+            return found if found["status"] in FINISHED else None
 
         final = wait_until(finished, timeout=90, what="the run to finish")
-        assert final["status"] == "completed", final
+        assert final["status"] == ExecutionStatus.COMPLETED, final
         assert {n["node_id"]: n["attempts"] for n in final["nodes"]} == {"a": 2}
 
         pids = up.child_pids()
