@@ -13,7 +13,9 @@ from infra.settings import Settings
 EXECUTION_ID_ATTR = SearchAttributeKey.for_int("KeelExecutionId")
 WORKFLOW_ID_ATTR = SearchAttributeKey.for_int("KeelWorkflowId")
 WORKFLOW_VERSION_ATTR = SearchAttributeKey.for_int("KeelWorkflowVersion")
-SEARCH_ATTRIBUTES = (EXECUTION_ID_ATTR, WORKFLOW_ID_ATTR, WORKFLOW_VERSION_ATTR)
+WORKSPACE_ID_ATTR = SearchAttributeKey.for_int("KeelWorkspaceId")
+SEARCH_ATTRIBUTES = (EXECUTION_ID_ATTR, WORKFLOW_ID_ATTR, WORKFLOW_VERSION_ATTR,
+                     WORKSPACE_ID_ATTR)
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
