@@ -13,11 +13,12 @@ STAMP      := $(VENV)/.keel-installed
 UV_VERSION := 0.13.9
 UV         := UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(BIN)/uv
 
-.PHONY: help setup lock run test bench lint ci migrate clean clean-data
+.PHONY: help setup lock run test test-fast bench lint ci migrate clean clean-data
 
 help:
 	@echo "make run         start Keel locally (Temporal dev server, worker, API) in the foreground"
 	@echo "make test        run the test-suite"
+	@echo "make test-fast   the test-suite without the engine tests and MySQL, for the edit-test loop"
 	@echo "make lint        ruff (lint and format check) and mypy"
 	@echo "make ci          what CI runs (.ci/run): a private MariaDB, make lint, make test"
 	@echo "make lock        rewrite uv.lock after changing dependencies in pyproject.toml"
@@ -48,6 +49,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Everything but tests/engine (the whole platform per test) and the MySQL runs;
+# the workflow's own tests (tests/workflows) stay in.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not engine and not mysql" $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): rewrites docs/benchmarks.md, about 8 minutes.
 # KEEL_BENCH_QUICK=1 make bench is a quick validation run.

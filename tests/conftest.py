@@ -9,7 +9,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,14 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
 from infra.db import create_engine
 from infra.devserver import temporal_binary
 from infra.migrate import upgrade
 from infra.models import Base
 from infra.settings import Settings
 from infra.temporal import SEARCH_ATTRIBUTES
-from tests.accounts import accounts, owner_client, owner_key  # noqa: F401  (fixtures)
+from tests.support.accounts import accounts, owner_client, owner_key  # noqa: F401  (fixtures)
+from tests.support.settings import app_client, make_settings
 
 MYSQL_URL = os.environ.get("KEEL_TEST_MYSQL_URL", "")
 BACKENDS = ["sqlite", "mysql"]
@@ -85,42 +84,11 @@ def settings(clean_db: str, tmp_path: Path) -> Settings:
     return make_settings(clean_db, tmp_path)
 
 
-def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "environment": "test",
-        "data_dir": data_dir,
-        "database_url": database_url,
-        "temporal_address": "127.0.0.1:1",  # unreachable unless a test brings Temporal
-        "secret_key": "test-secret-key-that-is-long-enough-0123456789",
-        "log_level": "INFO",
-        "max_request_bytes": 65_536,
-        **overrides,
-    }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The real app, real middleware and lifespan, over ASGI."""
     async with app_client(settings) as http:
         yield http
-
-
-class app_client:
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
-        self._lifespan = self.app.router.lifespan_context(self.app)
-
-    async def __aenter__(self) -> httpx.AsyncClient:
-        await self._lifespan.__aenter__()
-        self.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://keel.test"
-        )
-        return self.http
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.http.aclose()
-        await self._lifespan.__aexit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
@@ -147,6 +115,26 @@ async def db(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings.resolved_database_url)
     yield engine
     await engine.dispose()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engine: a test of the whole platform (tests/engine)")
+    config.addinivalue_line("markers", "mysql: a test on the MySQL/MariaDB backend")
+
+
+# Folders whose tests start the whole platform (dev server, worker, API, a browser...).
+PLATFORM_TESTS = tuple(Path(__file__).resolve().parent / name
+                       for name in ("engine", "viewer", "scale"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what `make test-fast` leaves out: ``-m "not engine and not mysql"``."""
+    for item in items:
+        if any(folder in item.path.parents for folder in PLATFORM_TESTS):
+            item.add_marker(pytest.mark.engine)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("database_url") == "mysql":
+            item.add_marker(pytest.mark.mysql)
 
 
 _exit_status = 0

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from infra.security.roles import Role
-from tests.accounts import Accounts, bearer
-from tests.helpers import data, error
+from tests.support.accounts import Accounts, bearer
+from tests.support.responses import data, error
 
 KEYS = "/api/v1/ApiKey/"
 MEMBERS = "/api/v1/Workspace/members"

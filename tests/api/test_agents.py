@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from infra.models import Agent
 from infra.secrets import decrypt
 from infra.settings import Settings
-from tests.conftest import app_client, make_settings
-from tests.helpers import data, dump_database, error
+from tests.support.database import dump_database
+from tests.support.responses import data, error
+from tests.support.settings import app_client, make_settings
 
 AGENT = {"name": "researcher", "provider": "fake", "model": "fake-echo",
          "system_prompt": "You research.", "api_key": "sk-live-supersecret-123"}

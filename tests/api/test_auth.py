@@ -18,9 +18,9 @@ from infra.security.keys import purpose_key
 from infra.security.roles import Role
 from infra.security.tokens import issue_access_token
 from infra.settings import Settings
-from tests.accounts import PASSWORD, Accounts, bearer
-from tests.conftest import app_client, make_settings
-from tests.helpers import data, error
+from tests.support.accounts import PASSWORD, Accounts, bearer
+from tests.support.responses import data, error
+from tests.support.settings import app_client, make_settings
 
 ME = "/api/v1/Auth/me"
 
@@ -192,7 +192,7 @@ async def test_last_used_at_is_written_at_most_once_a_minute(
 async def test_only_a_hash_of_the_key_is_stored(client: httpx.AsyncClient, accounts: Accounts,
                                                 db: AsyncEngine) -> None:
     key = await accounts.api_key(Role.OWNER)
-    from tests.helpers import dump_database
+    from tests.support.database import dump_database
 
     dump = await dump_database(db)
     assert key not in dump and key[12:] not in dump

@@ -21,9 +21,9 @@ from infra.db import session_factory
 from infra.dbtypes import utcnow
 from infra.models import DEFAULT_WORKSPACE_ID, Budget, UsageRecord
 from infra.pricing import Pricing, PricingError
-from tests.api.test_workflows import chain
-from tests.conftest import app_client, make_settings
-from tests.helpers import data, error
+from tests.support.graphs import chain
+from tests.support.responses import data, error
+from tests.support.settings import app_client, make_settings
 
 URL = "/api/v1/Billing"
 WS = DEFAULT_WORKSPACE_ID

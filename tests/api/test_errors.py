@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from infra.settings import Settings
-from tests.conftest import app_client
-from tests.helpers import data, error
+from tests.support.responses import data, error
+from tests.support.settings import app_client
 
 LIMIT = 65_536  # settings.max_request_bytes in the tests
 

@@ -15,10 +15,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.settings import Settings
-from tests.conftest import app_client
-from tests.fakes import UNRESOLVABLE_HOST, Behaviour, HttpToolService, free_port
-from tests.fakes_mcp import McpHttpService, stdio_config
-from tests.helpers import data, dump_database, error
+from tests.support.database import dump_database
+from tests.support.fake_http import Behaviour, HttpToolService
+from tests.support.fake_mcp import McpHttpService, stdio_config
+from tests.support.net import UNRESOLVABLE_HOST, free_port
+from tests.support.responses import data, error
+from tests.support.settings import app_client
 
 URL = "/api/v1/Tool/"
 API_TOKEN = "mcp-env-token-8c7b6a5f4e"

@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from infra.models import Tool
 from infra.secrets import decrypt
 from infra.settings import Settings
-from tests.conftest import app_client
-from tests.helpers import data, dump_database, error
+from tests.support.database import dump_database
+from tests.support.responses import data, error
+from tests.support.settings import app_client
 
 URL = "/api/v1/Tool/"
 MASKED = {"value": "***", "secret": True}

@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.models import DEFAULT_WORKSPACE_ID, Execution, WorkflowVersion
-from tests.helpers import data, error
+from tests.support.responses import data, error
 from workflows.status import ExecutionStatus
 
 URL = "/api/v1/Workflow/"

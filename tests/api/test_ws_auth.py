@@ -25,9 +25,10 @@ from api.principal import CLOSE_UNAUTHORIZED, websocket_caller
 from infra.models import WsTicket
 from infra.security.roles import Role
 from infra.settings import Settings
-from tests.accounts import Accounts, bearer
-from tests.fakes import free_port
-from tests.helpers import data, wait_for
+from tests.support.accounts import Accounts, bearer
+from tests.support.net import free_port
+from tests.support.responses import data
+from tests.support.waiting import wait_for
 
 
 def with_probe(app: FastAPI) -> FastAPI:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain, kinds
-from tests.fakes import Behaviour, HttpToolService
-from tests.fakes_llm import FakeOpenAI, Turn
+from tests.support.engine import Platform
+from tests.support.fake_http import Behaviour, HttpToolService
+from tests.support.fake_llm import FakeOpenAI, Turn
+from tests.support.graphs import chain, kinds
 from workflows.events import EventType
 from workflows.status import ExecutionStatus
 

@@ -3,27 +3,21 @@ call even across a worker crash, and budgets that stop runs."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
 from infra.db import create_engine, session_factory
 from infra.models import UsageRecord
-from tests.engine.conftest import Platform
-from tests.engine.test_recovery import crash_worker_during
-from tests.engine.test_runs import chain
-from tests.fakes_llm import FakeOpenAI, Turn
-from tests.helpers import data, error
+from tests.support.engine import TEST_PRICES, Platform, crash_worker_during
+from tests.support.fake_llm import FakeOpenAI, Turn
+from tests.support.graphs import chain
+from tests.support.responses import data, error
 from workflows.events import EventType
 from workflows.status import ExecutionStatus
 
-PRICES = Path(__file__).with_name("prices.json")
-# USD per million tokens: 1,200 prompt tokens cost 0.003000; 300 completion tokens 0.003000.
-PRICES.write_text(json.dumps({"models": {"keel-test-model": {"input": "2.50",
-                                                             "output": "10.00"}}}))
-pytestmark = pytest.mark.settings(pricing_file=PRICES)
+# keel-test-model costs 2.50 USD per million prompt tokens and 10.00 per million completion
+# tokens: 1,200 prompt tokens cost 0.003000 and 300 completion tokens 0.003000.
+pytestmark = pytest.mark.settings(pricing_file=TEST_PRICES)
 
 
 def priced_turn(content: str = "done") -> Turn:

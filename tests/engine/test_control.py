@@ -5,9 +5,9 @@ from __future__ import annotations
 import websockets
 from temporalio.api.enums.v1 import EventType as HistoryEvent
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain, kinds
-from tests.helpers import data, error
+from tests.support.engine import Platform
+from tests.support.graphs import chain, kinds
+from tests.support.responses import data, error
 from workflows.events import EventType
 from workflows.execution import HEARTBEAT_TIMEOUT
 from workflows.status import ExecutionStatus, NodeStatus

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain, kinds
-from tests.fakes_llm import FakeOpenAI, Turn
-from tests.fakes_mcp import McpHttpService, process_gone, stdio_config
-from tests.helpers import data, dump_database, wait_for
+from tests.support.database import dump_database
+from tests.support.engine import Platform
+from tests.support.fake_llm import FakeOpenAI, Turn
+from tests.support.fake_mcp import McpHttpService, process_gone, stdio_config
+from tests.support.graphs import chain, kinds
+from tests.support.responses import data
+from tests.support.waiting import wait_for
 from workflows.events import EventType
 from workflows.status import ExecutionStatus, NodeStatus
 

@@ -4,55 +4,13 @@ running again any node that had already completed."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain, kinds
-from tests.fakes import HttpToolService
+from tests.support.engine import Platform, crash_worker_during, worker_process
+from tests.support.fake_http import HttpToolService
+from tests.support.graphs import chain, kinds
 from workflows.events import EventType
 from workflows.status import ExecutionStatus
-
-
-@asynccontextmanager
-async def worker_process(platform: Platform) -> AsyncIterator[asyncio.subprocess.Process]:
-    settings = platform.settings
-    env = {
-        **os.environ,
-        "KEEL_ENVIRONMENT": "test",
-        "KEEL_DATABASE_URL": settings.resolved_database_url,
-        "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
-        "KEEL_TASK_QUEUE": settings.task_queue,
-        "KEEL_SECRET_KEY": settings.secret_key,
-        **({"KEEL_PRICING_FILE": str(settings.pricing_file)} if settings.pricing_file else {}),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "keel", "worker", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-async def crash_worker_during(platform: Platform, execution_id: int, node_id: str
-                              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """SIGKILL the only worker once ``node_id`` has started, start a new one, and wait for
-    the run to end. Returns the events up to the crash and the final execution."""
-    async with worker_process(platform) as first:
-        progress = await platform.watch_until(execution_id, EventType.NODE_STARTED, node_id)
-        first.send_signal(signal.SIGKILL)
-        await first.wait()
-    async with worker_process(platform):
-        final = await platform.wait_status(execution_id, "completed", "failed", timeout=90)
-    return progress, final
 
 
 async def test_sigkill_worker_mid_run_then_new_worker_finishes(

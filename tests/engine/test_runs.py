@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from itertools import pairwise
-from typing import Any
-
-from tests.engine.conftest import Platform
+from tests.support.engine import Platform
+from tests.support.graphs import chain, kinds
 from workflows.events import EventType
 from workflows.status import ExecutionStatus, NodeStatus
-
-
-def kinds(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
-    return [(e["type"], e["node_id"]) for e in events]
-
-
-def chain(*node_ids: str) -> list[dict[str, str]]:
-    path = ["START", *node_ids, "END"]
-    return [{"from": a, "to": b} for a, b in pairwise(path)]
 
 
 async def test_linear_graph(platform: Platform) -> None:
@@ -233,7 +222,7 @@ async def test_node_that_keeps_failing_fails_the_execution(platform: Platform) -
 
 
 async def test_tool_node_calls_http_and_feeds_a_condition(platform: Platform) -> None:
-    from tests.fakes import HttpToolService
+    from tests.support.fake_http import HttpToolService
 
     async with HttpToolService() as service:
         lookup = await platform.tool("lookup", service.url("lookup"))

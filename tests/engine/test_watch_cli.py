@@ -6,8 +6,8 @@ import asyncio
 import json
 import sys
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain
+from tests.support.engine import Platform
+from tests.support.graphs import chain
 from workflows.events import EventType
 
 

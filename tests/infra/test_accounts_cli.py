@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 
 from infra.settings import Settings
-from tests.accounts import bearer
-from tests.conftest import app_client
+from tests.support.accounts import bearer
+from tests.support.settings import app_client
 
 
 def keel(*args: str, data_dir: Path, stdin: str = "", **env: str

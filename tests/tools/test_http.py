@@ -16,9 +16,10 @@ from infra.settings import Settings
 from infra.tools.common import RetryableToolError
 from infra.tools.http import call_http
 from infra.tools.network import blocked_reason, check_destination
-from tests.conftest import make_settings
-from tests.fakes import UNRESOLVABLE_HOST, Behaviour, HttpToolService, free_port
-from tests.fakes_mcp import McpHttpService
+from tests.support.fake_http import Behaviour, HttpToolService
+from tests.support.fake_mcp import McpHttpService
+from tests.support.net import UNRESOLVABLE_HOST, free_port
+from tests.support.settings import make_settings
 
 KEY = "test-secret-key-that-is-long-enough-0123456789"
 

@@ -18,10 +18,11 @@ from infra.secrets import encrypt
 from infra.settings import Settings
 from infra.tools.common import RetryableToolError
 from infra.tools.mcp import call_mcp, probe_mcp, stdio_command_allowed
-from tests.conftest import make_settings
-from tests.fakes import UNRESOLVABLE_HOST, HttpToolService, free_port
-from tests.fakes_mcp import McpHttpService, process_gone, stdio_config
-from tests.helpers import wait_for
+from tests.support.fake_http import HttpToolService
+from tests.support.fake_mcp import McpHttpService, process_gone, stdio_config
+from tests.support.net import UNRESOLVABLE_HOST, free_port
+from tests.support.settings import make_settings
+from tests.support.waiting import wait_for
 
 KEY = "test-secret-key-that-is-long-enough-0123456789"
 API_TOKEN = "mcp-token-5f4e3d2c1b"

@@ -21,7 +21,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from temporalio.testing import WorkflowEnvironment
 
 from infra.migrate import upgrade
-from tests.engine.conftest import Platform, running_platform
+from tests.support.engine import Platform, running_platform
 
 CHROMIUM = Path(os.environ.get("KEEL_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes_llm import FakeOpenAI, Turn
+from tests.support.fake_llm import FakeOpenAI, Turn
 
 
 @dataclass

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.engine.conftest import Platform
-from tests.fakes import Behaviour, HttpToolService
+from tests.support.engine import Platform
+from tests.support.fake_http import Behaviour, HttpToolService
 from tests.viewer.conftest import screenshot
 from tests.viewer.test_run_page import node
 
@@ -26,7 +26,9 @@ PASSWORD = "correct horse battery staple"  # tests/accounts.py's
 
 async def accounts(platform: Platform) -> Any:
     await require(platform, "/api/v1/Auth/me", 10)
-    module = pytest.importorskip("tests.accounts", reason="tests/accounts.py (issue 10)")
+    module = pytest.importorskip(
+        "tests.support.accounts", reason="tests/support/accounts.py (issue 10)"
+    )
     made = module.Accounts(platform.settings)
     await made.user("watcher@example.com", password=PASSWORD)
     platform.http.headers["Authorization"] = f"Bearer {await made.api_key(name='setup')}"
@@ -39,8 +41,9 @@ async def sign_in_with_key(page: Page, key: str) -> None:
     await page.get_by_role("button", name="Sign in").click()
 
 
-async def test_sign_in_with_email_and_password_then_sign_out(platform: Platform,
-                                                             page: Page) -> None:
+async def test_sign_in_with_email_and_password_then_sign_out(
+    platform: Platform, page: Page
+) -> None:
     await accounts(platform)
     await page.goto(f"{platform.base_url}/runs")
     await page.locator("#email").fill("watcher@example.com")
@@ -74,11 +77,20 @@ async def test_a_viewer_sees_the_run_but_no_actions(platform: Platform, page: Pa
 
     viewer_key = await made.api_key(Role.VIEWER, name="viewer")
     echo = await platform.agent("echo")
-    workflow_id = await platform.workflow({
-        "nodes": [{"id": "draft", "type": "agent", "agent_id": echo, "input": "x"},
-                  {"id": "approve", "type": "human", "prompt": "Ship it?"}],
-        "edges": [{"from": "START", "to": "draft"}, {"from": "draft", "to": "approve"},
-                  {"from": "approve", "to": "END"}]}, name="gated")
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {"id": "draft", "type": "agent", "agent_id": echo, "input": "x"},
+                {"id": "approve", "type": "human", "prompt": "Ship it?"},
+            ],
+            "edges": [
+                {"from": "START", "to": "draft"},
+                {"from": "draft", "to": "approve"},
+                {"from": "approve", "to": "END"},
+            ],
+        },
+        name="gated",
+    )
     execution = await platform.run(workflow_id)
     await page.goto(f"{platform.base_url}/runs/{execution['id']}")
     await sign_in_with_key(page, viewer_key)
@@ -92,18 +104,32 @@ async def test_a_viewer_sees_the_run_but_no_actions(platform: Platform, page: Pa
 
 
 async def test_rerun_a_failed_run_from_its_failed_node_reuses_the_nodes_before_it(
-        platform: Platform, page: Page) -> None:
+    platform: Platform, page: Page
+) -> None:
     await require(platform, "/api/v1/Execution/{execution_id}/rerun", 11)
     async with HttpToolService(behaviours={"check": Behaviour(fail_times=1)}) as service:
         first = await platform.agent("first")
         tool = await platform.tool("check", service.url("check"))
-        workflow_id = await platform.workflow({
-            "nodes": [{"id": "gather", "type": "agent", "agent_id": first, "input": "go"},
-                      {"id": "check", "type": "tool", "tool_id": tool,
-                       "arguments": {"text": "{{ nodes.gather.output }}"},
-                       "retry": {"max_attempts": 1}}],
-            "edges": [{"from": "START", "to": "gather"}, {"from": "gather", "to": "check"},
-                      {"from": "check", "to": "END"}]}, name="flaky")
+        workflow_id = await platform.workflow(
+            {
+                "nodes": [
+                    {"id": "gather", "type": "agent", "agent_id": first, "input": "go"},
+                    {
+                        "id": "check",
+                        "type": "tool",
+                        "tool_id": tool,
+                        "arguments": {"text": "{{ nodes.gather.output }}"},
+                        "retry": {"max_attempts": 1},
+                    },
+                ],
+                "edges": [
+                    {"from": "START", "to": "gather"},
+                    {"from": "gather", "to": "check"},
+                    {"from": "check", "to": "END"},
+                ],
+            },
+            name="flaky",
+        )
         failed = await platform.run(workflow_id, {"topic": "x"})
         await platform.wait_status(failed["id"], "failed")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from playwright.async_api import Page, expect
 
-from tests.engine.conftest import Platform
-from tests.fakes_llm import Turn
+from tests.support.engine import Platform
+from tests.support.fake_llm import Turn
 from tests.viewer.conftest import screenshot
 from tests.viewer.gated_llm import GatedOpenAI
 from workflows.status import ExecutionStatus

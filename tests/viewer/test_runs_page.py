@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.engine.conftest import Platform
+from tests.support.engine import Platform
 from tests.viewer.conftest import PHONE, screenshot
 from tests.viewer.test_run_page import chain, node
 

@@ -4,6 +4,12 @@ If a change to ExecutionWorkflow would break runs already in flight (a
 non-determinism error), this fails. To add histories from new tests:
 ``KEEL_RECORD_HISTORIES=1 .venv/bin/pytest tests/engine -k sqlite`` writes them to
 tests/histories/; commit the ones worth keeping.
+
+tests/histories/nondeterministic/ holds known-bad histories that must fail replay,
+so the test cannot pass by replaying nothing. Each is test_linear_graph-1.json with
+one field edited: ``activity_id_changed`` has the second model call scheduled as
+``write/2/llm/0`` instead of ``write/1/llm/0``; ``activity_name_changed`` has the
+first one scheduled as ``keel.call_tool`` instead of ``keel.llm_call``.
 """
 
 from __future__ import annotations
@@ -15,11 +21,23 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
 
 from worker.main import workflow_runner
 from workflows.execution import ExecutionWorkflow
 
-HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
+HISTORY_DIR = Path(__file__).resolve().parents[1] / "histories"
+HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
+BAD_HISTORIES = sorted((HISTORY_DIR / "nondeterministic").glob("*.json"))
+
+
+def replayer() -> Replayer:
+    return Replayer(workflows=[ExecutionWorkflow], workflow_runner=workflow_runner(),
+                    data_converter=pydantic_data_converter)
+
+
+def history(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
 
 
 def test_histories_are_kept() -> None:
@@ -28,8 +46,19 @@ def test_histories_are_kept() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
-    replayer = Replayer(workflows=[ExecutionWorkflow], workflow_runner=workflow_runner(),
-                        data_converter=pydantic_data_converter)
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    result = await replayer().replay_workflow(history(path), raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+def test_bad_histories_are_kept() -> None:
+    assert [p.stem for p in BAD_HISTORIES] == sorted(MISMATCH)
+
+
+MISMATCH = {"activity_id_changed": "Activity id of scheduled event 'write/2/llm/0'",
+            "activity_name_changed": "Activity type of scheduled event 'keel.call_tool'"}
+
+
+@pytest.mark.parametrize("path", BAD_HISTORIES, ids=[p.stem for p in BAD_HISTORIES])
+async def test_a_history_the_code_does_not_match_fails_replay(path: Path) -> None:
+    with pytest.raises(NondeterminismError, match=MISMATCH[path.stem]):
+        await replayer().replay_workflow(history(path))

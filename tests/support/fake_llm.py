@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes import free_port
-from tests.helpers import wait_for
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,17 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.helpers import wait_for
-
-# A host no resolver is ever asked about: longer than DNS allows (253 characters), so
-# getaddrinfo fails on this machine without sending a query. Tests talk to loopback only.
-UNRESOLVABLE_HOST = ".".join(["a" * 60] * 5) + ".invalid"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """A small MCP server over stdio, run by the tests as ``sys.executable stdio_server.py``.
 
+It lives in a folder of its own because a script's folder comes first on its import
+path: next to a module named like a library one (say ``platform.py``) it would break.
+
 Tools: echo, env_status (says whether an environment variable is set, never its value),
 fail (a tool error), slow (sleeps; writes its pid to $PIDFILE first), big (a long
 answer). ``--crash MESSAGE`` writes MESSAGE to stderr and exits before speaking MCP.

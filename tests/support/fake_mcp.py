@@ -1,6 +1,6 @@
 """MCP servers for the tests, at the edges only.
 
-- ``stdio_config``: a tool config that runs ``tests/mcp_servers/stdio_server.py`` with
+- ``stdio_config``: a tool config that runs ``mcp_servers/stdio_server.py`` with
   this Python, as a subprocess.
 - ``McpHttpService``: an MCP server built with the SDK's ``MCPServer``, served by
   uvicorn on 127.0.0.1 over streamable HTTP or SSE, which can answer the first tool
@@ -23,8 +23,8 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from tests.fakes import free_port
-from tests.helpers import wait_for
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 
 STDIO_SERVER = Path(__file__).resolve().parent / "mcp_servers" / "stdio_server.py"
 

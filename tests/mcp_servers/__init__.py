@@ -1,1 +1,0 @@
-"""MCP servers the tests start: a stdio one run as a subprocess (``stdio_server.py``)."""
