@@ -75,7 +75,9 @@ def workspace_for(role: Role) -> Any:
     """A dependency: the workspace of a caller whose role includes ``role`` (401/403 as
     ``require``). For routes that need only the workspace to scope their queries."""
 
-    async def workspace_id(caller: Annotated[Caller, require(role)]) -> int:
+    checked = require(role)
+
+    async def workspace_id(caller: Caller = checked) -> int:
         return caller.workspace_id
 
     return Depends(workspace_id)

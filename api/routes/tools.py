@@ -64,9 +64,14 @@ def _seal(config: HttpToolConfig | McpToolConfig, stored: dict[str, Any] | None,
 
 
 def _check_stdio(config: HttpToolConfig | McpToolConfig, settings: Settings) -> None:
+    """Refuse at save what can never run: stdio while the server disables it, and an
+    interpreter given inline code. Whether the command is listed is checked when it
+    starts (an operator may list it later)."""
     if not isinstance(config, McpToolConfig) or config.transport != "stdio":
         return
-    refusal = stdio_refusal(config.command or "", config.args, settings.mcp_stdio_allowed)
+    command = config.command or ""
+    listed = settings.mcp_stdio_allowed and [command]
+    refusal = stdio_refusal(command, config.args, listed or [])
     if refusal is not None:
         raise Unprocessable(refusal, [{"loc": ["body", "config", "command"], "msg": refusal,
                                        "type": "command_not_allowed"}])
@@ -158,8 +163,7 @@ async def try_tool(tool_id: int, session: SessionDep, settings: SettingsDep,
     result = await try_connection(tool, body.arguments if body is not None else None, settings)
     schema = discovered_schema(tool, result.tools) if tool.input_schema is None else None
     if schema is not None:
-        await session.execute(update(Tool).where(Tool.id == tool.id,
-                                                 Tool.input_schema.is_(None))
+        await session.execute(update(Tool).where(Tool.id == tool.id)
                               .values(input_schema=schema))
         await session.commit()
     return ok(result.model_dump(mode="json"))

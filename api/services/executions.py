@@ -136,7 +136,7 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
                 SearchAttributePair(EXECUTION_ID_ATTR, execution.id),
                 SearchAttributePair(WORKFLOW_ID_ATTR, execution.workflow_id),
                 SearchAttributePair(WORKFLOW_VERSION_ATTR, execution.workflow_version),
-                SearchAttributePair(WORKSPACE_ID_ATTR, execution.workspace_id),
+                SearchAttributePair(WORKSPACE_ID_ATTR, str(execution.workspace_id)),
             ]),
             static_summary=f"Keel execution {execution.id}: workflow {execution.workflow_id} "
                            f"v{execution.workflow_version}",

@@ -86,7 +86,8 @@ async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, A
         # To the address just checked (no second DNS answer), redirects not followed.
         transport = PinnedTransport(destination, httpx.AsyncHTTPTransport(),
                                     httpx.ConnectError)
-        async with httpx.AsyncClient(timeout=timeout_s, transport=transport,
+        # No proxy from the environment: it would resolve the name again itself.
+        async with httpx.AsyncClient(timeout=timeout_s, transport=transport, trust_env=False,
                                      follow_redirects=False) as http, http.stream(
             method, url, headers=headers, params=arguments if in_query else None,
             json=None if in_query else arguments,

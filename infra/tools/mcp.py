@@ -188,7 +188,7 @@ async def _open(stack: AsyncExitStack, name: str, config: dict[str, Any], secret
             transport = cast(httpx2.AsyncBaseTransport, PinnedTransport(
                 destination, httpx2.AsyncHTTPTransport(), httpx2.ConnectError))
             return httpx2.AsyncClient(headers=headers, auth=auth, transport=transport,
-                                      follow_redirects=False,
+                                      follow_redirects=False, trust_env=False,
                                       timeout=httpx2.Timeout(conn.timeout_s, read=None),
                                       event_hooks={"response": [conn.on_response]})
 
