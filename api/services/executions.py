@@ -42,12 +42,14 @@ from infra.temporal import (
     EXECUTION_ID_ATTR,
     WORKFLOW_ID_ATTR,
     WORKFLOW_VERSION_ATTR,
+    WORKSPACE_ID_ATTR,
     temporal_workflow_id,
 )
 from workflows.contracts import AgentSpec, ExecutionInput, MemoEntry, ToolSpec
 from workflows.definition import Definition
 from workflows.events import (
     EVENTS_TOPIC,
+    OPERATOR,
     TERMINAL_EVENTS,
     Event,
     EventType,
@@ -149,6 +151,7 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
                 SearchAttributePair(EXECUTION_ID_ATTR, execution.id),
                 SearchAttributePair(WORKFLOW_ID_ATTR, execution.workflow_id),
                 SearchAttributePair(WORKFLOW_VERSION_ATTR, execution.workflow_version),
+                SearchAttributePair(WORKSPACE_ID_ATTR, str(execution.workspace_id)),
             ]),
             static_summary=f"Keel execution {execution.id}: workflow {execution.workflow_id} "
                            f"v{execution.workflow_version}",
@@ -215,14 +218,16 @@ async def create_rerun(session: AsyncSession, parent: Execution, version: int | 
     return execution
 
 
-async def cancel_pending(session: AsyncSession, execution: Execution) -> bool:
-    """A run that never started ends here, with the same closing event as any other;
-    the caller commits. False if it was started meanwhile: cancel it in Temporal."""
+async def cancel_pending(session: AsyncSession, execution: Execution, by: dict[str, Any]
+                         ) -> bool:
+    """A run that never started ends here, with the same closing event as any other
+    (``by``: who cancelled); the caller commits. False if it was started meanwhile:
+    cancel it in Temporal."""
     locked = await lock(session, execution.id)
     if locked is None or locked.temporal_workflow_id or locked.status not in ACTIVE:
         return False
     await _close(session, locked, event(EventType.EXECUTION_CANCELLED,
-                                        datetime.now(UTC).isoformat()))
+                                        datetime.now(UTC).isoformat(), None, {"by": by}))
     return True
 
 
@@ -292,7 +297,8 @@ async def _refresh(session: AsyncSession, client: Client, execution: Execution) 
         closed_at = (description.close_time or datetime.now(UTC)).isoformat()
         await _close(session, locked, event(
             kind, closed_at, None,
-            None if kind == EventType.EXECUTION_CANCELLED else ExecutionFailed(error=reason)))
+            {"by": OPERATOR} if kind == EventType.EXECUTION_CANCELLED
+            else ExecutionFailed(error=reason)))
         log.info("recorded a run that closed in Temporal", execution_id=execution.id,
                  temporal_status=description.status.name)
     return problems
