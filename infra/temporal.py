@@ -7,6 +7,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from infra.settings import Settings
+from infra.tracing import temporal_interceptors
 
 # Registered on the dev server by `keel up` (and by the tests); set on every run,
 # so the Temporal UI can list the runs of one Keel execution, workflow or version.
@@ -21,6 +22,7 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        interceptors=temporal_interceptors(),
         lazy=lazy,
     )
 

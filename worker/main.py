@@ -17,6 +17,8 @@ from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
 from infra.temporal import connect
+from infra.tracing import configure_tracing
+from worker.metrics import serve_metrics
 from workflows.execution import ExecutionWorkflow
 
 log = get_logger("keel.worker")
@@ -28,6 +30,8 @@ PASSTHROUGH_MODULES = (
     "langgraph",
     "langchain_core",
     "langsmith",
+    # The tracing interceptor's workflow side (when tracing is on).
+    "opentelemetry",
     "workflows.contracts",
     "workflows.errors",
     "workflows.events",
@@ -65,6 +69,8 @@ def build_worker(client: Client, settings: Settings,
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully."""
     configure_logging(settings.log_level, settings.log_format)
+    serve_metrics(settings)
+    configure_tracing("keel-worker")  # before connecting: the client gets the interceptor
     engine = create_engine(settings.resolved_database_url)
     client = await connect(settings)
     worker = build_worker(client, settings, session_factory(engine))
