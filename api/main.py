@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -100,6 +102,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         FastAPIInstrumentor.instrument_app(app, tracer_provider=provider,
                                            excluded_urls="/metrics")
     return app
+
+
+# On shutdown, watchers get what this process already has before their streams close.
+DRAIN_TIMEOUT_S = 3.0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but a shutdown first stops taking connections and drains the event hub,
+    so every watcher gets the events already here, then a 1012 close (resume on another
+    replica with ``after``), before uvicorn closes what is left."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        hub: EventHub | None = getattr(self.app.state, "event_hub", None)
+        if hub is not None:
+            await hub.drain(DRAIN_TIMEOUT_S)
+        await super().shutdown(sockets)
+
+
+def serve(settings: Settings) -> None:
+    """``keel api``: serve until SIGINT/SIGTERM, then drain and stop."""
+    app = create_app(settings)
+    DrainingServer(uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # our JSON logging (configure_logging), not uvicorn's
+        # Open WebSockets must not hold a shutdown forever.
+        timeout_graceful_shutdown=5,
+        # Events are small JSON; compressing each one per watcher costs more CPU than
+        # it saves on loopback and LAN links.
+        ws_per_message_deflate=False,
+    ), app).run()
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -39,6 +39,40 @@ class Settings(BaseSettings):
     # Where operators open the Temporal UI; used to build execution links.
     temporal_ui_url: str = "http://localhost:8233"
 
+    # -- Temporal beyond the dev server: a cluster or Temporal Cloud ------------------------
+    # TLS is on when temporal_tls is true or any TLS file or the API key is set. mTLS
+    # (self-hosted, Temporal Cloud with certificates): the client certificate and its key,
+    # both PEM files. The server's CA (PEM) when it is not in the system's trust store;
+    # the server name to verify when it differs from the address's host.
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
+    # Temporal Cloud API-key authentication (sent as a bearer token, over TLS).
+    temporal_api_key: SecretStr | None = None
+    # On SIGTERM a worker stops taking new tasks and gives in-flight activities this long
+    # to finish; after it, they are cancelled and Temporal retries them on another worker.
+    worker_shutdown_grace_s: float = Field(default=20.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _temporal_tls_complete(self) -> Settings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("KEEL_TEMPORAL_TLS_CERT and KEEL_TEMPORAL_TLS_KEY go together: "
+                             "set both (mTLS) or neither")
+        for env, path in (("KEEL_TEMPORAL_TLS_CERT", self.temporal_tls_cert),
+                          ("KEEL_TEMPORAL_TLS_KEY", self.temporal_tls_key),
+                          ("KEEL_TEMPORAL_TLS_CA", self.temporal_tls_ca)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{env}: {path} is not a readable file")
+        return self
+
+    @property
+    def temporal_uses_tls(self) -> bool:
+        return self.temporal_tls or self.temporal_api_key is not None or any(
+            value is not None for value in (self.temporal_tls_cert, self.temporal_tls_ca,
+                                            self.temporal_tls_server_name))
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     temporal_port: int = Field(default=7233, ge=1, le=65535)

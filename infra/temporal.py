@@ -1,30 +1,139 @@
-"""Temporal client, data converter and the search attributes operators filter by."""
+"""Temporal client, data converter and the search attributes operators filter by.
+
+One ``connect`` for the API, the worker and the command line: the namespace, TLS
+(server CA, client certificate for mTLS, server name) and API-key authentication
+(Temporal Cloud) all come from the settings.
+"""
 
 from __future__ import annotations
 
+import shlex
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from infra.logging import get_logger
 from infra.settings import Settings
 from infra.tracing import temporal_interceptors
 
-# Registered on the dev server by `keel up` (and by the tests); set on every run,
-# so the Temporal UI can list the runs of one Keel execution, workflow or version.
+log = get_logger("keel.temporal")
+
+# Registered by `keel up` on its dev server and by `keel worker` where it may (see
+# ensure_search_attributes); set on every run, so the Temporal UI can list the runs
+# of one Keel execution, workflow or version.
 EXECUTION_ID_ATTR = SearchAttributeKey.for_int("KeelExecutionId")
 WORKFLOW_ID_ATTR = SearchAttributeKey.for_int("KeelWorkflowId")
 WORKFLOW_VERSION_ATTR = SearchAttributeKey.for_int("KeelWorkflowVersion")
 SEARCH_ATTRIBUTES = (EXECUTION_ID_ATTR, WORKFLOW_ID_ATTR, WORKFLOW_VERSION_ATTR)
 
+# The operator service refuses with these when the caller may not change the namespace
+# (Temporal Cloud, a restricted role) or does not offer the call at all.
+NOT_ALLOWED = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED,
+               RPCStatusCode.UNIMPLEMENTED)
+
+
+class SearchAttributesMissing(Exception):
+    """Keel's search attributes are not on the namespace and Keel may not add them;
+    the message says what to run."""
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """What ``Client.connect(tls=...)`` needs: False for plain TCP (the dev server)."""
+    if not settings.temporal_uses_tls:
+        return False
+    return TLSConfig(
+        server_root_ca_cert=settings.temporal_tls_ca.read_bytes()
+        if settings.temporal_tls_ca else None,
+        client_cert=settings.temporal_tls_cert.read_bytes()
+        if settings.temporal_tls_cert else None,
+        client_private_key=settings.temporal_tls_key.read_bytes()
+        if settings.temporal_tls_key else None,
+        domain=settings.temporal_tls_server_name,
+    )
+
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    api_key = settings.temporal_api_key
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
+        api_key=api_key.get_secret_value() if api_key else None,
+        tls=tls_config(settings),
         data_converter=pydantic_data_converter,
         interceptors=temporal_interceptors(),
         lazy=lazy,
     )
+
+
+def register_command(settings: Settings) -> str:
+    """The ``temporal`` CLI command an operator runs to register Keel's search
+    attributes with this Keel's connection settings (secrets as variables, not values)."""
+    args = ["temporal", "operator", "search-attribute", "create",
+            "--address", settings.temporal_address,
+            "--namespace", settings.temporal_namespace]
+    if settings.temporal_api_key is not None:
+        args += ["--api-key", "$KEEL_TEMPORAL_API_KEY"]
+    if settings.temporal_tls_cert and settings.temporal_tls_key:
+        args += ["--tls-cert-path", str(settings.temporal_tls_cert),
+                 "--tls-key-path", str(settings.temporal_tls_key)]
+    if settings.temporal_tls_ca:
+        args += ["--tls-ca-path", str(settings.temporal_tls_ca)]
+    if settings.temporal_tls_server_name:
+        args += ["--tls-server-name", settings.temporal_tls_server_name]
+    if settings.temporal_uses_tls:
+        args.append("--tls")
+    for key in SEARCH_ATTRIBUTES:
+        args += ["--name", key.name]
+    args += ["--type", "Int"]  # one type for every --name; all of Keel's are Int
+    # The API key stays a shell variable reference: quoted, it would be sent literally.
+    return " ".join(arg if arg.startswith("$") else shlex.quote(arg) for arg in args)
+
+
+async def ensure_search_attributes(client: Client, settings: Settings) -> None:
+    """Register Keel's search attributes on the namespace if they are missing and we
+    may; raise SearchAttributesMissing (saying what to run) if we may not.
+
+    Registering is idempotent: a concurrent worker doing the same is harmless."""
+    namespace = settings.temporal_namespace
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace))
+    except RPCError as exc:
+        if exc.status not in NOT_ALLOWED:
+            raise
+        # Temporal Cloud may not let us look; starting a run says so if they are missing.
+        log.warning("cannot check Keel's search attributes; if runs fail to start for "
+                    "want of them, register them with the command given",
+                    namespace=namespace, reason=exc.message, command=register_command(settings))
+        return
+    have = set(listed.custom_attributes) | set(listed.system_attributes)
+    missing = [key for key in SEARCH_ATTRIBUTES if key.name not in have]
+    if not missing:
+        return
+    try:
+        await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+            namespace=namespace,
+            search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_INT
+                               for key in missing}))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.ALREADY_EXISTS:
+            return
+        if exc.status not in NOT_ALLOWED:
+            raise
+        names = ", ".join(key.name for key in missing)
+        raise SearchAttributesMissing(
+            f"the namespace {namespace!r} lacks Keel's search attributes ({names}) and "
+            f"Keel may not add them ({exc.message}); run: {register_command(settings)}"
+        ) from None
+    log.info("registered search attributes", namespace=namespace,
+             names=[key.name for key in missing])
 
 
 def temporal_workflow_id(settings: Settings, execution_id: int) -> str:

@@ -48,29 +48,16 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.main import serve
 
-    from api.main import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,  # our JSON logging (configure_logging), not uvicorn's
-        # Open WebSockets must not hold a shutdown forever.
-        timeout_graceful_shutdown=5,
-        # Events are small JSON; compressing each one per watcher costs more CPU than
-        # it saves on loopback and LAN links.
-        ws_per_message_deflate=False,
-    )
+    serve(settings)
     return 0
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     from worker.main import run_worker
 
-    asyncio.run(run_worker(settings))
-    return 0
+    return asyncio.run(run_worker(settings))
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
@@ -80,36 +67,12 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
-    """Follow an execution over the API's WebSocket until it ends."""
-    import json
+    """Follow an execution over the API's WebSocket until it ends (keel.watch)."""
+    from keel.watch import watch
 
-    import websockets
-
-    base = (args.api or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
-    url = base.replace("http", "ws", 1) + f"/api/v1/Execution/ws/{args.execution_id}"
-    url += f"?after={args.after}"
-
-    key = os.environ.get("KEEL_API_KEY")
-    headers = {"Authorization": f"Bearer {key}"} if key else None
-
-    async def follow() -> int:
-        try:
-            async with websockets.connect(url, additional_headers=headers) as ws:
-                async for message in ws:
-                    sys.stdout.write(json.dumps(json.loads(message)) + "\n")
-                    sys.stdout.flush()
-                code, reason = ws.close_code, ws.close_reason
-        except websockets.ConnectionClosed as closed:
-            code, reason = closed.code, closed.reason
-        except OSError as exc:
-            sys.stderr.write(f"keel: cannot reach the API at {base}: {exc}\n")
-            return 1
-        if code != 1000:
-            sys.stderr.write(f"keel: the API closed the stream ({code}): {reason}\n")
-            return 1
-        return 0
-
-    return asyncio.run(follow())
+    # The key comes from the environment only: never a flag (shell history, ps).
+    return watch(settings, args.execution_id, after=args.after, api=args.api,
+                 api_key=os.environ.get("KEEL_API_KEY"))
 
 
 Handler = Callable[[Settings, argparse.Namespace], int]

@@ -2,9 +2,11 @@
 
 It checks its ports, starts the Temporal dev server (SQLite file under the data
 dir), runs migrations, then starts ``keel worker`` and ``keel api`` as child
-processes and watches them. Ctrl-C or SIGTERM stops the API, then the worker,
-then Temporal. If any child dies on its own, everything is stopped and the exit
-code is non-zero.
+processes and watches them. A child that dies on its own is restarted after a
+backoff (runs in flight continue once the worker is back: their state is in
+Temporal); only a child that keeps dying soon after each start makes ``keel up``
+give up, stop everything and exit non-zero. Ctrl-C or SIGTERM stops the API, then
+the worker, then Temporal.
 
 This process only orchestrates subprocesses (migrations included), so it stays
 single-threaded: children are started in their own process group (Ctrl-C in the
@@ -42,8 +44,9 @@ log = get_logger("keel.up")
 TEMPORAL_READY_TIMEOUT_S = 60.0
 API_READY_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.2
-# How long each child gets to stop after SIGTERM before it is killed.
-STOP_TIMEOUT_S = {"api": 10.0, "worker": 30.0, "temporal": 10.0}
+# How long each child gets to stop after SIGTERM before it is killed (the worker:
+# its drain grace from the settings, plus this).
+STOP_TIMEOUT_S = {"api": 10.0, "worker": 10.0, "temporal": 10.0}
 
 
 class StartupError(Exception):
@@ -112,19 +115,72 @@ def _exit_with_parent() -> None:
 
 
 @dataclass
+class RestartPolicy:
+    """When a child that died is started again: after a delay that doubles with each
+    consecutive fast failure (death within ``fast_s`` of starting), never after
+    ``give_up_after`` of them in a row. A child that ran longer starts a fresh count."""
+
+    first_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    fast_s: float = 15.0
+    give_up_after: int = 5
+    fast_failures: int = 0
+
+    def delay_after(self, ran_s: float) -> float | None:
+        """Seconds to wait before restarting, or None: give up."""
+        self.fast_failures = self.fast_failures + 1 if ran_s < self.fast_s else 0
+        if self.fast_failures >= self.give_up_after:
+            return None
+        return min(self.first_delay_s * 2 ** self.fast_failures, self.max_delay_s)
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclass
 class Child:
+    """One supervised process: how to start it, and the running process if any."""
+
     name: str
-    process: subprocess.Popen[bytes]
+    argv: list[str]
+    env: dict[str, str]
+    output: Path | None = None  # appended to; None: our own stdout/stderr
+    stop_timeout_s: float = 10.0
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None  # set while waiting to be restarted
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
 
     @property
     def exit_code(self) -> int | None:
-        return self.process.poll()
+        return None if self.process is None else self.process.poll()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def start(self) -> None:
+        if self.output is None:
+            self.process = _popen(self.argv, self.env, None)
+        else:
+            with self.output.open("ab") as output:
+                self.process = _popen(self.argv, self.env, output)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        log.info("started", process=self.name, pid=self.process.pid)
 
     def stop(self) -> None:
         """SIGTERM, wait, then SIGKILL. Safe to call on a child that already exited."""
-        if self.process.poll() is not None:
+        self.restart_at = None
+        if self.process is None or self.process.poll() is not None:
             return
-        timeout = STOP_TIMEOUT_S.get(self.name, 10.0)
+        timeout = self.stop_timeout_s
         log.info("stopping", process=self.name, pid=self.process.pid)
         self.process.terminate()
         try:
@@ -136,9 +192,9 @@ class Child:
         log.info("stopped", process=self.name, exit_code=self.process.returncode)
 
 
-def _spawn(name: str, argv: Sequence[str], *, env: dict[str, str],
-           stdout: IO[bytes] | None = None) -> Child:
-    process = subprocess.Popen(  # noqa: S603  (our own binaries, no shell)
+def _popen(argv: Sequence[str], env: dict[str, str], stdout: IO[bytes] | None
+           ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603  (our own binaries, no shell)
         list(argv),
         env=env,
         stdin=subprocess.DEVNULL,
@@ -147,8 +203,14 @@ def _spawn(name: str, argv: Sequence[str], *, env: dict[str, str],
         process_group=0,
         preexec_fn=_exit_with_parent if _prctl is not None else None,
     )
-    log.info("started", process=name, pid=process.pid)
-    return Child(name, process)
+
+
+def _spawn(name: str, argv: Sequence[str], *, env: dict[str, str], output: Path | None = None,
+           stop_timeout_s: float | None = None) -> Child:
+    child = Child(name, list(argv), env, output,
+                  stop_timeout_s=stop_timeout_s or STOP_TIMEOUT_S.get(name, 10.0))
+    child.start()
+    return child
 
 
 def keel_command(subcommand: str) -> list[str]:
@@ -202,7 +264,7 @@ class Platform:
                 raise StartupError(self._died_message(child))
 
     def _died_message(self, child: Child) -> str:
-        message = f"{child.name} exited unexpectedly with code {child.exit_code}"
+        message = f"{child.name} {describe_exit(child.exit_code or 0)}"
         if child.name == "temporal":
             message += f"; its output is in {self.data_dir / 'temporal.log'}"
         return message
@@ -246,14 +308,15 @@ class Platform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = self.child_env()
 
-        with (self.data_dir / "temporal.log").open("ab") as temporal_log:
-            self.children.append(_spawn("temporal", temporal_command(self.settings, self.data_dir),
-                                        env=env, stdout=temporal_log))
+        self.children.append(_spawn("temporal", temporal_command(self.settings, self.data_dir),
+                                    env=env, output=self.data_dir / "temporal.log"))
         self.wait_for_temporal()
 
         self.migrate(env)
 
-        self.children.append(_spawn("worker", keel_command("worker"), env=env))
+        worker_stop_s = self.settings.worker_shutdown_grace_s + STOP_TIMEOUT_S["worker"]
+        self.children.append(_spawn("worker", keel_command("worker"), env=env,
+                                    stop_timeout_s=worker_stop_s))
         self.children.append(_spawn("api", keel_command("api"), env=env))
         self.wait_for_api()
 
@@ -355,13 +418,30 @@ class Platform:
         )
 
     def supervise(self) -> int:
+        """Restart children that die, until a signal asks us to stop or one keeps dying."""
         while self.stop_signal is None:
+            now = time.monotonic()
             for child in self.children:
-                if child.exit_code is not None:
-                    log.error("child exited unexpectedly; stopping everything",
-                              process=child.name, exit_code=child.exit_code,
-                              reason=self._died_message(child))
+                if child.restart_at is not None:
+                    if now >= child.restart_at:
+                        child.start()
+                    continue
+                code = child.exit_code
+                if code is None:
+                    continue
+                ran_s = now - child.started_at
+                delay = child.policy.delay_after(ran_s)
+                if delay is None:
+                    log.error("child keeps failing soon after starting; giving up",
+                              process=child.name, exit_code=code,
+                              reason=self._died_message(child),
+                              failures=child.policy.fast_failures, ran_s=round(ran_s, 2))
                     return self.shutdown(1)
+                log.error("child exited unexpectedly; restarting", process=child.name,
+                          exit_code=code, reason=self._died_message(child),
+                          ran_s=round(ran_s, 2), restart_in_s=delay,
+                          fast_failures=child.policy.fast_failures)
+                child.restart_at = now + delay
             time.sleep(POLL_INTERVAL_S)
         return self.shutdown(0)
 

@@ -16,7 +16,7 @@ from activities.record import RecordActivities
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
-from infra.temporal import connect
+from infra.temporal import SearchAttributesMissing, connect, ensure_search_attributes
 from infra.tracing import configure_tracing
 from worker.metrics import serve_metrics
 from workflows.execution import ExecutionWorkflow
@@ -39,10 +39,6 @@ PASSTHROUGH_MODULES = (
     "workflows.status",
     "workflows.templates",
 )
-# In-flight activities get this long to finish on shutdown; after it, Temporal
-# retries them on another worker.
-GRACEFUL_SHUTDOWN = timedelta(seconds=20)
-
 
 def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(
@@ -61,18 +57,25 @@ def build_worker(client: Client, settings: Settings,
         workflows=[ExecutionWorkflow],
         activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
         workflow_runner=workflow_runner(),
-        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        # Drain: on shutdown, no new tasks; in-flight activities get this long to finish,
+        # then are cancelled and Temporal retries them on another worker.
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
         **options,  # type: ignore[arg-type]
     )
 
 
-async def run_worker(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully."""
+async def run_worker(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM, then drain; the process's exit code."""
     configure_logging(settings.log_level, settings.log_format)
     serve_metrics(settings)
     configure_tracing("keel-worker")  # before connecting: the client gets the interceptor
-    engine = create_engine(settings.resolved_database_url)
     client = await connect(settings)
+    try:
+        await ensure_search_attributes(client, settings)
+    except SearchAttributesMissing as exc:
+        log.error("cannot start the worker", reason=str(exc))
+        return 2
+    engine = create_engine(settings.resolved_database_url)
     worker = build_worker(client, settings, session_factory(engine))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,8 +86,9 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with worker:
             await stop.wait()
-            log.info("worker stopping; letting in-flight activities finish",
-                     grace_s=GRACEFUL_SHUTDOWN.total_seconds())
+            log.info("worker draining: no new tasks; in-flight activities may finish",
+                     grace_s=settings.worker_shutdown_grace_s)
     finally:
         await engine.dispose()
         log.info("worker stopped")
+    return 0

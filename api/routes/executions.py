@@ -25,7 +25,7 @@ from api.schemas.executions import (
     UsageOut,
 )
 from api.services import executions as execution_service
-from api.services.event_hub import EventHub, public_event, stored_events
+from api.services.event_hub import Draining, EventHub, public_event, stored_events
 from infra.execution_store import last_seq
 from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage
 from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
@@ -270,6 +270,10 @@ async def watch_execution(websocket: WebSocket, execution_id: int) -> None:
     if sender in done:
         error = sender.exception()
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await websocket.close(CloseCode.ERROR if error else CloseCode.NORMAL,
-                                  str(error)[:120] if error else None)
+            if isinstance(error, Draining):  # this replica stops: resume on another
+                await websocket.close(CloseCode.RESTART,
+                                      "server restarting; reconnect with after")
+            else:
+                await websocket.close(CloseCode.ERROR if error else CloseCode.NORMAL,
+                                      str(error)[:120] if error else None)
 

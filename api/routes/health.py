@@ -1,6 +1,14 @@
+"""``GET /health``: the database, Temporal and the workers polling Keel's task queue.
+
+Degraded (503) while any of them is missing: with no worker polling, runs would be
+accepted and wait. The Temporal answer (DescribeTaskQueue's pollers) is cached for
+a moment, so frequent probes from load balancers stay cheap.
+"""
+
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -16,6 +24,7 @@ from api.schemas.common import Envelope
 
 router = APIRouter(tags=["Health"])
 CHECK_TIMEOUT_S = 3.0
+TEMPORAL_CACHE_S = 2.0
 
 
 class Health(BaseModel):
@@ -35,6 +44,17 @@ async def _db(request: Request) -> str:
 
 
 async def _temporal(request: Request) -> tuple[str, int]:
+    """Temporal's state and the number of workers polling, from the last few seconds."""
+    state = request.app.state
+    cached: tuple[float, tuple[str, int]] | None = getattr(state, "health_temporal", None)
+    if cached is not None and time.monotonic() - cached[0] < TEMPORAL_CACHE_S:
+        return cached[1]
+    answer = await _describe_task_queue(request)
+    state.health_temporal = (time.monotonic(), answer)
+    return answer
+
+
+async def _describe_task_queue(request: Request) -> tuple[str, int]:
     settings = request.app.state.settings
     client = request.app.state.temporal
     try:
@@ -60,14 +80,18 @@ async def _temporal(request: Request) -> tuple[str, int]:
 
 @router.get("/health", response_model=Envelope[Health],
             responses={503: {"model": Envelope[Health]}},
-            summary="Database, Temporal and worker status (503 when degraded)")
+            summary="Database, Temporal and worker status (503 when degraded: no worker too)")
 async def health(request: Request) -> Any:
     db, (temporal, workers) = await asyncio.gather(_db(request), _temporal(request))
-    healthy = db == "ok" and temporal == "ok"
+    healthy = db == "ok" and temporal == "ok" and workers > 0
     data = Health(status="ok" if healthy else "degraded", db=db, temporal=temporal,
                   workers=workers)
-    failing = "; ".join(f"{name} {state}" for name, state in (("db", db), ("temporal", temporal))
-                        if state != "ok")
+    problems = [f"{name} {state}" for name, state in (("db", db), ("temporal", temporal))
+                if state != "ok"]
+    if temporal == "ok" and workers == 0:
+        queue = request.app.state.settings.task_queue
+        problems.append(f"no worker polls the task queue {queue!r}")
+    failing = "; ".join(problems)
     body = {"code": 0 if healthy else 503,
             "msg": "success" if healthy else f"degraded: {failing}",
             "data": data.model_dump()}

@@ -15,6 +15,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000  # every event was sent
     ERROR = 1011  # the event stream failed
+    RESTART = 1012  # this API replica is stopping: reconnect (to any) with ``after``
     BAD_AFTER = 4400  # ``after`` is not a whole number >= 0
     UNAUTHORIZED = 4401  # no valid credential
     UNKNOWN = 4404  # no such execution (in the caller's workspace)

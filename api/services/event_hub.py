@@ -41,6 +41,7 @@ from workflows.status import FINISHED
 log = get_logger("keel.events")
 
 POLL_COOLDOWN = timedelta(milliseconds=10)
+DRAIN_POLL_S = 0.05
 START_POLL_S = 0.25  # how often a feed of a not-yet-started execution checks for its start
 
 
@@ -94,6 +95,11 @@ class Feed:
             self.changed.notify_all()
 
 
+class Draining(Exception):
+    """This API process is shutting down: the watcher has had every event it was going
+    to get here and should resume elsewhere with ``after`` its last seq."""
+
+
 class EventHub:
     def __init__(self, client: Client, sessions: async_sessionmaker[AsyncSession]) -> None:
         count_feeds_of(self)
@@ -101,10 +107,13 @@ class EventHub:
         self.sessions = sessions
         self.feeds: dict[int, Feed] = {}
         self.subscriptions_started = 0
+        self.draining = False
 
     async def watch(self, execution_id: int, after: int) -> AsyncIterator[str]:
         """Every event of the execution with ``seq > after`` as JSON text, live, ending
-        after the last."""
+        after the last. Raises Draining once the hub drains."""
+        if self.draining:
+            raise Draining
         feed = self.feeds.get(execution_id)
         if feed is None:
             async with self.sessions() as session:
@@ -125,7 +134,7 @@ class EventHub:
         cursor = after
         try:
             def more_to_send() -> bool:
-                return len(feed.events) > cursor or feed.done
+                return len(feed.events) > cursor or feed.done or self.draining
 
             while True:
                 async with feed.changed:
@@ -140,6 +149,8 @@ class EventHub:
                     if feed.error:
                         raise RuntimeError(feed.error)
                     return
+                if self.draining:
+                    raise Draining
         finally:
             WEBSOCKET_WATCHERS.dec()
             feed.watchers -= 1
@@ -186,6 +197,22 @@ class EventHub:
                 if execution.status in FINISHED:
                     return None
             await asyncio.sleep(START_POLL_S)
+
+    async def drain(self, grace_s: float) -> None:
+        """Before this process stops: every watcher is sent the events its feed already
+        has and its stream ends with Draining; wait (at most ``grace_s``) until all are
+        gone. New watchers are refused the same way."""
+        self.draining = True
+        for feed in list(self.feeds.values()):
+            async with feed.changed:
+                feed.changed.notify_all()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while any(feed.watchers for feed in self.feeds.values()):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("watchers still connected after draining",
+                            watchers=sum(feed.watchers for feed in self.feeds.values()))
+                return
+            await asyncio.sleep(DRAIN_POLL_S)
 
     async def close(self) -> None:
         for feed in list(self.feeds.values()):

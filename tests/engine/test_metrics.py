@@ -69,7 +69,7 @@ async def test_a_run_is_counted_by_model_tool_node_and_status(platform: Platform
     assert grew("keel_tool_calls_total", {"tool": "lookup", "outcome": "ok"}) == 1
     assert grew("keel_node_duration_seconds_count") == 1
     assert grew("keel_executions_started_total") == 1
-    assert grew("keel_executions_finished_total", {"status": "completed"}) == 1
+    assert grew("keel_executions_finished_total", {"status": ExecutionStatus.COMPLETED.value}) == 1
     assert grew("keel_events_delivered_total") >= len(events)
     # Nobody watches any more: the gauges are back where they were.
     assert REGISTRY.get_sample_value("keel_websocket_watchers") == 0

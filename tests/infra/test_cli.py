@@ -261,14 +261,64 @@ def test_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         assert_gone(pids)
 
 
+def post(url: str, body: dict[str, Any], status: int = 201) -> dict[str, Any]:
+    response = httpx.post(url, json=body, timeout=10)
+    assert response.status_code == status, response.text
+    result: dict[str, Any] = response.json()["data"]
+    return result
+
+
 @pytest.mark.slow
-def test_up_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
+def test_up_restarts_a_killed_worker_and_the_run_in_flight_completes(tmp_path: Path) -> None:
     env = keel_env(tmp_path / "data")
     with keel_up(env, tmp_path, "up") as up:
         up.wait_until_up()
+        api = f"{up.api}/api/v1"
+        agent = post(f"{api}/Agent/", {"name": "slow", "provider": "fake", "model": "fake-echo",
+                                       "metadata": {"fake": {"delay_s": 4}}})
+        workflow = post(f"{api}/Workflow/", {"name": "one", "definition": {
+            "nodes": [{"id": "a", "type": "agent", "agent_id": agent["id"]}],
+            "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}})
+        post(f"{api}/Workflow/{workflow['id']}/publish", {}, status=200)
+        execution = post(f"{api}/Execution/", {"workflow_id": workflow["id"], "start": True})
+
+        def node_started() -> bool:
+            events = httpx.get(f"{api}/Execution/{execution['id']}/events", timeout=10)
+            return any(e["type"] == "node.started" for e in events.json()["data"]["items"])
+
+        wait_until(node_started, timeout=60, what="the agent node to start")
+        first = up.child_pids()
+        os.kill(first["worker"], signal.SIGKILL)
+
+        def restarted() -> int | None:
+            pid = up.child_pids()["worker"]
+            return pid if pid != first["worker"] else None
+
+        second_worker = wait_until(restarted, timeout=30, what="a new worker")
+        died = [line for line in up.logs() if line["event"].startswith("child exited")]
+        assert [(d["process"], d["reason"]) for d in died] == [
+            ("worker", "worker killed by SIGKILL")], died
+        assert died[0]["event"] == "child exited unexpectedly; restarting"
+        assert up.process.poll() is None  # everything else kept running
+
+        def healthy() -> bool:
+            response = httpx.get(f"{up.api}/health", timeout=10)
+            return response.status_code == 200 and response.json()["data"]["workers"] >= 1
+
+        wait_until(healthy, timeout=60, what="/health to be ok again")
+
+        def finished() -> dict[str, Any] | None:
+            found = httpx.get(f"{api}/Execution/{execution['id']}", timeout=10).json()["data"]
+            return found if found["status"] in ("completed", "failed") else None
+
+        final = wait_until(finished, timeout=90, what="the run to finish")
+        assert final["status"] == "completed", final
+        assert {n["node_id"]: n["attempts"] for n in final["nodes"]} == {"a": 2}
+
         pids = up.child_pids()
-        os.kill(pids["api"], signal.SIGKILL)
-        assert up.process.wait(90) == 1
-        assert_gone(pids)
-        died = [line for line in up.logs() if line["event"].startswith("child exited unexpectedly")]
-        assert died and died[0]["process"] == "api", up.logs()[-5:]
+        assert pids["worker"] == second_worker
+        assert up.interrupt() == 0, up.stderr.read_text()[-4000:]
+        assert_gone({**pids, "killed worker": first["worker"]})
+        stopped = [line["process"] for line in up.logs()
+                   if line.get("logger") == "keel.up" and line["event"] == "stopped"]
+        assert stopped == ["api", "worker", "temporal"]

@@ -20,6 +20,8 @@ APP_SERVICES = ("api", "worker", "migrate")
 # What every Keel process needs to run in production.
 KEEL_ENV = ("KEEL_DATABASE_URL", "KEEL_TEMPORAL_ADDRESS", "KEEL_SECRET_KEY", "KEEL_ENVIRONMENT")
 REQUIRED_REF = re.compile(r"^\$\{[A-Z][A-Z0-9_]*:\?[^}]+\}$")  # ${NAME:?message}
+# An optional secret: ${NAME:-}, unset (empty) unless the environment gives it.
+OPTIONAL_SECRET_REF = re.compile(r"^\$\{(KEEL_TEMPORAL_API_KEY):-\}$")
 SECRETISH = re.compile(r"PASSWORD|PWD|SECRET|TOKEN|API_KEY", re.IGNORECASE)
 
 
@@ -111,7 +113,7 @@ def test_keel_services_get_the_settings_they_need(services: dict[str, Any]) -> N
         missing = [key for key in KEEL_ENV if key not in values]
         assert not missing, (name, missing)
         assert values["KEEL_ENVIRONMENT"] == "production"
-        assert values["KEEL_TEMPORAL_ADDRESS"] == "temporal:7233"
+        assert values["KEEL_TEMPORAL_ADDRESS"] == "${KEEL_TEMPORAL_ADDRESS:-temporal:7233}"
         assert values["KEEL_DATABASE_URL"].startswith("mysql+aiomysql://keel:")
         assert values["KEEL_DATABASE_URL"].split("@")[1].startswith("mysql:3306/keel")
         assert REQUIRED_REF.match(values["KEEL_SECRET_KEY"]), values["KEEL_SECRET_KEY"]
@@ -123,7 +125,8 @@ def test_no_secret_is_written_in_the_file(services: dict[str, Any]) -> None:
     for name, service in services.items():
         for key, value in env(service).items():
             if SECRETISH.search(key):
-                assert REQUIRED_REF.match(value), f"{name}.{key} must come from the environment"
+                assert REQUIRED_REF.match(value) or OPTIONAL_SECRET_REF.match(value), \
+                    f"{name}.{key} must come from the environment"
             if "://" in value and "@" in value:  # a URL with credentials
                 password = value.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
                 assert REQUIRED_REF.match(password), f"{name}.{key} embeds a literal password"
@@ -161,8 +164,33 @@ def test_dockerfile_builds_a_slim_non_root_image() -> None:
     assert instructions[0] == ("FROM", "python:3.11-slim")
     users = [arg for op, arg in instructions if op == "USER"]
     assert users and users[-1] not in ("root", "0")
-    assert any(op == "RUN" and "pip install ." in arg for op, arg in instructions)
+    # Dependencies from the lock in a layer before the code, then Keel itself.
+    runs = [arg for op, arg in instructions if op == "RUN"]
+    copies = [arg for op, arg in instructions if op == "COPY"]
+    assert any("uv sync --locked --no-install-project" in arg for arg in runs)
+    assert copies[0] == "pyproject.toml uv.lock ./"
+    assert any("uv sync --locked --no-editable" in arg for arg in runs)
+    package_dirs = ("keel", "api", "activities", "infra", "worker", "workflows")
+    assert {arg.split()[0] for arg in copies} >= set(package_dirs)
     # Whatever the build copies, secrets and local state stay out of the context.
     ignored = (ROOT / ".dockerignore").read_text().split()
     for path in (".env", ".venv", "data", ".git"):
         assert path in ignored
+
+
+def test_temporal_cloud_override_turns_the_local_temporal_off(services: dict[str, Any]) -> None:
+    override = yaml.safe_load((ROOT / "docker-compose.temporal-cloud.yml").read_text())
+    changed = override["services"]
+    for name in ("temporal", "temporal-setup", "temporal-ui"):
+        assert changed[name] == {"profiles": ["local-temporal"]}, name
+    for name in ("api", "worker"):
+        assert any(volume.endswith(":/certs:ro") for volume in changed[name]["volumes"])
+        # With those services off, Keel's services must not require them.
+        for dep in ("temporal", "temporal-setup"):
+            assert services[name]["depends_on"][dep]["required"] is False, (name, dep)
+    assert set(changed) <= set(services)
+    keel_env = env(services["worker"])
+    for setting in ("KEEL_TEMPORAL_NAMESPACE", "KEEL_TEMPORAL_TLS_CERT", "KEEL_TEMPORAL_TLS_KEY",
+                    "KEEL_TEMPORAL_TLS_CA", "KEEL_TEMPORAL_API_KEY",
+                    "KEEL_WORKER_SHUTDOWN_GRACE_S"):
+        assert keel_env[setting].startswith(f"${{{setting}:-"), setting
