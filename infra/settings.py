@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     # empty: the built-in prices only. Read when the worker starts, so a bad file stops it.
     pricing_file: Path | None = None
 
+    # Prometheus metrics of a worker process (the API serves its own at /metrics): Keel's
+    # (model calls, tokens, cost, tool calls, node durations) on worker_metrics_port, the
+    # Temporal SDK's (task slots, polls, latencies...) on temporal_metrics_port; unset:
+    # not served. Bound to metrics_host (0.0.0.0 to let a scraper on another host in).
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    temporal_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:

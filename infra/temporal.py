@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from infra.logging import get_logger
 from infra.settings import Settings
+from infra.tracing import temporal_interceptors
 
 log = get_logger("keel.temporal")
 
@@ -77,6 +78,7 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
         api_key=api_key.get_secret_value() if api_key else None,
         tls=tls_config(settings),
         data_converter=pydantic_data_converter,
+        interceptors=temporal_interceptors(),
         lazy=lazy,
     )
 

@@ -35,6 +35,7 @@ from api.errors import Conflict, ServiceUnavailable, Unprocessable
 from api.services.problems import reported_problems
 from infra.execution_store import append, last_seq, lock
 from infra.logging import get_logger
+from infra.metrics import EXECUTIONS_STARTED, count_finished
 from infra.models import Agent, Execution, ExecutionEvent, Tool, WorkflowVersion
 from infra.settings import Settings
 from infra.streams import read_stream
@@ -61,7 +62,7 @@ from workflows.events import (
 from workflows.execution import ExecutionWorkflow
 from workflows.memo import downstream, seed_from_events
 from workflows.record import fold
-from workflows.status import ACTIVE, ExecutionStatus
+from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 
 log = get_logger("keel.executions")
 TEMPORAL_TIMEOUT_S = 3.0
@@ -163,6 +164,7 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
             f"Temporal at {settings.temporal_address} did not accept the run ({exc.message}); "
             "the execution stays pending, start it again later"
         ) from exc
+    EXECUTIONS_STARTED.inc()
     locked = await lock(session, execution.id)
     if locked is None:
         return
@@ -234,7 +236,9 @@ async def cancel_pending(session: AsyncSession, execution: Execution, by: dict[s
 async def _close(session: AsyncSession, locked: Execution, closing: Event) -> None:
     """Record the closing event of a run that ended without one (under ``lock``)."""
     seq = await last_seq(session, locked.id, locking=True) + 1
+    before = locked.status
     await append(session, locked, [RecordedEvent(seq=seq, **closing.model_dump())], fold)
+    count_finished(before, locked.status, FINISHED)
 
 
 async def has_terminal_event(session: AsyncSession, execution_id: int) -> bool:
@@ -289,7 +293,9 @@ async def _refresh(session: AsyncSession, client: Client, execution: Execution) 
         return problems
     if description.run_id and description.run_id != locked.temporal_run_id:
         locked.temporal_run_id = description.run_id
+    before = locked.status
     await append(session, locked, events, fold)
+    count_finished(before, locked.status, FINISHED)
     if closed and locked.status in ACTIVE and description.status is not None:
         # Temporal says the run is over and the record (under the lock, so with
         # everything the worker wrote) does not: record how it ended.
