@@ -4,10 +4,10 @@ import asyncio
 import contextlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from api.deps import (
@@ -108,6 +108,39 @@ async def _load(session: AsyncSession, execution_id: int, workspace_id: int) -> 
     return await get_or_404(session, Execution, execution_id, workspace_id, "execution")
 
 
+async def _viewed(execution_id: int, session: SessionDep, workspace_id: ViewerWorkspaceDep
+                  ) -> Execution:
+    return await _load(session, execution_id, workspace_id)
+
+
+async def _edited(execution_id: int, session: SessionDep, workspace_id: EditorWorkspaceDep
+                  ) -> Execution:
+    return await _load(session, execution_id, workspace_id)
+
+
+# The execution named in the path, in the caller's workspace, for a viewer or an editor.
+ViewedExecution = Annotated[Execution, Depends(_viewed)]
+EditedExecution = Annotated[Execution, Depends(_edited)]
+
+
+async def refuse_over_budget(session: AsyncSession, workspace_id: int, workflow_id: int,
+                             version: int, refused: str) -> None:
+    """402 while the workspace's or a used agent's budget for this month is spent."""
+    blocked = await execution_budget_block(session, workspace_id, workflow_id, version)
+    if blocked:
+        raise PaymentRequired(f"{refused}: {blocked}")
+
+
+async def _commit_and_start(session: AsyncSession, temporal: Client, settings: Settings,
+                            execution: Execution, start: bool) -> dict[str, Any]:
+    """Store the execution, start its Temporal run when asked, and answer with it."""
+    await session.commit()
+    if start:
+        await execution_service.start(session, temporal, settings, execution)
+        await session.commit()
+    return ok(await render(session, settings, execution))
+
+
 @router.post("/", status_code=201, response_model=Envelope[ExecutionOut],
              summary="Create an execution of a published version (and start it if asked)",
              responses=error_responses(402))
@@ -123,20 +156,15 @@ async def create_execution(body: ExecutionCreate, session: SessionDep, settings:
     if exists is None:
         raise NotFound(f"workflow {workflow.id} has no version {version}; "
                        f"the latest is {workflow.version}")
-    blocked = await execution_budget_block(session, workspace_id, workflow.id, version)
-    if blocked:
-        raise PaymentRequired(f"new executions are refused: {blocked}")
+    await refuse_over_budget(session, workspace_id, workflow.id, version,
+                             "new executions are refused")
     execution = Execution(workspace_id=workspace_id, workflow_id=workflow.id,
                           workflow_version=version, status=ExecutionStatus.PENDING,
                           input=body.input, created_by_type=caller.principal.type,
                           created_by_id=caller.principal.id,
                           created_by_name=caller.principal.name)
     session.add(execution)
-    await session.commit()
-    if body.start:
-        await execution_service.start(session, temporal, settings, execution)
-        await session.commit()
-    return ok(await render(session, settings, execution))
+    return await _commit_and_start(session, temporal, settings, execution, body.start)
 
 
 @router.get("/", response_model=Envelope[Page[ExecutionOut]],
@@ -173,10 +201,8 @@ async def list_executions(
 
 @router.get("/{execution_id}", response_model=Envelope[ExecutionOut],
             summary="Get an execution (reconciled with Temporal while it is open)")
-async def get_execution(execution_id: int, session: SessionDep, settings: SettingsDep,
-                        temporal: TemporalDep, workspace_id: ViewerWorkspaceDep
-                        ) -> dict[str, Any]:
-    execution = await _load(session, execution_id, workspace_id)
+async def get_execution(execution: ViewedExecution, session: SessionDep,
+                        settings: SettingsDep, temporal: TemporalDep) -> dict[str, Any]:
     problems = await execution_service.refresh(session, temporal, execution)
     return ok(await render(session, settings, execution, problems=problems))
 
@@ -194,31 +220,20 @@ async def rerun_execution(execution_id: int, body: RerunBody, session: SessionDe
     execution.created_by_type = caller.principal.type
     execution.created_by_id = caller.principal.id
     execution.created_by_name = caller.principal.name
-    blocked = await execution_budget_block(session, caller.workspace_id, execution.workflow_id,
-                                           execution.workflow_version)
-    if blocked:
-        raise PaymentRequired(f"new executions are refused: {blocked}")
-    await session.commit()
-    if body.start:
-        await execution_service.start(session, temporal, settings, execution)
-        await session.commit()
-    return ok(await render(session, settings, execution))
+    await refuse_over_budget(session, caller.workspace_id, execution.workflow_id,
+                             execution.workflow_version, "new executions are refused")
+    return await _commit_and_start(session, temporal, settings, execution, body.start)
 
 
 @router.post("/{execution_id}/start", response_model=Envelope[ExecutionOut],
              summary="Start a pending execution")
-async def start_execution(execution_id: int, session: SessionDep, settings: SettingsDep,
-                          temporal: TemporalDep, workspace_id: EditorWorkspaceDep
-                          ) -> dict[str, Any]:
-    execution = await _load(session, execution_id, workspace_id)
+async def start_execution(execution: EditedExecution, session: SessionDep,
+                          settings: SettingsDep, temporal: TemporalDep) -> dict[str, Any]:
     if execution.status == ExecutionStatus.PENDING:
-        blocked = await execution_budget_block(session, workspace_id, execution.workflow_id,
-                                               execution.workflow_version)
-        if blocked:
-            raise PaymentRequired(f"execution {execution.id} cannot start: {blocked}")
-    await execution_service.start(session, temporal, settings, execution)
-    await session.commit()
-    return ok(await render(session, settings, execution))
+        await refuse_over_budget(session, execution.workspace_id, execution.workflow_id,
+                                 execution.workflow_version,
+                                 f"execution {execution.id} cannot start")
+    return await _commit_and_start(session, temporal, settings, execution, start=True)
 
 
 @router.post("/{execution_id}/cancel", response_model=Envelope[ExecutionOut],
