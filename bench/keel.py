@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import websockets
+import websockets.asyncio.client
 from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client
 
@@ -85,9 +86,16 @@ class Run:
 
 
 class Keel:
-    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
-        self.http = http
+    def __init__(self, http: httpx.AsyncClient, base_url: str,
+                 headers: dict[str, str]) -> None:
+        self.http = http  # sends the credential (``headers``) with every request
         self.ws_base = base_url.replace("http://", "ws://")
+        self.headers = headers
+
+    def connect(self, execution_id: int) -> websockets.asyncio.client.connect:
+        """A WebSocket to the run's events, with the credential."""
+        return websockets.connect(self.ws_url(execution_id), open_timeout=60, max_queue=None,
+                                  additional_headers=self.headers)
 
     async def agent(self, name: str, **fields: Any) -> int:
         body = {"name": name, "provider": "fake", "model": "fake-echo", **fields}
@@ -112,8 +120,7 @@ class Keel:
     async def watch(self, execution_id: int, into: list[Received],
                     connected: asyncio.Event | None = None) -> int | None:
         """Append every event the WebSocket sends until the terminal one; the close code."""
-        async with websockets.connect(self.ws_url(execution_id), open_timeout=60,
-                                      max_queue=None) as ws:
+        async with self.connect(execution_id) as ws:
             if connected is not None:
                 connected.set()
             async for message in ws:

@@ -90,8 +90,10 @@ async def run(chosen: list[str], quick: bool, command: str) -> report.Results:
     try:
         await platform.start()
         print(f"bench: platform up in {time.monotonic() - began:.1f} s", flush=True)
-        async with httpx.AsyncClient(base_url=platform.api_url, timeout=60) as http:
-            ctx = s.Context(platform, Keel(http, platform.api_url), platform.client, plan,
+        async with httpx.AsyncClient(base_url=platform.api_url, timeout=60,
+                                     headers=platform.auth_headers) as http:
+            ctx = s.Context(platform, Keel(http, platform.api_url, platform.auth_headers),
+                            platform.client, plan,
                             deadline=0.0)
             await s.setup(ctx)
             for name in chosen:

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import websockets
 from temporalio.client import Client
 
 from bench import keel as k
@@ -288,7 +287,7 @@ async def _fanout_once(ctx: Context, watchers: int) -> FanoutLevel:
     async def watcher(into: list[k.Received]) -> None:
         nonlocal connected
         async with connect_gate:
-            ws = await websockets.connect(ctx.keel.ws_url(eid), open_timeout=60, max_queue=None)
+            ws = await ctx.keel.connect(eid)
         connected += 1
         if connected == watchers:
             all_connected.set()
@@ -363,12 +362,13 @@ class RawHttp:
     process several ms of CPU per request with 50 pooled connections, which on a small
     machine takes the CPU the server under test needs; this costs a few dozen us."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.target = parts.path + (f"?{parts.query}" if parts.query else "")
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self.request = (f"GET {self.target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                        "Accept: application/json\r\n\r\n").encode()
+                        f"Accept: application/json\r\n{extra}\r\n").encode()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -404,7 +404,8 @@ class RawHttp:
 async def hammer(ctx: Context, url: str, seconds: float, clients: int) -> Hammer:
     latencies: list[float] = []
     ok = errors = 0
-    conns = [RawHttp(url) for _ in range(clients)]
+    # The credential goes to the bare API too (which ignores it): the same request bytes.
+    conns = [RawHttp(url, ctx.platform.auth_headers) for _ in range(clients)]
     try:
         # open the connections (and warm the route) first: the measured stretch is steady
         for status in await asyncio.gather(*[c.get() for c in conns]):
