@@ -24,12 +24,14 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _settings(request: Request) -> Settings:
+# Dependencies are ``async def`` even when they do not await: FastAPI runs a plain
+# ``def`` dependency in a worker thread, a thread hop per request for a dict lookup.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _temporal(request: Request) -> Client:
+async def _temporal(request: Request) -> Client:
     client: Client = request.app.state.temporal
     return client
 
@@ -79,17 +81,21 @@ async def _workspace(caller: Annotated[Caller | None, Depends(_presented_caller)
 
 
 class PageParams:
-    def __init__(
-        self,
-        page: Annotated[int, Query(ge=1, description="Page number, from 1.")] = 1,
-        page_size: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
-    ) -> None:
+    def __init__(self, page: int = 1, page_size: int = 20) -> None:
         self.page = page
         self.page_size = page_size
 
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.page_size
+
+
+async def _page(
+    page: Annotated[int, Query(ge=1, description="Page number, from 1.")] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
+) -> PageParams:
+    # A coroutine, not the class itself: FastAPI would call the class in a worker thread.
+    return PageParams(page, page_size)
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]
@@ -101,4 +107,4 @@ ViewerDep = Annotated[Caller, require(Role.VIEWER)]
 EditorDep = Annotated[Caller, require(Role.EDITOR)]
 AdminDep = Annotated[Caller, require(Role.ADMIN)]
 OwnerDep = Annotated[Caller, require(Role.OWNER)]
-PageDep = Annotated[PageParams, Depends()]
+PageDep = Annotated[PageParams, Depends(_page)]

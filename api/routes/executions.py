@@ -12,7 +12,7 @@ from temporalio.service import RPCError
 
 from api.deps import PageDep, SessionDep, SettingsDep, TemporalDep, WorkspaceDep
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
-from api.resources import get_or_404, paginate
+from api.resources import get_or_404
 from api.schemas.common import Envelope, Page, error_responses, ok
 from api.schemas.executions import (
     CloseCode,
@@ -26,6 +26,7 @@ from api.schemas.executions import (
 )
 from api.services import executions as execution_service
 from api.services.event_hub import Draining, EventHub, public_event, stored_events
+from api.services.execution_page import ExecutionRow, execution_page
 from infra.execution_store import last_seq
 from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage
 from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
@@ -53,9 +54,9 @@ async def node_runs(session: AsyncSession, execution_ids: list[int]
     return runs
 
 
-async def render(session: AsyncSession, settings: Settings, execution: Execution,
-                 nodes: list[Row[Any]] | None = None, usage: ExecutionUsage | None = None
-                 ) -> ExecutionOut:
+async def render(session: AsyncSession, settings: Settings, execution: Execution | ExecutionRow,
+                 nodes: list[Row[Any]] | None = None,
+                 usage: ExecutionUsage | None = None) -> ExecutionOut:
     if nodes is None:
         nodes = (await node_runs(session, [execution.id]))[execution.id]
     if usage is None:
@@ -123,18 +124,15 @@ async def create_execution(body: ExecutionCreate, session: SessionDep, settings:
 async def list_executions(session: SessionDep, settings: SettingsDep, workspace_id: WorkspaceDep,
                           page: PageDep, status: Annotated[ExecutionStatus | None, Query()] = None,
                           workflow_id: Annotated[int | None, Query()] = None) -> dict[str, Any]:
-    stmt = select(Execution).where(Execution.workspace_id == workspace_id) \
-        .order_by(Execution.id.desc())
+    where = [Execution.workspace_id == workspace_id]
     if status:
-        stmt = stmt.where(Execution.status == status)
+        where.append(Execution.status == status)
     if workflow_id is not None:
-        stmt = stmt.where(Execution.workflow_id == workflow_id)
-    result = await paginate(session, stmt, page, lambda e: e)
-    ids = [e.id for e in result["items"]]
-    runs, usage = await node_runs(session, ids), await execution_usage(session, ids)
-    result["items"] = [await render(session, settings, e, runs[e.id], usage[e.id])
-                       for e in result["items"]]
-    return ok(result)
+        where.append(Execution.workflow_id == workflow_id)
+    found = await execution_page(session, where, page.offset, page.page_size)
+    return ok({"items": [await render(session, settings, e, e.nodes, e.usage)
+                         for e in found.items],
+               "total": found.total, "page": page.page, "page_size": page.page_size})
 
 
 @router.get("/{execution_id}", response_model=Envelope[ExecutionOut],
