@@ -106,7 +106,7 @@ def caller(app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]]
             if message["type"] == "http.response.start":
                 status = message["status"]
 
-        await app(scope, receive, send)  # type: ignore[arg-type]
+        await app(scope, receive, send)
         return status
 
     return one

@@ -144,7 +144,8 @@ class Keel:
         return run
 
 
-def _ts(event: Any) -> float:
+def event_time(event: Any) -> float:
+    """A history event's time (the dev server's wall clock), in seconds since the epoch."""
     return float(event.event_time.seconds) + event.event_time.nanos / 1e9
 
 
@@ -162,7 +163,7 @@ async def activity_finish_times(client: Client, temporal_id: str) -> dict[str, f
         elif event.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             node = scheduled.get(event.activity_task_completed_event_attributes.scheduled_event_id)
             if node is not None:
-                finished[node] = _ts(event)
+                finished[node] = event_time(event)
     return finished
 
 
