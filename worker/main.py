@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -38,16 +36,6 @@ PASSTHROUGH_MODULES = (
     "workflows.templates",
 )
 
-# Workflow activations are pure Python under the GIL: on a small machine more than a
-# few at once only add thread switches (the SDK's default allows 100 slots on up to
-# 500 threads). The slots and the threads that run them are the same number, so an
-# activation never queues for a thread (its 2 s deadlock timer runs from submission).
-WORKFLOW_TASK_SLOTS = max(4, 4 * (os.cpu_count() or 1))
-# Every execution waiting on a human node stays cached (no replay when it resumes);
-# 1,000 is the SDK's default, kept explicit as the bench's waiting scenario needs it.
-CACHED_WORKFLOWS = 1000
-
-
 def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
@@ -65,10 +53,6 @@ def build_worker(client: Client, settings: Settings,
         workflows=[ExecutionWorkflow],
         activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
         workflow_runner=workflow_runner(),
-        max_concurrent_workflow_tasks=WORKFLOW_TASK_SLOTS,
-        workflow_task_executor=ThreadPoolExecutor(WORKFLOW_TASK_SLOTS,
-                                                  thread_name_prefix="keel-workflow"),
-        max_cached_workflows=CACHED_WORKFLOWS,
         # Drain: on shutdown, no new tasks; in-flight activities get this long to finish,
         # then are cancelled and Temporal retries them on another worker.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
