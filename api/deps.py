@@ -14,7 +14,6 @@ from temporalio.client import Client
 from api.errors import Forbidden, Unauthorized
 from api.principal import bearer_scheme, caller_from_bearer
 from infra.accounts import Caller
-from infra.models import DEFAULT_WORKSPACE_ID
 from infra.security.roles import Role
 from infra.settings import Settings
 
@@ -74,10 +73,16 @@ def require(role: Role) -> Any:
     return Depends(caller_with_role)
 
 
-async def _workspace(caller: Annotated[Caller | None, Depends(_presented_caller)]) -> int:
-    # The caller's workspace. TRANSITIONAL, until every route declares its role (issue
-    # 10's wiring): a request without a credential still acts in the default workspace.
-    return DEFAULT_WORKSPACE_ID if caller is None else caller.workspace_id
+def workspace_for(role: Role) -> Any:
+    """A dependency: the workspace of a caller whose role includes ``role`` (401/403 as
+    ``require``). For routes that need only the workspace to scope their queries."""
+
+    checked = require(role)
+
+    async def workspace_id(caller: Caller = checked) -> int:
+        return caller.workspace_id
+
+    return Depends(workspace_id)
 
 
 class PageParams:
@@ -101,10 +106,13 @@ async def _page(
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
-WorkspaceDep = Annotated[int, Depends(_workspace)]
 CallerDep = Annotated[Caller, Depends(_caller)]  # any valid credential
 ViewerDep = Annotated[Caller, require(Role.VIEWER)]
 EditorDep = Annotated[Caller, require(Role.EDITOR)]
 AdminDep = Annotated[Caller, require(Role.ADMIN)]
 OwnerDep = Annotated[Caller, require(Role.OWNER)]
+# The caller's workspace, for a caller with at least that role.
+ViewerWorkspaceDep = Annotated[int, workspace_for(Role.VIEWER)]
+EditorWorkspaceDep = Annotated[int, workspace_for(Role.EDITOR)]
+AdminWorkspaceDep = Annotated[int, workspace_for(Role.ADMIN)]
 PageDep = Annotated[PageParams, Depends(_page)]

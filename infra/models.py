@@ -233,6 +233,9 @@ class Execution(Base):
     # The run this one reran (issue 11), else null.
     parent_execution_id: Mapped[int | None] = mapped_column(
         ForeignKey("executions.id", ondelete="SET NULL"), index=True)
+    # A rerun: the node it was asked to run again from (null: everything that can be
+    # reused is).
+    rerun_from_node: Mapped[str | None] = mapped_column(String(64))
     # Usage is not kept here: the usage ledger (UsageRecord) is its one record.
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
@@ -252,6 +255,8 @@ class NodeRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     output: Mapped[Any | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    # Answered from a parent execution's result (a rerun), not run again.
+    reused: Mapped[bool] = mapped_column(default=False)
 
 
 class ExecutionEvent(Base):

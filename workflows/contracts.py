@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from temporalio import activity
+from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 from workflows.status import ExecutionStatus
 
@@ -50,6 +51,14 @@ class ToolSpec(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+class MemoEntry(BaseModel):
+    """One finished node visit kept in the run's memo (see workflows.memo)."""
+
+    output: Any = None
+    attempts: int = 1
+    from_execution: int  # the execution whose visit really ran (differs for a rerun)
+
+
 class ExecutionInput(BaseModel):
     execution_id: int
     workspace_id: int = 1
@@ -59,6 +68,16 @@ class ExecutionInput(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
     agents: dict[str, AgentSpec] = Field(default_factory=dict)  # keyed by str(agent id)
     tools: dict[str, ToolSpec] = Field(default_factory=dict)  # keyed by str(tool id)
+    # Finished node visits by memo key: a rerun's seed, or carried through continue-as-new.
+    memo: dict[str, MemoEntry] = Field(default_factory=dict)
+    # Continue-as-new: the supersteps the previous runs took (replayed quietly through the
+    # memo), and the event stream's state, so seq stays contiguous.
+    replay_steps: int = 0
+    stream_state: WorkflowStreamState | None = None
+    continued: bool = False
+    # The run continues as new once its history reaches this many events (Temporal warns
+    # at 10,240), or sooner when Temporal suggests it.
+    max_history_events: int = 5000
 
 
 class ExecutionResult(BaseModel):
@@ -128,6 +147,8 @@ class HumanResponse(BaseModel):
     action: Literal["approve", "reject"]
     comment: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
+    # Who answered: {"type": "user"|"api_key", "id", "name"}; None in older histories.
+    by: dict[str, Any] | None = None
 
 
 class ActivityName(StrEnum):

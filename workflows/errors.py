@@ -22,6 +22,9 @@ class ErrorType(StrEnum):
     NOT_WAITING = "NotWaiting"
     # The execution failed (a node failed for good); ends the Temporal run as failed.
     EXECUTION_FAILED = "ExecutionFailed"
+    # Workflow code raised something unexpected (a bug of ours): the execution fails with
+    # it rather than leave Temporal retrying the workflow task forever.
+    ENGINE_ERROR = "EngineError"
 
 
 # What no activity retry can fix: the retry policy of every node activity names these.

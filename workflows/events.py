@@ -52,6 +52,10 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+# ``data.by`` of an ``execution.cancelled`` done in Temporal directly (not through the API).
+OPERATOR: dict[str, Any] = {"type": "operator", "id": None, "name": "operator"}
+
+
 class RecordedEvent(Event):
     """An event with its place in the run's stream (1-based, contiguous)."""
 
@@ -82,11 +86,16 @@ class ExecutionFailed(BaseModel):
 
 
 class NodeCompleted(BaseModel):
-    """``node.completed``."""
+    """``node.completed``. ``memo_key``: the visit's key in the memo (workflows.memo), so
+    a rerun can reuse it; ``reused``/``from_execution``: answered from the result of an
+    earlier execution (a rerun), not run again. Those three are left out when unset."""
 
     output: Any = None
     duration_ms: int = 0
     attempts: int = 1
+    memo_key: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    reused: bool = Field(default=False, exclude_if=lambda v: not v)
+    from_execution: int | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class NodeFailed(BaseModel):

@@ -17,6 +17,19 @@ Determinism rules this module keeps (see tests/workflows/test_replay.py):
   visit, so a change in scheduling order fails replay instead of swapping results;
 - no LangGraph retry, timeout or checkpointer features: Temporal owns those;
 - time is ``workflow.now()``.
+
+Loops and long runs (workflows.loops, workflows.memo): LangGraph's step limit comes
+from the definition's loop bounds; every finished node visit goes into the memo; the
+graph is driven superstep by superstep (``astream``), and between two supersteps, once
+the history is long, the run continues as new carrying the memo and the event
+stream's state. The new run replays the graph from START through the memo without
+emitting anything (``replay_steps``) and goes on.
+
+No run stays ``running`` because of our code: any exception out of the graph that is
+neither a node failure nor a cancel is caught in ``run`` and fails the execution with
+its message (an explicit catch rather than ``workflow_failure_exception_types``, so the
+run's record and watchers get ``execution.failed`` with the reason, like any other
+failure). Non-determinism is not caught: that is for an operator (temporal.problems).
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NoReturn, TypedDict
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -39,6 +52,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from langchain_core.runnables import RunnableConfig
     from langgraph.graph import END, START, StateGraph
     from pydantic import BaseModel
 
@@ -47,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         ExecutionResult,
         HumanResponse,
         LlmCallInput,
+        MemoEntry,
         SyncInput,
         ToolCallInput,
         ToolCallResult,
@@ -66,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.errors import NON_RETRYABLE, ErrorType
     from workflows.events import (
         EVENTS_TOPIC,
+        OPERATOR,
         Event,
         EventType,
         ExecutionCompleted,
@@ -74,6 +90,8 @@ with workflow.unsafe.imports_passed_through():
         NodeFailed,
         event,
     )
+    from workflows.loops import step_limit
+    from workflows.memo import MemoNode, memo_key
     from workflows.status import ExecutionStatus
     from workflows.templates import matches, render_text, render_value
 
@@ -81,6 +99,7 @@ DEFAULT_AGENT_TIMEOUT = timedelta(minutes=5)
 DEFAULT_TOOL_TIMEOUT = timedelta(minutes=2)
 HEARTBEAT_TIMEOUT = timedelta(seconds=5)
 SYNC_TIMEOUT = timedelta(seconds=60)
+REPLAY_SLICE = 100  # supersteps replayed through the memo per workflow task
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -135,15 +154,25 @@ def _failure(err: ActivityError, max_attempts: int) -> tuple[str, int]:
 class ExecutionWorkflow:
     @workflow.init
     def __init__(self, params: ExecutionInput) -> None:
-        self.stream = WorkflowStream()
+        self.stream = WorkflowStream(prior_state=params.stream_state)
         self.events = self.stream.topic(EVENTS_TOPIC, type=Event)
         self.params = params
+        self.memo: dict[str, MemoEntry] = dict(params.memo)
+        self.step = 0  # the LangGraph superstep running now
+        self.replaying = False  # catching up through the memo after continue-as-new
         self.waiting: set[str] = set()
         self.responses: dict[str, HumanResponse] = {}
         self.visits: dict[str, int] = defaultdict(int)
         self.finished: list[str] = []  # agent, tool and human nodes, in the order they ended
+        self.cancelled_by: dict[str, Any] | None = None
 
     # -- operator and client interaction ------------------------------------------------
+
+    @workflow.signal(name="cancel_requested")
+    def cancel_requested(self, by: dict[str, Any]) -> None:
+        """Who asks to cancel (POST /Execution/{id}/cancel sends it just before the cancel);
+        a cancel without it was done in Temporal directly: ``OPERATOR``."""
+        self.cancelled_by = by
 
     @workflow.update(name="respond")
     async def respond(self, response: HumanResponse) -> None:
@@ -166,14 +195,12 @@ class ExecutionWorkflow:
 
     @workflow.run
     async def run(self, params: ExecutionInput) -> ExecutionResult:
-        definition = Definition.model_validate(params.definition)
-        graph = self._compile(definition)
-        self._emit(EventType.EXECUTION_STARTED, data={"input": params.input})
         try:
-            final = await graph.ainvoke(
-                {"input": params.input, "nodes": {}},
-                config={"recursion_limit": 10 * len(definition.nodes) + 25},
-            )
+            definition = Definition.model_validate(params.definition)
+            graph = self._compile(definition)
+            if not params.continued:
+                self._emit(EventType.EXECUTION_STARTED, data={"input": params.input})
+            final = await self._drive(graph, definition)
         except NodeFailure as failed:
             self._emit(EventType.EXECUTION_FAILED, failed.node_id,
                        ExecutionFailed(error=str(failed)))
@@ -184,15 +211,73 @@ class ExecutionWorkflow:
         except BaseException as exc:
             # A cancel reaches us as CancelledError, or as the ActivityError of the node
             # whose activity acknowledged it; re-raising either ends the run as cancelled.
-            if not is_cancelled_exception(exc):
+            if is_cancelled_exception(exc):
+                self._emit(EventType.EXECUTION_CANCELLED,
+                           data={"by": self.cancelled_by or OPERATOR})
+                await self._sync()
                 raise
-            self._emit(EventType.EXECUTION_CANCELLED)
+            if not isinstance(exc, Exception):
+                raise  # not ours to handle (the SDK's own control flow)
+            message = f"the engine failed: {type(exc).__name__}: {exc}"
+            workflow.logger.exception("execution failed inside the workflow")
+            self._emit(EventType.EXECUTION_FAILED, data=ExecutionFailed(error=message))
             await self._sync()
-            raise
+            raise ApplicationError(message, type=ErrorType.ENGINE_ERROR.value,
+                                   non_retryable=True) from None
+        if final is None:
+            await self._continue_as_new()
         output = self._output(definition, final.get("nodes", {}))
         self._emit(EventType.EXECUTION_COMPLETED, data=ExecutionCompleted(output=output))
         await self._sync()
         return ExecutionResult(status=ExecutionStatus.COMPLETED, output=output)
+
+    async def _drive(self, graph: Any, definition: Definition) -> dict[str, Any] | None:
+        """Run the graph superstep by superstep. Returns its final state, or None when the
+        history has grown long and the run should continue as new."""
+        final: dict[str, Any] | None = None
+        try:
+            async for state in graph.astream(
+                {"input": self.params.input, "nodes": {}},
+                config={"recursion_limit": step_limit(definition)}, stream_mode="values",
+            ):
+                final = state
+                if _cancel_requested():
+                    # The cancel met activities that finished anyway, and LangGraph went
+                    # on: stop here, between supersteps, rather than run the next one.
+                    raise asyncio.CancelledError("cancel requested")
+                if self.step > self.params.replay_steps and self._history_is_long():
+                    return None
+                if self.replaying and self.step % REPLAY_SLICE == 0:
+                    # A long replay is cut into workflow tasks (a 1 ms timer each), so no
+                    # single task runs into the SDK's 2 s deadlock detector.
+                    await workflow.sleep(timedelta(milliseconds=1))
+        finally:
+            self.replaying = False
+        return final
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (info.is_continue_as_new_suggested()
+                or info.get_current_history_length() >= self.params.max_history_events)
+
+    async def _continue_as_new(self) -> NoReturn:
+        """Hand over to a new run between two supersteps: the events so far are recorded
+        first, so the stream's retained log can be dropped (watchers behind it read the
+        record); the memo, the steps taken and the stream's state travel along."""
+        await self._sync()
+        synced = self.stream.get_state()
+        self.stream.truncate(synced.base_offset + len(synced.log))
+        workflow.logger.info("continuing as new", extra={"steps": self.step,
+                                                         "memo": len(self.memo)})
+        await self.stream.continue_as_new(lambda state: [self.params.model_copy(update={
+            "memo": self.memo, "replay_steps": self.step, "stream_state": state,
+            "continued": True,
+        })])
+
+    def _enter_step(self, config: RunnableConfig) -> None:
+        """Note the superstep a node runs in; the first ``replay_steps`` are a replay."""
+        self.step = int((config.get("metadata") or {}).get("langgraph_step", self.step))
+        self.replaying = self.step <= self.params.replay_steps
 
     def _output(self, definition: Definition, nodes: dict[str, Any]) -> Any:
         """The run's result: the output of the node that led to END (a dict by node id
@@ -209,6 +294,8 @@ class ExecutionWorkflow:
 
     def _emit(self, kind: EventType, node_id: str | None = None,
               data: BaseModel | dict[str, Any] | None = None) -> None:
+        if self.replaying:
+            return  # these events were published by an earlier run of the chain
         self.events.publish(event(kind, workflow.now().isoformat(), node_id, data))
 
     async def _sync(self) -> None:
@@ -228,14 +315,14 @@ class ExecutionWorkflow:
         routers: dict[str, Callable[[RunState], Awaitable[Any]]] = {}
         for node in definition.nodes:
             if isinstance(node, AgentNode):
-                _add_node(graph, node.id, self._tracked(node.id, self._agent(node)))
+                _add_node(graph, node.id, self._tracked(node, self._agent(node)))
             elif isinstance(node, ToolNode):
-                _add_node(graph, node.id, self._tracked(node.id, self._tool(node)))
+                _add_node(graph, node.id, self._tracked(node, self._tool(node)))
             elif isinstance(node, ConditionNode):
                 _add_node(graph, node.id, self._condition(node))
                 routers[node.id] = self._route_condition(node)
             elif isinstance(node, HumanNode):
-                _add_node(graph, node.id, self._tracked(node.id, self._human(node)))
+                _add_node(graph, node.id, self._tracked(node, self._human(node)))
                 if node.on_reject:
                     routers[node.id] = self._route_human(node, definition)
 
@@ -259,25 +346,48 @@ class ExecutionWorkflow:
     def _context(self, state: RunState) -> dict[str, Any]:
         return {"input": state.get("input", {}), "nodes": state.get("nodes", {})}
 
-    def _tracked(self, node_id: str, body: Callable[[RunState, int], Awaitable[dict[str, Any]]]
-                 ) -> Callable[[RunState], Awaitable[dict[str, Any]]]:
-        """node.started / node.completed around a node's work, with its duration."""
+    def _tracked(self, node: MemoNode, body: Callable[[RunState, int], Awaitable[dict[str, Any]]]
+                 ) -> Callable[[RunState, RunnableConfig], Awaitable[dict[str, Any]]]:
+        """node.started / node.completed around a node's work, with its duration; a visit
+        found in the memo returns its kept result and does no work."""
+        node_id = node.id
 
-        async def run(state: RunState) -> dict[str, Any]:
+        async def run(state: RunState, config: RunnableConfig) -> dict[str, Any]:
+            self._enter_step(config)
             self.visits[node_id] += 1
             visit = self.visits[node_id]
+            key = memo_key(node, visit, self._context(state), self.params)
+            kept = self.memo.get(key)
+            if kept is not None:
+                return self._reuse(node_id, key, kept)
             started = workflow.now()
             self._emit(EventType.NODE_STARTED, node_id)
             result = await body(state, visit)
             duration_ms = int((workflow.now() - started).total_seconds() * 1000)
             self.finished.append(node_id)
+            self.memo[key] = MemoEntry(output=result.get("output"),
+                                       attempts=result.get("attempts", 1),
+                                       from_execution=self.params.execution_id)
             self._emit(EventType.NODE_COMPLETED, node_id, NodeCompleted(
                 output=result.get("output"), duration_ms=duration_ms,
-                attempts=result.get("attempts", 1),
+                attempts=result.get("attempts", 1), memo_key=key,
             ))
             return {"nodes": {node_id: result}}
 
         return run
+
+    def _reuse(self, node_id: str, key: str, kept: MemoEntry) -> dict[str, Any]:
+        """A visit answered from the memo. One of this run's chain (replayed after
+        continue-as-new) says nothing; one of a parent execution (a rerun) is reported
+        as reused."""
+        self.finished.append(node_id)
+        if kept.from_execution != self.params.execution_id:
+            self._emit(EventType.NODE_STARTED, node_id, {"reused": True})
+            self._emit(EventType.NODE_COMPLETED, node_id, NodeCompleted(
+                output=kept.output, duration_ms=0, attempts=kept.attempts, memo_key=key,
+                reused=True, from_execution=kept.from_execution,
+            ))
+        return {"nodes": {node_id: {"output": kept.output, "attempts": kept.attempts}}}
 
     def _agent(self, node: AgentNode) -> Callable[[RunState, int], Awaitable[dict[str, Any]]]:
         async def run(state: RunState, visit: int) -> dict[str, Any]:
@@ -412,8 +522,10 @@ class ExecutionWorkflow:
 
         return run
 
-    def _condition(self, node: ConditionNode) -> Callable[[RunState], Awaitable[dict[str, Any]]]:
-        async def run(state: RunState) -> dict[str, Any]:
+    def _condition(self, node: ConditionNode
+                   ) -> Callable[[RunState, RunnableConfig], Awaitable[dict[str, Any]]]:
+        async def run(state: RunState, config: RunnableConfig) -> dict[str, Any]:
+            self._enter_step(config)
             self.visits[node.id] += 1
             if node.max_visits is not None and self.visits[node.id] > node.max_visits:
                 raise self._fail(node.id, f"condition {node.id!r} was reached more than "
@@ -458,7 +570,8 @@ class ExecutionWorkflow:
                 self.waiting.discard(node.id)
             answer = {"action": response.action, "comment": response.comment,
                       "data": response.data, "timed_out": timed_out}
-            self._emit(EventType.HUMAN_RESPONDED, node.id, answer)
+            said = answer if response.by is None else {**answer, "by": response.by}
+            self._emit(EventType.HUMAN_RESPONDED, node.id, said)
             if response.action == "reject" and not node.on_reject:
                 reason = f": {response.comment}" if response.comment else ""
                 raise self._fail(node.id, f"rejected at {node.id!r}{reason}")
@@ -483,11 +596,18 @@ class ExecutionWorkflow:
         return NodeFailure(node_id, message)
 
 
-def _add_node(graph: Any, node_id: str, run: Callable[[RunState], Awaitable[dict[str, Any]]]
-              ) -> None:
+def _add_node(graph: Any, node_id: str,
+              run: Callable[[RunState, RunnableConfig], Awaitable[dict[str, Any]]]) -> None:
     # LangGraph's typed overloads want a protocol with a parameter named `state`; our
     # async closures are exactly that at run time, so the graph is typed loosely here.
     graph.add_node(node_id, run)
+
+
+def _cancel_requested() -> bool:
+    """Whether the run was asked to cancel, even if no await has raised it (an activity
+    that completed despite the cancel swallows the CancelledError)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _json(value: Any) -> str:

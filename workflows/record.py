@@ -41,6 +41,7 @@ class NodeRecord(Protocol):
     finished_at: datetime | None
     output: Any
     error: str | None
+    reused: bool
 
 
 N = TypeVar("N", bound=NodeRecord)
@@ -109,6 +110,7 @@ def _fold_node(execution: ExecutionRecord, node: NodeRecord, item: Event, ts: da
         node.status, node.finished_at, node.output = NodeStatus.COMPLETED, ts, completed.output
         node.attempts = max(node.attempts, completed.attempts)
         node.error = None
+        node.reused = completed.reused
     elif kind == EventType.NODE_FAILED:
         failed = NodeFailed.model_validate(item.data)
         node.status, node.finished_at, node.error = NodeStatus.FAILED, ts, failed.error

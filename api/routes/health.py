@@ -21,6 +21,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas.common import Envelope
+from api.services.problems import count_runs_with_problems
 
 router = APIRouter(tags=["Health"])
 CHECK_TIMEOUT_S = 3.0
@@ -32,6 +33,8 @@ class Health(BaseModel):
     db: str
     temporal: str
     workers: int
+    # Runs Temporal reports as unable to advance (see an execution's temporal.problems).
+    runs_with_problems: int = 0
 
 
 async def _db(request: Request) -> str:
@@ -43,13 +46,17 @@ async def _db(request: Request) -> str:
         return f"error: {type(exc).__name__}: {exc}"[:300]
 
 
-async def _temporal(request: Request) -> tuple[str, int]:
-    """Temporal's state and the number of workers polling, from the last few seconds."""
+async def _temporal(request: Request) -> tuple[str, int, int]:
+    """Temporal's state, the number of workers polling and of runs Temporal reports as
+    unable to advance, from the last few seconds."""
     state = request.app.state
-    cached: tuple[float, tuple[str, int]] | None = getattr(state, "health_temporal", None)
+    cached: tuple[float, tuple[str, int, int]] | None = getattr(state, "health_temporal", None)
     if cached is not None and time.monotonic() - cached[0] < TEMPORAL_CACHE_S:
         return cached[1]
-    answer = await _describe_task_queue(request)
+    temporal, workers = await _describe_task_queue(request)
+    stuck = await count_runs_with_problems(state.temporal, state.settings.workflow_id_prefix) \
+        if temporal == "ok" else 0
+    answer = (temporal, workers, stuck)
     state.health_temporal = (time.monotonic(), answer)
     return answer
 
@@ -82,10 +89,10 @@ async def _describe_task_queue(request: Request) -> tuple[str, int]:
             responses={503: {"model": Envelope[Health]}},
             summary="Database, Temporal and worker status (503 when degraded: no worker too)")
 async def health(request: Request) -> Any:
-    db, (temporal, workers) = await asyncio.gather(_db(request), _temporal(request))
+    db, (temporal, workers, stuck) = await asyncio.gather(_db(request), _temporal(request))
     healthy = db == "ok" and temporal == "ok" and workers > 0
     data = Health(status="ok" if healthy else "degraded", db=db, temporal=temporal,
-                  workers=workers)
+                  workers=workers, runs_with_problems=stuck)
     problems = [f"{name} {state}" for name, state in (("db", db), ("temporal", temporal))
                 if state != "ok"]
     if temporal == "ok" and workers == 0:

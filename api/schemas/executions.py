@@ -5,7 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import InputModel, Timestamp
+from api.schemas.accounts import PrincipalOut
+from api.schemas.common import MAX_DB_ID, InputModel, Timestamp
 from workflows.events import EventType
 from workflows.status import ExecutionStatus, NodeStatus
 
@@ -23,7 +24,7 @@ class CloseCode(IntEnum):
 
 class ExecutionCreate(InputModel):
     workflow_id: int
-    version: int | None = Field(default=None, ge=1,
+    version: int | None = Field(default=None, ge=1, le=MAX_DB_ID,
                                 description="Published version to run; default the latest.")
     input: dict[str, Any] = Field(default_factory=dict)
     start: bool = False
@@ -36,6 +37,15 @@ class SignalBody(InputModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class RerunBody(InputModel):
+    from_node: str | None = Field(default=None, min_length=1, max_length=64,
+                                  description="Run this node and everything downstream again.")
+    input: dict[str, Any] | None = Field(default=None, description="Default: the parent's.")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                description="Default: the parent's version.")
+    start: bool = True
+
+
 class NodeRunOut(BaseModel):
     node_id: str
     status: NodeStatus
@@ -44,6 +54,7 @@ class NodeRunOut(BaseModel):
     finished_at: Timestamp | None
     output: Any
     error: str | None
+    reused: bool = False
 
 
 class UsageOut(BaseModel):
@@ -56,6 +67,10 @@ class TemporalRef(BaseModel):
     workflow_id: str | None
     run_id: str | None
     ui_url: str | None
+    problems: list[str] = Field(
+        default_factory=list,
+        description="What Temporal reports about a run it cannot advance, such as a "
+                    "workflow task that keeps failing.")
 
 
 class ExecutionOut(BaseModel):
@@ -72,6 +87,9 @@ class ExecutionOut(BaseModel):
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
+    parent_execution_id: int | None = None
+    # Who created it; null for executions made before access control.
+    created_by: PrincipalOut | None = None
 
 
 class EventOut(BaseModel):

@@ -7,6 +7,11 @@ watcher that (re)connects with ``after=N`` starts its cursor at N: it gets
 every later event exactly once, in order. The feed ends at the terminal event;
 if the run closed without one (terminated in Temporal), the feed asks
 ``refresh`` to record how it ended and delivers that closing event too.
+
+The subscription follows continue-as-new to the chain's next run by itself.
+Before a run continues as new it records its events and drops them from the
+stream's retained log; a feed that was behind then sees a gap and fills it from
+the record, so watchers still get every ``seq`` once, in order.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
+from api.metrics import count_feeds_of
 from api.services import executions as execution_service
 from infra.logging import get_logger
+from infra.metrics import EVENTS_DELIVERED, WEBSOCKET_WATCHERS
 from infra.models import Execution, ExecutionEvent
 from workflows.events import (
     EVENTS_TOPIC,
     TERMINAL_EVENTS,
     Event,
-    EventType,
     RecordedEvent,
     recorded,
 )
@@ -41,11 +47,6 @@ log = get_logger("keel.events")
 POLL_COOLDOWN = timedelta(milliseconds=10)
 DRAIN_POLL_S = 0.05
 START_POLL_S = 0.25  # how often a feed of a not-yet-started execution checks for its start
-
-
-def row_to_event(row: ExecutionEvent) -> RecordedEvent:
-    return RecordedEvent(seq=row.seq, type=EventType(row.type), node_id=row.node_id,
-                         ts=row.ts.isoformat(), data=row.data)
 
 
 def public_event(execution_id: int, item: RecordedEvent) -> dict[str, Any]:
@@ -61,7 +62,7 @@ async def stored_events(session: AsyncSession, execution_id: int, after: int
         .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > after)
         .order_by(ExecutionEvent.seq)
     )
-    return [row_to_event(r) for r in rows]
+    return [execution_service.row_to_event(r) for r in rows]
 
 
 class Feed:
@@ -100,6 +101,7 @@ class Draining(Exception):
 
 class EventHub:
     def __init__(self, client: Client, sessions: async_sessionmaker[AsyncSession]) -> None:
+        count_feeds_of(self)
         self.client = client
         self.sessions = sessions
         self.feeds: dict[int, Feed] = {}
@@ -119,6 +121,7 @@ class EventHub:
                         await execution_service.has_terminal_event(session, execution_id):
                     for item in await stored_events(session, execution_id, after):
                         yield json.dumps(public_event(execution_id, item))
+                        EVENTS_DELIVERED.inc()
                     return
             feed = self.feeds.get(execution_id)  # another watcher may have made it meanwhile
             if feed is None:
@@ -126,6 +129,7 @@ class EventHub:
                 feed.task = asyncio.create_task(self._follow(feed))
                 self.subscriptions_started += 1
         feed.watchers += 1
+        WEBSOCKET_WATCHERS.inc()
         cursor = after
         try:
             def more_to_send() -> bool:
@@ -138,6 +142,7 @@ class EventHub:
                     finished = feed.done
                 for text in batch:
                     yield text
+                    EVENTS_DELIVERED.inc()
                 cursor += len(batch)
                 if finished and cursor >= len(feed.events):
                     if feed.error:
@@ -146,6 +151,7 @@ class EventHub:
                 if self.draining:
                     raise Draining
         finally:
+            WEBSOCKET_WATCHERS.dec()
             feed.watchers -= 1
             if feed.watchers == 0 and self.feeds.get(execution_id) is feed:
                 # Nobody is left watching: stop following; the next watcher starts afresh.
@@ -161,6 +167,8 @@ class EventHub:
                 async for item in stream.topic(EVENTS_TOPIC, type=Event).subscribe(
                     from_offset=len(feed.events), poll_cooldown=POLL_COOLDOWN
                 ):
+                    if item.offset > len(feed.events):
+                        await self._fill_gap(feed)
                     await feed.add([recorded(item.offset, item.data)])
                     if feed.done:
                         return
@@ -177,6 +185,11 @@ class EventHub:
         except Exception as exc:
             log.exception("event feed failed", execution_id=feed.execution_id)
             await feed.finish(f"event stream failed: {exc}")
+
+    async def _fill_gap(self, feed: Feed) -> None:
+        """Events the stream no longer retains (dropped at continue-as-new once recorded)."""
+        async with self.sessions() as session:
+            await feed.add(await stored_events(session, feed.execution_id, len(feed.events)))
 
     async def _wait_for_start(self, feed: Feed) -> str | None:
         """The run's Temporal workflow id once it has started; None if it ended unstarted."""

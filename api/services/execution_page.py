@@ -26,7 +26,8 @@ EXECUTIONS = Execution.__table__
 NODE_RUNS = NodeRun.__table__
 USAGE = UsageRecord.__table__
 NODE_COLUMNS = [NODE_RUNS.c[name] for name in ("execution_id", "node_id", "status", "attempts",
-                                               "started_at", "finished_at", "output", "error")]
+                                               "started_at", "finished_at", "output", "error",
+                                               "reused")]
 
 
 @dataclass

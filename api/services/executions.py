@@ -7,12 +7,18 @@ terminated it, or it timed out), it writes the terminal state itself, with a
 closing event, so watchers and GETs agree on how it ended. Every write here
 follows the writers' protocol of ``infra.execution_store`` (read the stream,
 lock the row, append), so the worker's ``sync_execution`` and these never race.
+
+A run may continue as new (a long history): one execution is then a chain of
+Temporal runs under one workflow id. Everything here addresses the workflow id
+without a run id, which Temporal resolves to the chain's current run, and
+``temporal_run_id`` is kept pointing at it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,9 +31,11 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from api.errors import Conflict, ServiceUnavailable
+from api.errors import Conflict, ServiceUnavailable, Unprocessable
+from api.services.problems import reported_problems
 from infra.execution_store import append, last_seq, lock
 from infra.logging import get_logger
+from infra.metrics import EXECUTIONS_STARTED, count_finished
 from infra.models import Agent, Execution, ExecutionEvent, Tool, WorkflowVersion
 from infra.settings import Settings
 from infra.streams import read_stream
@@ -35,12 +43,14 @@ from infra.temporal import (
     EXECUTION_ID_ATTR,
     WORKFLOW_ID_ATTR,
     WORKFLOW_VERSION_ATTR,
+    WORKSPACE_ID_ATTR,
     temporal_workflow_id,
 )
-from workflows.contracts import AgentSpec, ExecutionInput, ToolSpec
+from workflows.contracts import AgentSpec, ExecutionInput, MemoEntry, ToolSpec
 from workflows.definition import Definition
 from workflows.events import (
     EVENTS_TOPIC,
+    OPERATOR,
     TERMINAL_EVENTS,
     Event,
     EventType,
@@ -50,8 +60,9 @@ from workflows.events import (
     recorded,
 )
 from workflows.execution import ExecutionWorkflow
+from workflows.memo import downstream, seed_from_events
 from workflows.record import fold
-from workflows.status import ACTIVE, ExecutionStatus
+from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 
 log = get_logger("keel.executions")
 TEMPORAL_TIMEOUT_S = 3.0
@@ -91,6 +102,12 @@ async def snapshot(session: AsyncSession, definition: Definition
     return agents, tools
 
 
+def row_to_event(row: ExecutionEvent) -> RecordedEvent:
+    """A stored event as it was published."""
+    return RecordedEvent(seq=row.seq, type=EventType(row.type), node_id=row.node_id,
+                         ts=row.ts.isoformat(), data=row.data)
+
+
 async def read_events(client: Client, temporal_workflow_id: str, after: int,
                       run_id: str | None = None) -> list[RecordedEvent]:
     """The run's events with ``seq > after``, as retained in its stream now."""
@@ -121,6 +138,8 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
         workflow_id=execution.workflow_id,
         workflow_version=execution.workflow_version, definition=version.definition,
         input=execution.input, agents=agents, tools=tools,
+        memo=await rerun_memo(session, execution, definition),
+        max_history_events=settings.history_events_per_run,
     )
     try:
         handle = await client.start_workflow(
@@ -133,6 +152,7 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
                 SearchAttributePair(EXECUTION_ID_ATTR, execution.id),
                 SearchAttributePair(WORKFLOW_ID_ATTR, execution.workflow_id),
                 SearchAttributePair(WORKFLOW_VERSION_ATTR, execution.workflow_version),
+                SearchAttributePair(WORKSPACE_ID_ATTR, str(execution.workspace_id)),
             ]),
             static_summary=f"Keel execution {execution.id}: workflow {execution.workflow_id} "
                            f"v{execution.workflow_version}",
@@ -144,6 +164,7 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
             f"Temporal at {settings.temporal_address} did not accept the run ({exc.message}); "
             "the execution stays pending, start it again later"
         ) from exc
+    EXECUTIONS_STARTED.inc()
     locked = await lock(session, execution.id)
     if locked is None:
         return
@@ -154,21 +175,70 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
     locked.started_at = locked.started_at or datetime.now(UTC)
 
 
-async def cancel_pending(session: AsyncSession, execution: Execution) -> bool:
-    """A run that never started ends here, with the same closing event as any other;
-    the caller commits. False if it was started meanwhile: cancel it in Temporal."""
+async def rerun_memo(session: AsyncSession, execution: Execution, definition: Definition
+                     ) -> dict[str, MemoEntry]:
+    """A rerun starts with its parent's completed node visits, less the node it reruns
+    from and everything downstream of it; a first run starts with none."""
+    if execution.parent_execution_id is None:
+        return {}
+    rerun = downstream(definition, execution.rerun_from_node) \
+        if execution.rerun_from_node else set()
+    rows = await session.scalars(select(ExecutionEvent).where(
+        ExecutionEvent.execution_id == execution.parent_execution_id,
+        ExecutionEvent.type == EventType.NODE_COMPLETED.value,
+    ).order_by(ExecutionEvent.seq))
+    return seed_from_events(execution.parent_execution_id, map(row_to_event, rows), rerun)
+
+
+async def create_rerun(session: AsyncSession, parent: Execution, version: int | None,
+                       input: dict[str, Any] | None, from_node: str | None) -> Execution:
+    """A new pending execution that reruns ``parent`` (the caller starts it)."""
+    if parent.status in ACTIVE:
+        raise Conflict(f"execution {parent.id} is still {parent.status}; rerun it once it "
+                       "has finished, or cancel it first")
+    number = version or parent.workflow_version
+    pinned = await session.scalar(select(WorkflowVersion).where(
+        WorkflowVersion.workflow_id == parent.workflow_id, WorkflowVersion.version == number))
+    if pinned is None:
+        raise Unprocessable(f"workflow {parent.workflow_id} has no version {number}", data=[
+            {"loc": ["body", "version"], "msg": f"version {number} does not exist",
+             "type": "unknown_version"}])
+    definition = Definition.model_validate(pinned.definition)
+    if from_node is not None and from_node not in {n.id for n in definition.nodes}:
+        raise Unprocessable(
+            f"version {number} of workflow {parent.workflow_id} has no node {from_node!r}",
+            data=[{"loc": ["body", "from_node"], "msg": f"no node {from_node!r} in version "
+                   f"{number}", "type": "unknown_node"}])
+    execution = Execution(
+        workspace_id=parent.workspace_id, workflow_id=parent.workflow_id,
+        workflow_version=number, status=ExecutionStatus.PENDING,
+        input=parent.input if input is None else input,
+        parent_execution_id=parent.id, rerun_from_node=from_node,
+    )
+    session.add(execution)
+    await session.flush()
+    return execution
+
+
+async def cancel_pending(session: AsyncSession, execution: Execution, by: dict[str, Any]
+                         ) -> bool:
+    """A run that never started ends here, with the same closing event as any other
+    (``by``: who cancelled); the caller commits. False if it was started meanwhile:
+    cancel it in Temporal."""
     locked = await lock(session, execution.id)
     if locked is None or locked.temporal_workflow_id or locked.status not in ACTIVE:
         return False
     await _close(session, locked, event(EventType.EXECUTION_CANCELLED,
-                                        datetime.now(UTC).isoformat()))
+                                        datetime.now(UTC).isoformat(), None, {"by": by}))
     return True
 
 
 async def _close(session: AsyncSession, locked: Execution, closing: Event) -> None:
     """Record the closing event of a run that ended without one (under ``lock``)."""
     seq = await last_seq(session, locked.id, locking=True) + 1
+    before = locked.status
     await append(session, locked, [RecordedEvent(seq=seq, **closing.model_dump())], fold)
+    count_finished(before, locked.status, FINISHED)
 
 
 async def has_terminal_event(session: AsyncSession, execution_id: int) -> bool:
@@ -179,13 +249,15 @@ async def has_terminal_event(session: AsyncSession, execution_id: int) -> bool:
     return found is not None
 
 
-async def refresh(session: AsyncSession, client: Client, execution: Execution) -> None:
-    """Bring an open run's record up to date with Temporal; commits what it learns."""
+async def refresh(session: AsyncSession, client: Client, execution: Execution) -> list[str]:
+    """Bring an open run's record up to date with Temporal; commits what it learns.
+    Returns what Temporal reports about a run it cannot advance (temporal.problems)."""
     if execution.status not in ACTIVE or not execution.temporal_workflow_id:
-        return
+        return []
     execution_id = execution.id
+    problems: list[str] = []
     try:
-        await _refresh(session, client, execution)
+        problems = await _refresh(session, client, execution)
         await session.commit()
     except (RPCError, TimeoutError) as exc:
         # No answer from Temporal (or no worker to answer a query): the record stands.
@@ -193,30 +265,37 @@ async def refresh(session: AsyncSession, client: Client, execution: Execution) -
         log.warning("could not refresh execution from Temporal", execution_id=execution_id,
                     error=str(exc) or type(exc).__name__)
     await session.refresh(execution)
+    return problems
 
 
-async def _refresh(session: AsyncSession, client: Client, execution: Execution) -> None:
+async def _refresh(session: AsyncSession, client: Client, execution: Execution) -> list[str]:
     run_key = execution.temporal_workflow_id or ""
-    handle = client.get_workflow_handle(run_key, run_id=execution.temporal_run_id)
+    # No run id: the chain's current run (the run may have continued as new).
+    handle = client.get_workflow_handle(run_key)
     description = await asyncio.wait_for(handle.describe(), TEMPORAL_TIMEOUT_S)
     closed = description.status not in (None, WorkflowExecutionStatus.RUNNING)
+    problems = await reported_problems(client, description)
     events: list[RecordedEvent] = []
     try:
         events = await asyncio.wait_for(
-            read_events(client, run_key, await last_seq(session, execution.id),
-                        run_id=execution.temporal_run_id),
+            read_events(client, run_key, await last_seq(session, execution.id)),
             TEMPORAL_TIMEOUT_S,
         )
     except Exception as exc:
-        # Reading the stream needs a worker; without one we still know how it closed.
-        if not closed:
+        # Reading the stream needs a worker that can run the workflow; without one we
+        # still know how it closed, or what is wrong with it.
+        if not closed and not problems:
             raise
         log.warning("could not read the events of a closed run", execution_id=execution.id,
                     error=str(exc) or type(exc).__name__)
     locked = await lock(session, execution.id)
     if locked is None:
-        return
+        return problems
+    if description.run_id and description.run_id != locked.temporal_run_id:
+        locked.temporal_run_id = description.run_id
+    before = locked.status
     await append(session, locked, events, fold)
+    count_finished(before, locked.status, FINISHED)
     if closed and locked.status in ACTIVE and description.status is not None:
         # Temporal says the run is over and the record (under the lock, so with
         # everything the worker wrote) does not: record how it ended.
@@ -224,6 +303,8 @@ async def _refresh(session: AsyncSession, client: Client, execution: Execution) 
         closed_at = (description.close_time or datetime.now(UTC)).isoformat()
         await _close(session, locked, event(
             kind, closed_at, None,
-            None if kind == EventType.EXECUTION_CANCELLED else ExecutionFailed(error=reason)))
+            {"by": OPERATOR} if kind == EventType.EXECUTION_CANCELLED
+            else ExecutionFailed(error=reason)))
         log.info("recorded a run that closed in Temporal", execution_id=execution.id,
                  temporal_status=description.status.name)
+    return problems

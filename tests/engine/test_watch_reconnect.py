@@ -16,10 +16,11 @@ from typing import Any
 
 import httpx
 
-from tests.engine.conftest import Platform
-from tests.engine.test_runs import chain
-from tests.fakes import free_port
-from tests.helpers import wait_for
+from tests.support.engine import Platform
+from tests.support.graphs import chain
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
+from workflows.events import EventType
 
 
 def api_env(platform: Platform, port: int, data_dir: Path) -> dict[str, str]:
@@ -91,7 +92,8 @@ async def test_keel_watch_resumes_across_api_restarts(platform: Platform, tmp_pa
         reader = asyncio.create_task(read_stdout())
 
         async def node_started(node_id: str) -> bool:
-            return any(e["type"] == "node.started" and e["node_id"] == node_id for e in printed)
+            return any(e["type"] == EventType.NODE_STARTED and e["node_id"] == node_id
+                       for e in printed)
 
         # A replica that stops: drains, closes 1012.
         await wait_for(lambda: node_started("a"), timeout=60, what="node a to start")
@@ -113,7 +115,7 @@ async def test_keel_watch_resumes_across_api_restarts(platform: Platform, tmp_pa
     assert code == 0, stderr
     seqs = [e["seq"] for e in printed]
     assert seqs == list(range(1, len(seqs) + 1)), seqs  # every event, once, in order
-    assert printed[-1]["type"] == "execution.completed"
+    assert printed[-1]["type"] == EventType.EXECUTION_COMPLETED
     stored = await platform.http.get(f"/api/v1/Execution/{execution['id']}/events")
     assert [e["seq"] for e in stored.json()["data"]["items"]] == seqs
 

@@ -50,6 +50,7 @@ class Node:
     finished_at: datetime | None = None
     output: Any = None
     error: str | None = None
+    reused: bool = False
 
 
 def at(second: int) -> str:

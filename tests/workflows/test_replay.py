@@ -14,6 +14,7 @@ first one scheduled as ``keel.call_tool`` instead of ``keel.llm_call``.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -48,6 +49,21 @@ def test_histories_are_kept() -> None:
 async def test_history_replays(path: Path) -> None:
     result = await replayer().replay_workflow(history(path), raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+def _input(path: Path) -> dict[str, object]:
+    history = json.loads(path.read_text())
+    first = history["events"][0]["workflowExecutionStartedEventAttributes"]
+    payload = first["input"]["payloads"][0]["data"]
+    return dict(json.loads(base64.b64decode(payload)))
+
+
+def test_histories_cover_continue_as_new_and_reruns() -> None:
+    """Among the recorded runs: a run continued as new (it replays its predecessors'
+    supersteps through the memo) and a rerun (its memo seeded from a parent)."""
+    inputs = [_input(p) for p in HISTORIES]
+    assert any(i.get("continued") and int(str(i.get("replay_steps"))) > 0 for i in inputs)
+    assert any(i.get("memo") and not i.get("continued") for i in inputs)
 
 
 def test_bad_histories_are_kept() -> None:

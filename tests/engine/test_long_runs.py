@@ -1,0 +1,351 @@
+"""Loops that run to their bound, runs that continue as new, and no run stuck in running."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from temporalio import workflow
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+import workflows.templates
+from activities.nodes import NodeActivities
+from activities.record import RecordActivities
+from infra.db import create_engine, session_factory
+from tests.support.engine import Platform, worker_process
+from tests.support.fake_http import HttpToolService
+from tests.support.graphs import kinds
+from tests.support.responses import data
+from tests.support.waiting import wait_for
+from worker.main import build_worker
+from workflows.contracts import ExecutionInput, ExecutionResult
+from workflows.events import EventType
+from workflows.execution import ExecutionWorkflow
+from workflows.status import ExecutionStatus
+
+ENDED = (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED)
+
+
+class CountingService(HttpToolService):
+    """A tool whose answer changes: ``{"n": <how many times it was called>}``."""
+
+    async def _handle(self, request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        self.calls[name] += 1
+        return JSONResponse({"n": self.calls[name]})
+
+
+def contiguous(events: list[dict[str, Any]]) -> bool:
+    return [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+async def temporal_runs(platform: Platform, workflow_id: str) -> list[Any]:
+    """Every Temporal run of one execution's chain, oldest first."""
+    runs = [r async for r in platform.client.list_workflows(f'WorkflowId = "{workflow_id}"')]
+    return sorted(runs, key=lambda r: r.start_time)
+
+
+async def run_number(platform: Platform, execution_id: int, at_least: int) -> dict[str, Any]:
+    """Wait until the execution's chain has reached its ``at_least``-th Temporal run."""
+    seen: set[str] = set()
+
+    async def check() -> dict[str, Any] | None:
+        execution = await platform.get(execution_id)
+        seen.add(execution["temporal"]["run_id"])
+        return execution if len(seen) >= at_least else None
+
+    return await wait_for(check, timeout=120, interval=0.1, what=f"run {at_least} of the chain")
+
+
+async def counting_loop(platform: Platform, service: HttpToolService, turns: int,
+                        then: str = "END", think_delay_s: float = 0) -> int:
+    """tick (a counting tool) -> think (an agent) -> again (loops while tick < turns)."""
+    tick = await platform.tool("tick", service.url("tick"))
+    agent = await platform.agent("thinker", metadata={"fake": {"delay_s": think_delay_s}})
+    nodes: list[dict[str, Any]] = [
+        {"id": "tick", "type": "tool", "tool_id": tick},
+        {"id": "think", "type": "agent", "agent_id": agent,
+         "input": "turn {{ nodes.tick.output.body.n }}"},
+        {"id": "again", "type": "condition", "max_visits": 1000, "default": then,
+         "routes": [{"when": {"path": "nodes.tick.output.body.n", "op": "lt", "value": turns},
+                     "to": "tick"}]},
+    ]
+    edges = [{"from": "START", "to": "tick"}, {"from": "tick", "to": "think"},
+             {"from": "think", "to": "again"}]
+    if then != "END":
+        nodes.append({"id": then, "type": "human",
+                      "prompt": "after {{ nodes.tick.output.body.n }}"})
+        edges.append({"from": then, "to": "END"})
+    return await platform.workflow({"nodes": nodes, "edges": edges})
+
+
+# -- loops ---------------------------------------------------------------------------------
+
+async def test_a_loop_runs_to_its_bound_then_fails_naming_the_condition(
+    platform: Platform,
+) -> None:
+    agent = await platform.agent("worker")
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "work", "type": "agent", "agent_id": agent, "input": "{{ input.x }}"},
+                  {"id": "again", "type": "condition", "max_visits": 1000, "default": "END",
+                   "routes": [{"when": {"path": "input.x", "op": "eq", "value": 1},
+                               "to": "work"}]}],
+        "edges": [{"from": "START", "to": "work"}, {"from": "work", "to": "again"}],
+    })
+    execution = await platform.run(workflow_id, {"x": 1})
+    final = await platform.wait_status(execution["id"], *ENDED, timeout=600)
+
+    assert final["status"] == ExecutionStatus.FAILED
+    assert final["error"] == "condition 'again' was reached more than max_visits=1000 times"
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and contiguous(events)
+    assert kinds(events).count((EventType.NODE_COMPLETED, "work")) == 1001
+    assert kinds(events).count((EventType.NODE_COMPLETED, "again")) == 1000
+    usage = data(await platform.http.get("/api/v1/Billing/usage"))
+    assert usage["llm_calls"] == 1001
+
+
+async def test_a_loop_whose_exit_is_data_driven_completes(platform: Platform) -> None:
+    async with CountingService() as service:
+        poll = await platform.tool("poll", service.url("poll"))
+        workflow_id = await platform.workflow({
+            "nodes": [{"id": "poll", "type": "tool", "tool_id": poll},
+                      {"id": "ready", "type": "condition", "max_visits": 10, "default": "END",
+                       "routes": [{"when": {"path": "nodes.poll.output.body.n", "op": "lt",
+                                            "value": 5}, "to": "poll"}]}],
+            "edges": [{"from": "START", "to": "poll"}, {"from": "poll", "to": "ready"}],
+        })
+        execution = await platform.run(workflow_id)
+        final = await platform.wait_status(execution["id"], *ENDED, timeout=60)
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
+    assert final["output"]["body"] == {"n": 5}
+    assert service.calls["poll"] == 5
+
+
+# -- no run stuck --------------------------------------------------------------------------
+
+async def test_an_unexpected_error_in_workflow_code_fails_the_run_at_once(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*_: object) -> bool:
+        raise RuntimeError("condition evaluator exploded")
+
+    # workflows.templates is passed through the sandbox: the workflow sees this too.
+    monkeypatch.setattr(workflows.templates, "matches", broken)
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "check", "type": "condition", "default": "END",
+                   "routes": [{"when": {"path": "input.x", "op": "eq", "value": 1},
+                               "to": "END"}]}],
+        "edges": [{"from": "START", "to": "check"}],
+    })
+    execution = await platform.run(workflow_id, {"x": 1})
+    final = await platform.wait_status(execution["id"], ExecutionStatus.FAILED, timeout=10)
+    assert final["error"] == "the engine failed: RuntimeError: condition evaluator exploded"
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and kinds(events)[-1] == (EventType.EXECUTION_FAILED, None)
+
+
+# -- continue-as-new -----------------------------------------------------------------------
+
+@pytest.mark.settings(history_events_per_run=100)
+async def test_continue_as_new_is_invisible_to_watchers(platform: Platform) -> None:
+    async with CountingService() as service:
+        workflow_id = await counting_loop(platform, service, turns=30)
+        execution = await platform.run(workflow_id)
+        events, code = await platform.watch(execution["id"], timeout=180)
+        final = await platform.wait_status(execution["id"], *ENDED)
+
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
+    assert code == 1000 and contiguous(events)
+    assert service.calls["tick"] == 30  # nothing ran twice across the hand-overs
+    assert kinds(events).count((EventType.NODE_COMPLETED, "think")) == 30
+    assert kinds(events).count((EventType.EXECUTION_STARTED, None)) == 1
+    runs = await temporal_runs(platform, execution["temporal"]["workflow_id"])
+    assert len(runs) >= 3
+    assert final["temporal"]["run_id"] == runs[-1].run_id != execution["temporal"]["run_id"]
+    stored = data(await platform.http.get(f"/api/v1/Execution/{execution['id']}/events"))
+    assert [e["seq"] for e in stored["items"]] == [e["seq"] for e in events]
+    usage = data(await platform.http.get("/api/v1/Billing/usage"))
+    assert usage["llm_calls"] == 30 and usage["tool_calls"] == 30
+
+
+@pytest.mark.settings(history_events_per_run=100)
+async def test_signal_reaches_a_human_node_in_the_third_run(platform: Platform) -> None:
+    async with CountingService() as service:
+        workflow_id = await counting_loop(platform, service, turns=25, then="gate")
+        execution = await platform.run(workflow_id)
+        waiting = await platform.wait_status(execution["id"], ExecutionStatus.WAITING, timeout=120)
+        runs = await temporal_runs(platform, execution["temporal"]["workflow_id"])
+        assert len(runs) >= 3
+        assert waiting["temporal"]["run_id"] == runs[-1].run_id
+        data(await platform.http.post(f"/api/v1/Execution/{execution['id']}/signal",
+                                      json={"node_id": "gate", "action": "approve"}))
+        final = await platform.wait_status(execution["id"], *ENDED)
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and contiguous(events)
+    assert kinds(events).count((EventType.HUMAN_WAITING, "gate")) == 1
+
+
+@pytest.mark.settings(history_events_per_run=100)
+async def test_cancel_after_continue_as_new(platform: Platform) -> None:
+    async with CountingService() as service:
+        workflow_id = await counting_loop(platform, service, turns=1000, think_delay_s=0.05)
+        execution = await platform.run(workflow_id)
+        await run_number(platform, execution["id"], 2)
+        data(await platform.http.post(f"/api/v1/Execution/{execution['id']}/cancel"))
+        final = await platform.wait_status(execution["id"], ExecutionStatus.CANCELLED)
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and contiguous(events)
+    assert kinds(events)[-1] == (EventType.EXECUTION_CANCELLED, None)
+    assert final["temporal"]["run_id"] != execution["temporal"]["run_id"]
+
+
+@pytest.mark.settings(history_events_per_run=100)
+async def test_operator_terminate_after_continue_as_new(platform: Platform) -> None:
+    async with CountingService() as service:
+        workflow_id = await counting_loop(platform, service, turns=1000, think_delay_s=0.05)
+        execution = await platform.run(workflow_id)
+        await run_number(platform, execution["id"], 2)
+        await platform.client.get_workflow_handle(
+            execution["temporal"]["workflow_id"]).terminate(reason="operator")
+        final = await platform.wait_status(execution["id"], ExecutionStatus.FAILED)
+    assert final["error"] == "terminated by an operator in Temporal"
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and contiguous(events)
+
+
+@pytest.mark.settings(history_events_per_run=100)
+async def test_sigkill_of_the_worker_after_continue_as_new(
+    platform_without_worker: Platform,
+) -> None:
+    platform = platform_without_worker
+    async with CountingService() as service:
+        workflow_id = await counting_loop(platform, service, turns=40)
+        execution = await platform.run(workflow_id)
+        async with worker_process(platform) as first:
+            await run_number(platform, execution["id"], 2)
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+        async with worker_process(platform):
+            final = await platform.wait_status(execution["id"], *ENDED,
+                                               timeout=180)
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
+    # A tool call in flight at the kill may be retried; none before it ran again.
+    assert 40 <= service.calls["tick"] <= 41
+    events, code = await platform.watch(execution["id"])
+    assert code == 1000 and contiguous(events)
+    assert kinds(events).count((EventType.NODE_COMPLETED, "tick")) == 40
+
+
+@workflow.defn(name="ExecutionWorkflow")
+class ChangedWorkflow(ExecutionWorkflow):
+    """A bad deploy: the same workflow with a timer first, which no recorded run has."""
+
+    @workflow.run
+    async def run(self, params: ExecutionInput) -> ExecutionResult:
+        await workflow.sleep(0.01)
+        return await super().run(params)
+
+
+async def test_a_non_deterministic_deploy_shows_in_temporal_problems(
+    platform_without_worker: Platform,
+) -> None:
+    platform = platform_without_worker
+    agent = await platform.agent("a")
+    workflow_id = await platform.workflow({
+        "nodes": [{"id": "a", "type": "agent", "agent_id": agent},
+                  {"id": "gate", "type": "human", "prompt": "go?"}],
+        "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "gate"},
+                  {"from": "gate", "to": "END"}],
+    })
+    engine = create_engine(platform.settings.resolved_database_url)
+    sessions = session_factory(engine)
+    nodes, record = NodeActivities(platform.settings, sessions), RecordActivities(sessions)
+    execution = await platform.run(workflow_id)
+    async with build_worker(platform.client, platform.settings, sessions):
+        waiting = await platform.wait_status(execution["id"], ExecutionStatus.WAITING)
+    assert waiting["temporal"]["problems"] == []
+
+    changed = Worker(platform.client, task_queue=platform.settings.task_queue,
+                     workflows=[ChangedWorkflow],
+                     activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
+                     workflow_runner=UnsandboxedWorkflowRunner())
+    async with changed:
+        # Anything that wakes the run makes the new code replay its history, and fail.
+        await platform.client.get_workflow_handle(
+            execution["temporal"]["workflow_id"]).signal("nudge")
+
+        async def stuck() -> dict[str, Any] | None:
+            found = await platform.get(execution["id"])
+            return found if found["temporal"]["problems"] else None
+
+        found = await wait_for(stuck, timeout=60, what="temporal.problems")
+        assert found["status"] == ExecutionStatus.WAITING
+        [problem] = found["temporal"]["problems"]
+        assert "workflow task has failed" in problem and "determinis" in problem.lower()
+
+        async def listed() -> list[int] | None:
+            page = data(await platform.http.get("/api/v1/Execution/",
+                                                params={"problems": "true"}))
+            return [e["id"] for e in page["items"]] or None
+
+        assert await wait_for(listed, timeout=60, what="the problems filter") == \
+            [execution["id"]]
+        health = data(await platform.http.get("/health"))
+        assert health["runs_with_problems"] == 1
+        await platform.client.get_workflow_handle(
+            execution["temporal"]["workflow_id"]).terminate(reason="test finished")
+    await engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("KEEL_TEST_LONG_RUN") != "1",
+                    reason="about 30 minutes on a busy 2-core machine; KEEL_TEST_LONG_RUN=1")
+async def test_ten_thousand_calls_continue_as_new_and_a_watcher_sees_every_event_once(
+    platform: Platform,
+) -> None:
+    turns, tool_calls = 1000, 9
+    async with CountingService() as service:
+        tick = await platform.tool("tick", service.url("tick"))
+        probe = await platform.tool("probe", service.url("probe"))
+        script = [{"tool_calls": [{"name": "probe", "args": {"i": i}}
+                                  for i in range(tool_calls)]}, {"reply": "done"}]
+        agent = await platform.agent("prober", tool_ids=[probe],
+                                     metadata={"fake": {"script": script}})
+        workflow_id = await platform.workflow({
+            "nodes": [
+                {"id": "tick", "type": "tool", "tool_id": tick},
+                {"id": "probe_all", "type": "agent", "agent_id": agent,
+                 "input": "turn {{ nodes.tick.output.body.n }}"},
+                {"id": "again", "type": "condition", "max_visits": 1000, "default": "END",
+                 "routes": [{"when": {"path": "nodes.tick.output.body.n", "op": "lt",
+                                      "value": turns}, "to": "tick"}]},
+            ],
+            "edges": [{"from": "START", "to": "tick"}, {"from": "tick", "to": "probe_all"},
+                      {"from": "probe_all", "to": "again"}],
+        })
+        execution = await platform.run(workflow_id)
+        events, code = await platform.watch(execution["id"], timeout=1800)
+        final = await platform.wait_status(execution["id"], *ENDED)
+
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
+    assert code == 1000 and contiguous(events)
+    calls = turns * (2 + tool_calls + 1)  # two model calls, the tools, the tick
+    assert calls >= 10_000
+    assert service.calls["tick"] == turns and service.calls["probe"] == turns * tool_calls
+    runs = await temporal_runs(platform, execution["temporal"]["workflow_id"])
+    assert len(runs) >= 4, "continued as new at least three times"
+    lengths = [len((await platform.client.get_workflow_handle(
+        r.id, run_id=r.run_id).fetch_history()).events) for r in runs]
+    assert max(lengths) <= 10_240, lengths
+    usage = data(await platform.http.get("/api/v1/Billing/usage"))
+    assert usage["llm_calls"] == turns * 2
+    assert usage["tool_calls"] == turns * (tool_calls + 1)
+    stored = data(await platform.http.get(f"/api/v1/Execution/{execution['id']}/events",
+                                          params={"after": len(events) - 5}))
+    assert [e["seq"] for e in stored["items"]] == [e["seq"] for e in events[-5:]]

@@ -1,0 +1,126 @@
+"""The memo of finished node visits: what lets a run continue as new and a rerun reuse work.
+
+Each finished agent, tool or human node visit is kept under a key: a hash of the
+node's id, its visit number, its definition (and the agent or tool it uses, as
+snapshotted), and every value its templates read. A visit whose key is in the
+memo returns the kept result without scheduling an activity. The same idea as
+the task-result cache of Temporal's LangGraph plugin (a hash of the task and its
+arguments, a plain dict that travels through continue-as-new), keyed by what a
+Keel node's result depends on:
+
+- continue-as-new carries the memo; the new run replays the graph from START
+  and every visit before the hand-over is answered from it, instantly;
+- a rerun starts with a memo built from its parent's recorded node results
+  (each ``node.completed`` event carries its ``memo_key``), so a node whose
+  definition and inputs did not change is reused, not paid for again.
+
+Pure (no I/O): the workflow and the API both use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from workflows.contracts import ExecutionInput, MemoEntry
+from workflows.definition import AgentNode, Definition, HumanNode, ToolNode
+from workflows.events import Event, EventType, NodeCompleted
+from workflows.templates import PLACEHOLDER, lookup
+
+MemoNode = AgentNode | ToolNode | HumanNode
+_MISSING_TEXT = "<missing>"
+_NOT_THERE = lookup({}, "missing")  # what ``lookup`` answers for a path that is not there
+
+
+def _texts(node: MemoNode) -> list[str]:
+    if isinstance(node, AgentNode):
+        return [node.input]
+    if isinstance(node, HumanNode):
+        return [node.prompt]
+    return list(_strings(node.arguments))
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def reads(node: MemoNode, context: dict[str, Any]) -> dict[str, Any]:
+    """Every value the node's templates read, by path."""
+    found: dict[str, Any] = {}
+    for text in _texts(node):
+        for path in PLACEHOLDER.findall(text):
+            value = lookup(context, path)
+            found[path] = _MISSING_TEXT if value is _NOT_THERE else value
+    return found
+
+
+def _uses(node: MemoNode, params: ExecutionInput) -> Any:
+    """The agent or tool (and the agent's tools) the node calls, as the run snapshotted
+    them; secrets left out (a re-sealed key is new ciphertext for the same secret)."""
+    if isinstance(node, AgentNode):
+        agent = params.agents.get(str(node.agent_id))
+        if agent is None:
+            return None
+        tools = [params.tools[str(t)].model_dump(mode="json") for t in agent.tool_ids
+                 if str(t) in params.tools]
+        return {"agent": agent.model_dump(mode="json", exclude={"api_key_encrypted"}),
+                "tools": tools}
+    if isinstance(node, ToolNode):
+        tool = params.tools.get(str(node.tool_id))
+        return tool.model_dump(mode="json") if tool else None
+    return None
+
+
+def memo_key(node: MemoNode, visit: int, context: dict[str, Any],
+             params: ExecutionInput) -> str:
+    """The key of one visit of one node, as described in the module docstring."""
+    material = [
+        node.id,
+        visit,
+        node.model_dump(mode="json", by_alias=True, exclude={"name"}),
+        _uses(node, params),
+        reads(node, context),
+    ]
+    text = json.dumps(material, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def downstream(definition: Definition, node_id: str) -> set[str]:
+    """The node and every node control can reach from it."""
+    successors = definition.successors()
+    seen = {node_id}
+    queue = deque([node_id])
+    while queue:
+        for nxt in successors.get(queue.popleft(), []):
+            if nxt not in seen and nxt != "END":
+                seen.add(nxt)
+                queue.append(nxt)
+    return seen
+
+
+def seed_from_events(execution_id: int, events: Iterable[Event],
+                     rerun: set[str]) -> dict[str, MemoEntry]:
+    """A rerun's memo: the node visits its parent completed (from the parent's recorded
+    ``node.completed`` events), except those of the nodes in ``rerun``."""
+    memo: dict[str, MemoEntry] = {}
+    for item in events:
+        if item.type != EventType.NODE_COMPLETED or item.node_id in rerun:
+            continue
+        completed = NodeCompleted.model_validate(item.data)
+        if not completed.memo_key:
+            continue
+        memo[completed.memo_key] = MemoEntry(
+            output=completed.output, attempts=completed.attempts,
+            from_execution=completed.from_execution or execution_id,
+        )
+    return memo
