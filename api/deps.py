@@ -23,12 +23,14 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _settings(request: Request) -> Settings:
+# Dependencies are ``async def`` even when they do not await: FastAPI runs a plain
+# ``def`` dependency in a worker thread, a thread hop per request for a dict lookup.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _temporal(request: Request) -> Client:
+async def _temporal(request: Request) -> Client:
     client: Client = request.app.state.temporal
     return client
 
@@ -84,17 +86,21 @@ def workspace_for(role: Role) -> Any:
 
 
 class PageParams:
-    def __init__(
-        self,
-        page: Annotated[int, Query(ge=1, description="Page number, from 1.")] = 1,
-        page_size: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
-    ) -> None:
+    def __init__(self, page: int = 1, page_size: int = 20) -> None:
         self.page = page
         self.page_size = page_size
 
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.page_size
+
+
+async def _page(
+    page: Annotated[int, Query(ge=1, description="Page number, from 1.")] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
+) -> PageParams:
+    # A coroutine, not the class itself: FastAPI would call the class in a worker thread.
+    return PageParams(page, page_size)
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]
@@ -109,4 +115,4 @@ OwnerDep = Annotated[Caller, require(Role.OWNER)]
 ViewerWorkspaceDep = Annotated[int, workspace_for(Role.VIEWER)]
 EditorWorkspaceDep = Annotated[int, workspace_for(Role.EDITOR)]
 AdminWorkspaceDep = Annotated[int, workspace_for(Role.ADMIN)]
-PageDep = Annotated[PageParams, Depends()]
+PageDep = Annotated[PageParams, Depends(_page)]

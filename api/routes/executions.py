@@ -21,7 +21,7 @@ from api.deps import (
 )
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
 from api.principal import CLOSE_UNAUTHORIZED, websocket_caller
-from api.resources import get_or_404, paginate
+from api.resources import get_or_404
 from api.schemas.accounts import PrincipalOut
 from api.schemas.common import MAX_DB_ID, Envelope, Page, error_responses, ok
 from api.schemas.executions import (
@@ -37,6 +37,7 @@ from api.schemas.executions import (
 )
 from api.services import executions as execution_service
 from api.services.event_hub import Draining, EventHub, public_event, stored_events
+from api.services.execution_page import ExecutionRow, execution_page
 from api.services.problems import execution_ids_with_problems
 from infra.execution_store import last_seq
 from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage
@@ -66,7 +67,7 @@ async def node_runs(session: AsyncSession, execution_ids: list[int]
     return runs
 
 
-async def render(session: AsyncSession, settings: Settings, execution: Execution,
+async def render(session: AsyncSession, settings: Settings, execution: Execution | ExecutionRow,
                  nodes: list[Row[Any]] | None = None, usage: ExecutionUsage | None = None,
                  problems: list[str] | None = None) -> ExecutionOut:
     if nodes is None:
@@ -178,25 +179,22 @@ async def list_executions(
         description="true: only runs Temporal reports as unable to advance "
                     "(temporal.problems); false: only the others.")] = None,
 ) -> dict[str, Any]:
-    stmt = select(Execution).where(Execution.workspace_id == workspace_id) \
-        .order_by(Execution.id.desc())
+    where = [Execution.workspace_id == workspace_id]
     if problems is not None:
         try:
             stuck = await execution_ids_with_problems(temporal, settings.workflow_id_prefix)
         except RPCError as exc:
             raise ServiceUnavailable(f"Temporal did not answer which runs have problems: "
                                      f"{exc.message}") from exc
-        stmt = stmt.where(Execution.id.in_(stuck) if problems else Execution.id.not_in(stuck))
+        where.append(Execution.id.in_(stuck) if problems else Execution.id.not_in(stuck))
     if status:
-        stmt = stmt.where(Execution.status == status)
+        where.append(Execution.status == status)
     if workflow_id is not None:
-        stmt = stmt.where(Execution.workflow_id == workflow_id)
-    result = await paginate(session, stmt, page, lambda e: e)
-    ids = [e.id for e in result["items"]]
-    runs, usage = await node_runs(session, ids), await execution_usage(session, ids)
-    result["items"] = [await render(session, settings, e, runs[e.id], usage[e.id])
-                       for e in result["items"]]
-    return ok(result)
+        where.append(Execution.workflow_id == workflow_id)
+    found = await execution_page(session, where, page.offset, page.page_size)
+    return ok({"items": [await render(session, settings, e, e.nodes, e.usage)
+                         for e in found.items],
+               "total": found.total, "page": page.page, "page_size": page.page_size})
 
 
 @router.get("/{execution_id}", response_model=Envelope[ExecutionOut],

@@ -10,7 +10,7 @@ publish and versions) to the router this returns.
 functions below at runtime, and they use this function's arguments.)
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -24,14 +24,16 @@ from api.schemas.common import error_responses as errors
 Filters = Sequence[ColumnElement[bool]]
 
 
-def no_filters() -> Filters:
+async def no_filters() -> Filters:
+    # async: FastAPI would run a plain function in a worker thread, a hop per request.
     return ()
 
 
 def resource_router(
     resource: Resource[Any], *, prefix: str, tag: str, out: type[OutputModel],
     create: type[InputModel], update: type[PartialUpdate], name_max_length: int,
-    filters: Callable[..., Filters] = no_filters, summaries: dict[str, str] | None = None,
+    filters: Callable[..., Awaitable[Filters]] = no_filters,
+    summaries: dict[str, str] | None = None,
 ) -> APIRouter:
     """A router at ``prefix`` serving ``resource``. ``filters``: a dependency that gives
     more conditions for the list (from its own query parameters); ``summaries``: the

@@ -63,8 +63,8 @@ class Workflows(Resource[Workflow]):
             )
 
 
-def _by_status(status: Annotated[Literal["draft", "published"] | None, Query()] = None
-               ) -> list[ColumnElement[bool]]:
+async def _by_status(status: Annotated[Literal["draft", "published"] | None, Query()] = None
+                     ) -> list[ColumnElement[bool]]:
     if status == "draft":
         return [Workflow.version == 0]
     if status == "published":
