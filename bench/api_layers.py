@@ -42,6 +42,7 @@ from infra.models import (
 )
 from infra.security.roles import Role
 from infra.settings import Settings
+from workflows.status import ExecutionStatus, NodeStatus
 
 SECRET = "bench-secret-key-that-is-long-enough-0123456789abcdef"
 
@@ -61,7 +62,7 @@ async def seed(settings: Settings) -> tuple[int, str]:
             for i in range(20):
                 execution = Execution(
                     workspace_id=DEFAULT_WORKSPACE_ID, workflow_id=workflow.id,
-                    workflow_version=1, status="completed", input={"bench": True},
+                    workflow_version=1, status=ExecutionStatus.COMPLETED, input={"bench": True},
                     output={"n4": f"out {i}"}, temporal_workflow_id=f"bench-{i}",
                     temporal_run_id=f"run-{i}", created_at=now, started_at=now,
                     finished_at=now + timedelta(seconds=1))
@@ -69,7 +70,7 @@ async def seed(settings: Settings) -> tuple[int, str]:
                 await session.flush()
                 for n in range(5):
                     session.add(NodeRun(execution_id=execution.id, node_id=f"n{n}",
-                                        status="completed", attempts=1, started_at=now,
+                                        status=NodeStatus.COMPLETED, attempts=1, started_at=now,
                                         finished_at=now, output={"text": f"n{n} says hi"}))
                     session.add(UsageRecord(
                         workspace_id=DEFAULT_WORKSPACE_ID, execution_id=execution.id,
