@@ -350,8 +350,7 @@ class RunPage {
           body: { from_node: node.id, input: body } });
         location.assign(`/runs/${created.id}`);
       } catch (failure) {
-        error.textContent = failure.status === 404 || failure.status === 405
-          ? "This server cannot rerun runs yet." : failure.message;
+        error.textContent = `Rerun refused: ${failure.message}`;
         go.disabled = false;
       }
     });
