@@ -132,6 +132,7 @@ async def test_rerun_a_failed_run_from_its_failed_node_reuses_the_nodes_before_i
         await expect(page.locator("#run-status")).to_contain_text("completed")
         await expect(node(page, "gather")).to_have_class("node reused")
         await expect(node(page, "gather")).to_contain_text("reused")
+        await expect(node(page, "gather")).to_contain_text(f"from run #{failed['id']}")
         await expect(node(page, "check")).to_contain_text("completed")
         await expect(page.locator(".subtitle")).to_contain_text(f"rerun of #{failed['id']}")
         await screenshot(page, "run-rerun")

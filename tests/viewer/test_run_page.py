@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -102,7 +103,8 @@ async def test_a_live_run_streams_then_waits_for_approval_then_completes(
         assert seqs == list(range(1, len(seqs) + 1))
         final = await platform.get(execution["id"])
         assert final["status"] == ExecutionStatus.COMPLETED
-        await expect(page.locator("#run-cost")).to_have_text(f"${final['usage']['cost_usd']}")
+        shown = await page.locator("#run-cost").inner_text()
+    assert Decimal(shown.removeprefix("$")) == Decimal(final["usage"]["cost_usd"]) > 0
 
 
 async def chain(platform: Platform, *delays: float, name: str = "chain") -> int:
