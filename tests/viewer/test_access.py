@@ -92,6 +92,14 @@ async def test_a_viewer_sees_the_run_but_no_actions(platform: Platform, people: 
     await expect(page.locator("#cancel-run")).to_have_count(0)
     await expect(page.locator("#user")).to_contain_text("viewer")
 
+    # Finished (cancelled by an editor): still no action, not even a rerun.
+    cancelled = await platform.http.post(f"/api/v1/Execution/{execution['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    await expect(page.locator("#run-status")).to_contain_text("cancelled")
+    await node(page, "draft").click()
+    await expect(page.locator("#details h2")).to_have_text("draft")
+    await expect(page.locator("#rerun")).to_have_count(0)
+
 
 async def test_rerun_a_failed_run_from_its_failed_node_reuses_the_nodes_before_it(
     platform: Platform, page: Page

@@ -19,7 +19,7 @@ function renderUser(who) {
     return;
   }
   slot.replaceChildren(
-    el("span", { class: "who" }, who.name || "signed in", " ", el("span", { class: "role" }, who.role)),
+    el("span", { class: "who" }, el("span", { class: "name", title: who.name }, who.name || "signed in"), el("span", { class: "role" }, who.role)),
     el("button", { type: "button", class: "quiet", onclick: () => { signOut(); location.reload(); } }, "Sign out"));
 }
 
