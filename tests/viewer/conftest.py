@@ -13,6 +13,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,9 @@ PHONE = {"width": 390, "height": 844}
 # USD per million tokens, so the page has costs to show.
 PRICES = {"models": {"keel-viewer-model": {"input": "2.50", "output": "10.00"},
                      "fake-echo": {"input": "1.00", "output": "4.00"}}}
-# Chromium logs every 4xx a page's fetch gets; the pages expect some (e.g. no /Auth yet).
+# Where api/viewer/static/js/auth.js keeps the signed-in token.
+CREDENTIAL_KEY = "keel.credential"
+# Chromium logs every 4xx a page's fetch gets; the pages expect some (a refused credential).
 EXPECTED_CONSOLE = re.compile(
     r"Failed to load resource: the server responded with a status of 4\d\d")
 
@@ -78,12 +81,11 @@ def allowed_console() -> list[str]:
     return [EXPECTED_CONSOLE.pattern]
 
 
-@pytest.fixture
-async def page(browser: Browser, request: pytest.FixtureRequest, allowed_console: list[str]
-               ) -> AsyncIterator[Page]:
+@asynccontextmanager
+async def browser_page(browser: Browser, viewport: dict[str, Any], allowed_console: list[str]
+                       ) -> AsyncIterator[Page]:
     """A fresh browser context (no stored credential); the test fails on any uncaught
     error or unexpected console error of the page."""
-    viewport: dict[str, Any] = getattr(request, "param", DESKTOP)
     context = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
     page = await context.new_page()
     page.set_default_timeout(20_000)
@@ -96,6 +98,32 @@ async def page(browser: Browser, request: pytest.FixtureRequest, allowed_console
     unexpected = [e for e in errors if not e.startswith("console: ")
                   or not any(re.search(p, e) for p in allowed_console)]
     assert not unexpected, unexpected
+
+
+async def store_credential(page: Page, base_url: str, token: str) -> None:
+    """Put a token where the pages' auth.js keeps it: this tab's sessionStorage of Keel's
+    origin, as signing in would (once, so signing out really forgets it)."""
+    await page.goto(f"{base_url}/static/style.css")
+    await page.evaluate("([key, token]) => sessionStorage.setItem(key, token)",
+                        [CREDENTIAL_KEY, token])
+
+
+@pytest.fixture
+async def signed_out_page(browser: Browser, request: pytest.FixtureRequest,
+                          allowed_console: list[str]) -> AsyncIterator[Page]:
+    """A page with no credential, for the tests of signing in."""
+    async with browser_page(browser, getattr(request, "param", DESKTOP), allowed_console) as page:
+        yield page
+
+
+@pytest.fixture
+async def page(browser: Browser, request: pytest.FixtureRequest, allowed_console: list[str],
+               platform: Platform) -> AsyncIterator[Page]:
+    """A page signed in with the platform's owner key (parametrize it with a viewport)."""
+    async with browser_page(browser, getattr(request, "param", DESKTOP), allowed_console) as page:
+        token = platform.http.headers["Authorization"].removeprefix("Bearer ")
+        await store_credential(page, platform.base_url, token)
+        yield page
 
 
 async def screenshot(page: Page, name: str) -> Path:

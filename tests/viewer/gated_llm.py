@@ -24,3 +24,7 @@ class GatedOpenAI(FakeOpenAI):
             sent += 1
             if sent == held_after:
                 await self.gate.wait()
+
+    async def __aenter__(self) -> GatedOpenAI:
+        await super().__aenter__()
+        return self

@@ -1,38 +1,28 @@
-"""Sign-in, roles and rerun in the browser. These need the access control of issue 10
-(/api/v1/Auth/*, tests/accounts.py) and the rerun of issue 11; each test skips while
-what it needs is not in the app yet, and runs as soon as it is."""
+"""Sign-in, roles and rerun in the browser: the pages keep a credential in the tab's
+sessionStorage, send it as a bearer token, and show only the actions the role allows."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 from playwright.async_api import Page, expect
 
+from infra.security.roles import Role
+from tests.support.accounts import PASSWORD, Accounts
 from tests.support.engine import Platform
 from tests.support.fake_http import Behaviour, HttpToolService
 from tests.viewer.conftest import screenshot
 from tests.viewer.test_run_page import node
 
 
-async def require(platform: Platform, path: str, issue: int) -> None:
-    paths = (await platform.http.get("/openapi.json")).json()["paths"]
-    if path not in paths:
-        pytest.skip(f"{path} is not in the API yet (issue {issue})")
-
-
-PASSWORD = "correct horse battery staple"  # tests/accounts.py's
-
-
-async def accounts(platform: Platform) -> Any:
-    await require(platform, "/api/v1/Auth/me", 10)
-    module = pytest.importorskip(
-        "tests.support.accounts", reason="tests/support/accounts.py (issue 10)"
-    )
-    made = module.Accounts(platform.settings)
+@pytest.fixture
+async def people(platform: Platform) -> AsyncIterator[Accounts]:
+    """An owner with a password (watcher@example.com), and the means to make more keys."""
+    made = Accounts(platform.settings)
     await made.user("watcher@example.com", password=PASSWORD)
-    platform.http.headers["Authorization"] = f"Bearer {await made.api_key(name='setup')}"
-    return made
+    yield made
+    await made.close()
 
 
 async def sign_in_with_key(page: Page, key: str) -> None:
@@ -42,9 +32,9 @@ async def sign_in_with_key(page: Page, key: str) -> None:
 
 
 async def test_sign_in_with_email_and_password_then_sign_out(
-    platform: Platform, page: Page
+    platform: Platform, people: Accounts, signed_out_page: Page
 ) -> None:
-    await accounts(platform)
+    page = signed_out_page
     await page.goto(f"{platform.base_url}/runs")
     await page.locator("#email").fill("watcher@example.com")
     await page.locator("#password").fill("a wrong password")
@@ -63,19 +53,19 @@ async def test_sign_in_with_email_and_password_then_sign_out(
     assert await page.evaluate("sessionStorage.length") == 0
 
 
-async def test_a_wrong_key_is_refused_clearly(platform: Platform, page: Page) -> None:
-    await accounts(platform)
+async def test_a_wrong_key_is_refused_clearly(platform: Platform, people: Accounts,
+                                              signed_out_page: Page) -> None:
+    page = signed_out_page
     await page.goto(f"{platform.base_url}/runs")
     await sign_in_with_key(page, "keel_not_a_real_key")
     await expect(page.locator("#signin-error")).to_contain_text("refused")
     assert await page.evaluate("sessionStorage.length") == 0
 
 
-async def test_a_viewer_sees_the_run_but_no_actions(platform: Platform, page: Page) -> None:
-    made = await accounts(platform)
-    from infra.security.roles import Role
-
-    viewer_key = await made.api_key(Role.VIEWER, name="viewer")
+async def test_a_viewer_sees_the_run_but_no_actions(platform: Platform, people: Accounts,
+                                                    signed_out_page: Page) -> None:
+    page = signed_out_page
+    viewer_key = await people.api_key(Role.VIEWER, name="viewer")
     echo = await platform.agent("echo")
     workflow_id = await platform.workflow(
         {
@@ -102,11 +92,18 @@ async def test_a_viewer_sees_the_run_but_no_actions(platform: Platform, page: Pa
     await expect(page.locator("#cancel-run")).to_have_count(0)
     await expect(page.locator("#user")).to_contain_text("viewer")
 
+    # Finished (cancelled by an editor): still no action, not even a rerun.
+    cancelled = await platform.http.post(f"/api/v1/Execution/{execution['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    await expect(page.locator("#run-status")).to_contain_text("cancelled")
+    await node(page, "draft").click()
+    await expect(page.locator("#details h2")).to_have_text("draft")
+    await expect(page.locator("#rerun")).to_have_count(0)
+
 
 async def test_rerun_a_failed_run_from_its_failed_node_reuses_the_nodes_before_it(
     platform: Platform, page: Page
 ) -> None:
-    await require(platform, "/api/v1/Execution/{execution_id}/rerun", 11)
     async with HttpToolService(behaviours={"check": Behaviour(fail_times=1)}) as service:
         first = await platform.agent("first")
         tool = await platform.tool("check", service.url("check"))
@@ -143,6 +140,7 @@ async def test_rerun_a_failed_run_from_its_failed_node_reuses_the_nodes_before_i
         await expect(page.locator("#run-status")).to_contain_text("completed")
         await expect(node(page, "gather")).to_have_class("node reused")
         await expect(node(page, "gather")).to_contain_text("reused")
+        await expect(node(page, "gather")).to_contain_text(f"from run #{failed['id']}")
         await expect(node(page, "check")).to_contain_text("completed")
         await expect(page.locator(".subtitle")).to_contain_text(f"rerun of #{failed['id']}")
         await screenshot(page, "run-rerun")

@@ -30,7 +30,6 @@ export async function signInWithPassword(email, password) {
     body: new URLSearchParams({ username: email, password }),
   });
   const answer = await envelope(response);
-  if (answer.status === 404) throw new Error("This server has no sign-in with a password; use an API key.");
   if (!answer.ok) throw new Error(answer.msg || `Sign-in failed (HTTP ${answer.status}).`);
   sessionStorage.setItem(KEY, answer.data.access_token);
 }
@@ -39,43 +38,50 @@ export async function signInWithPassword(email, password) {
 export async function signInWithApiKey(key) {
   sessionStorage.setItem(KEY, key.trim());
   const who = await whoAmI();
-  if (who.state === "refused") {
+  if (who.state !== "signed-in") {
     signOut();
     throw new Error(who.msg);
   }
 }
 
 /**
- * Who the page acts as: {state: "signed-in", role, name}, {state: "open"} (the server has no
- * access control, so everything is allowed), {state: "signed-out"} or {state: "refused", msg}.
+ * Who the page acts as: {state: "signed-in", role, name}, {state: "signed-out"},
+ * {state: "refused", msg} (the credential was not accepted) or {state: "unreachable", msg}.
  */
 export async function whoAmI() {
+  if (!credential()) return { state: "signed-out" };
   let response;
   try {
     response = await fetch("/api/v1/Auth/me", { headers: authHeaders() });
   } catch {
-    return { state: "refused", msg: "Keel cannot be reached; check the connection and reload." };
+    return { state: "unreachable", msg: "Keel cannot be reached; check the connection and reload." };
   }
   const answer = await envelope(response);
-  if (answer.status === 404) return { state: "open", role: null, name: null };
   if (answer.ok) {
     return { state: "signed-in", role: answer.data.role, name: answer.data.principal?.name ?? "" };
   }
-  if (!credential()) return { state: "signed-out" };
-  return { state: "refused", msg: `Your credential was refused: ${answer.msg || `HTTP ${answer.status}`}` };
+  if (answer.status === 401) {
+    return { state: "refused", msg: `Your credential was refused: ${answer.msg || "HTTP 401"}` };
+  }
+  return { state: "unreachable", msg: `Keel could not say who you are: ${answer.msg || `HTTP ${answer.status}`}` };
 }
 
-/** A role (null: open server) may do what needs `needed`. */
+/** A role may do what needs `needed` (roles include the ones before them). */
 export function allows(role, needed) {
-  return role === null || ROLES.indexOf(role) >= ROLES.indexOf(needed);
+  return ROLES.includes(role) && ROLES.indexOf(role) >= ROLES.indexOf(needed);
 }
 
-/** The query a WebSocket needs: a single-use ticket, since browsers cannot set its headers. */
+/**
+ * The query a WebSocket needs: a single-use ticket, since browsers cannot set its headers.
+ * Throws an Error whose `refused` is true when the credential is no longer accepted.
+ */
 export async function webSocketQuery() {
-  if (!credential()) return "";
   const response = await fetch("/api/v1/Auth/ws-ticket", { method: "POST", headers: authHeaders() });
   const answer = await envelope(response);
-  if (answer.status === 404) return "";
-  if (!answer.ok) throw new Error(answer.msg || `no WebSocket ticket (HTTP ${answer.status})`);
+  if (!answer.ok) {
+    const failure = new Error(`Your credential was refused for the live stream: ${answer.msg || `HTTP ${answer.status}`}`);
+    failure.refused = answer.status === 401 || answer.status === 403;
+    throw failure;
+  }
   return `ticket=${encodeURIComponent(answer.data.ticket)}`;
 }

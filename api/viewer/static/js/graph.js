@@ -81,8 +81,8 @@ export function drawGraph(container, definition, { onSelect }) {
       continue;
     }
     const type = (definition.nodes.find((d) => d.id === n.id) || {}).type || "?";
-    const state = svg("text", { class: "state", x: -NODE_W / 2 + 12, y: -4 });
-    const metrics = svg("text", { class: "metrics", x: -NODE_W / 2 + 12, y: 20 });
+    const state = svg("text", { class: "state", x: -NODE_W / 2 + 12, y: 3 });
+    const metrics = svg("text", { class: "metrics", x: -NODE_W / 2 + 12, y: 24 });
     const group = svg("g", { class: "node pending", "data-node": n.id, transform: `translate(${n.x},${n.y})`,
       tabindex: "0", role: "button" },
       svg("rect", { x: -NODE_W / 2, y: -NODE_H / 2, width: NODE_W, height: NODE_H, rx: 8 }),
@@ -140,7 +140,7 @@ function panZoom(root, viewport, shape) {
   const fit = () => {
     const w = root.clientWidth || 800;
     const h = root.clientHeight || 600;
-    scale = Math.min(1.2, w / shape.width, h / shape.height);
+    scale = Math.min(1, w / shape.width, h / shape.height); // never larger than life
     if (scale < 0.35) scale = Math.min(1, w / shape.width, 0.6); // big graphs: readable, then pan
     x = (w - shape.width * scale) / 2;
     y = Math.max(0, (h - shape.height * scale) / 2);

@@ -64,7 +64,7 @@ export function apply(run, event) {
     case "node.completed":
       node.state = data.reused ? "reused" : "completed";
       node.output = data.output;
-      node.durationMs = data.duration_ms ?? null;
+      node.durationMs = data.reused ? null : data.duration_ms ?? null; // a reused node did not run
       node.attempts = data.attempts ?? node.attempts;
       node.fromExecution = data.from_execution ?? null;
       break;
@@ -138,11 +138,14 @@ export function mergeRecord(run, execution) {
   for (const row of execution.nodes || []) {
     const node = run.nodes.get(row.node_id);
     if (!node) continue;
-    if (row.reused) node.state = "reused";
+    if (row.reused) {
+      node.state = "reused";
+      node.fromExecution = node.fromExecution || execution.parent_execution_id;
+    }
     if (node.output === undefined && row.output !== null) node.output = row.output;
     node.error = node.error || row.error;
     node.attempts = Math.max(node.attempts, row.attempts || 0);
-    if (node.durationMs === null && row.started_at && row.finished_at) {
+    if (node.durationMs === null && !row.reused && row.started_at && row.finished_at) {
       node.durationMs = Date.parse(row.finished_at) - Date.parse(row.started_at);
     }
   }

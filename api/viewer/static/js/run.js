@@ -7,7 +7,7 @@ import { drawGraph } from "./graph.js";
 import { apply, elapsedMs, FINISHED, mergeRecord, newRun, NODE_STATES } from "./run-state.js";
 import { showMessage, start } from "./shell.js";
 import { watch } from "./stream.js";
-import { duration, el, json, money, time, tokens } from "./format.js";
+import { duration, el, json, micros, money, time, tokens } from "./format.js";
 
 const MAX_LOG_ROWS = 1000;
 
@@ -19,7 +19,8 @@ function badge(state) {
 function nodeMetrics(node, now) {
   const parts = [];
   const ms = elapsedMs(node, now);
-  if (ms !== null) parts.push(duration(ms));
+  if (node.fromExecution) parts.push(`from run #${node.fromExecution}`);
+  else if (ms !== null) parts.push(duration(ms));
   if (node.attempts > 1) parts.push(`${node.attempts} tries`);
   const used = node.promptTokens + node.completionTokens;
   if (used) parts.push(tokens(used));
@@ -167,7 +168,7 @@ class RunPage {
     const usage = this.recorded;
     const total = usage ? usage.prompt_tokens + usage.completion_tokens : run.promptTokens + run.completionTokens;
     this.facts.tokens.textContent = tokens(total);
-    this.facts.cost.textContent = usage ? `$${usage.cost_usd}` : money(run.costMicros);
+    this.facts.cost.textContent = money(usage ? micros(usage.cost_usd) : run.costMicros);
     this.facts.started.textContent = run.startedAt ? time(run.startedAt) : "not yet";
     const end = run.finishedAt ? Date.parse(run.finishedAt) : now;
     this.facts.elapsed.textContent = run.startedAt ? duration(end - Date.parse(run.startedAt)) : "";
@@ -350,8 +351,7 @@ class RunPage {
           body: { from_node: node.id, input: body } });
         location.assign(`/runs/${created.id}`);
       } catch (failure) {
-        error.textContent = failure.status === 404 || failure.status === 405
-          ? "This server cannot rerun runs yet." : failure.message;
+        error.textContent = `Rerun refused: ${failure.message}`;
         go.disabled = false;
       }
     });

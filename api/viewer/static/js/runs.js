@@ -2,7 +2,7 @@
 // The filters and the page live in the address, so a view can be shared or reloaded.
 import { api } from "./api.js";
 import { start } from "./shell.js";
-import { duration, el, time, tokens } from "./format.js";
+import { duration, el, micros, money, time, tokens } from "./format.js";
 import { NODE_STATES } from "./run-state.js";
 
 const STATUSES = ["pending", "running", "waiting", "completed", "failed", "cancelled"];
@@ -54,7 +54,7 @@ start(async () => {
       el("td", {}, time(execution.started_at || execution.created_at)),
       el("td", { class: "num" }, runDuration(execution)),
       el("td", { class: "num" }, tokens(usage.prompt_tokens + usage.completion_tokens)),
-      el("td", { class: "num" }, `$${usage.cost_usd}`));
+      el("td", { class: "num" }, money(micros(usage.cost_usd))));
     row.addEventListener("click", (event) => {
       if (!event.target.closest("a")) location.assign(href);
     });

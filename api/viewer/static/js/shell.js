@@ -19,7 +19,7 @@ function renderUser(who) {
     return;
   }
   slot.replaceChildren(
-    el("span", { class: "who" }, who.name || "signed in", " ", el("span", { class: "role" }, who.role)),
+    el("span", { class: "who" }, el("span", { class: "name", title: who.name }, who.name || "signed in"), el("span", { class: "role" }, who.role)),
     el("button", { type: "button", class: "quiet", onclick: () => { signOut(); location.reload(); } }, "Sign out"));
 }
 
@@ -31,7 +31,7 @@ function signInForm(notice) {
     el("label", { for: "password" }, "Password"),
     el("input", { id: "password", name: "password", type: "password", autocomplete: "current-password" }));
   const keyFields = el("div", { id: "with-key", hidden: true },
-    el("label", { for: "api-key" }, "API key"),
+    el("label", { for: "api-key" }, "Key"),
     el("input", { id: "api-key", name: "api-key", type: "password", autocomplete: "off", placeholder: "keel_..." }));
   const choose = (useKey) => {
     passwordFields.hidden = useKey;
@@ -60,11 +60,15 @@ function signInForm(notice) {
   return form;
 }
 
-/** Sign-in as needed, then the page: render(who) with who.role (null: open server). */
+/** Sign-in as needed, then the page: render(who), who.role being the caller's role. */
 export async function start(render) {
   const who = await whoAmI();
   renderUser(who);
-  if (who.state === "signed-out" || who.state === "refused") {
+  if (who.state === "unreachable") {
+    showMessage("Keel is not answering", who.msg);
+    return;
+  }
+  if (who.state !== "signed-in") {
     if (who.state === "refused") signOut();
     main().replaceChildren(signInForm(who.msg));
     return;

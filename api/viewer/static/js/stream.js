@@ -1,4 +1,4 @@
-// A run's events over the WebSocket, resumed after a drop with ?after=<last seq applied>,
+// A run's events over the WebSocket (each connection with a fresh single-use ticket), resumed after a drop with ?after=<last seq applied>,
 // so nothing is lost; the caller ignores any seq it has already applied, so nothing shows twice.
 import { webSocketQuery } from "./auth.js";
 
@@ -18,16 +18,16 @@ export function watch(executionId, { lastSeq, isFinished, onEvent, onState }) {
 
   async function connect() {
     if (stopped) return;
-    let query;
+    let ticket;
     try {
-      query = await webSocketQuery();
+      ticket = await webSocketQuery();
     } catch (failure) {
-      onState("refused", failure.message);
+      if (failure.refused) onState("refused", failure.message);
+      else retry();
       return;
     }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const params = [`after=${lastSeq()}`, query].filter(Boolean).join("&");
-    socket = new WebSocket(`${scheme}//${location.host}/api/v1/Execution/ws/${executionId}?${params}`);
+    socket = new WebSocket(`${scheme}//${location.host}/api/v1/Execution/ws/${executionId}?after=${lastSeq()}&${ticket}`);
     socket.onopen = () => {
       delay = 250;
       onState("live");
@@ -40,11 +40,15 @@ export function watch(executionId, { lastSeq, isFinished, onEvent, onState }) {
       } else if (REFUSED[closed.code]) {
         onState("refused", closed.reason || REFUSED[closed.code]);
       } else {
-        onState("reconnecting");
-        setTimeout(connect, delay);
-        delay = Math.min(delay * 2, 5000);
+        retry();
       }
     };
+  }
+
+  function retry() {
+    onState("reconnecting");
+    setTimeout(connect, delay);
+    delay = Math.min(delay * 2, 5000);
   }
 
   connect();
