@@ -46,6 +46,7 @@ from infra.temporal import (
     WORKSPACE_ID_ATTR,
     temporal_workflow_id,
 )
+from infra.tools.sealing import masked_config
 from workflows.contracts import AgentSpec, ExecutionInput, MemoEntry, ToolSpec
 from workflows.definition import Definition
 from workflows.events import (
@@ -81,11 +82,13 @@ CLOSED_WITHOUT_EVENT = {
 
 async def snapshot(session: AsyncSession, definition: Definition
                    ) -> tuple[dict[str, AgentSpec], dict[str, ToolSpec]]:
-    """The agents and tools a run uses, as they are now: edits later do not change it."""
+    """The agents and tools a run uses, as they are now: edits later do not change it.
+    Secrets stay out (the activities read them by id): no API key, sealed config values
+    masked, so neither the workflow input nor Temporal's history carries one."""
     agents = {
         str(a.id): AgentSpec(
             id=a.id, name=a.name, provider=a.provider, model=a.model, base_url=a.base_url,
-            api_key_encrypted=a.api_key_encrypted, system_prompt=a.system_prompt,
+            system_prompt=a.system_prompt,
             temperature=a.temperature, max_tokens=a.max_tokens, max_iterations=a.max_iterations,
             tool_ids=a.tool_ids, metadata=a.metadata_,
         )
@@ -95,7 +98,7 @@ async def snapshot(session: AsyncSession, definition: Definition
     tools = {
         str(t.id): ToolSpec.model_validate({
             "id": t.id, "name": t.name, "description": t.description, "type": t.type,
-            "input_schema": t.input_schema, "config": t.config,
+            "input_schema": t.input_schema, "config": masked_config(t.config),
         })
         for t in await session.scalars(select(Tool).where(Tool.id.in_(tool_ids)))
     }
