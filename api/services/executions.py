@@ -20,7 +20,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import (
@@ -31,7 +31,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from api.errors import Conflict, ServiceUnavailable, Unprocessable
+from api.errors import Conflict, ServiceUnavailable, TooManyRequests, Unprocessable
 from api.services.problems import reported_problems
 from infra.execution_store import append, last_seq, lock
 from infra.logging import get_logger
@@ -67,6 +67,7 @@ from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 
 log = get_logger("keel.executions")
 TEMPORAL_TIMEOUT_S = 3.0
+RETRY_AFTER_CAP_S = 5  # what a 429 for the running-executions cap suggests
 
 # How a run that closed without a terminal event of its own is recorded.
 CLOSED_WITHOUT_EVENT = {
@@ -119,6 +120,26 @@ async def read_events(client: Client, temporal_workflow_id: str, after: int,
     return [recorded(item.offset, item.data) for item in items]
 
 
+async def refuse_beyond_cap(session: AsyncSession, settings: Settings,
+                            execution: Execution) -> None:
+    """429 while the workspace has ``max_running_executions`` runs started and not
+    finished. Refused, not queued: the execution stays pending and the caller starts
+    it later (POST /Execution/{id}/start), so no hidden queue decides the order or
+    holds runs nobody watches any more. One indexed count per start, none per read."""
+    cap = settings.max_running_executions
+    if cap <= 0:
+        return
+    running = await session.scalar(select(func.count()).select_from(Execution).where(
+        Execution.workspace_id == execution.workspace_id,
+        Execution.status.in_([ExecutionStatus.RUNNING, ExecutionStatus.WAITING])))
+    if (running or 0) >= cap:
+        raise TooManyRequests(
+            f"this workspace already has {running} executions running (the cap is {cap}); "
+            f"execution {execution.id} stays pending: start it with "
+            f"POST /api/v1/Execution/{execution.id}/start once one finishes",
+            RETRY_AFTER_CAP_S)
+
+
 async def start(session: AsyncSession, client: Client, settings: Settings,
                 execution: Execution) -> None:
     """Start the run in Temporal; the caller commits. A run the worker already recorded
@@ -126,6 +147,7 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
     if execution.status != ExecutionStatus.PENDING:
         raise Conflict(f"execution {execution.id} is {execution.status}; "
                        "only a pending execution can be started")
+    await refuse_beyond_cap(session, settings, execution)
     version = await session.scalar(select(WorkflowVersion).where(
         WorkflowVersion.workflow_id == execution.workflow_id,
         WorkflowVersion.version == execution.workflow_version,
