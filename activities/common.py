@@ -14,6 +14,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
 from infra.logging import get_logger
+from infra.security.scrub import scrub_text, scrubbing
 from workflows.errors import ErrorType
 from workflows.events import EVENTS_TOPIC, Event, EventType, NodeRetrying, event
 
@@ -26,7 +27,7 @@ DELTA_BATCH = timedelta(milliseconds=200)
 async def node_activity(execution_id: int, node_id: str) -> AsyncIterator[None]:
     """Heartbeat in the background so a cancel reaches the work within the heartbeat
     timeout (the cancel arrives as CancelledError wherever the work is awaiting, so an
-    in-flight HTTP call is aborted, not waited out)."""
+    in-flight HTTP call is aborted, not waited out). An unexpected error leaves scrubbed."""
     structlog.contextvars.bind_contextvars(execution_id=execution_id, node_id=node_id,
                                            attempt=activity.info().attempt)
 
@@ -38,14 +39,23 @@ async def node_activity(execution_id: int, node_id: str) -> AsyncIterator[None]:
             activity.heartbeat()
 
     beater = asyncio.create_task(beat())
-    try:
-        yield
-    except asyncio.CancelledError:
-        log.info("node activity cancelled")
-        raise
-    finally:
-        beater.cancel()
-        structlog.contextvars.unbind_contextvars("execution_id", "node_id", "attempt")
+    with scrubbing():  # the activity names its secrets with keep_secret
+        try:
+            yield
+        except asyncio.CancelledError:
+            log.info("node activity cancelled")
+            raise
+        except ApplicationError:
+            raise
+        except Exception as exc:
+            # Anything unforeseen still passes the scrubber before Temporal records it
+            # (and without its chain, whose texts would be recorded unscrubbed).
+            log.exception("node activity failed unexpectedly")
+            raise ApplicationError(scrub_text(f"{type(exc).__name__}: {exc}"),
+                                   type=type(exc).__name__) from None
+        finally:
+            beater.cancel()
+            structlog.contextvars.unbind_contextvars("execution_id", "node_id", "attempt")
 
 
 def will_retry(non_retryable: bool) -> bool:
@@ -67,7 +77,11 @@ async def publish(events: list[Event]) -> None:
 
 async def fail(message: str, *, node_id: str, non_retryable: bool = False,
                error_type: ErrorType | None = None) -> ApplicationError:
-    """The error to raise for a failed attempt, after telling watchers a retry is coming."""
+    """The error to raise for a failed attempt, after telling watchers a retry is coming.
+    The message passes the scrubber first: it goes into events, logs, the record and
+    Temporal's history. Raise it ``from None``: a chained cause would carry the raw text
+    into the history."""
+    message = scrub_text(message)
     attempt = activity.info().attempt
     if will_retry(non_retryable):
         log.warning("node attempt failed; retrying", error=message)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
+from typing import Any
 
 from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.common import fail, node_activity, token_stream
+from activities.secrets import AgentRepointed, agent_api_key, tool_config
 from infra.ledger import (
     budget_block,
     record_llm_call,
@@ -20,11 +22,13 @@ from infra.llm import AgentModel, LlmError, call_model, tool_schema
 from infra.logging import get_logger
 from infra.metrics import TOOL_CALLS, model_call_answered, model_call_failed
 from infra.pricing import Pricing
-from infra.secrets import SecretDecryptionError, decrypt
+from infra.secrets import SecretDecryptionError
+from infra.security.scrub import keep_secret, scrub_text
 from infra.settings import Settings
-from infra.tools.common import RetryableToolError, ToolOutcome
+from infra.tools.common import RetryableToolError, ToolOutcome, config_secrets
 from infra.tools.http import call_http
 from infra.tools.mcp import call_mcp
+from infra.tools.sealing import Repointed
 from infra.tracing import tracer
 from infra.usd import usd_text
 from workflows.contracts import (
@@ -59,54 +63,60 @@ class NodeActivities:
                 raise await fail(f"budget_exceeded: {blocked}", node_id=params.node_id,
                                  non_retryable=True, error_type=ErrorType.BUDGET_EXCEEDED)
             try:
-                api_key = (decrypt(spec.api_key_encrypted, self.settings.secret_key)
-                           if spec.api_key_encrypted else None)
-            except SecretDecryptionError as exc:
+                api_key = await agent_api_key(self.sessions, spec, params.workspace_id,
+                                              self.settings.secret_key)
+            except (SecretDecryptionError, AgentRepointed) as exc:
                 raise await fail(f"agent {spec.name!r}: {exc}", node_id=params.node_id,
-                                 non_retryable=True) from exc
-            agent = AgentModel(name=spec.name, provider=spec.provider, model=spec.model,
-                               base_url=spec.base_url, api_key=api_key,
-                               temperature=spec.temperature, max_tokens=spec.max_tokens,
-                               metadata=spec.metadata)
-            tools = [tool_schema(t.name, t.description, t.input_schema) for t in params.tools]
-            started = time.perf_counter()
-            try:
-                # The offline model answers at once; real ones stream unless told not to.
-                streams = spec.provider != "fake" and spec.metadata.get("stream", True)
-                async with token_stream(params, attempt, enabled=streams) as on_delta:
-                    reply = await call_model(agent, self.settings, params.messages, tools,
-                                             params.call_index, attempt, on_delta)
-            except LlmError as exc:
-                model_call_failed(spec.provider, spec.model)
-                raise await fail(str(exc), node_id=params.node_id,
-                                 non_retryable=not exc.retryable) from exc
-            async with self.sessions() as session, session.begin():
-                row = await record_llm_call(
-                    session,
-                    key=usage_key(params.execution_id, params.node_id, attempt,
-                                  params.call_index, kind="llm", visit=params.visit),
-                    workspace_id=params.workspace_id, execution_id=params.execution_id,
-                    workflow_id=params.workflow_id, agent_id=spec.id, node_id=params.node_id,
-                    provider=spec.provider, model=reply.model,
-                    prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                    cached_tokens=reply.cached_tokens, reasoning_tokens=reply.reasoning_tokens,
-                    latency_ms=(time.perf_counter() - started) * 1000, pricing=self.pricing,
-                )
-            model_call_answered(
-                spec.provider, reply.model, time.perf_counter() - started,
+                                 non_retryable=True) from None
+            keep_secret(api_key)
+            return await self._llm_call(params, attempt, api_key)
+
+    async def _llm_call(self, params: LlmCallInput, attempt: int,
+                        api_key: str | None) -> LlmCallResult:
+        spec = params.agent
+        agent = AgentModel(name=spec.name, provider=spec.provider, model=spec.model,
+                           base_url=spec.base_url, api_key=api_key,
+                           temperature=spec.temperature, max_tokens=spec.max_tokens,
+                           metadata=spec.metadata)
+        tools = [tool_schema(t.name, t.description, t.input_schema) for t in params.tools]
+        started = time.perf_counter()
+        try:
+            # The offline model answers at once; real ones stream unless told not to.
+            streams = spec.provider != "fake" and spec.metadata.get("stream", True)
+            async with token_stream(params, attempt, enabled=streams) as on_delta:
+                reply = await call_model(agent, self.settings, params.messages, tools,
+                                         params.call_index, attempt, on_delta)
+        except LlmError as exc:
+            model_call_failed(spec.provider, spec.model)
+            raise await fail(str(exc), node_id=params.node_id,
+                             non_retryable=not exc.retryable) from None
+        async with self.sessions() as session, session.begin():
+            row = await record_llm_call(
+                session,
+                key=usage_key(params.execution_id, params.node_id, attempt,
+                              params.call_index, kind="llm", visit=params.visit),
+                workspace_id=params.workspace_id, execution_id=params.execution_id,
+                workflow_id=params.workflow_id, agent_id=spec.id, node_id=params.node_id,
+                provider=spec.provider, model=reply.model,
                 prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                 cached_tokens=reply.cached_tokens, reasoning_tokens=reply.reasoning_tokens,
-                cost_usd=row.cost_usd if row else None)
-            return LlmCallResult(
-                content=reply.content, tool_calls=reply.tool_calls, model=reply.model,
-                attempt=attempt,
-                usage=Usage(prompt_tokens=reply.prompt_tokens,
-                            completion_tokens=reply.completion_tokens,
-                            cached_tokens=reply.cached_tokens,
-                            reasoning_tokens=reply.reasoning_tokens),
-                cost_usd=usd_text(row.cost_usd if row else Decimal(0)),
-                unpriced=bool(row and row.unpriced),
+                latency_ms=(time.perf_counter() - started) * 1000, pricing=self.pricing,
             )
+        model_call_answered(
+            spec.provider, reply.model, time.perf_counter() - started,
+            prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+            cached_tokens=reply.cached_tokens, reasoning_tokens=reply.reasoning_tokens,
+            cost_usd=row.cost_usd if row else None)
+        return LlmCallResult(
+            content=reply.content, tool_calls=reply.tool_calls, model=reply.model,
+            attempt=attempt,
+            usage=Usage(prompt_tokens=reply.prompt_tokens,
+                        completion_tokens=reply.completion_tokens,
+                        cached_tokens=reply.cached_tokens,
+                        reasoning_tokens=reply.reasoning_tokens),
+            cost_usd=usd_text(row.cost_usd if row else Decimal(0)),
+            unpriced=bool(row and row.unpriced),
+        )
 
     @activity.defn(name=ActivityName.CALL_TOOL.value)
     async def call_tool(self, params: ToolCallInput) -> ToolCallResult:
@@ -118,27 +128,34 @@ class NodeActivities:
                 raise await fail(f"tool type {tool.type!r} is not available",
                                  node_id=params.node_id, non_retryable=True)
             try:
+                config = await tool_config(self.sessions, tool, params.workspace_id)
+            except Repointed as exc:
+                raise await fail(f"tool {tool.name!r}: {exc}", node_id=params.node_id,
+                                 non_retryable=True) from None
+            keep_secret(*config_secrets(config, self.settings.secret_key))
+            try:
                 with tracer().start_as_current_span(
                         f"execute_tool {tool.name}", kind=SpanKind.CLIENT,
                         attributes={"gen_ai.operation.name": "execute_tool",
                                     "gen_ai.tool.name": tool.name, "keel.tool.type": tool.type}):
-                    outcome = await self._call(params)
+                    outcome = await self._call(params, config)
             except RetryableToolError as exc:
                 TOOL_CALLS.labels(tool.name, "retryable_error").inc()
                 await self._record_tool(params, attempt, ok=False, latency_ms=None)
-                raise await fail(str(exc), node_id=params.node_id) from exc
+                raise await fail(str(exc), node_id=params.node_id) from None
             TOOL_CALLS.labels(tool.name, "ok" if outcome.ok else "error").inc()
             await self._record_tool(params, attempt, ok=outcome.ok,
                                     latency_ms=outcome.latency_ms)
-            return ToolCallResult(ok=outcome.ok, output=outcome.output, error=outcome.error,
+            return ToolCallResult(ok=outcome.ok, output=outcome.output,
+                                  error=scrub_text(outcome.error) if outcome.error else None,
                                   latency_ms=outcome.latency_ms, attempt=attempt)
 
-    async def _call(self, params: ToolCallInput) -> ToolOutcome:
+    async def _call(self, params: ToolCallInput, config: dict[str, Any]) -> ToolOutcome:
         tool = params.tool
         if tool.type == "mcp":
-            return await call_mcp(tool.name, tool.config, tool.input_schema, params.arguments,
+            return await call_mcp(tool.name, config, tool.input_schema, params.arguments,
                                   self.settings.secret_key, self.settings)
-        return await call_http(tool.name, tool.config, tool.input_schema, params.arguments,
+        return await call_http(tool.name, config, tool.input_schema, params.arguments,
                                params.call_id, self.settings.secret_key, self.settings)
 
     async def _record_tool(self, params: ToolCallInput, attempt: int, *, ok: bool,

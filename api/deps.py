@@ -11,9 +11,10 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from api.errors import Forbidden, Unauthorized
+from api.errors import Forbidden, TooManyRequests, Unauthorized
 from api.principal import bearer_scheme, caller_from_bearer
 from infra.accounts import Caller
+from infra.security.rate_limit import RateLimiter
 from infra.security.roles import Role
 from infra.settings import Settings
 
@@ -36,6 +37,7 @@ async def _temporal(request: Request) -> Client:
 
 
 async def _presented_caller(
+    request: Request,
     session: Annotated[AsyncSession, Depends(_session)],
     settings: Annotated[Settings, Depends(_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
@@ -48,6 +50,13 @@ async def _presented_caller(
     # Logs carry who acted (type and id), never the credential.
     structlog.contextvars.bind_contextvars(principal_type=caller.principal.type,
                                            principal_id=caller.principal.id)
+    limiter: RateLimiter = request.app.state.rate_limiter
+    wait_s = limiter.take(f"{caller.principal.type}:{caller.principal.id}")
+    if wait_s is not None:
+        raise TooManyRequests(
+            f"too many requests from this {caller.principal.type} (the limit is "
+            f"{settings.rate_limit_per_s:g} per second, in bursts of "
+            f"{settings.rate_limit_burst}); retry after the time in Retry-After", wait_s)
     return caller
 
 

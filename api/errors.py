@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette import status as http
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -141,7 +142,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return envelope(exc.status_code, msg, None, headers=getattr(exc, "headers", None))
 
 
+async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
+    """A unique key or reference another request changed first (two creates of one name,
+    two publishes of one workflow at once): a 409 wherever it happens, never a 500.
+    Routes that expect one say more (``commit_unique``); this is the net under all."""
+    return envelope(http.HTTP_409_CONFLICT,
+                    "the request conflicts with a change another request made at the same "
+                    "time; fetch the current state and retry", None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)

@@ -32,6 +32,7 @@ from api.socket_guard import SocketGuard
 from api.viewer import install_docs, install_viewer
 from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
+from infra.security.rate_limit import RateLimiter
 from infra.security.throttle import FailureThrottle
 from infra.settings import Settings, get_settings
 from infra.temporal import connect
@@ -61,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.socket_guard = SocketGuard(app.state.sessions)
         app.state.login_throttle = FailureThrottle(settings.login_max_failures,
                                                    settings.login_lockout_s)
+        app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s,
+                                             settings.rate_limit_burst)
         log.info("api started", database=engine.url.render_as_string(hide_password=True),
                  temporal=settings.temporal_address)
         try:

@@ -3,7 +3,8 @@
 ``request_id``, ``execution_id`` and ``node_id`` are bound with
 ``structlog.contextvars.bind_contextvars`` where they are known, so every line
 logged below carries them. Values under keys that look like secrets are masked
-before rendering, so a careless ``log.info(..., headers=headers)`` cannot leak one.
+before rendering, so a careless ``log.info(..., headers=headers)`` cannot leak one,
+and every text passes the one scrubber (``infra.security.scrub``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from functools import lru_cache
 from typing import Any
 
 import structlog
+
+from infra.security.scrub import scrub, scrub_text
 
 SECRET_KEY_PARTS = ("api_key", "apikey", "authorization", "password", "secret", "token")
 MASK = "***"
@@ -53,6 +56,19 @@ def mask_secrets(
     return event_dict
 
 
+def scrub_credentials(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Every text of the line through the one scrubber (infra.security.scrub): the
+    secrets of the work in progress and anything shaped like a credential."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = scrub_text(value)
+        elif isinstance(value, dict | list | tuple):
+            event_dict[key] = scrub(value)
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library through one JSON renderer."""
     shared: list[Any] = [
@@ -71,6 +87,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         processors=[
             *shared,
             structlog.processors.format_exc_info,
+            scrub_credentials,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -82,6 +99,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            scrub_credentials,
             renderer,
         ],
     )

@@ -126,6 +126,14 @@ class Settings(BaseSettings):
             return [command.strip() for command in value.split(",") if command.strip()]
         return value
 
+    # Rate limit: each principal (API key or user) may make this many requests per
+    # second on average, in bursts of up to rate_limit_burst; more get 429 with
+    # Retry-After (counted per API process). 0 turns the limit off.
+    rate_limit_per_s: float = Field(default=50.0, ge=0, le=100_000)
+    rate_limit_burst: int = Field(default=100, ge=1, le=1_000_000)
+    # Executions of one workspace running (or waiting) at once; starting one more is a
+    # 429 until one finishes (the new execution stays pending). 0: no cap.
+    max_running_executions: int = Field(default=100, ge=0, le=1_000_000)
 
     # JSON or TOML file of model prices laid over the built-in table (infra.pricing);
     # empty: the built-in prices only. Read when the worker starts, so a bad file stops it.

@@ -24,7 +24,8 @@ from workflows.status import ExecutionStatus
 
 
 class AgentSpec(BaseModel):
-    """An agent as it was when the execution started (secrets still encrypted)."""
+    """An agent as it was when the execution started. Its API key never travels here: the
+    activity reads it by id (``api_key_encrypted`` is set only in runs recorded before)."""
 
     id: int
     name: str
@@ -41,7 +42,8 @@ class AgentSpec(BaseModel):
 
 
 class ToolSpec(BaseModel):
-    """A tool as it was when the execution started (secret config values encrypted)."""
+    """A tool as it was when the execution started. Secret config values are masked: the
+    activity reads them by id (runs recorded before carry them encrypted)."""
 
     id: int
     name: str

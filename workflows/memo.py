@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from workflows.contracts import ExecutionInput, MemoEntry
+from workflows.contracts import ExecutionInput, MemoEntry, ToolSpec
 from workflows.definition import AgentNode, Definition, HumanNode, ToolNode
 from workflows.events import Event, EventType, NodeCompleted
 from workflows.templates import PLACEHOLDER, lookup
@@ -64,20 +64,33 @@ def reads(node: MemoNode, context: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _without_secrets(tool: ToolSpec) -> dict[str, Any]:
+    """A tool as the memo hashes it: a sealed value (``{"value", "secret": true}``, masked
+    in new runs, ciphertext in older ones) counts only as being there."""
+    dumped = tool.model_dump(mode="json")
+    config = dict(dumped["config"])
+    for field in ("headers", "env"):
+        if isinstance(config.get(field), dict):
+            config[field] = {k: "***" if isinstance(v, dict) and v.get("secret") else v
+                             for k, v in config[field].items()}
+    return {**dumped, "config": config}
+
+
 def _uses(node: MemoNode, params: ExecutionInput) -> Any:
     """The agent or tool (and the agent's tools) the node calls, as the run snapshotted
-    them; secrets left out (a re-sealed key is new ciphertext for the same secret)."""
+    them; secrets left out (runs no longer carry them, and a re-sealed key is new
+    ciphertext for the same secret)."""
     if isinstance(node, AgentNode):
         agent = params.agents.get(str(node.agent_id))
         if agent is None:
             return None
-        tools = [params.tools[str(t)].model_dump(mode="json") for t in agent.tool_ids
+        tools = [_without_secrets(params.tools[str(t)]) for t in agent.tool_ids
                  if str(t) in params.tools]
         return {"agent": agent.model_dump(mode="json", exclude={"api_key_encrypted"}),
                 "tools": tools}
     if isinstance(node, ToolNode):
         tool = params.tools.get(str(node.tool_id))
-        return tool.model_dump(mode="json") if tool else None
+        return _without_secrets(tool) if tool else None
     return None
 
 

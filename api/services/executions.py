@@ -20,7 +20,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import (
@@ -31,7 +31,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from api.errors import Conflict, ServiceUnavailable, Unprocessable
+from api.errors import Conflict, ServiceUnavailable, TooManyRequests, Unprocessable
 from api.services.problems import reported_problems
 from infra.execution_store import append, last_seq, lock
 from infra.logging import get_logger
@@ -46,6 +46,7 @@ from infra.temporal import (
     WORKSPACE_ID_ATTR,
     temporal_workflow_id,
 )
+from infra.tools.sealing import masked_config
 from workflows.contracts import AgentSpec, ExecutionInput, MemoEntry, ToolSpec
 from workflows.definition import Definition
 from workflows.events import (
@@ -66,6 +67,7 @@ from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 
 log = get_logger("keel.executions")
 TEMPORAL_TIMEOUT_S = 3.0
+RETRY_AFTER_CAP_S = 5  # what a 429 for the running-executions cap suggests
 
 # How a run that closed without a terminal event of its own is recorded.
 CLOSED_WITHOUT_EVENT = {
@@ -81,11 +83,13 @@ CLOSED_WITHOUT_EVENT = {
 
 async def snapshot(session: AsyncSession, definition: Definition
                    ) -> tuple[dict[str, AgentSpec], dict[str, ToolSpec]]:
-    """The agents and tools a run uses, as they are now: edits later do not change it."""
+    """The agents and tools a run uses, as they are now: edits later do not change it.
+    Secrets stay out (the activities read them by id): no API key, sealed config values
+    masked, so neither the workflow input nor Temporal's history carries one."""
     agents = {
         str(a.id): AgentSpec(
             id=a.id, name=a.name, provider=a.provider, model=a.model, base_url=a.base_url,
-            api_key_encrypted=a.api_key_encrypted, system_prompt=a.system_prompt,
+            system_prompt=a.system_prompt,
             temperature=a.temperature, max_tokens=a.max_tokens, max_iterations=a.max_iterations,
             tool_ids=a.tool_ids, metadata=a.metadata_,
         )
@@ -95,7 +99,7 @@ async def snapshot(session: AsyncSession, definition: Definition
     tools = {
         str(t.id): ToolSpec.model_validate({
             "id": t.id, "name": t.name, "description": t.description, "type": t.type,
-            "input_schema": t.input_schema, "config": t.config,
+            "input_schema": t.input_schema, "config": masked_config(t.config),
         })
         for t in await session.scalars(select(Tool).where(Tool.id.in_(tool_ids)))
     }
@@ -116,6 +120,26 @@ async def read_events(client: Client, temporal_workflow_id: str, after: int,
     return [recorded(item.offset, item.data) for item in items]
 
 
+async def refuse_beyond_cap(session: AsyncSession, settings: Settings,
+                            execution: Execution) -> None:
+    """429 while the workspace has ``max_running_executions`` runs started and not
+    finished. Refused, not queued: the execution stays pending and the caller starts
+    it later (POST /Execution/{id}/start), so no hidden queue decides the order or
+    holds runs nobody watches any more. One indexed count per start, none per read."""
+    cap = settings.max_running_executions
+    if cap <= 0:
+        return
+    running = await session.scalar(select(func.count()).select_from(Execution).where(
+        Execution.workspace_id == execution.workspace_id,
+        Execution.status.in_([ExecutionStatus.RUNNING, ExecutionStatus.WAITING])))
+    if (running or 0) >= cap:
+        raise TooManyRequests(
+            f"this workspace already has {running} executions running (the cap is {cap}); "
+            f"execution {execution.id} stays pending: start it with "
+            f"POST /api/v1/Execution/{execution.id}/start once one finishes",
+            RETRY_AFTER_CAP_S)
+
+
 async def start(session: AsyncSession, client: Client, settings: Settings,
                 execution: Execution) -> None:
     """Start the run in Temporal; the caller commits. A run the worker already recorded
@@ -123,6 +147,7 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
     if execution.status != ExecutionStatus.PENDING:
         raise Conflict(f"execution {execution.id} is {execution.status}; "
                        "only a pending execution can be started")
+    await refuse_beyond_cap(session, settings, execution)
     version = await session.scalar(select(WorkflowVersion).where(
         WorkflowVersion.workflow_id == execution.workflow_id,
         WorkflowVersion.version == execution.workflow_version,

@@ -8,11 +8,11 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from infra.secrets import decrypt, is_encrypted
+from infra.secrets import SecretDecryptionError, decrypt, is_encrypted
+from infra.security.scrub import scrub as scrub  # the one scrubber, re-exported for tools
 from infra.tools.sealing import SECRET_HEADERS
 
 MAX_RESULT_CHARS = 64_000
-MASK = "***"
 
 
 @dataclass
@@ -63,19 +63,17 @@ def secret_values(values: dict[str, Any] | None, revealed: dict[str, str], *,
     return out
 
 
-def scrub(value: Any, secrets: list[str]) -> Any:
-    """``value`` with every secret replaced by ***, in strings, lists and dicts."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, MASK)
-        return value
-    if isinstance(value, list):
-        return [scrub(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
-    return value
+def config_secrets(config: dict[str, Any], secret_key: str) -> list[str]:
+    """The plaintext of every secret header and env value of a tool's config (to scrub
+    them from whatever the call's errors and logs say); unreadable ones are skipped."""
+    out: list[str] = []
+    for name, all_secret in (("headers", False), ("env", True)):
+        try:
+            revealed = reveal(config.get(name), secret_key)
+        except SecretDecryptionError:
+            continue
+        out += secret_values(config.get(name), revealed, all_secret=all_secret)
+    return out
 
 
 def truncate(text: str, limit: int = MAX_RESULT_CHARS) -> str:

@@ -101,3 +101,37 @@ def masked_config(stored: dict[str, Any]) -> dict[str, Any]:
                 for k, v in shown[field].items()
             }
     return shown
+
+
+def masked_entries(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where a config holds the mask instead of a sealed value: (field, name) pairs."""
+    return [(field, key) for field in SECRET_MAPS
+            for key, value in (config.get(field) or {}).items()
+            if isinstance(value, dict) and value.get("value") == SECRET_MASK]
+
+
+class Repointed(ValueError):
+    """The stored tool points elsewhere than the run's snapshot: its secrets stay home."""
+
+
+def with_stored_secrets(config: dict[str, Any], stored: dict[str, Any] | None
+                        ) -> dict[str, Any]:
+    """A run's snapshot of a config (secret values masked: secrets never travel in
+    workflow inputs) with each masked value filled from the config stored now, read by
+    the activity right before the call. The stored tool must still point where the
+    snapshot does (``Repointed`` otherwise: a secret is never sent to another host); a
+    secret removed since the snapshot is left out."""
+    masked = masked_entries(config)
+    if not masked:
+        return config  # no secrets, or a run from before they stayed out (ciphertext)
+    if stored is None or destination(stored) != destination(config):
+        raise Repointed("the tool was deleted or now points elsewhere since the run "
+                        "started; its secrets are not sent to the old destination")
+    filled = {field: dict(config.get(field) or {}) for field in SECRET_MAPS if field in config}
+    for field, key in masked:
+        value = (stored.get(field) or {}).get(key)
+        if isinstance(value, dict):
+            filled[field][key] = value
+        else:
+            del filled[field][key]
+    return {**config, **filled}

@@ -30,6 +30,7 @@ class Turn:
     prompt_tokens: int = 10
     completion_tokens: int = 5
     status: int = 200  # anything else: an error answer
+    echo_key: bool = False  # the error names the key sent, as some providers' 401s do
 
 
 @dataclass
@@ -58,7 +59,10 @@ class FakeOpenAI:
         self.requests.append({"body": body, "authorization": request.headers.get("authorization")})
         turn = self.turns[min(len(self.requests) - 1, len(self.turns) - 1)]
         if turn.status != 200:
-            return JSONResponse({"error": {"message": f"scripted {turn.status}",
+            sent = (request.headers.get("authorization") or "").removeprefix("Bearer ")
+            message = (f"Incorrect API key provided: {sent}" if turn.echo_key
+                       else f"scripted {turn.status}")
+            return JSONResponse({"error": {"message": message,
                                            "type": "scripted", "code": None}},
                                 status_code=turn.status)
         model = body.get("model", "fake")

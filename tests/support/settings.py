@@ -24,6 +24,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         # Tools and fakes live on loopback; the stdio MCP servers run with this Python.
         "tools_allow_private": True,
         "mcp_stdio_allowed": [sys.executable],
+        # Tests make requests as fast as they can; the limit has its own tests.
+        "rate_limit_per_s": 0,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
