@@ -20,6 +20,8 @@ from tests.support.fake_http import HttpToolService
 from tests.support.fake_llm import FakeOpenAI, Turn
 from tests.support.graphs import chain
 from tests.support.responses import data
+from workflows.events import EventType
+from workflows.status import ExecutionStatus
 
 # Shaped like no common credential: only scrubbing by the agent's own secret masks it.
 AGENT_KEY = "zq-unusual-agent-key-4f9a2c7e1b8d"
@@ -86,7 +88,7 @@ async def test_an_echoed_api_key_appears_nowhere(platform: Platform,
     assert "refused the credentials (401)" in final["error"]
     assert "Incorrect API key provided: ***" in final["error"]
     kinds = {e["type"] for e in events}
-    assert {"node.retrying", "node.failed", "execution.failed"} <= kinds
+    assert {EventType.NODE_RETRYING, EventType.NODE_FAILED, EventType.EXECUTION_FAILED} <= kinds
 
     stored_events = data(await platform.http.get(f"/api/v1/Execution/{execution['id']}/events"))
     history = await platform.client.get_workflow_handle(
@@ -122,14 +124,14 @@ async def test_a_run_never_sends_a_secret_to_a_destination_changed_since_it_star
             "edges": chain("human", "fetch"),
         })
         execution = await platform.run(workflow)
-        await platform.watch_until(execution["id"], "human.waiting")
+        await platform.watch_until(execution["id"], EventType.HUMAN_WAITING)
         data(await platform.http.put(f"/api/v1/Tool/{tool}", json={"config": {
             "url": "http://127.0.0.1:9/elsewhere", "method": "POST",
             "headers": {"X-Api-Key": "another-secret-2718281828"}}}))
         data(await platform.http.post(f"/api/v1/Execution/{execution['id']}/signal",
                                       json={"node_id": "human", "action": "approve"}))
         final = await platform.wait_status(execution["id"], "failed", "completed")
-    assert final["status"] == "failed"
+    assert final["status"] == ExecutionStatus.FAILED
     assert "points elsewhere" in final["error"]
     assert service.requests == []
     async with db.connect() as conn:

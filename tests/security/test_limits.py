@@ -14,6 +14,7 @@ from infra.settings import Settings
 from tests.support.accounts import Accounts
 from tests.support.responses import data
 from tests.support.settings import app_client
+from workflows.status import ExecutionStatus
 
 
 def test_a_token_bucket_allows_bursts_then_the_rate() -> None:
@@ -61,7 +62,7 @@ async def test_the_running_executions_cap_is_429_and_the_execution_stays_pending
         body = refused.json()
         assert "cap is 1" in body["msg"] and refused.headers["Retry-After"]
         listed = data(await http.get("/api/v1/Execution/"))
-        pending = [e for e in listed["items"] if e["status"] == "pending"]
+        pending = [e for e in listed["items"] if e["status"] == ExecutionStatus.PENDING]
         assert len(pending) == 1 and f"/Execution/{pending[0]['id']}/start" in body["msg"]
 
 
