@@ -25,8 +25,14 @@ API_TOKEN = "run-env-token-0a9b8c7d6e"
 
 
 async def mcp_tool(platform: Platform, name: str, config: dict[str, Any]) -> dict[str, Any]:
-    return data(await platform.http.post("/api/v1/Tool/", json={
+    """Save an MCP tool, then test it: nothing runs on save, and the test (an editor's
+    explicit action) discovers its input schema and stores it."""
+    tool = data(await platform.http.post("/api/v1/Tool/", json={
         "name": name, "type": "mcp", "config": config}), 201)
+    assert tool["input_schema"] is None
+    tested = data(await platform.http.post(f"/api/v1/Tool/{tool['id']}/test", json={}))
+    assert tested["ok"], tested["error"]
+    return data(await platform.http.get(f"/api/v1/Tool/{tool['id']}"))
 
 
 async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
@@ -36,7 +42,7 @@ async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
         local_tool = await mcp_tool(platform, "check_env", stdio_config(
             tool_name="env_status", env={"API_TOKEN": API_TOKEN}))
         remote_tool = await mcp_tool(platform, "echo", remote.config())
-        # Discovered from the servers when the tools were saved.
+        # Discovered from the servers when the tools were tested.
         assert local_tool["input_schema"]["required"] == ["name"]
         assert remote_tool["input_schema"]["required"] == ["text"]
         workflow_id = await platform.workflow({
@@ -55,7 +61,8 @@ async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
         })
         execution = await platform.run(workflow_id, {"q": "tides"})
         events, code = await platform.watch(execution["id"])
-        final = await platform.wait_status(execution["id"], "completed", "failed")
+        final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
+                                          ExecutionStatus.FAILED)
 
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert code == 1000
@@ -94,7 +101,8 @@ async def test_agent_calls_mcp_tools_each_as_its_own_activity(platform: Platform
             "edges": chain("agent"),
         })
         execution = await platform.run(workflow_id)
-        final = await platform.wait_status(execution["id"], "completed", "failed")
+        final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
+                                          ExecutionStatus.FAILED)
 
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert final["output"] == "all set"
@@ -129,7 +137,8 @@ async def test_retryable_mcp_failure_is_retried_by_temporal(platform: Platform) 
         })
         execution = await platform.run(workflow_id)
         events, _ = await platform.watch(execution["id"])
-        final = await platform.wait_status(execution["id"], "completed", "failed")
+        final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
+                                          ExecutionStatus.FAILED)
 
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert kinds(events) == [
