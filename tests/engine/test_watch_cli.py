@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 from tests.support.engine import Platform
@@ -14,6 +15,7 @@ from workflows.events import EventType
 async def watch(platform: Platform, *args: str) -> tuple[int, list[dict], str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "keel", "watch", *args, "--api", platform.base_url,
+        env={**os.environ, "KEEL_API_KEY": platform.api_key},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), 60)
     events = [json.loads(line) for line in out.decode().splitlines()]

@@ -36,6 +36,7 @@ def api_env(platform: Platform, port: int, data_dir: Path) -> dict[str, str]:
         "KEEL_SECRET_KEY": settings.secret_key,
         "KEEL_API_HOST": "127.0.0.1",
         "KEEL_API_PORT": str(port),
+        "KEEL_API_KEY": platform.api_key,  # what keel watch sends
     }
 
 

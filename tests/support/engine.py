@@ -49,6 +49,7 @@ class Platform:
     client: Client
     http: httpx.AsyncClient
     base_url: str
+    api_key: str = ""  # the owner key ``http`` sends, for clients of our own (keel watch)
     started: list[str] = field(default_factory=list)
 
     async def agent(self, name: str, **fields: Any) -> int:
@@ -183,7 +184,7 @@ async def running_platform(
         key = await made.api_key(Role.OWNER, name="platform owner")
         await made.close()
         async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=bearer(key)) as http:
-            platform = Platform(settings, client, http, base_url)
+            platform = Platform(settings, client, http, base_url, api_key=key)
             yield platform
             await _close_runs(client, platform.started)
         server.should_exit = True
