@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -19,25 +18,15 @@ import httpx
 from tests.support.engine import Platform
 from tests.support.graphs import chain
 from tests.support.net import free_port
+from tests.support.settings import process_env
 from tests.support.waiting import wait_for
 from workflows.events import EventType
 
 
 def api_env(platform: Platform, port: int, data_dir: Path) -> dict[str, str]:
-    settings = platform.settings
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
-        "KEEL_ENVIRONMENT": "test",
-        "KEEL_DATA_DIR": str(data_dir),
-        "KEEL_DATABASE_URL": settings.resolved_database_url,
-        "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
-        "KEEL_TASK_QUEUE": settings.task_queue,
-        "KEEL_WORKFLOW_ID_PREFIX": settings.workflow_id_prefix,
-        "KEEL_SECRET_KEY": settings.secret_key,
-        "KEEL_API_HOST": "127.0.0.1",
-        "KEEL_API_PORT": str(port),
-        "KEEL_API_KEY": platform.api_key,  # what keel watch sends
-    }
+    settings = platform.settings.model_copy(update={"data_dir": data_dir})
+    return process_env(settings, KEEL_API_HOST="127.0.0.1", KEEL_API_PORT=str(port),
+                       KEEL_API_KEY=platform.api_key)  # the key: what keel watch sends
 
 
 @asynccontextmanager

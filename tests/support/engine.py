@@ -32,7 +32,7 @@ from infra.settings import Settings
 from tests.support.accounts import Accounts, bearer
 from tests.support.net import free_port
 from tests.support.responses import data
-from tests.support.settings import make_settings
+from tests.support.settings import make_settings, process_env
 from tests.support.waiting import wait_for
 from worker.main import build_worker
 from workflows.events import EventType
@@ -223,17 +223,7 @@ async def worker_process(platform: Platform, log: Path | None = None,
                          **settings_env: str) -> AsyncIterator[asyncio.subprocess.Process]:
     """A real ``keel worker`` process on the platform's task queue; its stderr goes to
     ``log`` when given. ``settings_env``: more KEEL_* variables (e.g. the drain grace)."""
-    settings = platform.settings
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
-        "KEEL_ENVIRONMENT": "test",
-        "KEEL_DATABASE_URL": settings.resolved_database_url,
-        "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
-        "KEEL_TASK_QUEUE": settings.task_queue,
-        "KEEL_SECRET_KEY": settings.secret_key,
-        **({"KEEL_PRICING_FILE": str(settings.pricing_file)} if settings.pricing_file else {}),
-        **settings_env,
-    }
+    env = process_env(platform.settings, **settings_env)
     with contextlib.ExitStack() as files:
         err = files.enter_context(log.open("wb")) if log else asyncio.subprocess.DEVNULL
         process = await asyncio.create_subprocess_exec(

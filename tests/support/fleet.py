@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -23,23 +22,8 @@ from starlette.responses import Response
 from infra.settings import Settings
 from tests.support.fake_llm import FakeOpenAI, Turn
 from tests.support.net import free_port
+from tests.support.settings import process_env
 from tests.support.waiting import wait_for
-
-
-def process_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a Keel process on the test's Temporal, task queue and database."""
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
-        "KEEL_ENVIRONMENT": "test",
-        "KEEL_DATA_DIR": str(settings.data_dir),
-        "KEEL_DATABASE_URL": settings.resolved_database_url,
-        "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
-        "KEEL_TASK_QUEUE": settings.task_queue,
-        "KEEL_WORKFLOW_ID_PREFIX": settings.workflow_id_prefix,
-        "KEEL_SECRET_KEY": settings.secret_key,
-        "KEEL_LOG_LEVEL": "WARNING",
-        **extra,
-    }
 
 
 @dataclass
@@ -93,12 +77,14 @@ class KeelProcess:
 
 def api_process(settings: Settings, log_dir: Path, name: str) -> KeelProcess:
     port = free_port()
-    env = process_env(settings, KEEL_API_HOST="127.0.0.1", KEEL_API_PORT=str(port))
+    env = process_env(settings, KEEL_API_HOST="127.0.0.1", KEEL_API_PORT=str(port),
+                      KEEL_LOG_LEVEL="WARNING")
     return KeelProcess("api", env, log_dir / f"{name}.log", port)
 
 
 def worker_process(settings: Settings, log_dir: Path, name: str) -> KeelProcess:
-    return KeelProcess("worker", process_env(settings, KEEL_WORKER_SHUTDOWN_GRACE_S="5"),
+    return KeelProcess("worker", process_env(settings, KEEL_WORKER_SHUTDOWN_GRACE_S="5",
+                                              KEEL_LOG_LEVEL="WARNING"),
                        log_dir / f"{name}.log")
 
 

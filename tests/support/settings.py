@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,23 @@ class app_client:
     async def __aexit__(self, *exc: object) -> None:
         await self.http.aclose()
         await self._lifespan.__aexit__(None, None, None)
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``keel`` child process (api, worker, watch) with the test's
+    settings: its Temporal, task queue, database, key, and the loopback allowances."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+        "KEEL_ENVIRONMENT": "test",
+        "KEEL_DATA_DIR": str(settings.data_dir),
+        "KEEL_DATABASE_URL": settings.resolved_database_url,
+        "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
+        "KEEL_TASK_QUEUE": settings.task_queue,
+        "KEEL_WORKFLOW_ID_PREFIX": settings.workflow_id_prefix,
+        "KEEL_SECRET_KEY": settings.secret_key,
+        "KEEL_TOOLS_ALLOW_PRIVATE": str(settings.tools_allow_private).lower(),
+        "KEEL_MCP_STDIO_ALLOWED": ",".join(settings.mcp_stdio_allowed),
+        "KEEL_RATE_LIMIT_PER_S": str(settings.rate_limit_per_s),
+        **({"KEEL_PRICING_FILE": str(settings.pricing_file)} if settings.pricing_file else {}),
+        **extra,
+    }
