@@ -118,8 +118,10 @@ async def set_budget(session: AsyncSession, workspace_id: int, agent_id: int | N
     await session.execute(update(Workspace).where(Workspace.id == workspace_id)
                           .values(name=Workspace.name))
     which = Budget.agent_id.is_(None) if agent_id is None else Budget.agent_id == agent_id
+    # A locking read: on MySQL a plain read would answer from the snapshot that the
+    # request's first query (the caller's credential) opened, missing a concurrent insert.
     existing = await session.scalar(
-        select(Budget).where(Budget.workspace_id == workspace_id, which))
+        select(Budget).where(Budget.workspace_id == workspace_id, which).with_for_update())
     if monthly_usd is None:
         if existing is not None:
             await session.delete(existing)
