@@ -15,9 +15,13 @@ RUNS = 20
 
 
 async def test_a_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
-    plan = Plan(runs=RUNS, kill_every_s=10.0, start_over_s=20.0,
-                database="mariadb" if os.environ.get("KEEL_TEST_MYSQL_URL") else "sqlite",
-                deadline_s=480.0)
+    plan = Plan(
+        runs=RUNS,
+        kill_every_s=10.0,
+        start_over_s=20.0,
+        database="mariadb" if os.environ.get("KEEL_TEST_MYSQL_URL") else "sqlite",
+        deadline_s=480.0,
+    )
     report = await Chaos(plan, tmp_path / "chaos").run()
 
     table = report.markdown("pytest tests/scale/test_chaos.py")

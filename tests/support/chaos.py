@@ -92,8 +92,7 @@ class ChaosOpenAI(CountingOpenAI):
         self.answered_at.append(time.time())
         tools = body.get("tools") or []
         if tools and not any(m.get("role") == "tool" for m in body.get("messages", [])):
-            return Turn(tool_calls=[{"name": tools[0]["function"]["name"],
-                                     "args": {"q": "tides"}}])
+            return Turn(tool_calls=[{"name": tools[0]["function"]["name"], "args": {"q": "tides"}}])
         return Turn(content=ANSWER)
 
 
@@ -109,11 +108,18 @@ class MariaDB:
     url: str = ""
 
     async def start(self) -> None:
-        env = {**os.environ, "KEEL_MARIADB_DIR": str(self.base),
-               "KEEL_MARIADB_PORT": str(self.port)}
+        env = {
+            **os.environ,
+            "KEEL_MARIADB_DIR": str(self.base),
+            "KEEL_MARIADB_PORT": str(self.port),
+        }
         process = await asyncio.create_subprocess_exec(
-            "bash", str(ROOT / ".ci" / "mariadb.sh"), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            "bash",
+            str(ROOT / ".ci" / "mariadb.sh"),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await process.communicate()
         if process.returncode != 0:
             raise RuntimeError(f"MariaDB did not start: {err.decode()[-2000:]}")
@@ -211,15 +217,27 @@ class KeelUp:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with (self.workdir / "keel-up.log").open("ab") as out:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "keel", "up", env=self.env(), cwd=ROOT,
-                stdout=out, stderr=out, start_new_session=True)
+                sys.executable,
+                "-m",
+                "keel",
+                "up",
+                env=self.env(),
+                cwd=ROOT,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
         await self.wait_healthy(timeout=180)
         credentials = (self.data_dir / "credentials").read_text()
-        self.api_key = next(line.split("=", 1)[1] for line in credentials.splitlines()
-                            if line.startswith("KEEL_API_KEY="))
+        self.api_key = next(
+            line.split("=", 1)[1]
+            for line in credentials.splitlines()
+            if line.startswith("KEEL_API_KEY=")
+        )
 
     async def wait_healthy(self, timeout: float) -> None:
         async with httpx.AsyncClient(timeout=5) as http:
+
             async def healthy() -> bool:
                 if not self.alive:
                     raise AssertionError(f"keel up exited; see {self.workdir / 'keel-up.log'}")
@@ -246,19 +264,21 @@ class KeelUp:
                 continue
             if name == "temporal" and b"start-dev" in argv:
                 return child
-            if name in ("worker", "api") and argv[-2:] in ([b"keel", name.encode()],
-                                                           [name.encode(), b""]):
+            if name in ("worker", "api") and argv[-2:] in (
+                [b"keel", name.encode()],
+                [name.encode(), b""],
+            ):
                 return child
         return None
 
     async def kill_child(self, name: str, timeout: float = 30) -> bool:
         """SIGKILL the child (waiting for one to be running): keel up restarts it."""
+
         async def running() -> int | None:
             return self.child(name)
 
         try:
-            pid = await wait_for(running, timeout=timeout, interval=0.1,
-                                 what=f"keel up's {name}")
+            pid = await wait_for(running, timeout=timeout, interval=0.1, what=f"keel up's {name}")
         except AssertionError:
             return False
         with contextlib.suppress(ProcessLookupError):
@@ -292,8 +312,14 @@ class ChaosClient:
         self.http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30)
         self.retries = 0
 
-    async def call(self, method: str, path: str, accept: tuple[int, ...] = (200, 201),
-                   timeout: float = 180, **kwargs: Any) -> dict[str, Any]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        accept: tuple[int, ...] = (200, 201),
+        timeout: float = 180,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         """The envelope's data once the API answers with a status in ``accept``; connection
         failures and 5xx answers are retried (with what the caller knows about repeats)."""
         deadline = time.monotonic() + timeout
@@ -361,37 +387,55 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return (self.statuses.get(ExecutionStatus.COMPLETED, 0) == len(self.runs)
-                and not (self.stuck or self.lost or self.duplicated or self.ledger_over
-                         or self.unrecorded_unexplained or self.disagreeing or self.orphans))
+        return self.statuses.get(ExecutionStatus.COMPLETED, 0) == len(self.runs) and not (
+            self.stuck
+            or self.lost
+            or self.duplicated
+            or self.ledger_over
+            or self.unrecorded_unexplained
+            or self.disagreeing
+            or self.orphans
+        )
 
     def markdown(self, command: str) -> str:
         completed = self.statuses.get(ExecutionStatus.COMPLETED, 0)
-        failed = sum(n for s, n in self.statuses.items() if s != ExecutionStatus.COMPLETED
-                     and s in FINISHED)
+        failed = sum(
+            n for s, n in self.statuses.items() if s != ExecutionStatus.COMPLETED and s in FINISHED
+        )
         kills = sum(1 for d in self.disruptions if d.what == "worker SIGKILL")
-        others = ", ".join(f"{d.what} at {d.at_s:.0f}s" for d in self.disruptions
-                           if d.what != "worker SIGKILL")
+        others = ", ".join(
+            f"{d.what} at {d.at_s:.0f}s" for d in self.disruptions if d.what != "worker SIGKILL"
+        )
         rows = [
             ("runs started", f"{len(self.runs)} ({', '.join(SHAPES)}, in turn)"),
             ("runs completed", str(completed)),
             ("runs failed", str(failed)),
             ("runs stuck (not finished at the deadline)", str(len(self.stuck))),
-            ("events lost (stored, never received by the run's watcher)",
-             f"{sum(self.lost.values())} in {len(self.lost)} watchers"),
-            ("events duplicated (received twice by a watcher)",
-             f"{sum(self.duplicated.values())} in {len(self.duplicated)} watchers"),
+            (
+                "events lost (stored, never received by the run's watcher)",
+                f"{sum(self.lost.values())} in {len(self.lost)} watchers",
+            ),
+            (
+                "events duplicated (received twice by a watcher)",
+                f"{sum(self.duplicated.values())} in {len(self.duplicated)} watchers",
+            ),
             ("model calls answered (fake server's log)", str(self.llm_answered)),
             ("ledger rows for model calls", str(self.ledger_llm_rows)),
             ("ledger rows beyond the calls answered", str(sum(self.ledger_over.values()))),
-            ("answered calls unrecorded: the worker was SIGKILLed before the commit",
-             str(self.unrecorded_killed)),
+            (
+                "answered calls unrecorded: the worker was SIGKILLed before the commit",
+                str(self.unrecorded_killed),
+            ),
             ("answered calls unrecorded otherwise", str(sum(self.unrecorded_unexplained.values()))),
             ("execution rows disagreeing with Temporal", str(len(self.disagreeing))),
-            ("execution rows no run owns (a create retried after a lost answer)",
-             str(self.orphans)),
-            ("longest time a run made no progress",
-             f"{self.longest_stall_s:.1f} s (execution {self.longest_stall_run})"),
+            (
+                "execution rows no run owns (a create retried after a lost answer)",
+                str(self.orphans),
+            ),
+            (
+                "longest time a run made no progress",
+                f"{self.longest_stall_s:.1f} s (execution {self.longest_stall_run})",
+            ),
             ("worker SIGKILLs", str(kills)),
             ("other disruptions", others or "none"),
             ("watcher reconnects / client retries", f"{self.reconnects} / {self.client_retries}"),
@@ -400,8 +444,10 @@ class Report:
         table = "\n".join(f"| {k} | {v} |" for k, v in rows)
         details = []
         if self.errors:
-            details.append("Failed runs: " + "; ".join(
-                f"{i}: {e}" for i, e in sorted(self.errors.items())[:10]))
+            details.append(
+                "Failed runs: "
+                + "; ".join(f"{i}: {e}" for i, e in sorted(self.errors.items())[:10])
+            )
         if self.disagreeing:
             details.append("Disagreeing: " + "; ".join(self.disagreeing[:10]))
         if self.unrecorded_unexplained:
@@ -417,71 +463,150 @@ class Report:
             f"worker SIGKILL every {self.plan.kill_every_s:g} s on average; "
             f"starts spread over {self.plan.load_s:.0f} s. "
             f"Result: **{'pass' if self.passed else 'FAIL'}**.\n\n"
-            "| check | result |\n|---|---|\n" + table + "\n"
+            "| check | result |\n|---|---|\n"
+            + table
+            + "\n"
             + ("".join(f"\n{line}\n" for line in details))
         )
 
 
 async def _publish(client: ChaosClient, name: str, definition: dict[str, Any]) -> int:
-    made = await client.call("POST", "/api/v1/Workflow/",
-                             json={"name": name, "definition": definition})
+    made = await client.call(
+        "POST", "/api/v1/Workflow/", json={"name": name, "definition": definition}
+    )
     await client.call("POST", f"/api/v1/Workflow/{made['id']}/publish")
     return int(made["id"])
 
 
 def _agent_node(node_id: str, agent: int) -> dict[str, Any]:
-    return {"id": node_id, "type": "agent", "agent_id": agent,
-            "input": "{{ input.topic }}/" + node_id}
+    return {
+        "id": node_id,
+        "type": "agent",
+        "agent_id": agent,
+        "input": "{{ input.topic }}/" + node_id,
+    }
 
 
 def _edges(*pairs: tuple[str, str]) -> list[dict[str, str]]:
     return [{"from": a, "to": b} for a, b in pairs]
 
 
-async def _workflows(client: ChaosClient, llm: ChaosOpenAI, tools: HttpToolService
-                     ) -> dict[str, int]:
+async def _workflows(
+    client: ChaosClient, llm: ChaosOpenAI, tools: HttpToolService
+) -> dict[str, int]:
     """One published workflow per shape."""
-    tool = (await client.call("POST", "/api/v1/Tool/", json={
-        "name": "lookup", "type": "http",
-        "config": {"url": tools.url("lookup"), "method": "POST"}}))["id"]
+    tool = (
+        await client.call(
+            "POST",
+            "/api/v1/Tool/",
+            json={
+                "name": "lookup",
+                "type": "http",
+                "config": {"url": tools.url("lookup"), "method": "POST"},
+            },
+        )
+    )["id"]
 
     async def agent(name: str, **extra: Any) -> int:
-        made = await client.call("POST", "/api/v1/Agent/", json={
-            "name": name, "provider": "openai", "model": "gpt-4o-mini",
-            "base_url": llm.base_url, "api_key": "sk-chaos-test", **extra})
+        made = await client.call(
+            "POST",
+            "/api/v1/Agent/",
+            json={
+                "name": name,
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "base_url": llm.base_url,
+                "api_key": "sk-chaos-test",
+                **extra,
+            },
+        )
         return int(made["id"])
 
     writer = await agent("writer")
     researcher = await agent("researcher", tool_ids=[tool])
     a = writer  # short, for the node lists below
     return {
-        "chain": await _publish(client, "chain", {
-            "nodes": [_agent_node(n, a) for n in ("outline", "draft", "polish")],
-            "edges": _edges(("START", "outline"), ("outline", "draft"), ("draft", "polish"),
-                            ("polish", "END"))}),
-        "join": await _publish(client, "join", {
-            "nodes": [_agent_node(n, a) for n in ("plan", "left", "right", "merge")],
-            "edges": _edges(("START", "plan"), ("plan", "left"), ("plan", "right"),
-                            ("left", "merge"), ("right", "merge"), ("merge", "END"))}),
-        "condition": await _publish(client, "condition", {
-            "nodes": [
-                {"id": "lookup", "type": "tool", "tool_id": tool,
-                 "arguments": {"q": "{{ input.topic }}"}},
-                {"id": "check", "type": "condition",
-                 "routes": [{"when": {"path": "nodes.lookup.output.status", "op": "eq",
-                                      "value": 200}, "to": "summarize"}],
-                 "default": "END"},
-                _agent_node("summarize", a)],
-            "edges": _edges(("START", "lookup"), ("lookup", "check"), ("summarize", "END"))}),
-        "approval": await _publish(client, "approval", {
-            "nodes": [_agent_node("draft", a),
-                      {"id": "approve", "type": "human", "prompt": "ship it?"},
-                      _agent_node("final", a)],
-            "edges": _edges(("START", "draft"), ("draft", "approve"), ("approve", "final"),
-                            ("final", "END"))}),
-        "tool_agent": await _publish(client, "tool_agent", {
-            "nodes": [_agent_node("research", researcher)],
-            "edges": _edges(("START", "research"), ("research", "END"))}),
+        "chain": await _publish(
+            client,
+            "chain",
+            {
+                "nodes": [_agent_node(n, a) for n in ("outline", "draft", "polish")],
+                "edges": _edges(
+                    ("START", "outline"),
+                    ("outline", "draft"),
+                    ("draft", "polish"),
+                    ("polish", "END"),
+                ),
+            },
+        ),
+        "join": await _publish(
+            client,
+            "join",
+            {
+                "nodes": [_agent_node(n, a) for n in ("plan", "left", "right", "merge")],
+                "edges": _edges(
+                    ("START", "plan"),
+                    ("plan", "left"),
+                    ("plan", "right"),
+                    ("left", "merge"),
+                    ("right", "merge"),
+                    ("merge", "END"),
+                ),
+            },
+        ),
+        "condition": await _publish(
+            client,
+            "condition",
+            {
+                "nodes": [
+                    {
+                        "id": "lookup",
+                        "type": "tool",
+                        "tool_id": tool,
+                        "arguments": {"q": "{{ input.topic }}"},
+                    },
+                    {
+                        "id": "check",
+                        "type": "condition",
+                        "routes": [
+                            {
+                                "when": {
+                                    "path": "nodes.lookup.output.status",
+                                    "op": "eq",
+                                    "value": 200,
+                                },
+                                "to": "summarize",
+                            }
+                        ],
+                        "default": "END",
+                    },
+                    _agent_node("summarize", a),
+                ],
+                "edges": _edges(("START", "lookup"), ("lookup", "check"), ("summarize", "END")),
+            },
+        ),
+        "approval": await _publish(
+            client,
+            "approval",
+            {
+                "nodes": [
+                    _agent_node("draft", a),
+                    {"id": "approve", "type": "human", "prompt": "ship it?"},
+                    _agent_node("final", a),
+                ],
+                "edges": _edges(
+                    ("START", "draft"), ("draft", "approve"), ("approve", "final"), ("final", "END")
+                ),
+            },
+        ),
+        "tool_agent": await _publish(
+            client,
+            "tool_agent",
+            {
+                "nodes": [_agent_node("research", researcher)],
+                "edges": _edges(("START", "research"), ("research", "END")),
+            },
+        ),
     }
 
 
@@ -521,20 +646,29 @@ class Chaos:
                 await database.stop()
                 shutil.rmtree(database.base, ignore_errors=True)
 
-    async def _load(self, platform: KeelUp, database: MariaDB | None, llm: ChaosOpenAI,
-                    tools: HttpToolService, url: str) -> Report:
+    async def _load(
+        self,
+        platform: KeelUp,
+        database: MariaDB | None,
+        llm: ChaosOpenAI,
+        tools: HttpToolService,
+        url: str,
+    ) -> Report:
         headers = {"Authorization": f"Bearer {platform.api_key}"}
         client = ChaosClient(platform.base_url, headers)
         workflows = await _workflows(client, llm, tools)
         runs = [Run(i, SHAPES[i % len(SHAPES)]) for i in range(self.plan.runs)]
         self.began = time.monotonic()
         deadline = self.began + self.plan.deadline_s
-        following = [asyncio.create_task(self._one(run, i, client, platform, headers,
-                                                   workflows, deadline))
-                     for i, run in enumerate(runs)]
-        chaos = [asyncio.create_task(self._kill_workers(platform)),
-                 asyncio.create_task(self._restarts(platform, database)),
-                 asyncio.create_task(self._approve(runs, client))]
+        following = [
+            asyncio.create_task(self._one(run, i, client, platform, headers, workflows, deadline))
+            for i, run in enumerate(runs)
+        ]
+        chaos = [
+            asyncio.create_task(self._kill_workers(platform)),
+            asyncio.create_task(self._restarts(platform, database)),
+            asyncio.create_task(self._approve(runs, client)),
+        ]
         try:
             await asyncio.gather(*following)
         finally:
@@ -550,19 +684,30 @@ class Chaos:
         await client.close()
         return report
 
-    async def _one(self, run: Run, i: int, client: ChaosClient, platform: KeelUp,
-                   headers: dict[str, str], workflows: dict[str, int], deadline: float
-                   ) -> None:
+    async def _one(
+        self,
+        run: Run,
+        i: int,
+        client: ChaosClient,
+        platform: KeelUp,
+        headers: dict[str, str],
+        workflows: dict[str, int],
+        deadline: float,
+    ) -> None:
         """Create, start and follow one run, at its place in the spread of starts."""
         await asyncio.sleep(self.plan.load_s * i / max(1, self.plan.runs))
         try:
-            made = await client.call("POST", "/api/v1/Execution/", json={
-                "workflow_id": workflows[run.shape], "input": {"topic": f"run-{i}"}})
+            made = await client.call(
+                "POST",
+                "/api/v1/Execution/",
+                json={"workflow_id": workflows[run.shape], "input": {"topic": f"run-{i}"}},
+            )
             run.execution_id = int(made["id"])
             run.created_at = time.time()
             # 409: an earlier attempt started it and its answer was lost.
-            await client.call("POST", f"/api/v1/Execution/{run.execution_id}/start",
-                              accept=(200, 409))
+            await client.call(
+                "POST", f"/api/v1/Execution/{run.execution_id}/start", accept=(200, 409)
+            )
             run.watcher = Watcher(run.execution_id, [platform], headers)
             await run.watcher.follow(max(1.0, deadline - time.monotonic()))
         except (Unanswered, TimeoutError) as exc:
@@ -598,14 +743,21 @@ class Chaos:
         """Approve each approval run once its watcher saw it waiting."""
         while True:
             for run in runs:
-                if run.shape != "approval" or run.approved or run.watcher is None or not any(
-                        e["type"] == EventType.HUMAN_WAITING for e in run.watcher.events):
+                if (
+                    run.shape != "approval"
+                    or run.approved
+                    or run.watcher is None
+                    or not any(e["type"] == EventType.HUMAN_WAITING for e in run.watcher.events)
+                ):
                     continue
                 try:
                     # 409: not waiting any more, an earlier attempt got through.
-                    await client.call("POST", f"/api/v1/Execution/{run.execution_id}/signal",
-                                      accept=(200, 409),
-                                      json={"node_id": "approve", "action": "approve"})
+                    await client.call(
+                        "POST",
+                        f"/api/v1/Execution/{run.execution_id}/signal",
+                        accept=(200, 409),
+                        json={"node_id": "approve", "action": "approve"},
+                    )
                     run.approved = True
                 except Unanswered as exc:
                     run.problem = f"approval: {exc}"
@@ -614,30 +766,54 @@ class Chaos:
 
     # -- the checks ------------------------------------------------------------------------
 
-    async def _check(self, runs: list[Run], platform: KeelUp, llm: ChaosOpenAI, url: str,
-                     client: ChaosClient, elapsed: float) -> Report:
+    async def _check(
+        self,
+        runs: list[Run],
+        platform: KeelUp,
+        llm: ChaosOpenAI,
+        url: str,
+        client: ChaosClient,
+        elapsed: float,
+    ) -> Report:
         engine = create_engine(url)
         ids = {run.execution_id for run in runs if run.execution_id}
 
         async def rows_finished() -> bool:
             async with engine.connect() as conn:
-                open_runs = await conn.scalar(select(func.count()).select_from(Execution).where(
-                    Execution.id.in_(ids), Execution.status.not_in([str(s) for s in FINISHED])))
+                open_runs = await conn.scalar(
+                    select(func.count())
+                    .select_from(Execution)
+                    .where(
+                        Execution.id.in_(ids), Execution.status.not_in([str(s) for s in FINISHED])
+                    )
+                )
             return open_runs == 0
 
         with contextlib.suppress(AssertionError):  # what is still open is stuck
-            await wait_for(rows_finished, timeout=60, interval=0.5,
-                           what="every run's record to be finished")
+            await wait_for(
+                rows_finished, timeout=60, interval=0.5, what="every run's record to be finished"
+            )
         async with engine.connect() as conn:
             rows = {row.id: row for row in (await conn.execute(select(Execution))).all()}
-            stored = dict((await conn.execute(
-                select(ExecutionEvent.execution_id, func.max(ExecutionEvent.seq))
-                .group_by(ExecutionEvent.execution_id))).all())
-            ledger: dict[tuple[int, str], int] = {(int(e or 0), str(n)): c for e, n, c in (
-                await conn.execute(
-                select(UsageRecord.execution_id, UsageRecord.node_id, func.count())
-                .where(UsageRecord.kind == "llm")
-                .group_by(UsageRecord.execution_id, UsageRecord.node_id))).all()}
+            stored = dict(
+                (
+                    await conn.execute(
+                        select(ExecutionEvent.execution_id, func.max(ExecutionEvent.seq)).group_by(
+                            ExecutionEvent.execution_id
+                        )
+                    )
+                ).all()
+            )
+            ledger: dict[tuple[int, str], int] = {
+                (int(e or 0), str(n)): c
+                for e, n, c in (
+                    await conn.execute(
+                        select(UsageRecord.execution_id, UsageRecord.node_id, func.count())
+                        .where(UsageRecord.kind == "llm")
+                        .group_by(UsageRecord.execution_id, UsageRecord.node_id)
+                    )
+                ).all()
+            }
         await engine.dispose()
 
         temporal = await TemporalClient.connect(platform.temporal_address)
@@ -661,11 +837,13 @@ class Chaos:
             if row.temporal_workflow_id:
                 try:
                     described = await temporal.get_workflow_handle(
-                        row.temporal_workflow_id).describe()
+                        row.temporal_workflow_id
+                    ).describe()
                     completed = described.status == WorkflowExecutionStatus.COMPLETED
                     if completed != (row.status == ExecutionStatus.COMPLETED):
-                        disagreeing.append(f"{row.id}: row {row.status}, "
-                                           f"Temporal {described.status}")
+                        disagreeing.append(
+                            f"{row.id}: row {row.status}, Temporal {described.status}"
+                        )
                 except RPCError as exc:
                     disagreeing.append(f"{row.id}: Temporal: {exc.message}")
             else:
@@ -688,8 +866,9 @@ class Chaos:
             key = _call_of(request["body"], by_index)
             answered[key] += 1
             first_answer.setdefault(key, at)
-        over = {f"{e}/{n}": c - answered[(e, n)] for (e, n), c in ledger.items()
-                if c > answered[(e, n)]}
+        over = {
+            f"{e}/{n}": c - answered[(e, n)] for (e, n), c in ledger.items() if c > answered[(e, n)]
+        }
         killed, unexplained = 0, {}
         for key, count in answered.items():
             missing_rows = count - ledger.get(key, 0)
@@ -700,14 +879,27 @@ class Chaos:
             else:
                 unexplained[f"{key[0]}/{key[1]}"] = missing_rows
         return Report(
-            plan=self.plan, runs=runs, disruptions=self.disruptions, statuses=statuses,
-            errors=errors, stuck=stuck, lost=lost, duplicated=duplicated,
-            llm_answered=len(llm.requests), ledger_llm_rows=sum(ledger.values()),
-            ledger_over=over, unrecorded_killed=killed, unrecorded_unexplained=unexplained,
-            disagreeing=disagreeing, orphans=len(set(rows) - ids), longest_stall_s=stall,
-            longest_stall_run=stall_run, elapsed_s=elapsed,
+            plan=self.plan,
+            runs=runs,
+            disruptions=self.disruptions,
+            statuses=statuses,
+            errors=errors,
+            stuck=stuck,
+            lost=lost,
+            duplicated=duplicated,
+            llm_answered=len(llm.requests),
+            ledger_llm_rows=sum(ledger.values()),
+            ledger_over=over,
+            unrecorded_killed=killed,
+            unrecorded_unexplained=unexplained,
+            disagreeing=disagreeing,
+            orphans=len(set(rows) - ids),
+            longest_stall_s=stall,
+            longest_stall_run=stall_run,
+            elapsed_s=elapsed,
             reconnects=sum(r.watcher.reconnects for r in runs if r.watcher),
-            client_retries=client.retries)
+            client_retries=client.retries,
+        )
 
 
 def _call_of(body: dict[str, Any], by_index: dict[int, int]) -> tuple[int, str]:
@@ -731,11 +923,16 @@ def _longest_stall(run: Run) -> float:
             waiting_for_person.add(len(times))
         times.append(datetime.fromisoformat(event["ts"]).timestamp())
     last = run.watcher.events[-1]["type"] if run.watcher.events else ""
-    if last not in (EventType.EXECUTION_COMPLETED, EventType.EXECUTION_FAILED,
-                    EventType.EXECUTION_CANCELLED):
+    if last not in (
+        EventType.EXECUTION_COMPLETED,
+        EventType.EXECUTION_FAILED,
+        EventType.EXECUTION_CANCELLED,
+    ):
         times.append(time.time())
-    return max((b - a for i, (a, b) in enumerate(pairwise(times))
-                if i not in waiting_for_person), default=0.0)
+    return max(
+        (b - a for i, (a, b) in enumerate(pairwise(times)) if i not in waiting_for_person),
+        default=0.0,
+    )
 
 
 # -- make chaos -------------------------------------------------------------------------------
@@ -744,22 +941,46 @@ def _longest_stall(run: Run) -> float:
 def _arguments(argv: list[str] | None) -> tuple[Plan, Path | None, Path | None]:
     parser = argparse.ArgumentParser(prog="make chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=int(os.environ.get("KEEL_CHAOS_RUNS", 200)))
-    parser.add_argument("--kill-every", type=float,
-                        default=float(os.environ.get("KEEL_CHAOS_KILL_EVERY_S", 10)),
-                        help="mean seconds between worker SIGKILLs")
-    parser.add_argument("--start-over", type=float, default=None,
-                        help="spread the starts over this many seconds (default 0.3 s a run)")
-    parser.add_argument("--database", choices=("mariadb", "sqlite"),
-                        default=os.environ.get("KEEL_CHAOS_DATABASE", "mariadb"))
+    parser.add_argument(
+        "--kill-every",
+        type=float,
+        default=float(os.environ.get("KEEL_CHAOS_KILL_EVERY_S", 10)),
+        help="mean seconds between worker SIGKILLs",
+    )
+    parser.add_argument(
+        "--start-over",
+        type=float,
+        default=None,
+        help="spread the starts over this many seconds (default 0.3 s a run)",
+    )
+    parser.add_argument(
+        "--database",
+        choices=("mariadb", "sqlite"),
+        default=os.environ.get("KEEL_CHAOS_DATABASE", "mariadb"),
+    )
     parser.add_argument("--deadline", type=float, default=1500.0)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep the platform's data and logs here (default: a temp dir)")
-    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "reliability.md",
-                        help="where to write the table ('-' for stdout only)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the platform's data and logs here (default: a temp dir)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=ROOT / "docs" / "reliability.md",
+        help="where to write the table ('-' for stdout only)",
+    )
     args = parser.parse_args(argv)
-    plan = Plan(runs=args.runs, kill_every_s=args.kill_every, start_over_s=args.start_over,
-                database=args.database, deadline_s=args.deadline, seed=args.seed)
+    plan = Plan(
+        runs=args.runs,
+        kill_every_s=args.kill_every,
+        start_over_s=args.start_over,
+        database=args.database,
+        deadline_s=args.deadline,
+        seed=args.seed,
+    )
     report = None if str(args.report) == "-" else args.report
     return plan, args.workdir, report
 
@@ -768,8 +989,9 @@ def main(argv: list[str] | None = None) -> int:
     plan, workdir, report_file = _arguments(argv)
     temporary = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="keel-chaos-"))
-    command = "make chaos" + (f" CHAOS_ARGS=\"{' '.join(argv or sys.argv[1:])}\""
-                              if (argv or sys.argv[1:]) else "")
+    command = "make chaos" + (
+        f' CHAOS_ARGS="{" ".join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""
+    )
     sys.stderr.write(f"chaos: {plan.runs} runs, logs in {workdir}\n")
     report = asyncio.run(Chaos(plan, workdir).run())
     text = report.markdown(command)
