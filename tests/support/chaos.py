@@ -39,6 +39,9 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
@@ -64,7 +67,8 @@ class Plan:
     """How big the run is and what it breaks."""
 
     runs: int = 200
-    kill_every_s: float = 10.0  # mean time between worker SIGKILLs (uniform in 0.5x-1.5x)
+    # Mean time a worker serves (polls) before it is SIGKILLed (uniform in 0.5x-1.5x).
+    kill_every_s: float = 10.0
     start_over_s: float | None = None  # the starts are spread over this; default 0.3 s a run
     database: str = "mariadb"  # or "sqlite" (then no database restart)
     restart_temporal: bool = True
@@ -271,6 +275,24 @@ class KeelUp:
                 return child
         return None
 
+    async def serving_worker(self, temporal: TemporalClient) -> int | None:
+        """The worker's pid once it polls the task queue (its identity is pid@host)."""
+        pid = self.child("worker")
+        if pid is None:
+            return None
+        try:
+            async with asyncio.timeout(10):
+                response = await temporal.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(
+                        namespace="default",
+                        task_queue=TaskQueue(name="keel"),
+                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                    )
+                )
+        except (RPCError, TimeoutError):
+            return None
+        return pid if any(p.identity.startswith(f"{pid}@") for p in response.pollers) else None
+
     async def kill_child(self, name: str, timeout: float = 30) -> bool:
         """SIGKILL the child (waiting for one to be running): keel up restarts it."""
 
@@ -460,7 +482,7 @@ class Report:
         return (
             f"Command: `{command}`  \n"
             f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; database: {self.plan.database}; "
-            f"worker SIGKILL every {self.plan.kill_every_s:g} s on average; "
+            f"each worker SIGKILLed after polling for {self.plan.kill_every_s:g} s on average; "
             f"starts spread over {self.plan.load_s:.0f} s. "
             f"Result: **{'pass' if self.passed else 'FAIL'}**.\n\n"
             "| check | result |\n|---|---|\n"
@@ -664,8 +686,9 @@ class Chaos:
             asyncio.create_task(self._one(run, i, client, platform, headers, workflows, deadline))
             for i, run in enumerate(runs)
         ]
+        temporal = await TemporalClient.connect(platform.temporal_address)
         chaos = [
-            asyncio.create_task(self._kill_workers(platform)),
+            asyncio.create_task(self._kill_workers(platform, temporal)),
             asyncio.create_task(self._restarts(platform, database)),
             asyncio.create_task(self._approve(runs, client)),
         ]
@@ -713,11 +736,22 @@ class Chaos:
         except (Unanswered, TimeoutError) as exc:
             run.problem = f"{type(exc).__name__}: {exc}"
 
-    async def _kill_workers(self, platform: KeelUp) -> None:
-        """SIGKILL keel up's worker every few seconds, at random, until the load is done."""
+    async def _kill_workers(self, platform: KeelUp, temporal: TemporalClient) -> None:
+        """Until the load is done: once the worker polls, let it serve for a random few
+        seconds, then SIGKILL it (keel up starts another)."""
         while not self.load_done.is_set():
+
+            async def serving() -> int | None:
+                return await platform.serving_worker(temporal)
+
+            try:
+                pid = await wait_for(serving, timeout=120, interval=0.2, what="a serving worker")
+            except AssertionError:
+                continue  # Temporal restarting, say: look again
             await asyncio.sleep(self.plan.kill_every_s * self.random.uniform(0.5, 1.5))
-            if await platform.kill_child("worker"):
+            if platform.child("worker") == pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
                 self.kill_times.append(time.time())
                 self._note("worker SIGKILL")
 
@@ -945,7 +979,7 @@ def _arguments(argv: list[str] | None) -> tuple[Plan, Path | None, Path | None]:
         "--kill-every",
         type=float,
         default=float(os.environ.get("KEEL_CHAOS_KILL_EVERY_S", 10)),
-        help="mean seconds between worker SIGKILLs",
+        help="mean seconds a worker serves before it is SIGKILLed",
     )
     parser.add_argument(
         "--start-over",
