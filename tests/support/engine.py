@@ -230,6 +230,7 @@ async def worker_process(platform: Platform, log: Path | None = None,
         "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
         "KEEL_TASK_QUEUE": settings.task_queue,
         "KEEL_SECRET_KEY": settings.secret_key,
+        "KEEL_TOOLS_ALLOW_PRIVATE": str(settings.tools_allow_private).lower(),
         **({"KEEL_PRICING_FILE": str(settings.pricing_file)} if settings.pricing_file else {}),
         **settings_env,
     }
