@@ -13,12 +13,14 @@ STAMP      := $(VENV)/.keel-installed
 UV_VERSION := 0.13.9
 UV         := UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(BIN)/uv
 
-.PHONY: help setup lock run test test-fast bench lint ci migrate clean clean-data
+.PHONY: help setup lock run test test-fast bench chaos lint ci migrate clean clean-data
 
 help:
 	@echo "make run         start Keel locally (Temporal dev server, worker, API) in the foreground"
 	@echo "make test        run the test-suite"
 	@echo "make test-fast   the test-suite without the engine tests and MySQL, for the edit-test loop"
+	@echo "make chaos       200 runs while workers, Temporal, MariaDB and the API are killed;"
+	@echo "                 rewrites the table in docs/reliability.md (CHAOS_ARGS=\"--runs 50\")"
 	@echo "make lint        ruff (lint and format check) and mypy"
 	@echo "make ci          what CI runs (.ci/run): a private MariaDB, make lint, make test"
 	@echo "make lock        rewrite uv.lock after changing dependencies in pyproject.toml"
@@ -59,6 +61,15 @@ test-fast: $(STAMP)
 # KEEL_BENCH_QUICK=1 make bench is a quick validation run.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The chaos run (not part of `make test`; tests/scale/test_chaos.py is its short
+# version): `keel up` on a private MariaDB (started with .ci/mariadb.sh) under a
+# bounded load, its worker SIGKILLed every few seconds, Temporal, MariaDB and the API
+# restarted once each; rewrites the table in docs/reliability.md. Around 15-25 minutes
+# on a busy 2-core machine. CHAOS_ARGS: --runs N, --kill-every S, --database sqlite,
+# --workdir DIR (keeps the logs), --report - (print only).
+chaos: $(STAMP)
+	$(BIN)/python -m tests.support.chaos $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

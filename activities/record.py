@@ -61,6 +61,11 @@ class RecordActivities:
                 log.warning("execution row is gone; nothing to record",
                             execution_id=params.execution_id)
                 return 0
+            if execution.temporal_workflow_id is None:
+                # The API started the run but died (or lost its database) before
+                # recording it; without the id a watcher's feed would wait forever.
+                execution.temporal_workflow_id = temporal_workflow_id
+                execution.temporal_run_id = activity.info().workflow_run_id
             before = execution.status
             added = await append(session, execution, events, fold)
             await session.commit()

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette import status as http
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -151,8 +151,23 @@ async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
                     "time; fetch the current state and retry", None)
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database went away mid-request (restarting, connection lost, locked): a 503
+    the client can retry, not a 500. Other database errors stay 500s."""
+    assert isinstance(exc, DBAPIError)
+    if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+        raise exc
+    # The statement and its parameters stay out of the log line and the answer.
+    log.warning("database unavailable", method=request.method, path=request.url.path,
+                error=type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__)
+    return envelope(http.HTTP_503_SERVICE_UNAVAILABLE,
+                    "the database is unavailable for the moment; retry shortly", None,
+                    headers={"Retry-After": "1"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)

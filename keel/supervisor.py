@@ -118,7 +118,12 @@ def _exit_with_parent() -> None:
 class RestartPolicy:
     """When a child that died is started again: after a delay that doubles with each
     consecutive fast failure (death within ``fast_s`` of starting), never after
-    ``give_up_after`` of them in a row. A child that ran longer starts a fresh count."""
+    ``give_up_after`` of them in a row. A child that ran longer starts a fresh count.
+
+    A child ended by SIGKILL did not fail on its own (a crash is SIGSEGV or SIGABRT,
+    an error an exit code): something outside killed it (the OOM killer, an operator,
+    the chaos run). It is restarted at once and starts a fresh count too, or a worker
+    killed a few times in a row would make ``keel up`` give up on a healthy platform."""
 
     first_delay_s: float = 0.5
     max_delay_s: float = 30.0
@@ -126,9 +131,10 @@ class RestartPolicy:
     give_up_after: int = 5
     fast_failures: int = 0
 
-    def delay_after(self, ran_s: float) -> float | None:
+    def delay_after(self, ran_s: float, killed: bool = False) -> float | None:
         """Seconds to wait before restarting, or None: give up."""
-        self.fast_failures = self.fast_failures + 1 if ran_s < self.fast_s else 0
+        fast = ran_s < self.fast_s and not killed
+        self.fast_failures = self.fast_failures + 1 if fast else 0
         if self.fast_failures >= self.give_up_after:
             return None
         return min(self.first_delay_s * 2 ** self.fast_failures, self.max_delay_s)
@@ -430,7 +436,7 @@ class Platform:
                 if code is None:
                     continue
                 ran_s = now - child.started_at
-                delay = child.policy.delay_after(ran_s)
+                delay = child.policy.delay_after(ran_s, killed=code == -signal.SIGKILL)
                 if delay is None:
                     log.error("child keeps failing soon after starting; giving up",
                               process=child.name, exit_code=code,

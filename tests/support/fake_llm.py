@@ -54,10 +54,14 @@ class FakeOpenAI:
         return {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens,
                 "total_tokens": turn.prompt_tokens + turn.completion_tokens}
 
+    def turn_for(self, body: dict[str, Any]) -> Turn:
+        """The answer to this request: the next scripted turn (the last one repeats)."""
+        return self.turns[min(len(self.requests) - 1, len(self.turns) - 1)]
+
     async def _complete(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append({"body": body, "authorization": request.headers.get("authorization")})
-        turn = self.turns[min(len(self.requests) - 1, len(self.turns) - 1)]
+        turn = self.turn_for(body)
         if turn.status != 200:
             sent = (request.headers.get("authorization") or "").removeprefix("Bearer ")
             message = (f"Incorrect API key provided: {sent}" if turn.echo_key

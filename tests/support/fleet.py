@@ -10,9 +10,11 @@ import contextlib
 import json
 import signal
 import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import websockets
@@ -119,15 +121,26 @@ def streaming_llm() -> CountingOpenAI:
     return CountingOpenAI([Turn(content="a short answer streamed word by word")])
 
 
+class Api(Protocol):
+    """Where a client finds an API: a ``KeelProcess``, or the API of ``keel up``."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+
 @dataclass
 class Watcher:
     """Follows one execution over WebSocket from any of ``apis``, reconnecting with
-    ``after=<last seq>`` when its API drops it or closes with 1012."""
+    ``after=<last seq>`` when its API drops it, refuses it, or closes with 1012."""
 
     execution_id: int
-    apis: list[KeelProcess]
+    apis: Sequence[Api]
     headers: dict[str, str]
     events: list[dict[str, Any]] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)  # time.time() of each event
     reconnects: int = 0
 
     @property
@@ -146,12 +159,13 @@ class Watcher:
                     async with websockets.connect(url, additional_headers=self.headers) as ws:
                         async for message in ws:
                             self.events.append(json.loads(message))
+                            self.received_at.append(time.time())
                     return  # closed normally after the last event
                 except websockets.ConnectionClosed as closed:
                     if closed.rcvd is not None and closed.rcvd.code in (1000,):
                         return
-                except OSError:
-                    pass
+                except (OSError, websockets.InvalidHandshake, TimeoutError):
+                    pass  # down, restarting, or refusing for now (e.g. 503): again
                 self.reconnects += 1
                 await asyncio.sleep(0.2)
 
