@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import AdminWorkspaceDep, SessionDep, ViewerWorkspaceDep
-from api.errors import Unprocessable
+from api.errors import NotFound, Unprocessable
 from api.schemas.billing import (
     AgentBreakdown,
     AgentUsageItem,
@@ -24,10 +24,11 @@ from api.schemas.billing import (
 from api.schemas.common import MAX_DB_ID, Envelope, error_responses, ok
 from infra import ledger
 from infra.dbtypes import utcnow
-from infra.models import Agent
+from infra.models import Agent, UsageRecord, Workflow
 from infra.usd import usd_text
 
-router = APIRouter(prefix="/api/v1/Billing", tags=["Billing"], responses=error_responses(422))
+router = APIRouter(prefix="/api/v1/Billing", tags=["Billing"],
+                   responses=error_responses(404, 422))
 
 DEFAULT_RANGE = timedelta(days=30)
 
@@ -95,7 +96,29 @@ class Filters:
         self.value = ledger.UsageFilter(workspace_id, start_at, end_at, agent_id, workflow_id)
 
 
-FiltersDep = Annotated[Filters, Depends()]
+async def _named_here(session: SessionDep, workspace_id: int, model: type[Agent | Workflow],
+                      column: Any, item_id: int) -> bool:
+    """Whether an id names this workspace's object, or one whose usage this workspace kept
+    (a deleted agent or workflow): other workspaces' ids are 404, as elsewhere."""
+    if await session.scalar(select(model.id).where(model.id == item_id,
+                                                   model.workspace_id == workspace_id)):
+        return True
+    return await session.scalar(select(UsageRecord.id).where(
+        column == item_id, UsageRecord.workspace_id == workspace_id).limit(1)) is not None
+
+
+async def _scoped(filters: Annotated[Filters, Depends()], session: SessionDep) -> Filters:
+    f = filters.value
+    if f.agent_id is not None and not await _named_here(
+            session, f.workspace_id, Agent, UsageRecord.agent_id, f.agent_id):
+        raise NotFound(f"agent {f.agent_id} does not exist")
+    if f.workflow_id is not None and not await _named_here(
+            session, f.workspace_id, Workflow, UsageRecord.workflow_id, f.workflow_id):
+        raise NotFound(f"workflow {f.workflow_id} does not exist")
+    return filters
+
+
+FiltersDep = Annotated[Filters, Depends(_scoped)]
 
 
 def _range(filters: ledger.UsageFilter) -> dict[str, datetime]:
