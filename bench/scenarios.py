@@ -443,11 +443,11 @@ async def hammer(ctx: Context, url: str, seconds: float, clients: int) -> Hammer
 
 def api_targets(ctx: Context) -> dict[str, str]:
     agent = ctx.agents["zero"]
+    page = "?page=1&page_size=20"
     return {
         "Keel GET /Agent/{id}": f"{ctx.platform.api_url}/api/v1/Agent/{agent}",
         "bare GET /agent/{id}": f"{ctx.platform.bare_api_url}/agent/{agent}",
-        "Keel GET /Execution/ (page of 20)":
-            f"{ctx.platform.api_url}/api/v1/Execution/?page=1&page_size=20",
+        "Keel GET /Execution/ (page of 20)": f"{ctx.platform.api_url}/api/v1/Execution/{page}",
         "bare GET /executions (20 rows)": f"{ctx.platform.bare_api_url}/executions",
     }
 

@@ -161,7 +161,8 @@ async def agent_breakdown(session: AsyncSession, filters: UsageFilter) -> list[A
             select(UsageRecord.agent_id, UsageRecord.model)
             .where(*filters.where(), UsageRecord.agent_id.is_not(None),
                    # "= true", not "IS TRUE": only the former can use an index on MySQL
-                   UsageRecord.unpriced == True)  # noqa: E712
+                   UsageRecord.unpriced == True,  # noqa: E712
+                   )
             .group_by(group, UsageRecord.model)
             .order_by(UsageRecord.model)
         )).all():
