@@ -34,6 +34,7 @@ PASSTHROUGH_MODULES = (
     "workflows.definition",
     "workflows.status",
     "workflows.templates",
+    "workflows.handover",
     "workflows.loops",
     "workflows.memo",
 )
