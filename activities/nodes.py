@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
@@ -17,12 +18,14 @@ from infra.ledger import (
 )
 from infra.llm import AgentModel, LlmError, call_model, tool_schema
 from infra.logging import get_logger
+from infra.metrics import TOOL_CALLS, model_call_answered, model_call_failed
 from infra.pricing import Pricing
 from infra.secrets import SecretDecryptionError, decrypt
 from infra.settings import Settings
-from infra.tools.common import RetryableToolError
+from infra.tools.common import RetryableToolError, ToolOutcome
 from infra.tools.http import call_http
 from infra.tools.mcp import call_mcp
+from infra.tracing import tracer
 from infra.usd import usd_text
 from workflows.contracts import (
     ActivityName,
@@ -74,6 +77,7 @@ class NodeActivities:
                     reply = await call_model(agent, self.settings, params.messages, tools,
                                              params.call_index, attempt, on_delta)
             except LlmError as exc:
+                model_call_failed(spec.provider, spec.model)
                 raise await fail(str(exc), node_id=params.node_id,
                                  non_retryable=not exc.retryable) from exc
             async with self.sessions() as session, session.begin():
@@ -88,6 +92,11 @@ class NodeActivities:
                     cached_tokens=reply.cached_tokens, reasoning_tokens=reply.reasoning_tokens,
                     latency_ms=(time.perf_counter() - started) * 1000, pricing=self.pricing,
                 )
+            model_call_answered(
+                spec.provider, reply.model, time.perf_counter() - started,
+                prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                cached_tokens=reply.cached_tokens, reasoning_tokens=reply.reasoning_tokens,
+                cost_usd=row.cost_usd if row else None)
             return LlmCallResult(
                 content=reply.content, tool_calls=reply.tool_calls, model=reply.model,
                 attempt=attempt,
@@ -109,21 +118,28 @@ class NodeActivities:
                 raise await fail(f"tool type {tool.type!r} is not available",
                                  node_id=params.node_id, non_retryable=True)
             try:
-                if tool.type == "mcp":
-                    outcome = await call_mcp(tool.name, tool.config, tool.input_schema,
-                                             params.arguments, self.settings.secret_key,
-                                             self.settings)
-                else:
-                    outcome = await call_http(tool.name, tool.config, tool.input_schema,
-                                              params.arguments, params.call_id,
-                                              self.settings.secret_key, self.settings)
+                with tracer().start_as_current_span(
+                        f"execute_tool {tool.name}", kind=SpanKind.CLIENT,
+                        attributes={"gen_ai.operation.name": "execute_tool",
+                                    "gen_ai.tool.name": tool.name, "keel.tool.type": tool.type}):
+                    outcome = await self._call(params)
             except RetryableToolError as exc:
+                TOOL_CALLS.labels(tool.name, "retryable_error").inc()
                 await self._record_tool(params, attempt, ok=False, latency_ms=None)
                 raise await fail(str(exc), node_id=params.node_id) from exc
+            TOOL_CALLS.labels(tool.name, "ok" if outcome.ok else "error").inc()
             await self._record_tool(params, attempt, ok=outcome.ok,
                                     latency_ms=outcome.latency_ms)
             return ToolCallResult(ok=outcome.ok, output=outcome.output, error=outcome.error,
                                   latency_ms=outcome.latency_ms, attempt=attempt)
+
+    async def _call(self, params: ToolCallInput) -> ToolOutcome:
+        tool = params.tool
+        if tool.type == "mcp":
+            return await call_mcp(tool.name, tool.config, tool.input_schema, params.arguments,
+                                  self.settings.secret_key, self.settings)
+        return await call_http(tool.name, tool.config, tool.input_schema, params.arguments,
+                               params.call_id, self.settings.secret_key, self.settings)
 
     async def _record_tool(self, params: ToolCallInput, attempt: int, *, ok: bool,
                            latency_ms: float | None) -> None:

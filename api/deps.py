@@ -14,7 +14,6 @@ from temporalio.client import Client
 from api.errors import Forbidden, Unauthorized
 from api.principal import bearer_scheme, caller_from_bearer
 from infra.accounts import Caller
-from infra.models import DEFAULT_WORKSPACE_ID
 from infra.security.roles import Role
 from infra.settings import Settings
 
@@ -24,12 +23,14 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _settings(request: Request) -> Settings:
+# Dependencies are ``async def`` even when they do not await: FastAPI runs a plain
+# ``def`` dependency in a worker thread, a thread hop per request for a dict lookup.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _temporal(request: Request) -> Client:
+async def _temporal(request: Request) -> Client:
     client: Client = request.app.state.temporal
     return client
 
@@ -72,18 +73,20 @@ def require(role: Role) -> Any:
     return Depends(caller_with_role)
 
 
-async def _workspace(caller: Annotated[Caller | None, Depends(_presented_caller)]) -> int:
-    # The caller's workspace. TRANSITIONAL, until every route declares its role (issue
-    # 10's wiring): a request without a credential still acts in the default workspace.
-    return DEFAULT_WORKSPACE_ID if caller is None else caller.workspace_id
+def workspace_for(role: Role) -> Any:
+    """A dependency: the workspace of a caller whose role includes ``role`` (401/403 as
+    ``require``). For routes that need only the workspace to scope their queries."""
+
+    checked = require(role)
+
+    async def workspace_id(caller: Caller = checked) -> int:
+        return caller.workspace_id
+
+    return Depends(workspace_id)
 
 
 class PageParams:
-    def __init__(
-        self,
-        page: Annotated[int, Query(ge=1, description="Page number, from 1.")] = 1,
-        page_size: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
-    ) -> None:
+    def __init__(self, page: int = 1, page_size: int = 20) -> None:
         self.page = page
         self.page_size = page_size
 
@@ -92,13 +95,24 @@ class PageParams:
         return (self.page - 1) * self.page_size
 
 
+async def _page(
+    page: Annotated[int, Query(ge=1, description="Page number, from 1.")] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 20,
+) -> PageParams:
+    # A coroutine, not the class itself: FastAPI would call the class in a worker thread.
+    return PageParams(page, page_size)
+
+
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
-WorkspaceDep = Annotated[int, Depends(_workspace)]
 CallerDep = Annotated[Caller, Depends(_caller)]  # any valid credential
 ViewerDep = Annotated[Caller, require(Role.VIEWER)]
 EditorDep = Annotated[Caller, require(Role.EDITOR)]
 AdminDep = Annotated[Caller, require(Role.ADMIN)]
 OwnerDep = Annotated[Caller, require(Role.OWNER)]
-PageDep = Annotated[PageParams, Depends()]
+# The caller's workspace, for a caller with at least that role.
+ViewerWorkspaceDep = Annotated[int, workspace_for(Role.VIEWER)]
+EditorWorkspaceDep = Annotated[int, workspace_for(Role.EDITOR)]
+AdminWorkspaceDep = Annotated[int, workspace_for(Role.ADMIN)]
+PageDep = Annotated[PageParams, Depends(_page)]

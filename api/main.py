@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api.errors import install_error_handlers
+from api.metrics import install_metrics
 from api.middleware.body_limit import BodyLimitMiddleware
 from api.middleware.collection_paths import CollectionPathMiddleware
 from api.middleware.request_context import RequestContextMiddleware
@@ -33,6 +35,7 @@ from infra.logging import configure_logging, get_logger
 from infra.security.throttle import FailureThrottle
 from infra.settings import Settings, get_settings
 from infra.temporal import connect
+from infra.tracing import configure_tracing, tracer_provider
 
 log = get_logger("keel.api")
 
@@ -42,6 +45,8 @@ DESCRIPTION = """Durable AI-agent orchestration. Every response is an envelope
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Before the lifespan connects to Temporal: the client gets the tracing interceptor.
+    configure_tracing("keel-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_bytes)
+    install_metrics(app)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(CollectionPathMiddleware)
     for module in (health, auth, workspaces, api_keys, agents, tools, workflows, executions,
@@ -91,6 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     install_viewer(app)
     install_docs(app)
+    provider = tracer_provider()
+    if provider is not None:
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider,
+                                           excluded_urls="/metrics")
     return app
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.deps import PageParams
 from api.errors import Conflict, NotFound
 from api.schemas.common import MAX_DB_ID
+from infra.accounts import Caller
 from infra.models import Base, Workflow, WorkflowVersion, WorkflowVersionRef
 from infra.settings import Settings
 
@@ -82,6 +83,10 @@ class Resource(Generic[M]):
 
     async def check_deletable(self, session: AsyncSession, item: M) -> None:
         """Raise Conflict while something still needs ``item``."""
+
+    def authorize(self, caller: Caller, item: M | None, sent: dict[str, Any]) -> None:
+        """Raise Forbidden when this change (a create when ``item`` is None) needs more
+        than the editor role every change needs."""
 
     async def get(self, session: AsyncSession, item_id: int, workspace_id: int) -> M:
         return await get_or_404(session, self.model, item_id, workspace_id, self.label)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import websockets
+import websockets.asyncio.client
 from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client
 
@@ -85,9 +86,16 @@ class Run:
 
 
 class Keel:
-    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
-        self.http = http
+    def __init__(self, http: httpx.AsyncClient, base_url: str,
+                 headers: dict[str, str]) -> None:
+        self.http = http  # sends the credential (``headers``) with every request
         self.ws_base = base_url.replace("http://", "ws://")
+        self.headers = headers
+
+    def connect(self, execution_id: int) -> websockets.asyncio.client.connect:
+        """A WebSocket to the run's events, with the credential."""
+        return websockets.connect(self.ws_url(execution_id), open_timeout=60, max_queue=None,
+                                  additional_headers=self.headers)
 
     async def agent(self, name: str, **fields: Any) -> int:
         body = {"name": name, "provider": "fake", "model": "fake-echo", **fields}
@@ -112,8 +120,7 @@ class Keel:
     async def watch(self, execution_id: int, into: list[Received],
                     connected: asyncio.Event | None = None) -> int | None:
         """Append every event the WebSocket sends until the terminal one; the close code."""
-        async with websockets.connect(self.ws_url(execution_id), open_timeout=60,
-                                      max_queue=None) as ws:
+        async with self.connect(execution_id) as ws:
             if connected is not None:
                 connected.set()
             async for message in ws:
@@ -137,7 +144,8 @@ class Keel:
         return run
 
 
-def _ts(event: Any) -> float:
+def event_time(event: Any) -> float:
+    """A history event's time (the dev server's wall clock), in seconds since the epoch."""
     return float(event.event_time.seconds) + event.event_time.nanos / 1e9
 
 
@@ -155,7 +163,7 @@ async def activity_finish_times(client: Client, temporal_id: str) -> dict[str, f
         elif event.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             node = scheduled.get(event.activity_task_completed_event_attributes.scheduled_event_id)
             if node is not None:
-                finished[node] = _ts(event)
+                finished[node] = event_time(event)
     return finished
 
 

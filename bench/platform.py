@@ -173,6 +173,7 @@ class Platform:
     bare_api_port: int = field(default_factory=free_port)
     env: WorkflowEnvironment | None = None
     temporal_pid: int | None = None
+    api_key: str = ""  # an owner API key (`keel apikey create`), made by migrate()
     procs: dict[str, Proc] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -273,6 +274,18 @@ class Platform:
             cwd=self.data_dir, capture_output=True, timeout=180, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"keel migrate failed: {result.stderr.decode()[-2000:]}")
+        # Every request carries a credential, as a client's does: an owner API key.
+        made = subprocess.run(
+            [sys.executable, "-m", "keel", "apikey", "create", "bench", "--role", "owner"],
+            env=self.keel_env(), cwd=self.data_dir, capture_output=True, timeout=180,
+            check=False)
+        if made.returncode != 0:
+            raise RuntimeError(f"keel apikey create failed: {made.stderr.decode()[-2000:]}")
+        self.api_key = made.stdout.decode().strip().splitlines()[-1]
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def start_keel_worker(self, name: str = "worker") -> Proc:
         return self._spawn(name, [sys.executable, "-m", "keel", "worker"],

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import websockets
+from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client
 
 from bench import keel as k
@@ -51,6 +51,7 @@ class Plan:
     api_clients: int
     memory_levels: tuple[int, ...]
     profile_seconds: float
+    capacity_levels: tuple[int, ...]
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
@@ -58,11 +59,13 @@ class Plan:
             return cls(quick=True, repeats=1, engine_runs={1: 4, 10: 20, 50: 50},
                        warmup_runs=2, event_runs=4, paced_delay_s=0.1,
                        fanout_levels=(1, 100, 1000), fanout_repeats=1, api_seconds=2.0,
-                       api_clients=50, memory_levels=(1, 20, 100), profile_seconds=6.0)
+                       api_clients=50, memory_levels=(1, 20, 100), profile_seconds=6.0,
+                       capacity_levels=(5, 20, 80))
         return cls(quick=False, repeats=3, engine_runs={1: 8, 10: 30, 50: 50},
                    warmup_runs=3, event_runs=12, paced_delay_s=0.1,
                    fanout_levels=(1, 100, 1000), fanout_repeats=2, api_seconds=4.0,
-                   api_clients=50, memory_levels=(1, 100, 500), profile_seconds=12.0)
+                   api_clients=50, memory_levels=(1, 100, 1000), profile_seconds=12.0,
+                   capacity_levels=(5, 10, 20, 40, 80, 160))
 
 
 @dataclass
@@ -288,7 +291,7 @@ async def _fanout_once(ctx: Context, watchers: int) -> FanoutLevel:
     async def watcher(into: list[k.Received]) -> None:
         nonlocal connected
         async with connect_gate:
-            ws = await websockets.connect(ctx.keel.ws_url(eid), open_timeout=60, max_queue=None)
+            ws = await ctx.keel.connect(eid)
         connected += 1
         if connected == watchers:
             all_connected.set()
@@ -363,12 +366,13 @@ class RawHttp:
     process several ms of CPU per request with 50 pooled connections, which on a small
     machine takes the CPU the server under test needs; this costs a few dozen us."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.target = parts.path + (f"?{parts.query}" if parts.query else "")
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self.request = (f"GET {self.target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                        "Accept: application/json\r\n\r\n").encode()
+                        f"Accept: application/json\r\n{extra}\r\n").encode()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -404,7 +408,8 @@ class RawHttp:
 async def hammer(ctx: Context, url: str, seconds: float, clients: int) -> Hammer:
     latencies: list[float] = []
     ok = errors = 0
-    conns = [RawHttp(url) for _ in range(clients)]
+    # The credential goes to the bare API too (which ignores it): the same request bytes.
+    conns = [RawHttp(url, ctx.platform.auth_headers) for _ in range(clients)]
     try:
         # open the connections (and warm the route) first: the measured stretch is steady
         for status in await asyncio.gather(*[c.get() for c in conns]):
@@ -462,6 +467,79 @@ async def api(ctx: Context) -> dict[str, list[Hammer]]:
             print(f"  api r{repeat + 1} {name:36} {result.rps:7.0f} req/s "
                   f"p99={pct(result.latencies, 99) * 1000:6.1f} ms errors={result.errors} "
                   f"load-gen={result.loadgen_cpu:.0%} of a core", flush=True)
+    return out
+
+
+# -- capacity -----------------------------------------------------------------------------
+
+START_LATENCY_LIMIT_S = 1.0
+
+
+@dataclass
+class CapacityLevel:
+    concurrency: int
+    runs: int
+    throughput: float  # completed runs per second
+    start_latencies: list[float]  # sent -> first workflow task started (s)
+    failures: int
+
+
+async def _first_task_started(client: Client, workflow_id: str) -> float:
+    """When the server started the run's first workflow task (its wall clock)."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    for event in history.events:
+        if event.event_type == HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            return k.event_time(event)
+    return math.nan
+
+
+async def _capacity_level(ctx: Context, system: str, concurrency: int) -> CapacityLevel:
+    """``concurrency`` chain runs in flight, closed loop, 3 runs per slot (at least 15)."""
+    started: list[tuple[str, float]] = []  # (Temporal workflow id, sent)
+    name, arg = SHAPES["chain"]
+
+    async def one() -> float:
+        sent = time.time()
+        if system == "keel":
+            run = await ctx.keel.run(ctx.workflows["chain"])
+            started.append((run.temporal_id, sent))
+        else:
+            workflow_id = f"bare-cap-{uuid.uuid4().hex}"
+            handle = await ctx.client.start_workflow(name, arg, id=workflow_id,
+                                                     task_queue=BARE_TASK_QUEUE)
+            started.append((workflow_id, sent))
+            await handle.result()
+        return time.time() - sent
+
+    batch = await _batch(ctx, one, max(15, 3 * concurrency), concurrency)
+    gate = asyncio.Semaphore(20)
+
+    async def latency(workflow_id: str, sent: float) -> float:
+        async with gate:
+            return await _first_task_started(ctx.client, workflow_id) - sent
+
+    latencies = await asyncio.gather(*[latency(w, t) for w, t in started])
+    return CapacityLevel(concurrency, len(batch.latencies), batch.throughput,
+                         [v for v in latencies if not math.isnan(v)], len(batch.failures))
+
+
+async def capacity(ctx: Context) -> dict[str, list[CapacityLevel]]:
+    """For Keel and bare: chain runs at rising concurrency until p95 start latency (request
+    sent to first workflow task started) passes 1 s, or the levels or time run out."""
+    out: dict[str, list[CapacityLevel]] = {"keel": [], "bare": []}
+    for system in out:
+        for concurrency in ctx.plan.capacity_levels:
+            if ctx.late():
+                ctx.notes.append(f"capacity {system}: stopped before c={concurrency} "
+                                 "(time budget)")
+                break
+            level = await _capacity_level(ctx, system, concurrency)
+            out[system].append(level)
+            p95 = pct(level.start_latencies, 95)
+            print(f"  capacity {system:4} c={concurrency:<3} start p95={p95 * 1000:7.1f} ms "
+                  f"{level.throughput:6.1f} runs/s", flush=True)
+            if p95 >= START_LATENCY_LIMIT_S:
+                break
     return out
 
 
@@ -527,7 +605,12 @@ async def profile(ctx: Context) -> list[ProfilePhase]:
 class MemoryResult:
     idle_rss: int = 0
     rss: dict[int, int] = field(default_factory=dict)  # waiting executions -> RSS bytes
+    api_rss: dict[int, int] = field(default_factory=dict)  # the same, of the API process
+    api_idle_rss: int = 0
     waiting_check: dict[int, int] = field(default_factory=dict)
+    start_all_s: float = math.nan  # starting the largest level, until all were waiting
+    approve_all_s: float = math.nan  # approving every waiting execution, until all completed
+    approved: int = 0
 
 
 async def _waiting(ctx: Context) -> int:
@@ -559,6 +642,31 @@ async def _started(worker: Proc) -> None:
             await asyncio.sleep(0.1)
 
 
+async def _approve_all(ctx: Context, execution_ids: list[int]) -> tuple[float, int]:
+    """Approve every waiting execution (20 requests at a time); seconds until all report
+    completed, and how many did."""
+    gate = asyncio.Semaphore(20)
+    began = time.monotonic()
+
+    async def approve(execution_id: int) -> None:
+        async with gate:
+            k.data(await ctx.keel.http.post(f"/api/v1/Execution/{execution_id}/signal",
+                                            json={"node_id": "approve", "action": "approve"}))
+
+    async with asyncio.timeout(600):
+        await asyncio.gather(*[approve(e) for e in execution_ids])
+        completed = 0
+        for _ in range(1200):
+            response = await ctx.keel.http.get("/api/v1/Execution/", params={
+                "status": ExecutionStatus.COMPLETED, "workflow_id": ctx.workflows["human"],
+                "page_size": 1})
+            completed = int(k.data(response)["total"])
+            if completed >= len(execution_ids):
+                break
+            await asyncio.sleep(0.2)
+    return time.monotonic() - began, completed
+
+
 async def memory(ctx: Context) -> MemoryResult:
     """A fresh ``keel worker`` process alone on the task queue; executions park on a
     human node; its RSS at each level."""
@@ -568,14 +676,19 @@ async def memory(ctx: Context) -> MemoryResult:
     worker = platform.start_keel_worker("memory_worker")
     await _started(worker)
     result.idle_rss = await _settled_rss(worker.pid)
+    api_pid = platform.procs["api"].pid
+    result.api_idle_rss = rss_bytes(api_pid)
     started = 0
     gate = asyncio.Semaphore(10)
+    execution_ids: list[int] = []
 
     async def start_one() -> None:
         async with gate:
-            await ctx.keel.create(ctx.workflows["human"], start=True)
+            execution_ids.append(
+                (await ctx.keel.create(ctx.workflows["human"], start=True))["id"])
 
     for level in ctx.plan.memory_levels:
+        began = time.monotonic()
         await asyncio.gather(*[start_one() for _ in range(level - started)])
         started = level
         waiting = 0
@@ -586,9 +699,13 @@ async def memory(ctx: Context) -> MemoryResult:
                     break
                 await asyncio.sleep(0.5)
         result.waiting_check[level] = waiting
+        result.start_all_s = time.monotonic() - began
         result.rss[level] = await _settled_rss(worker.pid)
+        result.api_rss[level] = rss_bytes(api_pid)
         print(f"  memory: {level:4} waiting -> RSS {result.rss[level] / 2**20:.1f} MiB",
               flush=True)
+    result.approve_all_s, result.approved = await _approve_all(ctx, execution_ids)
+    print(f"  memory: approved {result.approved} in {result.approve_all_s:.1f} s", flush=True)
     # Put the usual worker back for what runs after this.
     await asyncio.to_thread(worker.stop)
     await _started(platform.start_keel_worker())

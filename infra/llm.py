@@ -25,6 +25,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -39,8 +40,13 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_openai import ChatOpenAI
+from opentelemetry.trace import SpanKind
 
 from infra.settings import Settings
+from infra.tracing import tracer
+
+# Where provider ``openai`` goes when neither the agent nor the settings say.
+DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 
 
 class LlmError(Exception):
@@ -180,7 +186,29 @@ def build_model(agent: AgentModel, settings: Settings, messages: list[dict[str, 
 async def call_model(agent: AgentModel, settings: Settings, messages: list[dict[str, Any]],
                      tools: list[dict[str, Any]], call_index: int, attempt: int,
                      on_delta: Callable[[str], None] | None = None) -> ChatReply:
-    """One model call. Streams text through ``on_delta`` when the provider streams."""
+    """One model call. Streams text through ``on_delta`` when the provider streams.
+    Traced as a client span (OpenTelemetry's GenAI conventions) while tracing is on."""
+    attributes: dict[str, str | int] = {
+        "gen_ai.operation.name": "chat", "gen_ai.system": agent.provider,
+        "gen_ai.request.model": agent.model}
+    endpoint = agent.base_url or settings.openai_base_url or DEFAULT_OPENAI_URL
+    if agent.provider != "fake":
+        url = urlsplit(endpoint)
+        attributes.update({"server.address": url.hostname or "",
+                           "server.port": url.port or (443 if url.scheme == "https" else 80)})
+    with tracer().start_as_current_span(f"chat {agent.model}", kind=SpanKind.CLIENT,
+                                        attributes=attributes) as span:
+        reply = await _call_model(agent, settings, messages, tools, call_index, attempt,
+                                  on_delta)
+        span.set_attributes({"gen_ai.response.model": reply.model,
+                             "gen_ai.usage.input_tokens": reply.prompt_tokens,
+                             "gen_ai.usage.output_tokens": reply.completion_tokens})
+        return reply
+
+
+async def _call_model(agent: AgentModel, settings: Settings, messages: list[dict[str, Any]],
+                      tools: list[dict[str, Any]], call_index: int, attempt: int,
+                      on_delta: Callable[[str], None] | None) -> ChatReply:
     script: dict[str, Any] = agent.metadata.get("fake") or {}
     if agent.provider == "fake":
         if attempt <= int(script.get("fail_attempts", 0)):

@@ -104,33 +104,40 @@ class Settings(BaseSettings):
     # Requests whose body is larger than this get 413.
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
 
-    # Tools. Requests to link-local (169.254.0.0/16, fe80::/10) and cloud-metadata
-    # addresses are refused unless this is true; loopback and private networks are allowed.
+    # Tools. HTTP and MCP HTTP tools may not reach loopback, private, or other
+    # non-public addresses unless tools_allow_private is true (local development, the
+    # test-suite); link-local (169.254.0.0/16, fe80::/10) and cloud-metadata addresses
+    # need tool_allow_link_local as well.
+    tools_allow_private: bool = False
     tool_allow_link_local: bool = False
     # Tool responses (HTTP bodies, MCP results) longer than this many characters are cut.
     tool_max_response_chars: int = Field(default=64_000, ge=100, le=10_000_000)
-    # Commands an MCP stdio tool may start: names (the programs of that name on PATH or
-    # next to the Python running Keel, e.g. in its virtualenv) or full paths; "none": none.
-    mcp_stdio_allowlist: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["python", "python3", "npx", "uvx", "node"])
+    # The exact commands an MCP stdio tool may start (comma-separated, compared as
+    # written, e.g. "/usr/local/bin/mcp-server-git,uvx"); empty (the default): stdio
+    # tools are disabled. An interpreter given inline code (-c, -e, eval...) is refused.
+    mcp_stdio_allowed: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Seconds to connect to an MCP server, and for each request, when the tool sets none.
     mcp_timeout_s: float = Field(default=30.0, gt=0, le=600)
-    # Discovery (list_tools when an MCP tool is saved without input_schema) waits at most
-    # this long, or the tool's timeout_s if shorter; 0 turns discovery off.
-    mcp_discovery_timeout_s: float = Field(default=5.0, ge=0, le=600)
 
-    @field_validator("mcp_stdio_allowlist", mode="before")
+    @field_validator("mcp_stdio_allowed", mode="before")
     @classmethod
-    def _split_allowlist(cls, value: object) -> object:
+    def _split_allowed(cls, value: object) -> object:
         if isinstance(value, str):
-            if value.strip().lower() == "none":
-                return []
             return [command.strip() for command in value.split(",") if command.strip()]
         return value
+
 
     # JSON or TOML file of model prices laid over the built-in table (infra.pricing);
     # empty: the built-in prices only. Read when the worker starts, so a bad file stops it.
     pricing_file: Path | None = None
+
+    # Prometheus metrics of a worker process (the API serves its own at /metrics): Keel's
+    # (model calls, tokens, cost, tool calls, node durations) on worker_metrics_port, the
+    # Temporal SDK's (task slots, polls, latencies...) on temporal_metrics_port; unset:
+    # not served. Bound to metrics_host (0.0.0.0 to let a scraper on another host in).
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    temporal_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ One ``connect`` for the API, the worker and the command line: the namespace, TLS
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -15,12 +16,13 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from infra.logging import get_logger
 from infra.settings import Settings
+from infra.tracing import temporal_interceptors
 
 log = get_logger("keel.temporal")
 
@@ -30,7 +32,17 @@ log = get_logger("keel.temporal")
 EXECUTION_ID_ATTR = SearchAttributeKey.for_int("KeelExecutionId")
 WORKFLOW_ID_ATTR = SearchAttributeKey.for_int("KeelWorkflowId")
 WORKFLOW_VERSION_ATTR = SearchAttributeKey.for_int("KeelWorkflowVersion")
-SEARCH_ATTRIBUTES = (EXECUTION_ID_ATTR, WORKFLOW_ID_ATTR, WORKFLOW_VERSION_ATTR)
+# A keyword (the id as text): the dev server's SQLite visibility store has only three
+# Int search attributes, taken by the ones above.
+WORKSPACE_ID_ATTR = SearchAttributeKey.for_keyword("KeelWorkspaceId")
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
+    EXECUTION_ID_ATTR, WORKFLOW_ID_ATTR, WORKFLOW_VERSION_ATTR, WORKSPACE_ID_ATTR)
+
+
+def attribute_type(key: SearchAttributeKey[Any]) -> str:
+    """The type's name as the temporal command line spells it (Int, Keyword)."""
+    return "Keyword" if key.indexed_value_type == SearchAttributeIndexedValueType.KEYWORD \
+        else "Int"
 
 # The operator service refuses with these when the caller may not change the namespace
 # (Temporal Cloud, a restricted role) or does not offer the call at all.
@@ -66,6 +78,7 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
         api_key=api_key.get_secret_value() if api_key else None,
         tls=tls_config(settings),
         data_converter=pydantic_data_converter,
+        interceptors=temporal_interceptors(),
         lazy=lazy,
     )
 
@@ -88,8 +101,7 @@ def register_command(settings: Settings) -> str:
     if settings.temporal_uses_tls:
         args.append("--tls")
     for key in SEARCH_ATTRIBUTES:
-        args += ["--name", key.name]
-    args += ["--type", "Int"]  # one type for every --name; all of Keel's are Int
+        args += ["--name", key.name, "--type", attribute_type(key)]
     # The API key stays a shell variable reference: quoted, it would be sent literally.
     return " ".join(arg if arg.startswith("$") else shlex.quote(arg) for arg in args)
 
@@ -118,7 +130,7 @@ async def ensure_search_attributes(client: Client, settings: Settings) -> None:
     try:
         await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
             namespace=namespace,
-            search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_INT
+            search_attributes={key.name: IndexedValueType.ValueType(key.indexed_value_type)
                                for key in missing}))
     except RPCError as exc:
         if exc.status == RPCStatusCode.ALREADY_EXISTS:

@@ -37,7 +37,7 @@ import httpx
 from infra.devserver import temporal_binary
 from infra.logging import get_logger
 from infra.settings import Settings
-from infra.temporal import SEARCH_ATTRIBUTES
+from infra.temporal import SEARCH_ATTRIBUTES, attribute_type
 
 log = get_logger("keel.up")
 
@@ -229,7 +229,7 @@ def temporal_command(settings: Settings, data_dir: Path) -> list[str]:
     ]
     for key in SEARCH_ATTRIBUTES:
         # Registering again on a restart (same db file) is a no-op for the same type.
-        command += ["--search-attribute", f"{key.name}=Int"]
+        command += ["--search-attribute", f"{key.name}={attribute_type(key)}"]
     return [*command, "--log-level", "warn"]
 
 

@@ -24,7 +24,11 @@ from infra.migrate import upgrade
 from infra.models import Base
 from infra.settings import Settings
 from infra.temporal import SEARCH_ATTRIBUTES
-from tests.support.accounts import accounts, owner_client, owner_key  # noqa: F401  (fixtures)
+from tests.support.accounts import (  # noqa: F401  (fixtures)
+    accounts,
+    owner_client,
+    owner_key,
+)
 from tests.support.settings import app_client, make_settings
 
 MYSQL_URL = os.environ.get("KEEL_TEST_MYSQL_URL", "")
@@ -85,9 +89,12 @@ def settings(clean_db: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app, real middleware and lifespan, over ASGI."""
-    async with app_client(settings) as http:
+async def client(settings: Settings, owner_key: str  # noqa: F811  (the fixture)
+                 ) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app, real middleware and lifespan, over ASGI, sending an owner's API key
+    of the default workspace (a request may send another ``Authorization``, or ``""``
+    for none)."""
+    async with app_client(settings, owner_key) as http:
         yield http
 
 

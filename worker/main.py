@@ -17,6 +17,8 @@ from infra.db import create_engine, session_factory
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
 from infra.temporal import SearchAttributesMissing, connect, ensure_search_attributes
+from infra.tracing import configure_tracing
+from worker.metrics import serve_metrics
 from workflows.execution import ExecutionWorkflow
 
 log = get_logger("keel.worker")
@@ -28,6 +30,8 @@ PASSTHROUGH_MODULES = (
     "langgraph",
     "langchain_core",
     "langsmith",
+    # The tracing interceptor's workflow side (when tracing is on).
+    "opentelemetry",
     "workflows.contracts",
     "workflows.errors",
     "workflows.events",
@@ -67,6 +71,8 @@ def build_worker(client: Client, settings: Settings,
 async def run_worker(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM, then drain; the process's exit code."""
     configure_logging(settings.log_level, settings.log_format)
+    serve_metrics(settings)
+    configure_tracing("keel-worker")  # before connecting: the client gets the interceptor
     client = await connect(settings)
     try:
         await ensure_search_attributes(client, settings)

@@ -158,6 +158,8 @@ class HumanResponse(BaseModel):
     action: Literal["approve", "reject"]
     comment: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
+    # Who answered: {"type": "user"|"api_key", "id", "name"}; None in older histories.
+    by: dict[str, Any] | None = None
 
 
 class ActivityName(StrEnum):

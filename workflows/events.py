@@ -52,6 +52,10 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+# ``data.by`` of an ``execution.cancelled`` done in Temporal directly (not through the API).
+OPERATOR: dict[str, Any] = {"type": "operator", "id": None, "name": "operator"}
+
+
 class RecordedEvent(Event):
     """An event with its place in the run's stream (1-based, contiguous)."""
 

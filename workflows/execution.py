@@ -85,6 +85,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.errors import NON_RETRYABLE, ErrorType
     from workflows.events import (
         EVENTS_TOPIC,
+        OPERATOR,
         Event,
         EventType,
         ExecutionCompleted,
@@ -170,8 +171,15 @@ class ExecutionWorkflow:
         self.last_finished: str | None = resume.last_finished if resume else None
         self.handover = Handover(resume)  # the graph's checkpoint, only ever at the end
         self.control = RunControl()  # asks LangGraph to stop between two supersteps
+        self.cancelled_by: dict[str, Any] | None = None
 
     # -- operator and client interaction ------------------------------------------------
+
+    @workflow.signal(name="cancel_requested")
+    def cancel_requested(self, by: dict[str, Any]) -> None:
+        """Who asks to cancel (POST /Execution/{id}/cancel sends it just before the cancel);
+        a cancel without it was done in Temporal directly: ``OPERATOR``."""
+        self.cancelled_by = by
 
     @workflow.update(name="respond")
     async def respond(self, response: HumanResponse) -> None:
@@ -211,7 +219,8 @@ class ExecutionWorkflow:
             # A cancel reaches us as CancelledError, or as the ActivityError of the node
             # whose activity acknowledged it; re-raising either ends the run as cancelled.
             if is_cancelled_exception(exc):
-                self._emit(EventType.EXECUTION_CANCELLED)
+                self._emit(EventType.EXECUTION_CANCELLED,
+                           data={"by": self.cancelled_by or OPERATOR})
                 await self._sync()
                 raise
             if not isinstance(exc, Exception):
@@ -560,7 +569,8 @@ class ExecutionWorkflow:
                 self.waiting.discard(node.id)
             answer = {"action": response.action, "comment": response.comment,
                       "data": response.data, "timed_out": timed_out}
-            self._emit(EventType.HUMAN_RESPONDED, node.id, answer)
+            said = answer if response.by is None else {**answer, "by": response.by}
+            self._emit(EventType.HUMAN_RESPONDED, node.id, said)
             if response.action == "reject" and not node.on_reject:
                 reason = f": {response.comment}" if response.comment else ""
                 raise self._fail(node.id, f"rejected at {node.id!r}{reason}")

@@ -56,9 +56,16 @@ class Agents(Resource[Agent]):
 
     async def columns(self, session: AsyncSession, item: Agent, sent: dict[str, Any],
                       settings: Settings) -> dict[str, Any]:
+        """A new base_url or provider (the key's destination) drops the stored key unless
+        a new one is sent with it: a key never goes to a host it was not given for."""
         if "tool_ids" in sent:
             await _check_tools(session, item.workspace_id, sent["tool_ids"])
-        return _columns(sent, settings.secret_key)
+        columns = _columns(sent, settings.secret_key)
+        repointed = (sent.get("base_url", item.base_url) != item.base_url
+                     or sent.get("provider", item.provider) != item.provider)
+        if repointed and "api_key" not in sent:
+            columns["api_key_encrypted"] = None
+        return columns
 
     async def check_deletable(self, session: AsyncSession, item: Agent) -> None:
         await refuse_if_published(session, "agent", item.id)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import SessionDep, WorkspaceDep
+from api.deps import AdminWorkspaceDep, SessionDep, ViewerWorkspaceDep
 from api.errors import Unprocessable
 from api.schemas.billing import (
     AgentBreakdown,
@@ -71,7 +71,7 @@ class Filters:
 
     def __init__(
         self,
-        workspace_id: WorkspaceDep,
+        workspace_id: ViewerWorkspaceDep,
         start: Annotated[str | None, Query(description="Range start, inclusive. " + TIME_HELP
                                            + " Default: 30 days before end.")] = None,
         end: Annotated[str | None, Query(description="Range end, exclusive. " + TIME_HELP
@@ -171,13 +171,13 @@ async def _budgets(session: SessionDep, workspace_id: int) -> dict[str, Any]:
 
 @router.get("/budget", response_model=Envelope[BudgetOut],
             summary="Monthly budgets (workspace and per agent) with this month's spend")
-async def get_budget(session: SessionDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
+async def get_budget(session: SessionDep, workspace_id: ViewerWorkspaceDep) -> dict[str, Any]:
     return ok(await _budgets(session, workspace_id))
 
 
 @router.put("/budget", response_model=Envelope[BudgetOut],
             summary="Set the workspace's or an agent's monthly budget (null removes it)")
-async def put_budget(body: BudgetIn, session: SessionDep, workspace_id: WorkspaceDep
+async def put_budget(body: BudgetIn, session: SessionDep, workspace_id: AdminWorkspaceDep
                      ) -> dict[str, Any]:
     if body.agent_id is not None and await session.scalar(
             select(Agent.id).where(Agent.id == body.agent_id,

@@ -10,13 +10,13 @@ publish and versions) to the router this returns.
 functions below at runtime, and they use this function's arguments.)
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import ColumnElement
 
-from api.deps import PageDep, SessionDep, SettingsDep, WorkspaceDep
+from api.deps import EditorDep, PageDep, SessionDep, SettingsDep, ViewerWorkspaceDep
 from api.resources import Resource
 from api.schemas.common import Envelope, InputModel, OutputModel, Page, PartialUpdate, ok
 from api.schemas.common import error_responses as errors
@@ -24,14 +24,16 @@ from api.schemas.common import error_responses as errors
 Filters = Sequence[ColumnElement[bool]]
 
 
-def no_filters() -> Filters:
+async def no_filters() -> Filters:
+    # async: FastAPI would run a plain function in a worker thread, a hop per request.
     return ()
 
 
 def resource_router(
     resource: Resource[Any], *, prefix: str, tag: str, out: type[OutputModel],
     create: type[InputModel], update: type[PartialUpdate], name_max_length: int,
-    filters: Callable[..., Filters] = no_filters, summaries: dict[str, str] | None = None,
+    filters: Callable[..., Awaitable[Filters]] = no_filters,
+    summaries: dict[str, str] | None = None,
 ) -> APIRouter:
     """A router at ``prefix`` serving ``resource``. ``filters``: a dependency that gives
     more conditions for the list (from its own query parameters); ``summaries``: the
@@ -43,13 +45,16 @@ def resource_router(
     ItemId = Annotated[int, Path(alias=id_name)]
     router = APIRouter(prefix=prefix, tags=[tag], responses=errors(422))
 
+    # Reading needs the viewer role, every change the editor role (and whatever more the
+    # resource asks of a particular change: ``Resource.authorize``).
     async def create_item(body: create, session: SessionDep,  # type: ignore[valid-type]
-                          settings: SettingsDep, workspace_id: WorkspaceDep) -> dict[str, Any]:
-        item = await resource.create(session, workspace_id, body, settings)
+                          settings: SettingsDep, caller: EditorDep) -> dict[str, Any]:
+        resource.authorize(caller, None, dict(cast(InputModel, body)))
+        item = await resource.create(session, caller.workspace_id, body, settings)
         return ok(out.model_validate(item))
 
     async def list_items(
-        session: SessionDep, workspace_id: WorkspaceDep, page: PageDep,
+        session: SessionDep, workspace_id: ViewerWorkspaceDep, page: PageDep,
         where: Annotated[Filters, Depends(filters)],
         q: Annotated[str | None, Query(max_length=name_max_length,
                                        description="Name contains.")] = None,
@@ -58,20 +63,22 @@ def resource_router(
                                       where))
 
     async def get_item(item_id: ItemId, session: SessionDep,
-                       workspace_id: WorkspaceDep) -> dict[str, Any]:
+                       workspace_id: ViewerWorkspaceDep) -> dict[str, Any]:
         return ok(out.model_validate(await resource.get(session, item_id, workspace_id)))
 
     async def update_item(item_id: ItemId, body: update,  # type: ignore[valid-type]
                           session: SessionDep, settings: SettingsDep,
-                          workspace_id: WorkspaceDep) -> dict[str, Any]:
-        item = await resource.get(session, item_id, workspace_id)
+                          caller: EditorDep) -> dict[str, Any]:
+        item = await resource.get(session, item_id, caller.workspace_id)
         sent = cast(PartialUpdate, body).changes()
+        resource.authorize(caller, item, sent)
         await resource.update(session, item, sent, settings)
         return ok(out.model_validate(item))
 
     async def delete_item(item_id: ItemId, session: SessionDep,
-                          workspace_id: WorkspaceDep) -> dict[str, Any]:
-        await resource.delete(session, await resource.get(session, item_id, workspace_id))
+                          caller: EditorDep) -> dict[str, Any]:
+        await resource.delete(session, await resource.get(session, item_id,
+                                                          caller.workspace_id))
         return ok(None)
 
     one = Envelope[out]  # type: ignore[valid-type]

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import SessionDep, SettingsDep, WorkspaceDep
-from api.errors import Conflict, Unprocessable, field_errors
+from api.deps import EditorWorkspaceDep, SessionDep, SettingsDep
+from api.errors import Conflict, Forbidden, Unprocessable, field_errors
 from api.resources import Resource, refuse_if_published
 from api.routes.resource import resource_router
 from api.schemas.common import Envelope, error_responses, ok
@@ -24,20 +24,57 @@ from api.schemas.tools import (
     ToolUpdate,
     parse_config,
 )
-from api.services.tools import discover_input_schema, try_connection
+from api.services.tools import discovered_schema, try_connection
+from infra.accounts import Caller
 from infra.models import Agent, AgentTool, Tool
+from infra.security.roles import Role
 from infra.settings import Settings
-from infra.tools.sealing import NoSecretToKeep, masked_config, seal_config
+from infra.tools.sealing import (
+    NoSecretToKeep,
+    destination,
+    masked_config,
+    move_url_credentials,
+    seal_config,
+)
+from infra.tools.stdio_policy import stdio_refusal
 
 
 def _seal(config: HttpToolConfig | McpToolConfig, stored: dict[str, Any] | None,
           settings: Settings) -> dict[str, Any]:
+    """The config as stored: user-info moved to a header, secrets sealed, "***" keeping
+    the stored value only while the destination (url, command, args) stays the same."""
     try:
-        return seal_config(config.model_dump(mode="json"), stored, settings.secret_key)
+        sent = move_url_credentials(config.model_dump(mode="json"))
+    except ValueError as exc:
+        raise Unprocessable(f"invalid config: {exc}", [{"loc": ["body", "config", "url"],
+                                                       "msg": str(exc),
+                                                       "type": "credentials_twice"}]) from exc
+    repointed = stored is not None and destination(sent) != destination(stored)
+    try:
+        return seal_config(sent, None if repointed else stored, settings.secret_key)
     except NoSecretToKeep as exc:
-        raise Unprocessable(str(exc), [{"loc": ["body", "config", exc.field, exc.key],
-                                        "msg": "no stored secret to keep",
-                                        "type": "secret_missing"}]) from exc
+        msg = str(exc)
+        if repointed:
+            msg = (f"the tool's destination (url, command or args) changed, so its stored "
+                   f"secrets are not kept (they would go to the new destination): send "
+                   f"config.{exc.field}.{exc.key} again, or leave it out")
+        raise Unprocessable(msg, [{"loc": ["body", "config", exc.field, exc.key],
+                                   "msg": "no stored secret to keep",
+                                   "type": "secret_missing"}]) from exc
+
+
+def _check_stdio(config: HttpToolConfig | McpToolConfig, settings: Settings) -> None:
+    """Refuse at save what can never run: stdio while the server disables it, and an
+    interpreter given inline code. Whether the command is listed is checked when it
+    starts (an operator may list it later)."""
+    if not isinstance(config, McpToolConfig) or config.transport != "stdio":
+        return
+    command = config.command or ""
+    listed = settings.mcp_stdio_allowed and [command]
+    refusal = stdio_refusal(command, config.args, listed or [])
+    if refusal is not None:
+        raise Unprocessable(refusal, [{"loc": ["body", "config", "command"], "msg": refusal,
+                                       "type": "command_not_allowed"}])
 
 
 def _parse_config(tool_type: str, raw: Any) -> HttpToolConfig | McpToolConfig:
@@ -51,32 +88,42 @@ def _parse_config(tool_type: str, raw: Any) -> HttpToolConfig | McpToolConfig:
                             errors) from exc
 
 
+def _is_stdio(config: Any) -> bool:
+    if isinstance(config, McpToolConfig):
+        return config.transport == "stdio"
+    return isinstance(config, dict) and config.get("transport") == "stdio"
+
+
 class Tools(Resource[Tool]):
+    """Nothing runs when a tool is saved: an MCP tool without input_schema gets the one
+    its server lists at ``POST /Tool/{id}/test``, an editor's explicit action."""
+
+    def authorize(self, caller: Caller, item: Tool | None, sent: dict[str, Any]) -> None:
+        """MCP stdio tools run a command on the worker's host: admins only."""
+        if ((item is not None and _is_stdio(item.config)) or _is_stdio(sent.get("config"))) \
+                and not caller.may(Role.ADMIN):
+            raise Forbidden("MCP stdio tools run a command on the worker's host: creating "
+                            "or changing one needs the admin role; your role in workspace "
+                            f"{caller.workspace_id} is {caller.role.value}")
+
     async def new(self, session: AsyncSession, workspace_id: int, body: ToolCreate,
                   settings: Settings) -> Tool:
-        config = _seal(body.config, None, settings)
-        input_schema = body.input_schema
-        if input_schema is None:
-            input_schema = await discover_input_schema(body.name, body.type, config, settings)
+        _check_stdio(body.config, settings)
         return Tool(workspace_id=workspace_id, name=body.name, description=body.description,
-                    type=body.type, input_schema=input_schema, config=config)
+                    type=body.type, input_schema=body.input_schema,
+                    config=_seal(body.config, None, settings))
 
     async def columns(self, session: AsyncSession, item: Tool, sent: dict[str, Any],
                       settings: Settings) -> dict[str, Any]:
         """A config sent, or a new type, is validated against the type and sealed; secrets
-        sent back as "***" keep their stored values. Without an input schema, an MCP
-        tool whose name, type or config changed asks its server for one."""
+        sent back as "***" keep their stored values while the destination stays."""
         columns = dict(sent)
         tool_type = columns.get("type") or item.type
         if "config" in columns or tool_type != item.type:
             raw = columns["config"] if "config" in columns else masked_config(item.config)
-            columns.update(config=_seal(_parse_config(tool_type, raw), item.config, settings),
-                           type=tool_type)
-        if sent.keys() & {"name", "type", "config", "input_schema"}:
-            name, config = columns.get("name", item.name), columns.get("config", item.config)
-            if columns.get("input_schema", item.input_schema) is None:
-                columns["input_schema"] = await discover_input_schema(name, tool_type, config,
-                                                                       settings)
+            config = _parse_config(tool_type, raw)
+            _check_stdio(config, settings)
+            columns.update(config=_seal(config, item.config, settings), type=tool_type)
         return columns
 
     async def check_deletable(self, session: AsyncSession, item: Tool) -> None:
@@ -105,12 +152,18 @@ router = resource_router(
                      "tools, and call the tool when arguments are given)",
              responses=error_responses(404))
 async def try_tool(tool_id: int, session: SessionDep, settings: SettingsDep,
-                   workspace_id: WorkspaceDep, body: ToolTestRequest | None = None
+                   workspace_id: EditorWorkspaceDep, body: ToolTestRequest | None = None
                    ) -> dict[str, Any]:
     """A failed connection is ``ok: false`` with the reason (DNS, refused, timeout, TLS,
-    HTTP status, MCP protocol error), never an error status."""
+    HTTP status, MCP protocol error), never an error status. An MCP tool saved without
+    input_schema gets the one its server lists here."""
     tool = await tools.get(session, tool_id, workspace_id)
     # Give the connection back to the pool: the test may wait on the network.
     await session.close()
     result = await try_connection(tool, body.arguments if body is not None else None, settings)
+    schema = discovered_schema(tool, result.tools) if tool.input_schema is None else None
+    if schema is not None:
+        await session.execute(update(Tool).where(Tool.id == tool.id)
+                              .values(input_schema=schema))
+        await session.commit()
     return ok(result.model_dump(mode="json"))

@@ -6,7 +6,7 @@ from fastapi import Query
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import PageDep, SessionDep, WorkspaceDep
+from api.deps import EditorWorkspaceDep, PageDep, SessionDep, ViewerWorkspaceDep
 from api.errors import Conflict, NotFound, Unprocessable
 from api.resources import Resource, commit_unique, paginate
 from api.routes.resource import resource_router
@@ -63,8 +63,8 @@ class Workflows(Resource[Workflow]):
             )
 
 
-def _by_status(status: Annotated[Literal["draft", "published"] | None, Query()] = None
-               ) -> list[ColumnElement[bool]]:
+async def _by_status(status: Annotated[Literal["draft", "published"] | None, Query()] = None
+                     ) -> list[ColumnElement[bool]]:
     if status == "draft":
         return [Workflow.version == 0]
     if status == "published":
@@ -84,7 +84,8 @@ router = resource_router(
 @router.post("/{workflow_id}/publish", response_model=Envelope[WorkflowOut],
              summary="Validate the draft and publish it as the next immutable version",
              responses=error_responses(404, 409))
-async def publish_workflow(workflow_id: int, session: SessionDep, workspace_id: WorkspaceDep
+async def publish_workflow(workflow_id: int, session: SessionDep,
+                           workspace_id: EditorWorkspaceDep
                            ) -> dict[str, Any]:
     workflow = await workflows.get(session, workflow_id, workspace_id)
     if workflow.version > 0 and not workflow.has_unpublished_changes:
@@ -134,7 +135,7 @@ async def publish_workflow(workflow_id: int, session: SessionDep, workspace_id: 
 @router.get("/{workflow_id}/versions", response_model=Envelope[Page[WorkflowVersionOut]],
             summary="List published versions, newest first",
             responses=error_responses(404))
-async def list_versions(workflow_id: int, session: SessionDep, workspace_id: WorkspaceDep,
+async def list_versions(workflow_id: int, session: SessionDep, workspace_id: ViewerWorkspaceDep,
                         page: PageDep) -> dict[str, Any]:
     await workflows.get(session, workflow_id, workspace_id)
     stmt = (select(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow_id)
@@ -146,7 +147,7 @@ async def list_versions(workflow_id: int, session: SessionDep, workspace_id: Wor
             summary="Get one published version",
             responses=error_responses(404))
 async def get_version(workflow_id: int, version: int, session: SessionDep,
-                      workspace_id: WorkspaceDep) -> dict[str, Any]:
+                      workspace_id: ViewerWorkspaceDep) -> dict[str, Any]:
     await workflows.get(session, workflow_id, workspace_id)
     row = None
     if 1 <= version <= MAX_DB_ID:

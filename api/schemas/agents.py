@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, StringConstraints
 
@@ -11,7 +12,21 @@ TEXT_BYTES = 65_535
 
 
 def _optional_url(value: str | None) -> str | None:
-    return None if value is None else http_url(value)
+    if value is None:
+        return None
+    http_url(value)
+    parts = urlsplit(value)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@); send the key as "
+                         "api_key, which is stored encrypted")
+    return value
+
+
+def _not_the_mask(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and value.get_secret_value().strip() == "***":
+        raise ValueError('"***" is how a secret is shown, not a key: send the real key, '
+                         "or leave api_key out to keep the stored one")
+    return value
 
 
 def _fits_text(value: str | None) -> str | None:
@@ -31,7 +46,7 @@ Provider = Literal["openai", "fake"]
 BaseUrl = Annotated[str | None, Field(max_length=500), AfterValidator(_optional_url)]
 ToolIds = Annotated[list[DbId], Field(max_length=128), AfterValidator(_unique)]
 SystemPrompt = Annotated[str, AfterValidator(_fits_text)]
-ApiKey = Annotated[SecretStr, Field(max_length=4096)]
+ApiKey = Annotated[SecretStr, Field(max_length=4096), AfterValidator(_not_the_mask)]
 Temperature = Annotated[float | None, Field(ge=0, le=2)]
 MaxTokens = Annotated[int | None, Field(ge=1, le=1_000_000)]
 MaxIterations = Annotated[int, Field(ge=1, le=100)]

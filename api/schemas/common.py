@@ -75,9 +75,25 @@ class Page(BaseModel, Generic[T]):
     page_size: int
 
 
+def _text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored, or None: a NUL character (databases and drivers
+    cut or refuse it) or a lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which cannot be stored"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (\\ud800-\\udfff), which is not valid UTF-8"
+    return None
+
+
 def _json_problems(value: Any, loc: tuple[str | int, ...], depth: int
                    ) -> Iterator[InitErrorDetails]:
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        if problem:
+            yield {"type": PydanticCustomError("text", problem), "loc": loc, "input": None}
+    elif isinstance(value, float) and not math.isfinite(value):
         yield {"type": PydanticCustomError(
             "json_number", "NaN and Infinity are not JSON numbers"), "loc": loc, "input": None}
     elif isinstance(value, dict | list):
@@ -88,12 +104,18 @@ def _json_problems(value: Any, loc: tuple[str | int, ...], depth: int
             return
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
+            problem = _text_problem(key) if isinstance(key, str) else None
+            if problem:
+                yield {"type": PydanticCustomError("text", "key " + problem),
+                       "loc": (*loc, ascii(key)), "input": None}
+                continue
             yield from _json_problems(item, (*loc, key), depth + 1)
 
 
 class InputModel(BaseModel):
     """Request bodies: unknown fields are an error, not silently dropped, and the JSON
-    must be storable as is (no NaN or Infinity, bounded nesting)."""
+    must be storable as is (no NaN or Infinity, bounded nesting, no NUL or lone
+    surrogate in any text): a 422 before anything is written."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 

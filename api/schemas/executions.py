@@ -5,7 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas.common import InputModel, Timestamp
+from api.schemas.accounts import PrincipalOut
+from api.schemas.common import MAX_DB_ID, InputModel, Timestamp
 from workflows.events import EventType
 from workflows.status import ExecutionStatus, NodeStatus
 
@@ -23,7 +24,7 @@ class CloseCode(IntEnum):
 
 class ExecutionCreate(InputModel):
     workflow_id: int
-    version: int | None = Field(default=None, ge=1,
+    version: int | None = Field(default=None, ge=1, le=MAX_DB_ID,
                                 description="Published version to run; default the latest.")
     input: dict[str, Any] = Field(default_factory=dict)
     start: bool = False
@@ -87,6 +88,8 @@ class ExecutionOut(BaseModel):
     started_at: Timestamp | None
     finished_at: Timestamp | None
     parent_execution_id: int | None = None
+    # Who created it; null for executions made before access control.
+    created_by: PrincipalOut | None = None
 
 
 class EventOut(BaseModel):

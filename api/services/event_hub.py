@@ -28,8 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
+from api.metrics import count_feeds_of
 from api.services import executions as execution_service
 from infra.logging import get_logger
+from infra.metrics import EVENTS_DELIVERED, WEBSOCKET_WATCHERS
 from infra.models import Execution, ExecutionEvent
 from workflows.events import (
     EVENTS_TOPIC,
@@ -99,6 +101,7 @@ class Draining(Exception):
 
 class EventHub:
     def __init__(self, client: Client, sessions: async_sessionmaker[AsyncSession]) -> None:
+        count_feeds_of(self)
         self.client = client
         self.sessions = sessions
         self.feeds: dict[int, Feed] = {}
@@ -118,6 +121,7 @@ class EventHub:
                         await execution_service.has_terminal_event(session, execution_id):
                     for item in await stored_events(session, execution_id, after):
                         yield json.dumps(public_event(execution_id, item))
+                        EVENTS_DELIVERED.inc()
                     return
             feed = self.feeds.get(execution_id)  # another watcher may have made it meanwhile
             if feed is None:
@@ -125,6 +129,7 @@ class EventHub:
                 feed.task = asyncio.create_task(self._follow(feed))
                 self.subscriptions_started += 1
         feed.watchers += 1
+        WEBSOCKET_WATCHERS.inc()
         cursor = after
         try:
             def more_to_send() -> bool:
@@ -137,6 +142,7 @@ class EventHub:
                     finished = feed.done
                 for text in batch:
                     yield text
+                    EVENTS_DELIVERED.inc()
                 cursor += len(batch)
                 if finished and cursor >= len(feed.events):
                     if feed.error:
@@ -145,6 +151,7 @@ class EventHub:
                 if self.draining:
                     raise Draining
         finally:
+            WEBSOCKET_WATCHERS.dec()
             feed.watchers -= 1
             if feed.watchers == 0 and self.feeds.get(execution_id) is feed:
                 # Nobody is left watching: stop following; the next watcher starts afresh.

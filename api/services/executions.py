@@ -35,6 +35,7 @@ from api.errors import Conflict, ServiceUnavailable, Unprocessable
 from api.services.problems import reported_problems
 from infra.execution_store import append, last_seq, lock
 from infra.logging import get_logger
+from infra.metrics import EXECUTIONS_STARTED, count_finished
 from infra.models import Agent, Execution, ExecutionEvent, Tool, WorkflowVersion
 from infra.settings import Settings
 from infra.streams import read_stream
@@ -42,12 +43,14 @@ from infra.temporal import (
     EXECUTION_ID_ATTR,
     WORKFLOW_ID_ATTR,
     WORKFLOW_VERSION_ATTR,
+    WORKSPACE_ID_ATTR,
     temporal_workflow_id,
 )
 from workflows.contracts import AgentSpec, ExecutionInput, MemoEntry, ToolSpec
 from workflows.definition import Definition
 from workflows.events import (
     EVENTS_TOPIC,
+    OPERATOR,
     TERMINAL_EVENTS,
     Event,
     EventType,
@@ -59,7 +62,7 @@ from workflows.events import (
 from workflows.execution import ExecutionWorkflow
 from workflows.memo import downstream, seed_from_events
 from workflows.record import fold
-from workflows.status import ACTIVE, ExecutionStatus
+from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 
 log = get_logger("keel.executions")
 TEMPORAL_TIMEOUT_S = 3.0
@@ -149,6 +152,7 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
                 SearchAttributePair(EXECUTION_ID_ATTR, execution.id),
                 SearchAttributePair(WORKFLOW_ID_ATTR, execution.workflow_id),
                 SearchAttributePair(WORKFLOW_VERSION_ATTR, execution.workflow_version),
+                SearchAttributePair(WORKSPACE_ID_ATTR, str(execution.workspace_id)),
             ]),
             static_summary=f"Keel execution {execution.id}: workflow {execution.workflow_id} "
                            f"v{execution.workflow_version}",
@@ -160,6 +164,7 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
             f"Temporal at {settings.temporal_address} did not accept the run ({exc.message}); "
             "the execution stays pending, start it again later"
         ) from exc
+    EXECUTIONS_STARTED.inc()
     locked = await lock(session, execution.id)
     if locked is None:
         return
@@ -215,21 +220,25 @@ async def create_rerun(session: AsyncSession, parent: Execution, version: int | 
     return execution
 
 
-async def cancel_pending(session: AsyncSession, execution: Execution) -> bool:
-    """A run that never started ends here, with the same closing event as any other;
-    the caller commits. False if it was started meanwhile: cancel it in Temporal."""
+async def cancel_pending(session: AsyncSession, execution: Execution, by: dict[str, Any]
+                         ) -> bool:
+    """A run that never started ends here, with the same closing event as any other
+    (``by``: who cancelled); the caller commits. False if it was started meanwhile:
+    cancel it in Temporal."""
     locked = await lock(session, execution.id)
     if locked is None or locked.temporal_workflow_id or locked.status not in ACTIVE:
         return False
     await _close(session, locked, event(EventType.EXECUTION_CANCELLED,
-                                        datetime.now(UTC).isoformat()))
+                                        datetime.now(UTC).isoformat(), None, {"by": by}))
     return True
 
 
 async def _close(session: AsyncSession, locked: Execution, closing: Event) -> None:
     """Record the closing event of a run that ended without one (under ``lock``)."""
     seq = await last_seq(session, locked.id, locking=True) + 1
+    before = locked.status
     await append(session, locked, [RecordedEvent(seq=seq, **closing.model_dump())], fold)
+    count_finished(before, locked.status, FINISHED)
 
 
 async def has_terminal_event(session: AsyncSession, execution_id: int) -> bool:
@@ -284,7 +293,9 @@ async def _refresh(session: AsyncSession, client: Client, execution: Execution) 
         return problems
     if description.run_id and description.run_id != locked.temporal_run_id:
         locked.temporal_run_id = description.run_id
+    before = locked.status
     await append(session, locked, events, fold)
+    count_finished(before, locked.status, FINISHED)
     if closed and locked.status in ACTIVE and description.status is not None:
         # Temporal says the run is over and the record (under the lock, so with
         # everything the worker wrote) does not: record how it ended.
@@ -292,7 +303,8 @@ async def _refresh(session: AsyncSession, client: Client, execution: Execution) 
         closed_at = (description.close_time or datetime.now(UTC)).isoformat()
         await _close(session, locked, event(
             kind, closed_at, None,
-            None if kind == EventType.EXECUTION_CANCELLED else ExecutionFailed(error=reason)))
+            {"by": OPERATOR} if kind == EventType.EXECUTION_CANCELLED
+            else ExecutionFailed(error=reason)))
         log.info("recorded a run that closed in Temporal", execution_id=execution.id,
                  temporal_status=description.status.name)
     return problems

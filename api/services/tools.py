@@ -1,8 +1,8 @@
-"""What the API asks of a tool's server: MCP input schema discovery, and the connection test."""
+"""What the API asks of a tool's server: the connection test, and the input schema an
+MCP server lists."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any
@@ -21,36 +21,21 @@ from infra.tools.mcp import probe_mcp
 log = get_logger("keel.api.tools")
 
 
-async def discover_input_schema(name: str, tool_type: str, config: dict[str, Any],
-                                settings: Settings) -> dict[str, Any] | None:
-    """For an MCP tool saved without input_schema: the schema its server lists for it
-    (``config.tool_name``, else the tool's name), if the server answers within
-    ``KEEL_MCP_DISCOVERY_TIMEOUT_S`` (or the tool's timeout_s, if shorter). Otherwise
-    None, and the tool is saved without one: discovery never fails a save."""
-    if tool_type != "mcp" or settings.mcp_discovery_timeout_s <= 0:
+def discovered_schema(tool: Tool, listed: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The input schema an MCP server listed for ``tool`` (``config.tool_name``, else the
+    tool's name) when it is a valid JSON Schema of an object; else None."""
+    if tool.type != "mcp":
         return None
-    timeout_s = min(settings.mcp_discovery_timeout_s,
-                    float(config.get("timeout_s") or settings.mcp_timeout_s))
-    target = config.get("tool_name") or name
-    try:
-        # Each step is bounded by timeout_s; this bounds them together.
-        async with asyncio.timeout(timeout_s * 2):
-            outcome = await probe_mcp(name, config, settings.secret_key, settings,
-                                      timeout_s=timeout_s)
-    except TimeoutError:
-        outcome = ToolOutcome(ok=False, error=f"no answer within {timeout_s * 2:g}s")
-    found = next((t for t in outcome.tools if t["name"] == target), None)
+    target = tool.config.get("tool_name") or tool.name
+    found = next((t for t in listed if t.get("name") == target), None)
     schema = found.get("input_schema") if found else None
-    if isinstance(schema, dict):
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError:
-            schema = None
     if not isinstance(schema, dict) or schema.get("type", "object") != "object":
-        log.info("mcp tool saved without input_schema: discovery found none", tool=name,
-                 error=outcome.error)
         return None
-    log.info("mcp tool input_schema discovered", tool=name)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError:
+        return None
+    log.info("mcp tool input_schema discovered", tool_id=tool.id)
     return schema
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from infra.secrets import decrypt, is_encrypted
+from infra.tools.sealing import SECRET_HEADERS
 
 MAX_RESULT_CHARS = 64_000
 MASK = "***"
@@ -54,7 +55,8 @@ def secret_values(values: dict[str, Any] | None, revealed: dict[str, str], *,
     """The plaintext of the secret entries of a headers/env map (to mask them)."""
     out = []
     for key, raw in (values or {}).items():
-        secret = all_secret or (isinstance(raw, dict) and raw.get("secret", True))
+        secret = (all_secret or key.lower() in SECRET_HEADERS
+                  or (isinstance(raw, dict) and raw.get("secret", True)))
         plain = revealed.get(key, "")
         if secret and len(plain) >= 4:  # masking "1" everywhere would garble output
             out.append(plain)

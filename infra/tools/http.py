@@ -26,7 +26,12 @@ from infra.tools.common import (
     secret_values,
     truncate,
 )
-from infra.tools.network import Failure, check_destination, network_failure
+from infra.tools.network import (
+    Failure,
+    PinnedTransport,
+    network_failure,
+    resolve_destination,
+)
 
 
 @functools.cache
@@ -76,9 +81,9 @@ async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, A
         return ToolOutcome(ok=False, error=message,
                            latency_ms=(time.perf_counter() - started) * 1000)
 
-    refused = await check_destination(url, settings, timeout_s)
-    if refused is not None:
-        return failed(refused)
+    destination = await resolve_destination(url, settings, timeout_s)
+    if isinstance(destination, Failure):
+        return failed(destination)
     try:
         revealed = reveal(config.get("headers"), secret_key)
     except SecretDecryptionError as exc:
@@ -88,7 +93,12 @@ async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, A
     headers = {**revealed, "Idempotency-Key": call_id}
     in_query = method in ("GET", "DELETE")
     try:
-        async with httpx.AsyncClient(timeout=timeout_s, verify=_tls()) as http, http.stream(
+        # To the address just checked (no second DNS answer), redirects not followed.
+        transport = PinnedTransport(destination, httpx.AsyncHTTPTransport(verify=_tls()),
+                                    httpx.ConnectError)
+        # No proxy from the environment: it would resolve the name again itself.
+        async with httpx.AsyncClient(timeout=timeout_s, transport=transport, trust_env=False,
+                                     follow_redirects=False) as http, http.stream(
             method, url, headers=headers, params=arguments if in_query else None,
             json=None if in_query else arguments,
         ) as response:

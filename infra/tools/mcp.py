@@ -8,12 +8,13 @@ or across a retry.
 
 - ``timeout_s`` (the tool's, else ``KEEL_MCP_TIMEOUT_S``) bounds connecting and each
   request.
-- stdio commands must be on ``KEEL_MCP_STDIO_ALLOWLIST``. The server starts with a
+- stdio commands must pass ``infra.tools.stdio_policy`` (listed exactly in
+  ``KEEL_MCP_STDIO_ALLOWED``, no interpreter with inline code). The server starts with a
   minimal environment (the SDK's: HOME, PATH, ...) plus the tool's ``env``, so the
   worker's own secrets are not inherited. Its stderr is kept in a temporary file and its
   tail is quoted when it fails.
-- HTTP transports resolve the host first and refuse link-local and metadata addresses
-  (see ``infra.tools.network.check_destination``).
+- HTTP transports resolve the host once, refuse non-public addresses and connect to the
+  address checked, redirects unfollowed (see ``infra.tools.network``).
 - Secret values (env, secret headers) are decrypted here, right before use, and are
   masked in every message and result this module returns.
 - Cancellation (``asyncio.CancelledError``) is never caught: it propagates as soon as
@@ -28,7 +29,6 @@ import errno
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -59,17 +59,18 @@ from infra.tools.common import (
 )
 from infra.tools.network import (
     Failure,
-    check_destination,
+    PinnedTransport,
     exception_chain,
     network_failure,
+    resolve_destination,
     status_failure,
 )
+from infra.tools.stdio_policy import stdio_refusal
 
 log = get_logger("keel.tools.mcp")
 T = TypeVar("T")
 
 TRANSPORTS = ("stdio", "streamable_http", "sse")
-ALLOWLIST_SETTING = "KEEL_MCP_STDIO_ALLOWLIST"
 STDERR_TAIL_CHARS = 1000
 MAX_TOOL_PAGES = 20  # a server that paginates list_tools forever cannot hang discovery
 CLIENT_INFO = Implementation(name="keel", version="0.1.0")
@@ -122,36 +123,6 @@ class _Connection:
         return scrub(value, self.secrets)
 
 
-def _programs(name: str) -> list[str]:
-    """The files a bare command name can mean: on PATH, and next to the Python running
-    Keel (its virtualenv's bin directory, often not on PATH)."""
-    dirs = os.environ.get("PATH", "").split(os.pathsep)
-    if sys.executable:
-        dirs.insert(0, os.path.dirname(sys.executable))
-    found = [os.path.join(d, name) for d in dirs if d]
-    return [f for f in found if os.path.isfile(f) and os.access(f, os.X_OK)]
-
-
-def stdio_command_allowed(command: str, allowlist: list[str]) -> bool:
-    """Whether ``command`` may be started. A listed name allows that name as written and
-    the programs of that name (see ``_programs``); a listed path allows that file. Files
-    are compared after resolving symlinks, so a ``/tmp/x/python3`` is not python3."""
-    if command in allowlist:
-        return True
-    if not command:
-        return False
-    # What would run: a bare name is looked up on PATH (see _executable).
-    target = shutil.which(command) if "/" not in command else command
-    if target is None:
-        return False
-    real = os.path.realpath(target)
-    for entry in allowlist:
-        candidates = _programs(entry) if "/" not in entry else [entry]
-        if real in {os.path.realpath(c) for c in candidates}:
-            return True
-    return False
-
-
 # Environment variables that make any program load code of the caller's choosing.
 UNSAFE_ENV_PREFIXES = ("LD_", "DYLD_")
 
@@ -188,12 +159,10 @@ async def _open(stack: AsyncExitStack, name: str, config: dict[str, Any], secret
     server: Any
     if transport == "stdio":
         command = str(config.get("command") or "")
-        if not stdio_command_allowed(command, settings.mcp_stdio_allowlist):
-            allowed = ", ".join(settings.mcp_stdio_allowlist) or "nothing"
-            raise McpFailure(Failure(
-                "not_allowed", f"command {command!r} is not allowed to start an MCP stdio "
-                               f"server; add it to {ALLOWLIST_SETTING} (comma-separated; "
-                               f"allowed now: {allowed})"))
+        refusal = stdio_refusal(command, [str(a) for a in config.get("args") or []],
+                                settings.mcp_stdio_allowed)
+        if refusal is not None:
+            raise McpFailure(Failure("not_allowed", refusal))
         unsafe = sorted(k for k in env if k.upper().startswith(UNSAFE_ENV_PREFIXES))
         if unsafe:
             raise McpFailure(Failure("not_allowed", f"config.env may not set {unsafe[0]} (it "
@@ -207,15 +176,19 @@ async def _open(stack: AsyncExitStack, name: str, config: dict[str, Any], secret
         server = stdio_client(params, errlog=cast(TextIO, conn.errlog))
     elif transport in ("streamable_http", "sse"):
         url = str(config.get("url") or "")
-        refused = await check_destination(url, settings, conn.timeout_s)
-        if refused is not None:
-            raise McpFailure(refused)
+        destination = await resolve_destination(url, settings, conn.timeout_s)
+        if isinstance(destination, Failure):
+            raise McpFailure(destination)
 
         def http_client(headers: dict[str, str] | None = None,
                         timeout: httpx2.Timeout | None = None,
                         auth: httpx2.Auth | None = None) -> httpx2.AsyncClient:
             # Our own deadlines bound every phase; the transport's reads need none.
-            return httpx2.AsyncClient(headers=headers, auth=auth,
+            # To the address just checked (no second DNS answer), redirects not followed.
+            transport = cast(httpx2.AsyncBaseTransport, PinnedTransport(
+                destination, httpx2.AsyncHTTPTransport(), httpx2.ConnectError))
+            return httpx2.AsyncClient(headers=headers, auth=auth, transport=transport,
+                                      follow_redirects=False, trust_env=False,
                                       timeout=httpx2.Timeout(conn.timeout_s, read=None),
                                       event_hooks={"response": [conn.on_response]})
 

@@ -1,10 +1,13 @@
 """Where a tool may connect, and why a connection failed: shared by the HTTP tool client
 and the MCP client's HTTP transports.
 
-- ``check_destination``: resolve the host first and refuse link-local and cloud-metadata
-  addresses (``169.254.0.0/16``, ``fe80::/10``, ``169.254.169.254``, ``fd00:ec2::254``,
-  ``metadata.google.internal``) unless ``KEEL_TOOL_ALLOW_LINK_LOCAL`` is set. Loopback and
-  private networks stay allowed: local tools and the tests live there.
+- ``resolve_destination``: resolve the host once and check the address: loopback,
+  private and other non-public addresses are refused unless ``KEEL_TOOLS_ALLOW_PRIVATE``
+  is set; link-local and cloud-metadata addresses (``169.254.0.0/16``, ``fe80::/10``,
+  ``169.254.169.254``, ``fd00:ec2::254``, ``metadata.google.internal``) also need
+  ``KEEL_TOOL_ALLOW_LINK_LOCAL``. The request then goes to that very address
+  (``PinnedTransport``: Host header and TLS server name kept), so a DNS server that
+  answers differently the second time changes nothing.
 - ``network_failure``: turn an exception from a connection attempt into a reason a person
   can act on (DNS, refused, timeout, TLS, HTTP status) and whether trying again may help.
 """
@@ -17,6 +20,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import httpx2
@@ -32,6 +36,7 @@ METADATA_ADDRESSES = frozenset({
     ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
 })
 ALLOW_SETTING = "KEEL_TOOL_ALLOW_LINK_LOCAL"
+PRIVATE_SETTING = "KEEL_TOOLS_ALLOW_PRIVATE"
 
 
 @dataclass
@@ -45,33 +50,41 @@ class Failure:
     retryable: bool = False
 
 
-def blocked_reason(address: IPAddress) -> str | None:
-    """Why requests to ``address`` are refused by default, or None."""
+def blocked_reason(address: IPAddress, settings: Settings) -> tuple[str, str] | None:
+    """Why requests to ``address`` are refused, and the setting that allows them; None
+    when they may go."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    if address in METADATA_ADDRESSES:
-        return "a cloud metadata address"
-    if address.is_link_local:
-        return "a link-local address"
+    if not settings.tool_allow_link_local:
+        if address in METADATA_ADDRESSES:
+            return "a cloud metadata address", ALLOW_SETTING
+        if address.is_link_local:
+            return "a link-local address", ALLOW_SETTING
+    if not settings.tools_allow_private and (not address.is_global or address.is_multicast):
+        kind = ("a loopback" if address.is_loopback
+                else "a private" if address.is_private else "a non-public")
+        return f"{kind} address", PRIVATE_SETTING
     return None
 
 
-async def check_destination(url: str, settings: Settings, timeout_s: float) -> Failure | None:
-    """Resolve ``url``'s host and check every address it resolves to.
+@dataclass(frozen=True)
+class Destination:
+    """Where a tool's request goes: its URL's host, and the checked address to connect to."""
 
-    Returns the failure (the name does not resolve, or an address is blocked) or None
-    when the request may go ahead. No connection is opened here.
+    host: str
+    address: str
 
-    The HTTP client resolves the name again when it connects, so a DNS server that
-    answers differently the second time is not caught; the check stops configured URLs
-    and ordinary names that point at metadata endpoints.
-    """
+
+async def resolve_destination(url: str, settings: Settings, timeout_s: float
+                              ) -> Destination | Failure:
+    """Resolve ``url``'s host once and check the address the request will go to; the
+    failure (the name does not resolve, or the address is refused) or the destination.
+    No connection is opened here: pass the destination to ``PinnedTransport``."""
     parsed = httpx.URL(url)
     host = parsed.host
     if not host:
         return Failure("invalid", f"{url} has no host")
-    allowed = settings.tool_allow_link_local
-    if not allowed and host.rstrip(".").lower() in METADATA_HOSTS:
+    if not settings.tool_allow_link_local and host.rstrip(".").lower() in METADATA_HOSTS:
         return Failure("blocked", f"{host} is a cloud metadata endpoint; requests there are "
                                   f"blocked (set {ALLOW_SETTING}=true to allow them)")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -87,16 +100,45 @@ async def check_destination(url: str, settings: Settings, timeout_s: float) -> F
                        retryable=exc.errno == socket.EAI_AGAIN)
     except UnicodeError as exc:
         return Failure("dns", f"DNS failure: {host!r} is not a valid host name ({exc})")
-    if allowed:
-        return None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        reason = blocked_reason(address)
-        if reason:
+    # Every address the name has must pass (a name with one public and one private
+    # address is refused), and the first is the one connected to.
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    if not addresses:
+        return Failure("dns", f"DNS failure: {host!r} has no address")
+    for address in addresses:
+        blocked = blocked_reason(address, settings)
+        if blocked:
+            reason, setting = blocked
             shown = host if host == str(address) else f"{host} resolves to {address}, which"
             return Failure("blocked", f"{shown} is {reason}; requests there are blocked "
-                                      f"(set {ALLOW_SETTING}=true to allow them)")
-    return None
+                                      f"(set {setting}=true to allow them)")
+    return Destination(host=host, address=str(addresses[0]))
+
+
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """Sends every request for ``destination.host`` to ``destination.address``: the URL's
+    host becomes the address, the Host header and the TLS server name (SNI, and the name
+    the certificate is checked against) stay the host's. A request for any other host
+    is refused: redirects are not followed, and nothing else may go elsewhere.
+
+    Works with ``httpx`` and ``httpx2`` (same request model); ``inner`` is the
+    library's own transport."""
+
+    def __init__(self, destination: Destination, inner: Any, refuse: type[Exception]) -> None:
+        self.destination = destination
+        self.inner = inner
+        self.refuse = refuse
+
+    async def handle_async_request(self, request: Any) -> Any:
+        if request.url.host != self.destination.host:
+            raise self.refuse(f"refused: {request.url.host} is not the tool's host "
+                              f"{self.destination.host}")
+        request.url = request.url.copy_with(host=self.destination.address)
+        request.extensions = {**request.extensions, "sni_hostname": self.destination.host}
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:

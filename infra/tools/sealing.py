@@ -1,8 +1,11 @@
 """Tool config secrets at rest: sealed when a tool is saved, masked when it is shown.
 
 A tool's ``headers`` (and an MCP tool's ``env``) map names to values. A value sent
-as ``{"value": ..., "secret": true}`` (and every env value) is stored as
-``{"value": <ciphertext>, "secret": true}``; a plain string is stored as it is.
+as ``{"value": ..., "secret": true}`` (and every env value, and the headers that carry
+credentials: ``Authorization``, ``Cookie``, ``X-Api-Key``, ``Proxy-Authorization``,
+marked or not) is stored as ``{"value": <ciphertext>, "secret": true}``; another plain
+string is stored as it is. A URL's user-info (``https://user:pass@host``) is a
+credential too: it moves into a sealed ``Authorization: Basic`` header.
 Responses show a sealed value as ``{"value": "***", "secret": true}``, and a value
 sent back as ``"***"`` keeps what is stored. ``common.reveal`` opens sealed values,
 right before use.
@@ -10,7 +13,9 @@ right before use.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from infra.secrets import encrypt
 
@@ -19,6 +24,34 @@ SECRET_MASK = "***"  # noqa: S105  (what a sealed value looks like in responses)
 # Config maps whose values may be secret. MCP env values are always secret.
 SECRET_MAPS = ("headers", "env")
 ALWAYS_SECRET = ("env",)
+# Headers that carry credentials: secret even when not marked so.
+SECRET_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "proxy-authorization"})
+# What a tool connects to: changing any of it drops the stored secrets.
+DESTINATION_FIELDS = ("url", "command", "args")
+
+
+def destination(config: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(config.get(field) for field in DESTINATION_FIELDS)
+
+
+def move_url_credentials(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with a URL's user-info moved into an ``Authorization: Basic`` header
+    (sealed like any secret); ValueError if the config sets Authorization as well."""
+    url = config.get("url")
+    if not url:
+        return config
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return config
+    headers = dict(config.get("headers") or {})
+    if any(name.lower() == "authorization" for name in headers):
+        raise ValueError("the url has user-info and the headers an Authorization header; "
+                         "keep one of them")
+    user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    headers["Authorization"] = {
+        "value": "Basic " + base64.b64encode(user_pass.encode()).decode(), "secret": True}
+    host = parts.netloc.rpartition("@")[2]
+    return {**config, "url": urlunsplit(parts._replace(netloc=host)), "headers": headers}
 
 
 class NoSecretToKeep(ValueError):
@@ -49,7 +82,8 @@ def seal_config(config: dict[str, Any], stored: dict[str, Any] | None,
                 if not isinstance(kept.get(key), dict):
                     raise NoSecretToKeep(field, key)
                 sealed[key] = kept[key]
-            elif field in ALWAYS_SECRET or (is_object and value["secret"]):
+            elif (field in ALWAYS_SECRET or (is_object and value["secret"])
+                  or (field == "headers" and key.lower() in SECRET_HEADERS)):
                 sealed[key] = {"value": encrypt(raw, secret_key), "secret": True}
             else:
                 sealed[key] = raw

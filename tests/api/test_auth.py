@@ -130,7 +130,7 @@ async def test_bad_tokens_are_401(client: httpx.AsyncClient, accounts: Accounts,
 
 
 async def test_no_credential_is_401_with_www_authenticate(client: httpx.AsyncClient) -> None:
-    response = await client.get(ME)
+    response = await client.get(ME, headers={"Authorization": ""})
     unauthorized(response)
     assert response.headers["www-authenticate"] == "Bearer"
     unauthorized(await client.get(ME, headers={"Authorization": "Basic YTpi"}))
@@ -168,11 +168,11 @@ async def test_bad_api_keys_are_401(client: httpx.AsyncClient, accounts: Account
 
 async def test_last_used_at_is_written_at_most_once_a_minute(
         client: httpx.AsyncClient, accounts: Accounts, db: AsyncEngine) -> None:
-    key = await accounts.api_key(Role.VIEWER)
+    key = await accounts.api_key(Role.VIEWER, name="watched")
 
     async def last_used() -> datetime | None:
         async with db.connect() as conn:
-            return await conn.scalar(select(ApiKey.last_used_at))
+            return await conn.scalar(select(ApiKey.last_used_at).where(ApiKey.name == "watched"))
 
     assert await last_used() is None
     data(await client.get(ME, headers=bearer(key)))

@@ -28,7 +28,7 @@ async def test_degraded_while_temporal_is_unreachable(client: httpx.AsyncClient)
 
 async def test_degraded_while_the_database_is_down(tmp_path: Path) -> None:
     settings = make_settings("mysql+aiomysql://keel:wrong@127.0.0.1:1/none", tmp_path)
-    async with app_client(settings) as client:
+    async with app_client(settings, key="") as client:  # /health needs no credential
         health = error(await client.get("/health"), 503)["data"]
     assert health["status"] == "degraded"
     assert health["db"].startswith("error: ")
@@ -74,7 +74,7 @@ async def test_unknown_namespace_is_an_error_not_unreachable(
     settings = make_settings(
         clean_db, tmp_path, temporal_namespace="no-such-namespace",
         temporal_address=temporal_env.client.service_client.config.target_host)
-    async with app_client(settings) as client:
+    async with app_client(settings, key="") as client:  # /health needs no credential
         health = error(await client.get("/health"), 503)["data"]
     assert health["db"] == "ok"
     assert health["temporal"].startswith("error from ")

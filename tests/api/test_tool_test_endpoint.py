@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -153,12 +154,11 @@ async def test_mcp_over_http_up_down_and_slow(client: httpx.AsyncClient, transpo
 
 async def test_mcp_failures_are_reasons_not_500s(client: httpx.AsyncClient) -> None:
     not_allowed = await create(client, "shell", "mcp", {
-        "transport": "stdio", "command": "/bin/sh", "args": ["-c", "echo hi"]})
-    assert not_allowed["input_schema"] is None  # saved anyway
+        "transport": "stdio", "command": "/bin/sh", "args": ["serve.sh"]})
+    assert not_allowed["input_schema"] is None  # saved (an operator may list it later)
     result = await run_test(client, not_allowed["id"])
     assert result["error"].startswith(
-        "shell: command '/bin/sh' is not allowed to start an MCP stdio server; add it to "
-        "KEEL_MCP_STDIO_ALLOWLIST")
+        "shell: command '/bin/sh' is not in KEEL_MCP_STDIO_ALLOWED")
 
     is_error = await create(client, "weather", "mcp", stdio_config(tool_name="fail"))
     result = await run_test(client, is_error["id"], {"arguments": {"reason": "no city"}})
@@ -194,61 +194,42 @@ async def test_unknown_tool_and_bad_bodies(client: httpx.AsyncClient) -> None:
 
 # --- discovery -----------------------------------------------------------------------
 
-async def test_discovery_fills_input_schema(client: httpx.AsyncClient) -> None:
+async def test_nothing_runs_on_save_and_test_discovers_the_schema(
+        client: httpx.AsyncClient) -> None:
+    async with McpHttpService(transport="sse") as service:
+        remote = await create(client, "big", "mcp", service.config())
+        assert remote["input_schema"] is None and service.requests == 0  # not contacted
+        assert (await run_test(client, remote["id"]))["ok"]
+        found = data(await client.get(f"{URL}{remote['id']}"))
+    assert found["input_schema"]["required"] == ["size"]
     by_name = await create(client, "echo", "mcp", stdio_config())
-    assert by_name["input_schema"] == ECHO_SCHEMA
+    assert by_name["input_schema"] is None
+    await run_test(client, by_name["id"])
+    assert data(await client.get(f"{URL}{by_name['id']}"))["input_schema"] == ECHO_SCHEMA
     by_tool_name = await create(client, "check_env", "mcp", stdio_config(tool_name="env_status"))
-    assert by_tool_name["input_schema"]["required"] == ["name"]
+    await run_test(client, by_tool_name["id"])
+    assert data(await client.get(f"{URL}{by_tool_name['id']}")
+                )["input_schema"]["required"] == ["name"]
     given = {"type": "object", "properties": {"text": {"type": "string", "maxLength": 9}}}
     kept = await create(client, "echo2", "mcp", stdio_config(tool_name="echo"),
                         input_schema=given)
-    assert kept["input_schema"] == given
-    async with McpHttpService(transport="sse") as service:
-        remote = await create(client, "big", "mcp", service.config())
-    assert remote["input_schema"]["required"] == ["size"]
-
-
-async def test_unreachable_server_is_saved_without_a_schema_then_discovered_on_update(
-        client: httpx.AsyncClient) -> None:
-    dead_url = f"http://127.0.0.1:{free_port()}/mcp"
-    started = time.monotonic()
-    tool = await create(client, "echo", "mcp", {"transport": "streamable_http",
-                                                "url": dead_url})
-    assert tool["input_schema"] is None and time.monotonic() - started < 5
+    await run_test(client, kept["id"])
+    assert data(await client.get(f"{URL}{kept['id']}"))["input_schema"] == given
     unknown = await create(client, "nosuch", "mcp", stdio_config())
-    assert unknown["input_schema"] is None  # the server does not offer it
-
-    url = f"{URL}{tool['id']}"
-    described = data(await client.put(url, json={"description": "Echoes."}))
-    assert described["input_schema"] is None  # nothing to discover with
-    async with McpHttpService() as service:
-        moved = data(await client.put(url, json={"config": service.config()}))
-        assert moved["input_schema"] == ECHO_SCHEMA
-        # Clearing it asks the server again.
-        cleared = data(await client.put(url, json={"input_schema": None}))
-        assert cleared["input_schema"] == ECHO_SCHEMA
-    slow_started = time.monotonic()
-    async with McpHttpService(delay_s=30) as slow_server:
-        slow = await create(client, "slowpoke", "mcp", slow_server.config(tool_name="echo"))
-    assert slow["input_schema"] is None
-    assert time.monotonic() - slow_started < 15  # bounded by the discovery timeout
-
-
-async def test_discovery_can_be_turned_off(settings: Settings) -> None:
-    settings = settings.model_copy(update={"mcp_discovery_timeout_s": 0})
-    async with app_client(settings) as client:
-        tool = await create(client, "echo", "mcp", stdio_config())
-    assert tool["input_schema"] is None
+    await run_test(client, unknown["id"])
+    assert data(await client.get(f"{URL}{unknown['id']}"))["input_schema"] is None
 
 
 # --- secrets -------------------------------------------------------------------------
 
 async def test_secrets_reach_the_server_and_nothing_else(
-        settings: Settings, db: AsyncEngine, capsys: pytest.CaptureFixture[str],
+        settings: Settings, db: AsyncEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    leak = stdio_config(env={"API_TOKEN": API_TOKEN}, args=["-c", (
-        "import os, sys; sys.stderr.write('token ' + os.environ['API_TOKEN']); sys.exit(1)")])
+    crasher = tmp_path / "crash.py"
+    crasher.write_text(
+        "import os, sys; sys.stderr.write('token ' + os.environ['API_TOKEN']); sys.exit(1)")
+    leak = {**stdio_config(env={"API_TOKEN": API_TOKEN}), "args": [str(crasher)]}
     responses: list[str] = []
     try:
         async with app_client(settings) as client, HttpToolService() as service:

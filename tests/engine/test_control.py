@@ -69,7 +69,8 @@ async def test_terminate_from_temporal_is_reported(platform: Platform) -> None:
 
 async def test_watcher_sees_terminate_live(platform: Platform) -> None:
     execution = await slow_run(platform)
-    async with websockets.connect(platform.ws_url(execution["id"], after=2)) as ws:
+    async with websockets.connect(platform.ws_url(execution["id"], after=2),
+                                  additional_headers=platform.auth) as ws:
         await platform.client.get_workflow_handle(
             execution["temporal"]["workflow_id"]).terminate(reason="stop")
         message = await ws.recv()
@@ -116,7 +117,8 @@ async def test_many_watchers_share_one_subscription(platform: Platform) -> None:
 
 
 async def test_websocket_close_codes(platform: Platform) -> None:
-    async with websockets.connect(platform.ws_url(999_999)) as ws:
+    async with websockets.connect(platform.ws_url(999_999),
+                                  additional_headers=platform.auth) as ws:
         await ws.wait_closed()
         assert ws.close_code == 4404
     agent = await platform.agent("a")
@@ -124,7 +126,8 @@ async def test_websocket_close_codes(platform: Platform) -> None:
         "nodes": [{"id": "a", "type": "agent", "agent_id": agent}], "edges": chain("a")})
     execution = await platform.run(workflow_id)
     for bad in ("-1", "abc", "1.5"):
-        async with websockets.connect(platform.ws_url(execution["id"], after=bad)) as ws:
+        async with websockets.connect(platform.ws_url(execution["id"], after=bad),
+                                      additional_headers=platform.auth) as ws:
             await ws.wait_closed()
             assert ws.close_code == 4400
 

@@ -6,44 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.engine import Platform
+from tests.support.engine import Platform, worker_process
 from tests.support.graphs import chain
 from workflows.events import EventType
 from workflows.status import ExecutionStatus
-
-
-@asynccontextmanager
-async def worker_process(platform: Platform, log: Path, grace_s: float
-                         ) -> AsyncIterator[asyncio.subprocess.Process]:
-    settings = platform.settings
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
-        "KEEL_ENVIRONMENT": "test",
-        "KEEL_DATABASE_URL": settings.resolved_database_url,
-        "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
-        "KEEL_TASK_QUEUE": settings.task_queue,
-        "KEEL_SECRET_KEY": settings.secret_key,
-        "KEEL_WORKER_SHUTDOWN_GRACE_S": str(grace_s),
-    }
-    with log.open("wb") as err:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "keel", "worker", env=env, cwd=log.parent,
-            stdout=asyncio.subprocess.DEVNULL, stderr=err)
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 def events(log: Path) -> list[str]:
@@ -73,12 +44,12 @@ async def test_sigterm_lets_the_activity_in_flight_finish(platform_without_worke
     platform = platform_without_worker
     execution = await one_slow_node(platform, delay_s=3)
     log = tmp_path / "worker.err"
-    async with worker_process(platform, log, grace_s=30) as worker:
+    async with worker_process(platform, log, KEEL_WORKER_SHUTDOWN_GRACE_S="30") as worker:
         took = await sigterm_when_started(platform, execution["id"], worker)
     assert took < 30
     assert "worker draining: no new tasks; in-flight activities may finish" in events(log)
     # The model call finished on the draining worker: a new worker only closes the run.
-    async with worker_process(platform, tmp_path / "second.err", grace_s=30):
+    async with worker_process(platform, tmp_path / "second.err", KEEL_WORKER_SHUTDOWN_GRACE_S="30"):
         final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
                                            ExecutionStatus.FAILED, timeout=60)
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
@@ -90,10 +61,10 @@ async def test_past_the_grace_the_activity_is_retried_elsewhere(
     platform = platform_without_worker
     execution = await one_slow_node(platform, delay_s=20)
     log = tmp_path / "worker.err"
-    async with worker_process(platform, log, grace_s=1) as worker:
+    async with worker_process(platform, log, KEEL_WORKER_SHUTDOWN_GRACE_S="1") as worker:
         took = await sigterm_when_started(platform, execution["id"], worker)
     assert took < 15, took  # the grace, not the 20 s the model call wanted
-    async with worker_process(platform, tmp_path / "second.err", grace_s=30):
+    async with worker_process(platform, tmp_path / "second.err", KEEL_WORKER_SHUTDOWN_GRACE_S="30"):
         final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
                                            ExecutionStatus.FAILED, timeout=90)
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]

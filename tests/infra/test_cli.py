@@ -235,7 +235,7 @@ def test_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         assert httpx.get(ui, timeout=10).status_code == 200
         assert httpx.get(f"{up.api}/docs", timeout=10).status_code == 200
 
-        created = httpx.post(f"{up.api}/api/v1/Agent/", timeout=10,
+        created = httpx.post(f"{up.api}/api/v1/Agent/", timeout=10, headers=owner_auth(data_dir),
                              json={"name": "persist-me", "provider": "fake", "model": "fake-echo"})
         assert created.status_code == 201, created.text
         agent_id = created.json()["data"]["id"]
@@ -255,7 +255,8 @@ def test_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
 
     with keel_up(env, tmp_path, "second") as up:
         up.wait_until_up()
-        agent = httpx.get(f"{up.api}/api/v1/Agent/{agent_id}", timeout=10)
+        agent = httpx.get(f"{up.api}/api/v1/Agent/{agent_id}", timeout=10,
+                          headers=owner_auth(data_dir))
         assert agent.status_code == 200, agent.text
         assert agent.json()["data"]["name"] == "persist-me"
         pids = up.child_pids()
@@ -263,8 +264,17 @@ def test_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         assert_gone(pids)
 
 
-def post(url: str, body: dict[str, Any], status: int = 201) -> dict[str, Any]:
-    response = httpx.post(url, json=body, timeout=10)
+def owner_auth(data_dir: Path) -> dict[str, str]:
+    """The first owner key `keel up` wrote to <data dir>/credentials, as a header."""
+    text = (data_dir / "credentials").read_text()
+    key = next(line.split("=", 1)[1] for line in text.splitlines()
+               if line.startswith("KEEL_API_KEY="))
+    return {"Authorization": f"Bearer {key.strip()}"}
+
+
+def post(url: str, body: dict[str, Any], status: int = 201,
+         headers: dict[str, str] | None = None) -> dict[str, Any]:
+    response = httpx.post(url, json=body, timeout=10, headers=headers)
     assert response.status_code == status, response.text
     result: dict[str, Any] = response.json()["data"]
     return result
@@ -276,16 +286,20 @@ def test_up_restarts_a_killed_worker_and_the_run_in_flight_completes(tmp_path: P
     with keel_up(env, tmp_path, "up") as up:
         up.wait_until_up()
         api = f"{up.api}/api/v1"
+        auth = owner_auth(tmp_path / "data")
         agent = post(f"{api}/Agent/", {"name": "slow", "provider": "fake", "model": "fake-echo",
-                                       "metadata": {"fake": {"delay_s": 4}}})
+                                       "metadata": {"fake": {"delay_s": 4}}}, headers=auth)
         workflow = post(f"{api}/Workflow/", {"name": "one", "definition": {
             "nodes": [{"id": "a", "type": "agent", "agent_id": agent["id"]}],
-            "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}})
-        post(f"{api}/Workflow/{workflow['id']}/publish", {}, status=200)
-        execution = post(f"{api}/Execution/", {"workflow_id": workflow["id"], "start": True})
+            "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}},
+            headers=auth)
+        post(f"{api}/Workflow/{workflow['id']}/publish", {}, status=200, headers=auth)
+        execution = post(f"{api}/Execution/", {"workflow_id": workflow["id"], "start": True},
+                         headers=auth)
 
         def node_started() -> bool:
-            events = httpx.get(f"{api}/Execution/{execution['id']}/events", timeout=10)
+            events = httpx.get(f"{api}/Execution/{execution['id']}/events", timeout=10,
+                               headers=auth)
             return any(e["type"] == EventType.NODE_STARTED for e in events.json()["data"]["items"])
 
         wait_until(node_started, timeout=60, what="the agent node to start")
@@ -310,7 +324,8 @@ def test_up_restarts_a_killed_worker_and_the_run_in_flight_completes(tmp_path: P
         wait_until(healthy, timeout=60, what="/health to be ok again")
 
         def finished() -> dict[str, Any] | None:
-            found = httpx.get(f"{api}/Execution/{execution['id']}", timeout=10).json()["data"]
+            found = httpx.get(f"{api}/Execution/{execution['id']}", timeout=10,
+                              headers=auth).json()["data"]
             return found if found["status"] in FINISHED else None
 
         final = wait_until(finished, timeout=90, what="the run to finish")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.temporal import SEARCH_ATTRIBUTES
+from infra.temporal import SEARCH_ATTRIBUTES, attribute_type
 
 ROOT = Path(__file__).resolve().parents[2]
 KEEL = Path(sys.executable).parent / "keel"
@@ -103,7 +103,7 @@ def test_search_attributes_are_registered(services: dict[str, Any]) -> None:
     script = " ".join(setup["command"])
     assert "temporal operator search-attribute create" in script
     for key in SEARCH_ATTRIBUTES:
-        assert f"--name {key.name} --type Int" in script
+        assert f"--name {key.name} --type {attribute_type(key)}" in script
     assert setup["restart"] == "no"
 
 

@@ -23,8 +23,8 @@ from infra.temporal import (
     register_command,
     tls_config,
 )
-from tests.conftest import make_settings
-from tests.helpers import wait_for
+from tests.support.settings import make_settings
+from tests.support.waiting import wait_for
 
 
 def settings(tmp_path: Path, **values: object) -> Settings:
@@ -81,7 +81,8 @@ def test_the_register_command_says_exactly_what_to_run(tmp_path: Path) -> None:
     assert register_command(mtls) == (
         "temporal operator search-attribute create --address ns.acct.tmprl.cloud:7233 "
         f"--namespace ns.acct --tls-cert-path {cert} --tls-key-path {key} --tls "
-        "--name KeelExecutionId --name KeelWorkflowId --name KeelWorkflowVersion --type Int")
+        "--name KeelExecutionId --type Int --name KeelWorkflowId --type Int "
+        "--name KeelWorkflowVersion --type Int --name KeelWorkspaceId --type Keyword")
     cloud = settings(tmp_path, temporal_address="eu-west-1.aws.api.temporal.io:7233",
                      temporal_namespace="ns.acct", temporal_api_key="k" * 20)
     assert "--api-key $KEEL_TEMPORAL_API_KEY --tls " in register_command(cloud)

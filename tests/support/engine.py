@@ -27,7 +27,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from infra.db import create_engine, session_factory
+from infra.security.roles import Role
 from infra.settings import Settings
+from tests.support.accounts import Accounts, bearer
 from tests.support.net import free_port
 from tests.support.responses import data
 from tests.support.settings import make_settings
@@ -91,6 +93,11 @@ class Platform:
 
         return await wait_for(check, timeout=timeout, what=f"execution status in {statuses}")
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The credential the platform's client sends (for WebSockets)."""
+        return {"Authorization": self.http.headers["Authorization"]}
+
     def ws_url(self, execution_id: int, after: int | str | None = None) -> str:
         url = self.base_url.replace("http://", "ws://") + f"/api/v1/Execution/ws/{execution_id}"
         return url if after is None else f"{url}?after={after}"
@@ -100,7 +107,8 @@ class Platform:
     ) -> list[dict[str, Any]]:
         """Events from the start up to and including the first ``event_type`` (of node_id)."""
         events: list[dict[str, Any]] = []
-        async with asyncio.timeout(timeout), websockets.connect(self.ws_url(execution_id)) as ws:
+        async with asyncio.timeout(timeout), websockets.connect(
+                self.ws_url(execution_id), additional_headers=self.auth) as ws:
             async for message in ws:
                 events.append(json.loads(message))
                 if events[-1]["type"] == event_type and (
@@ -120,7 +128,8 @@ class Platform:
         events: list[dict[str, Any]] = []
         async with (
             asyncio.timeout(timeout),
-            websockets.connect(self.ws_url(execution_id, after)) as ws,
+            websockets.connect(self.ws_url(execution_id, after),
+                               additional_headers=self.auth) as ws,
         ):
             try:
                 async for message in ws:
@@ -170,7 +179,10 @@ async def running_platform(
         if with_worker:
             await stack.enter_async_context(build_worker(client, settings, session_factory(engine)))
         await wait_for(lambda: _started(server), timeout=20, what="API server start")
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        made = Accounts(settings)
+        key = await made.api_key(Role.OWNER, name="platform owner")
+        await made.close()
+        async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=bearer(key)) as http:
             platform = Platform(settings, client, http, base_url)
             yield platform
             await _close_runs(client, platform.started)
@@ -206,26 +218,28 @@ async def _close_runs(client: Client, workflow_ids: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def worker_process(platform: Platform) -> AsyncIterator[asyncio.subprocess.Process]:
+async def worker_process(platform: Platform, log: Path | None = None,
+                         **settings_env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A real ``keel worker`` process on the platform's task queue; its stderr goes to
+    ``log`` when given. ``settings_env``: more KEEL_* variables (e.g. the drain grace)."""
     settings = platform.settings
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
         "KEEL_ENVIRONMENT": "test",
         "KEEL_DATABASE_URL": settings.resolved_database_url,
         "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
         "KEEL_TASK_QUEUE": settings.task_queue,
         "KEEL_SECRET_KEY": settings.secret_key,
         **({"KEEL_PRICING_FILE": str(settings.pricing_file)} if settings.pricing_file else {}),
+        **settings_env,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "keel",
-        "worker",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    with contextlib.ExitStack() as files:
+        err = files.enter_context(log.open("wb")) if log else asyncio.subprocess.DEVNULL
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "keel", "worker", env=env,
+            cwd=log.parent if log else None,
+            stdout=asyncio.subprocess.DEVNULL, stderr=err,
+        )
     try:
         yield process
     finally:

@@ -15,7 +15,7 @@ import pytest
 from infra.settings import Settings
 from infra.tools.common import RetryableToolError
 from infra.tools.http import call_http
-from infra.tools.network import blocked_reason, check_destination
+from infra.tools.network import Destination, Failure, blocked_reason, resolve_destination
 from tests.support.fake_http import Behaviour, HttpToolService
 from tests.support.fake_mcp import McpHttpService
 from tests.support.net import UNRESOLVABLE_HOST, free_port
@@ -34,20 +34,28 @@ async def call(url: str, settings: Settings, arguments: dict[str, Any] | None = 
                            arguments or {"q": "x"}, "call-1", KEY, settings)
 
 
-@pytest.mark.parametrize(("address", "reason"), [
-    ("169.254.169.254", "a cloud metadata address"),
-    ("fd00:ec2::254", "a cloud metadata address"),
-    ("::ffff:169.254.169.254", "a cloud metadata address"),
-    ("169.254.10.1", "a link-local address"),
-    ("fe80::1", "a link-local address"),
-    ("127.0.0.1", None),
-    ("::1", None),
-    ("10.0.0.5", None),
-    ("192.168.1.10", None),
-    ("93.184.216.34", None),
+@pytest.mark.parametrize(("address", "reason", "private_allowed"), [
+    ("169.254.169.254", "a cloud metadata address", "a cloud metadata address"),
+    ("fd00:ec2::254", "a cloud metadata address", "a cloud metadata address"),
+    ("::ffff:169.254.169.254", "a cloud metadata address", "a cloud metadata address"),
+    ("169.254.10.1", "a link-local address", "a link-local address"),
+    ("fe80::1", "a link-local address", "a link-local address"),
+    ("127.0.0.1", "a loopback address", None),
+    ("::1", "a loopback address", None),
+    ("::ffff:127.0.0.1", "a loopback address", None),
+    ("10.0.0.5", "a private address", None),
+    ("192.168.1.10", "a private address", None),
+    ("0.0.0.0", "a private address", None),
+    ("100.64.0.1", "a non-public address", None),
+    ("93.184.216.34", None, None),
 ])
-def test_blocked_addresses(address: str, reason: str | None) -> None:
-    assert blocked_reason(ipaddress.ip_address(address)) == reason
+def test_blocked_addresses(address: str, reason: str | None, private_allowed: str | None,
+                           tmp_path: Path) -> None:
+    strict = tool_settings(tmp_path, tools_allow_private=False)
+    found = blocked_reason(ipaddress.ip_address(address), strict)
+    assert (found[0] if found else None) == reason
+    found = blocked_reason(ipaddress.ip_address(address), tool_settings(tmp_path))
+    assert (found[0] if found else None) == private_allowed
 
 
 @pytest.mark.parametrize("url", [
@@ -71,24 +79,56 @@ async def test_link_local_and_metadata_are_refused_before_any_request(
     assert proxy.calls == {}
 
 
-async def test_the_setting_lets_link_local_through(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    async with HttpToolService() as proxy:
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
-        outcome = await call("http://169.254.169.254/latest",
-                             tool_settings(tmp_path, tool_allow_link_local=True))
-    assert outcome.ok, outcome.error
-    assert proxy.calls == {"latest": 1}  # the proxy saw it: the check above would too
+async def test_the_setting_lets_link_local_through(tmp_path: Path) -> None:
+    allowed = tool_settings(tmp_path, tool_allow_link_local=True)
+    assert await resolve_destination("http://169.254.169.254/latest", allowed, 5) == \
+        Destination("169.254.169.254", "169.254.169.254")
 
 
-async def test_check_destination_names_what_it_resolved(tmp_path: Path) -> None:
+async def test_private_addresses_are_refused_by_default(tmp_path: Path) -> None:
+    strict = tool_settings(tmp_path, tools_allow_private=False)
+    async with HttpToolService() as service:
+        service.behaviours["x"] = Behaviour(body={"ok": True})
+        outcome = await call(service.url("x"), strict)
+        assert outcome.error is not None and "a loopback address" in outcome.error
+        assert "KEEL_TOOLS_ALLOW_PRIVATE=true" in outcome.error
+        local = await call(service.url("x").replace("127.0.0.1", "localhost"), strict)
+        assert local.error is not None and "localhost resolves to" in local.error
+        assert service.calls == {}
+
+
+async def test_the_request_goes_to_the_address_checked(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DNS answer that changes between the check and the connection (rebinding) does
+    not matter: the connection is made to the address checked, the Host header kept."""
+    from infra.tools import network
+
+    async with HttpToolService() as service:
+        service.behaviours["x"] = Behaviour(body={"ok": True})
+        answers = iter(["127.0.0.1"])
+        real = network.resolve_destination
+
+        async def once(url: str, settings: Settings, timeout_s: float) -> Any:
+            found = await real(url, settings, timeout_s)
+            assert isinstance(found, Destination)
+            return Destination(found.host, next(answers))  # a second lookup would fail
+
+        monkeypatch.setattr("infra.tools.http.resolve_destination", once)
+        outcome = await call(service.url("x").replace("127.0.0.1", "localhost"),
+                             tool_settings(tmp_path))
+        assert outcome.ok, outcome.error
+        assert service.requests[-1]["headers"]["host"].startswith("localhost:")
+
+
+async def test_resolve_destination_names_what_it_resolved(tmp_path: Path) -> None:
     settings = tool_settings(tmp_path)
-    assert await check_destination("http://localhost:1/x", settings, 5) is None
-    assert await check_destination("http://127.0.0.1:1/x", settings, 5) is None
-    failure = await check_destination(f"http://{UNRESOLVABLE_HOST}/x", settings, 5)
-    assert failure is not None and failure.kind == "dns" and not failure.retryable
+    local = await resolve_destination("http://localhost:1/x", settings, 5)
+    assert isinstance(local, Destination) and local.host == "localhost"
+    assert local.address in ("127.0.0.1", "::1")
+    assert await resolve_destination("http://127.0.0.1:1/x", settings, 5) == Destination(
+        "127.0.0.1", "127.0.0.1")
+    failure = await resolve_destination(f"http://{UNRESOLVABLE_HOST}/x", settings, 5)
+    assert isinstance(failure, Failure) and failure.kind == "dns" and not failure.retryable
     assert failure.message.startswith(f"DNS failure: cannot resolve host '{UNRESOLVABLE_HOST}'")
 
 

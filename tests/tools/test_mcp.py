@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,8 @@ import pytest
 from infra.secrets import encrypt
 from infra.settings import Settings
 from infra.tools.common import RetryableToolError
-from infra.tools.mcp import call_mcp, probe_mcp, stdio_command_allowed
+from infra.tools.mcp import call_mcp, probe_mcp
+from infra.tools.stdio_policy import inline_code_argument, stdio_refusal
 from tests.support.fake_http import HttpToolService
 from tests.support.fake_mcp import McpHttpService, process_gone, stdio_config
 from tests.support.net import UNRESOLVABLE_HOST, free_port
@@ -39,6 +39,13 @@ def tool_settings(tmp_path: Path) -> Settings:
 def sealed_env(**values: str) -> dict[str, Any]:
     """MCP env as the API stores it: every value encrypted."""
     return {k: {"value": encrypt(v, KEY), "secret": True} for k, v in values.items()}
+
+
+def script(tmp_path: Path, code: str) -> dict[str, Any]:
+    """A stdio config running ``code`` from a file (inline code is refused)."""
+    path = tmp_path / f"server_{abs(hash(code))}.py"
+    path.write_text(code)
+    return {"transport": "stdio", "command": sys.executable, "args": [str(path)]}
 
 
 async def call(config: dict[str, Any], settings: Settings, arguments: dict[str, Any],
@@ -132,59 +139,66 @@ async def test_long_results_are_cut(tmp_path: Path) -> None:
     assert short.output == {"result": "x" * 900}
 
 
-# --- stdio allowlist -----------------------------------------------------------------
+# --- stdio policy ---------------------------------------------------------------------
 
-async def test_command_not_in_the_allowlist_is_refused(tool_settings: Settings,
-                                                       tmp_path: Path) -> None:
+async def test_command_not_allowed_is_refused_and_does_not_run(tool_settings: Settings,
+                                                              tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     config = {"transport": "stdio", "command": "/bin/sh",
               "args": ["-c", f"touch {marker}"]}
     outcome = await call(config, tool_settings, {"text": "x"})
-    assert not outcome.ok
-    assert outcome.error is not None
-    assert "command '/bin/sh' is not allowed" in outcome.error
-    assert "KEEL_MCP_STDIO_ALLOWLIST" in outcome.error
+    assert not outcome.ok and outcome.error is not None
+    assert "command '/bin/sh' is not in KEEL_MCP_STDIO_ALLOWED" in outcome.error
     probed = await probe_mcp("echo", config, KEY, tool_settings)
-    assert not probed.ok and "KEEL_MCP_STDIO_ALLOWLIST" in (probed.error or "")
+    assert not probed.ok and "KEEL_MCP_STDIO_ALLOWED" in (probed.error or "")
+    inline = await call({"transport": "stdio", "command": sys.executable,
+                         "args": ["-c", f"open({str(marker)!r}, 'w')"]}, tool_settings, {})
+    assert inline.error is not None and "runs code given on its command line" in inline.error
     assert not marker.exists()
 
 
-def test_allowlist_matches_names_and_resolved_paths(tmp_path: Path) -> None:
-    default = ["python", "python3", "npx", "uvx", "node"]
-    assert stdio_command_allowed("python3", default)
-    # The Python running Keel (here a virtualenv's, often not on PATH) by its full path.
-    assert stdio_command_allowed(sys.executable, default)
-    assert not stdio_command_allowed("sh", default)
-    assert not stdio_command_allowed("/bin/sh", default)
-    assert not stdio_command_allowed("python3;rm", default)
-    assert not stdio_command_allowed("", default)
-    python3 = shutil.which("python3")
-    assert python3 is not None
-    assert stdio_command_allowed(python3, default)  # the file the listed name runs
-    # A file called "python3" elsewhere is not python3.
-    fake = tmp_path / "python3"
-    fake.symlink_to("/bin/sh")
-    assert not stdio_command_allowed(str(fake), default)
-    # A link to an allowed interpreter is that interpreter.
-    link = tmp_path / "py"
-    link.symlink_to(sys.executable)
-    assert stdio_command_allowed(str(link), default)
-    # Listed paths allow exactly that file.
-    assert stdio_command_allowed(str(link), [sys.executable])
-    assert not stdio_command_allowed("python3", [str(fake)])
-    assert not stdio_command_allowed("python3", [])
+def test_stdio_is_disabled_until_an_operator_lists_exact_commands() -> None:
+    assert "disabled" in (stdio_refusal("python3", ["server.py"], []) or "")
+    allowed = ["/usr/bin/python3", "uvx"]
+    assert stdio_refusal("/usr/bin/python3", ["server.py"], allowed) is None
+    assert stdio_refusal("uvx", ["mcp-server-git"], allowed) is None
+    # Compared exactly as written: another spelling of the same program is not listed.
+    assert stdio_refusal("python3", ["server.py"], allowed) is not None
+    assert stdio_refusal("/usr/bin/python3;rm", [], allowed) is not None
+    assert stdio_refusal("", [], allowed) is not None
 
 
-def test_allowlist_setting_is_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
-    def allowlist() -> list[str]:
-        return Settings(_env_file=None).mcp_stdio_allowlist  # type: ignore[call-arg]
+@pytest.mark.parametrize(("command", "args"), [
+    ("python3", ["-c", "print(1)"]), ("/usr/bin/python3.12", ["-Ic", "x"]),
+    ("node", ["-e", "x"]), ("node", ["--eval=x"]), ("node", ["-pe", "x"]),
+    ("deno", ["eval", "x"]), ("bash", ["-c", "x"]), ("sh", ["-ec", "x"]),
+    ("pwsh", ["-Command", "x"]), ("ruby", ["-e", "x"]), ("perl", ["-e", "x"]),
+    ("php", ["-r", "x"]), ("env", ["python3", "-c", "x"]), ("npx", ["-c", "x"]),
+    ("uv", ["run", "python", "-c", "x"]),
+])
+def test_interpreters_with_inline_code_are_refused(command: str, args: list[str]) -> None:
+    assert inline_code_argument(command, args) is not None
+    assert "runs code given on its command line" in (
+        stdio_refusal(command, args, [command]) or "")
 
-    monkeypatch.setenv("KEEL_MCP_STDIO_ALLOWLIST", " uvx, /opt/mcp/server ,, ")
-    assert allowlist() == ["uvx", "/opt/mcp/server"]
-    monkeypatch.setenv("KEEL_MCP_STDIO_ALLOWLIST", "none")
-    assert allowlist() == []
-    monkeypatch.delenv("KEEL_MCP_STDIO_ALLOWLIST")
-    assert allowlist() == ["python", "python3", "npx", "uvx", "node"]
+
+@pytest.mark.parametrize(("command", "args"), [
+    ("python3", ["server.py"]), ("python3", ["-m", "mcp_server"]), ("python3", ["-u", "s.py"]),
+    ("npx", ["-y", "@modelcontextprotocol/server-memory"]), ("uvx", ["mcp-server-git"]),
+    ("/opt/mcp/server", ["-c", "config.toml"]),  # not an interpreter: -c is its own flag
+])
+def test_servers_with_their_own_arguments_pass(command: str, args: list[str]) -> None:
+    assert inline_code_argument(command, args) is None
+
+
+def test_allowed_setting_is_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    def allowed() -> list[str]:
+        return Settings(_env_file=None).mcp_stdio_allowed  # type: ignore[call-arg]
+
+    monkeypatch.delenv("KEEL_MCP_STDIO_ALLOWED", raising=False)
+    assert allowed() == []
+    monkeypatch.setenv("KEEL_MCP_STDIO_ALLOWED", " uvx, /opt/mcp/server ,, ")
+    assert allowed() == ["uvx", "/opt/mcp/server"]
 
 
 async def test_env_cannot_swap_the_program_or_inject_code(tool_settings: Settings,
@@ -195,9 +209,10 @@ async def test_env_cannot_swap_the_program_or_inject_code(tool_settings: Setting
     evil.write_text(f"#!/bin/sh\ntouch {marker}\n")
     evil.chmod(0o755)
     # "python3" is allowed; a PATH in the tool's env does not decide which one runs.
-    swapped = await call({"transport": "stdio", "command": "python3",
-                          "args": ["-c", "pass"], "env": sealed_env(PATH=str(evil.parent))},
-                         tool_settings, {"text": "x"})
+    allowed = tool_settings.model_copy(update={"mcp_stdio_allowed": ["python3"]})
+    quiet = script(tmp_path, "pass")
+    swapped = await call({**quiet, "command": "python3",
+                          "env": sealed_env(PATH=str(evil.parent))}, allowed, {"text": "x"})
     assert swapped.error is not None and "exited or closed its output" in swapped.error
     assert not marker.exists()
     preload = await call(stdio_config(env=sealed_env(LD_PRELOAD="/tmp/x.so")), tool_settings,
@@ -217,11 +232,11 @@ async def test_server_process_that_exits_reports_its_stderr(tool_settings: Setti
     assert "its stderr ends with: cannot read /etc/weather.conf" in outcome.error
 
 
-async def test_secrets_are_masked_in_what_a_failing_server_prints(tool_settings: Settings
-                                                                  ) -> None:
-    config = {"transport": "stdio", "command": sys.executable, "args": [
-        "-c", "import os, sys; sys.stderr.write('bad token ' + os.environ['API_TOKEN'])"],
-        "env": sealed_env(API_TOKEN=API_TOKEN)}
+async def test_secrets_are_masked_in_what_a_failing_server_prints(tool_settings: Settings,
+                                                                  tmp_path: Path) -> None:
+    config = {**script(tmp_path, "import os, sys; "
+                                 "sys.stderr.write('bad token ' + os.environ['API_TOKEN'])"),
+              "env": sealed_env(API_TOKEN=API_TOKEN)}
     outcome = await probe_mcp("echo", config, KEY, tool_settings)
     assert not outcome.ok and outcome.error is not None
     assert "bad token ***" in outcome.error and API_TOKEN not in outcome.error
@@ -229,16 +244,17 @@ async def test_secrets_are_masked_in_what_a_failing_server_prints(tool_settings:
 
 async def test_command_that_cannot_start(tmp_path: Path) -> None:
     settings = make_settings("sqlite+aiosqlite:///unused.db", tmp_path,
-                             mcp_stdio_allowlist=["/nonexistent/mcp-server"])
+                             mcp_stdio_allowed=["/nonexistent/mcp-server"])
     outcome = await call({"transport": "stdio", "command": "/nonexistent/mcp-server"},
                          settings, {"text": "x"})
     assert outcome.error == ("echo: cannot start the stdio server '/nonexistent/mcp-server': "
                              "No such file or directory")
 
 
-async def test_output_that_is_not_mcp_is_a_protocol_error(tool_settings: Settings) -> None:
-    config = {"transport": "stdio", "command": sys.executable, "timeout_s": 1, "args": [
-        "-c", "import time; print('Welcome to my server!', flush=True); time.sleep(30)"]}
+async def test_output_that_is_not_mcp_is_a_protocol_error(tool_settings: Settings,
+                                                          tmp_path: Path) -> None:
+    config = {**script(tmp_path, "import time; print('Welcome to my server!', flush=True); "
+                                 "time.sleep(30)"), "timeout_s": 1}
     outcome = await call(config, tool_settings, {"text": "x"})
     assert not outcome.ok and outcome.error is not None
     assert outcome.error.startswith("echo: MCP protocol error: no answer from the stdio "
@@ -330,8 +346,7 @@ async def test_server_silent_while_connecting_times_out_and_is_stopped(
     silent = ("import os, pathlib, time; "
               f"pathlib.Path({str(pidfile)!r}).write_text(str(os.getpid())); time.sleep(60)")
     with pytest.raises(RetryableToolError, match=r"timed out after 3s connecting"):
-        await call({"transport": "stdio", "command": sys.executable, "timeout_s": 3,
-                    "args": ["-c", silent]}, tool_settings, {})
+        await call({**script(tmp_path, silent), "timeout_s": 3}, tool_settings, {})
     pid = int(pidfile.read_text())
     assert process_gone(pid)  # stopped (SIGTERM after the grace period) before returning
 
