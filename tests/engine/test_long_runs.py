@@ -31,6 +31,8 @@ from workflows.execution import ExecutionWorkflow
 from workflows.status import ExecutionStatus
 
 ENDED = (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED)
+# A worker process reads its settings from the environment: the tools here are on loopback.
+LOOPBACK_TOOLS = {"KEEL_TOOLS_ALLOW_PRIVATE": "true"}
 
 
 class CountingService(HttpToolService):
@@ -236,11 +238,11 @@ async def test_sigkill_of_the_worker_after_continue_as_new(
     async with CountingService() as service:
         workflow_id = await counting_loop(platform, service, turns=40)
         execution = await platform.run(workflow_id)
-        async with worker_process(platform) as first:
+        async with worker_process(platform, **LOOPBACK_TOOLS) as first:
             await run_number(platform, execution["id"], 2)
             first.send_signal(signal.SIGKILL)
             await first.wait()
-        async with worker_process(platform):
+        async with worker_process(platform, **LOOPBACK_TOOLS):
             final = await platform.wait_status(execution["id"], *ENDED,
                                                timeout=180)
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
@@ -408,7 +410,7 @@ async def test_ten_thousand_calls_continue_as_new_and_a_watcher_sees_every_event
     platform_without_worker: Platform,
 ) -> None:
     platform, turns = platform_without_worker, 1000
-    async with CountingService() as service, worker_process(platform):
+    async with CountingService() as service, worker_process(platform, **LOOPBACK_TOOLS):
         run = await long_run(platform, service, turns, timeout=3600)
     assert run.calls >= 10_000
     assert_long_run_is_whole(run, service, turns)
