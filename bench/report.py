@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import scenarios as s
+from bench.long_run import CALLS_PER_TURN, TOOL_CALLS, LongRunResult
 from bench.platform import STREAM_POLL_OPS
 from bench.stats import Repeated, fmt, pct, ratio
 from workflows.events import EventType
@@ -44,6 +45,7 @@ class Results:
     profile: list[s.ProfilePhase] | None = None
     memory: s.MemoryResult | None = None
     capacity: dict[str, list[s.CapacityLevel]] | None = None
+    long_run: LongRunResult | None = None
     plan: s.Plan | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -409,6 +411,40 @@ class Report:
                 *table(["system", "concurrency", "runs", "start p50 ms", "start p95 ms",
                         "runs/s", "failed"], rows)]
 
+    def long_run(self) -> list[str]:
+        lr = self.r.long_run
+        if lr is None or lr.long is None:
+            return []
+        long, chain = lr.long, lr.chain
+        ratio_ = ratio(long.calls_per_s, lr.short_calls_per_s)
+        self.target("calls/s of the long run against a 10-call run (cost of a call does not "
+                    "grow; >= 0.8)", fmt(ratio_, 2), ratio_ >= THROUGHPUT_TARGET)
+        runs = [[str(i + 1), str(c.history_events), str(c.activities), fmt(c.seconds, 1),
+                 fmt(c.calls_per_s, 1)] for i, c in enumerate(chain)]
+        every = [f"{m.calls} calls in {m.seconds:.2f} s ({m.calls_per_s:.1f}/s)"
+                 for m in lr.short]
+        return ["### 8. Long run: one execution of many calls, continued as new", "",
+                f"A graph looping {lr.turns} times through a tool (`tick`), an agent whose "
+                f"offline model asks for {TOOL_CALLS} tool calls and then answers, and a "
+                f"condition: {CALLS_PER_TURN} calls a turn, each its own activity. One "
+                "WebSocket watcher from the POST to the terminal event. The same graph with "
+                f"one turn is the 10-call run ({'; '.join(every)}).", "",
+                *table(["run", "calls", "wall s", "calls/s", "events seen", "seq contiguous",
+                        "completed"],
+                       [["10 calls (median of 3)", str(lr.short[0].calls) if lr.short else "-",
+                         fmt(statistics.median(m.seconds for m in lr.short), 2)
+                         if lr.short else "n/a", fmt(lr.short_calls_per_s, 1), "-", "-", "-"],
+                        ["long", str(long.calls), fmt(long.seconds, 0),
+                         fmt(long.calls_per_s, 1), str(long.events), str(long.contiguous),
+                         str(long.completed)]]),
+                "",
+                f"Worker RSS: {lr.rss_before / 2**20:.1f} MiB before the long run, "
+                f"{lr.rss_after / 2**20:.1f} MiB at its end. The chain's Temporal runs "
+                "(history events per run; each run's own rate, first to last history event):",
+                "",
+                *table(["Temporal run", "history events", "activities", "s", "calls/s"],
+                       runs)]
+
     def profile(self) -> list[str]:
         phases = self.r.profile
         if not phases:
@@ -443,7 +479,7 @@ class Report:
     def render(self) -> str:
         body: list[str] = []
         for section in (self.engine, self.events, self.fanout, self.api, self.memory,
-                        self.start_latency, self.capacity, self.profile):
+                        self.start_latency, self.capacity, self.long_run, self.profile):
             part = section()
             if part:
                 body += [*part, ""]

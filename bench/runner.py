@@ -1,8 +1,9 @@
 """``python -m bench [SCENARIO ...]``: bring the platform up, measure, write the report.
 
-Scenarios, in the order they run (all by default): engine (1 and 6), events (2),
-fanout (3), api (4), capacity (7), memory (5: a fresh worker process, replaced by
-another after; 1,000 executions waiting on a human node, then all approved),
+Scenarios, in the order they run (all but long_run by default): engine (1 and 6),
+events (2), fanout (3), api (4), capacity (7), memory (5: a fresh worker process,
+replaced by another after; 1,000 executions waiting on a human node, then all
+approved), long_run (8: one execution of 10,000 calls, minutes; only when named),
 profile (py-spy on the API and the worker; last, as the figures do not need it).
 
 Environment:
@@ -31,12 +32,15 @@ import httpx
 from bench import report
 from bench import scenarios as s
 from bench.keel import Keel
+from bench.long_run import long_run
 from bench.platform import REPO, CpuMeter, Platform, loadavg, machine
 
-ORDER = ("engine", "events", "fanout", "api", "capacity", "memory", "profile")
+ORDER = ("engine", "events", "fanout", "api", "capacity", "memory", "long_run", "profile")
+# Run only when named: they take minutes, not seconds.
+ONLY_WHEN_NAMED = ("long_run",)
 # Seconds each scenario may spend before it skips further repeats (full mode).
 BUDGET_S = {"engine": 230, "events": 50, "fanout": 60, "api": 60, "capacity": 120,
-            "memory": 200, "profile": 40}
+            "memory": 200, "long_run": 3600, "profile": 40}
 # The whole run is cut short (remaining scenarios skipped) past this.
 HARD_LIMIT_S = 780
 
@@ -54,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in args.scenarios if name not in ORDER]
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(ORDER)}")
-    chosen = [name for name in ORDER if not args.scenarios or name in args.scenarios]
+    chosen = [name for name in ORDER if name in args.scenarios
+              or (not args.scenarios and name not in ONLY_WHEN_NAMED)]
     quick = _truthy("KEEL_BENCH_QUICK")
     out = os.environ.get("KEEL_BENCH_OUT")
     if out:
@@ -131,6 +136,7 @@ SCENARIOS: dict[str, Callable[[s.Context], Awaitable[Any]]] = {
     "capacity": s.capacity,
     "profile": s.profile,
     "memory": s.memory,
+    "long_run": long_run,
 }
 
 

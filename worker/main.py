@@ -38,6 +38,7 @@ PASSTHROUGH_MODULES = (
     "workflows.definition",
     "workflows.status",
     "workflows.templates",
+    "workflows.handover",
     "workflows.loops",
     "workflows.memo",
 )

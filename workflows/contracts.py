@@ -54,11 +54,23 @@ class ToolSpec(BaseModel):
 
 
 class MemoEntry(BaseModel):
-    """One finished node visit kept in the run's memo (see workflows.memo)."""
+    """One finished node visit of a parent execution, kept in a rerun's memo (see
+    workflows.memo)."""
 
     output: Any = None
     attempts: int = 1
-    from_execution: int  # the execution whose visit really ran (differs for a rerun)
+    from_execution: int  # the execution whose visit really ran
+    node_id: str = ""
+    visit: int = 0  # which visit of the node it was (0: unknown)
+
+
+class GraphPosition(BaseModel):
+    """Where a run's graph stood when it continued as new (see workflows.handover)."""
+
+    encoding: str  # the type tag of LangGraph's serializer
+    checkpoint: str  # LangGraph's checkpoint after the last superstep, base64
+    visits: dict[str, int] = Field(default_factory=dict)  # by node id
+    last_finished: str | None = None  # the last agent, tool or human node that finished
 
 
 class ExecutionInput(BaseModel):
@@ -70,13 +82,12 @@ class ExecutionInput(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
     agents: dict[str, AgentSpec] = Field(default_factory=dict)  # keyed by str(agent id)
     tools: dict[str, ToolSpec] = Field(default_factory=dict)  # keyed by str(tool id)
-    # Finished node visits by memo key: a rerun's seed, or carried through continue-as-new.
+    # A rerun's seed: the parent's finished node visits by memo key (those still to come).
     memo: dict[str, MemoEntry] = Field(default_factory=dict)
-    # Continue-as-new: the supersteps the previous runs took (replayed quietly through the
-    # memo), and the event stream's state, so seq stays contiguous.
-    replay_steps: int = 0
+    # Continue-as-new: where the graph stood, and the event stream's state (so seq
+    # stays contiguous). None for the first run of an execution.
+    resume: GraphPosition | None = None
     stream_state: WorkflowStreamState | None = None
-    continued: bool = False
     # The run continues as new once its history reaches this many events (Temporal warns
     # at 10,240), or sooner when Temporal suggests it.
     max_history_events: int = 5000

@@ -15,15 +15,18 @@ Determinism rules this module keeps (see tests/workflows/test_replay.py):
   executor, which the workflow event loop does not have);
 - every activity gets an explicit ``activity_id`` derived from the node id and
   visit, so a change in scheduling order fails replay instead of swapping results;
-- no LangGraph retry, timeout or checkpointer features: Temporal owns those;
+- no LangGraph retry, timeout or checkpointer features: Temporal owns those (the one
+  checkpoint, ``workflows.handover``, only carries the graph into the next run);
 - time is ``workflow.now()``.
 
-Loops and long runs (workflows.loops, workflows.memo): LangGraph's step limit comes
-from the definition's loop bounds; every finished node visit goes into the memo; the
-graph is driven superstep by superstep (``astream``), and between two supersteps, once
-the history is long, the run continues as new carrying the memo and the event
-stream's state. The new run replays the graph from START through the memo without
-emitting anything (``replay_steps``) and goes on.
+Loops and long runs (workflows.loops, workflows.handover): LangGraph's step limit
+comes from the definition's loop bounds. Once the history is long, the node that
+notices asks LangGraph to drain: the graph stops before its next superstep and
+hands over its checkpoint (``workflows.handover``); the run continues as new with
+that position, the visit counts and the event stream's state, and the new run
+resumes the graph from there. Nothing is replayed, so a call costs the same in
+the 10th run of a chain as in the first. A rerun's memo (workflows.memo) answers
+the parent's visits that still hold without running them.
 
 No run stays ``running`` because of our code: any exception out of the graph that is
 neither a node failure nor a cancel is caught in ``run`` and fails the execution with
@@ -52,8 +55,9 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from langchain_core.runnables import RunnableConfig
+    from langgraph.errors import GraphDrained
     from langgraph.graph import END, START, StateGraph
+    from langgraph.runtime import RunControl
     from pydantic import BaseModel
 
     from workflows.contracts import (
@@ -90,8 +94,9 @@ with workflow.unsafe.imports_passed_through():
         NodeFailed,
         event,
     )
+    from workflows.handover import THREAD, Handover
     from workflows.loops import step_limit
-    from workflows.memo import MemoNode, memo_key
+    from workflows.memo import MemoNode, memo_key, still_to_come
     from workflows.status import ExecutionStatus
     from workflows.templates import matches, render_text, render_value
 
@@ -99,7 +104,7 @@ DEFAULT_AGENT_TIMEOUT = timedelta(minutes=5)
 DEFAULT_TOOL_TIMEOUT = timedelta(minutes=2)
 HEARTBEAT_TIMEOUT = timedelta(seconds=5)
 SYNC_TIMEOUT = timedelta(seconds=60)
-REPLAY_SLICE = 100  # supersteps replayed through the memo per workflow task
+HAND_OVER = "continue as new"  # the reason given to LangGraph's drain
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -158,12 +163,14 @@ class ExecutionWorkflow:
         self.events = self.stream.topic(EVENTS_TOPIC, type=Event)
         self.params = params
         self.memo: dict[str, MemoEntry] = dict(params.memo)
-        self.step = 0  # the LangGraph superstep running now
-        self.replaying = False  # catching up through the memo after continue-as-new
         self.waiting: set[str] = set()
         self.responses: dict[str, HumanResponse] = {}
-        self.visits: dict[str, int] = defaultdict(int)
-        self.finished: list[str] = []  # agent, tool and human nodes, in the order they ended
+        resume = params.resume
+        self.visits: dict[str, int] = defaultdict(int, resume.visits if resume else {})
+        # The last agent, tool or human node that finished.
+        self.last_finished: str | None = resume.last_finished if resume else None
+        self.handover = Handover(resume)  # the graph's checkpoint, only ever at the end
+        self.control = RunControl()  # asks LangGraph to stop between two supersteps
         self.cancelled_by: dict[str, Any] | None = None
 
     # -- operator and client interaction ------------------------------------------------
@@ -198,7 +205,7 @@ class ExecutionWorkflow:
         try:
             definition = Definition.model_validate(params.definition)
             graph = self._compile(definition)
-            if not params.continued:
+            if params.resume is None:
                 self._emit(EventType.EXECUTION_STARTED, data={"input": params.input})
             final = await self._drive(graph, definition)
         except NodeFailure as failed:
@@ -232,52 +239,53 @@ class ExecutionWorkflow:
         return ExecutionResult(status=ExecutionStatus.COMPLETED, output=output)
 
     async def _drive(self, graph: Any, definition: Definition) -> dict[str, Any] | None:
-        """Run the graph superstep by superstep. Returns its final state, or None when the
-        history has grown long and the run should continue as new."""
+        """Run the graph (from START, or from where the previous run of the chain stopped)
+        superstep by superstep. Returns its final state, or None when it stopped to
+        continue as new."""
         final: dict[str, Any] | None = None
+        start = None if self.params.resume else {"input": self.params.input, "nodes": {}}
         try:
             async for state in graph.astream(
-                {"input": self.params.input, "nodes": {}},
-                config={"recursion_limit": step_limit(definition)}, stream_mode="values",
+                start, config={"recursion_limit": step_limit(definition),
+                               "configurable": {"thread_id": THREAD}},
+                stream_mode="values", durability="exit", control=self.control,
             ):
                 final = state
                 if _cancel_requested():
                     # The cancel met activities that finished anyway, and LangGraph went
                     # on: stop here, between supersteps, rather than run the next one.
                     raise asyncio.CancelledError("cancel requested")
-                if self.step > self.params.replay_steps and self._history_is_long():
-                    return None
-                if self.replaying and self.step % REPLAY_SLICE == 0:
-                    # A long replay is cut into workflow tasks (a 1 ms timer each), so no
-                    # single task runs into the SDK's 2 s deadlock detector.
-                    await workflow.sleep(timedelta(milliseconds=1))
-        finally:
-            self.replaying = False
+                self._hand_over_if_long()
+        except GraphDrained:
+            return None
         return final
 
-    def _history_is_long(self) -> bool:
+    def _hand_over_if_long(self) -> None:
+        """Once the history is long, ask LangGraph to stop before its next superstep (the
+        run then continues as new). Called after every node and superstep."""
+        if self.control.drain_requested:
+            return
         info = workflow.info()
-        return (info.is_continue_as_new_suggested()
-                or info.get_current_history_length() >= self.params.max_history_events)
+        if (info.is_continue_as_new_suggested()
+                or info.get_current_history_length() >= self.params.max_history_events):
+            self.control.request_drain(HAND_OVER)
 
     async def _continue_as_new(self) -> NoReturn:
         """Hand over to a new run between two supersteps: the events so far are recorded
         first, so the stream's retained log can be dropped (watchers behind it read the
-        record); the memo, the steps taken and the stream's state travel along."""
+        record); where the graph stands, the visit counts, the rerun memo entries still
+        to come and the stream's state travel along."""
         await self._sync()
         synced = self.stream.get_state()
         self.stream.truncate(synced.base_offset + len(synced.log))
-        workflow.logger.info("continuing as new", extra={"steps": self.step,
-                                                         "memo": len(self.memo)})
+        position = self.handover.position(self.visits, self.last_finished)
+        memo = still_to_come(self.memo, self.visits)
+        workflow.logger.info("continuing as new", extra={
+            "history_events": workflow.info().get_current_history_length(),
+            "checkpoint_chars": len(position.checkpoint), "memo": len(memo)})
         await self.stream.continue_as_new(lambda state: [self.params.model_copy(update={
-            "memo": self.memo, "replay_steps": self.step, "stream_state": state,
-            "continued": True,
+            "memo": memo, "resume": position, "stream_state": state,
         })])
-
-    def _enter_step(self, config: RunnableConfig) -> None:
-        """Note the superstep a node runs in; the first ``replay_steps`` are a replay."""
-        self.step = int((config.get("metadata") or {}).get("langgraph_step", self.step))
-        self.replaying = self.step <= self.params.replay_steps
 
     def _output(self, definition: Definition, nodes: dict[str, Any]) -> Any:
         """The run's result: the output of the node that led to END (a dict by node id
@@ -285,8 +293,8 @@ class ExecutionWorkflow:
         own, so then the last node that finished before it speaks for the run."""
         finishing = [e.source for e in definition.edges
                      if e.target == "END" and e.source in nodes]
-        if not finishing and self.finished:
-            finishing = [self.finished[-1]]
+        if not finishing and self.last_finished:
+            finishing = [self.last_finished]
         outputs = {nid: nodes[nid].get("output") for nid in finishing}
         if len(outputs) == 1:
             return next(iter(outputs.values()))
@@ -294,8 +302,6 @@ class ExecutionWorkflow:
 
     def _emit(self, kind: EventType, node_id: str | None = None,
               data: BaseModel | dict[str, Any] | None = None) -> None:
-        if self.replaying:
-            return  # these events were published by an earlier run of the chain
         self.events.publish(event(kind, workflow.now().isoformat(), node_id, data))
 
     async def _sync(self) -> None:
@@ -341,19 +347,18 @@ class ExecutionWorkflow:
                     graph.add_edge(source, dest)
         for node_id, router in routers.items():
             graph.add_conditional_edges(node_id, router)
-        return graph.compile()
+        return graph.compile(checkpointer=self.handover)
 
     def _context(self, state: RunState) -> dict[str, Any]:
         return {"input": state.get("input", {}), "nodes": state.get("nodes", {})}
 
     def _tracked(self, node: MemoNode, body: Callable[[RunState, int], Awaitable[dict[str, Any]]]
-                 ) -> Callable[[RunState, RunnableConfig], Awaitable[dict[str, Any]]]:
+                 ) -> Callable[[RunState], Awaitable[dict[str, Any]]]:
         """node.started / node.completed around a node's work, with its duration; a visit
-        found in the memo returns its kept result and does no work."""
+        a rerun's memo answers returns the parent's result and does no work."""
         node_id = node.id
 
-        async def run(state: RunState, config: RunnableConfig) -> dict[str, Any]:
-            self._enter_step(config)
+        async def run(state: RunState) -> dict[str, Any]:
             self.visits[node_id] += 1
             visit = self.visits[node_id]
             key = memo_key(node, visit, self._context(state), self.params)
@@ -364,10 +369,8 @@ class ExecutionWorkflow:
             self._emit(EventType.NODE_STARTED, node_id)
             result = await body(state, visit)
             duration_ms = int((workflow.now() - started).total_seconds() * 1000)
-            self.finished.append(node_id)
-            self.memo[key] = MemoEntry(output=result.get("output"),
-                                       attempts=result.get("attempts", 1),
-                                       from_execution=self.params.execution_id)
+            self.last_finished = node_id
+            self._hand_over_if_long()
             self._emit(EventType.NODE_COMPLETED, node_id, NodeCompleted(
                 output=result.get("output"), duration_ms=duration_ms,
                 attempts=result.get("attempts", 1), memo_key=key,
@@ -377,16 +380,14 @@ class ExecutionWorkflow:
         return run
 
     def _reuse(self, node_id: str, key: str, kept: MemoEntry) -> dict[str, Any]:
-        """A visit answered from the memo. One of this run's chain (replayed after
-        continue-as-new) says nothing; one of a parent execution (a rerun) is reported
-        as reused."""
-        self.finished.append(node_id)
-        if kept.from_execution != self.params.execution_id:
-            self._emit(EventType.NODE_STARTED, node_id, {"reused": True})
-            self._emit(EventType.NODE_COMPLETED, node_id, NodeCompleted(
-                output=kept.output, duration_ms=0, attempts=kept.attempts, memo_key=key,
-                reused=True, from_execution=kept.from_execution,
-            ))
+        """A visit answered from a parent execution's result (a rerun): reported as
+        reused, and nothing runs."""
+        self.last_finished = node_id
+        self._emit(EventType.NODE_STARTED, node_id, {"reused": True})
+        self._emit(EventType.NODE_COMPLETED, node_id, NodeCompleted(
+            output=kept.output, duration_ms=0, attempts=kept.attempts, memo_key=key,
+            reused=True, from_execution=kept.from_execution,
+        ))
         return {"nodes": {node_id: {"output": kept.output, "attempts": kept.attempts}}}
 
     def _agent(self, node: AgentNode) -> Callable[[RunState, int], Awaitable[dict[str, Any]]]:
@@ -522,10 +523,8 @@ class ExecutionWorkflow:
 
         return run
 
-    def _condition(self, node: ConditionNode
-                   ) -> Callable[[RunState, RunnableConfig], Awaitable[dict[str, Any]]]:
-        async def run(state: RunState, config: RunnableConfig) -> dict[str, Any]:
-            self._enter_step(config)
+    def _condition(self, node: ConditionNode) -> Callable[[RunState], Awaitable[dict[str, Any]]]:
+        async def run(state: RunState) -> dict[str, Any]:
             self.visits[node.id] += 1
             if node.max_visits is not None and self.visits[node.id] > node.max_visits:
                 raise self._fail(node.id, f"condition {node.id!r} was reached more than "
@@ -596,8 +595,8 @@ class ExecutionWorkflow:
         return NodeFailure(node_id, message)
 
 
-def _add_node(graph: Any, node_id: str,
-              run: Callable[[RunState, RunnableConfig], Awaitable[dict[str, Any]]]) -> None:
+def _add_node(graph: Any, node_id: str, run: Callable[[RunState], Awaitable[dict[str, Any]]]
+              ) -> None:
     # LangGraph's typed overloads want a protocol with a parameter named `state`; our
     # async closures are exactly that at run time, so the graph is typed loosely here.
     graph.add_node(node_id, run)

@@ -1,18 +1,18 @@
-"""The memo of finished node visits: what lets a run continue as new and a rerun reuse work.
+"""The memo of finished node visits: what lets a rerun reuse work instead of paying twice.
 
-Each finished agent, tool or human node visit is kept under a key: a hash of the
-node's id, its visit number, its definition (and the agent or tool it uses, as
-snapshotted), and every value its templates read. A visit whose key is in the
-memo returns the kept result without scheduling an activity. The same idea as
-the task-result cache of Temporal's LangGraph plugin (a hash of the task and its
-arguments, a plain dict that travels through continue-as-new), keyed by what a
-Keel node's result depends on:
+Each finished agent, tool or human node visit has a key: a hash of the node's id,
+its visit number, its definition (and the agent or tool it uses, as snapshotted),
+and every value its templates read. Every ``node.completed`` event carries its
+visit's ``memo_key``. A rerun starts with a memo built from its parent's recorded
+results (``seed_from_events``); a visit whose key is in it returns the kept result
+without scheduling an activity, so a node whose definition and inputs did not
+change is reused, not paid for again. The same idea as the task-result cache of
+Temporal's LangGraph plugin (a hash of the task and its arguments), keyed by what
+a Keel node's result depends on.
 
-- continue-as-new carries the memo; the new run replays the graph from START
-  and every visit before the hand-over is answered from it, instantly;
-- a rerun starts with a memo built from its parent's recorded node results
-  (each ``node.completed`` event carries its ``memo_key``), so a node whose
-  definition and inputs did not change is reused, not paid for again.
+A run's own visits are not kept: continue-as-new carries where the graph stands
+(workflows.handover), not its past. The seed travels through continue-as-new
+with only the visits still to come (``still_to_come``).
 
 Pure (no I/O): the workflow and the API both use it.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -124,16 +124,27 @@ def downstream(definition: Definition, node_id: str) -> set[str]:
 def seed_from_events(execution_id: int, events: Iterable[Event],
                      rerun: set[str]) -> dict[str, MemoEntry]:
     """A rerun's memo: the node visits its parent completed (from the parent's recorded
-    ``node.completed`` events), except those of the nodes in ``rerun``."""
+    ``node.completed`` events, the n-th of a node being its visit n), except those of the
+    nodes in ``rerun``."""
     memo: dict[str, MemoEntry] = {}
+    visits: Counter[str] = Counter()
     for item in events:
-        if item.type != EventType.NODE_COMPLETED or item.node_id in rerun:
+        if item.type != EventType.NODE_COMPLETED or item.node_id is None:
             continue
+        visits[item.node_id] += 1
         completed = NodeCompleted.model_validate(item.data)
-        if not completed.memo_key:
+        if not completed.memo_key or item.node_id in rerun:
             continue
         memo[completed.memo_key] = MemoEntry(
             output=completed.output, attempts=completed.attempts,
             from_execution=completed.from_execution or execution_id,
+            node_id=item.node_id, visit=visits[item.node_id],
         )
     return memo
+
+
+def still_to_come(memo: dict[str, MemoEntry], visits: dict[str, int]) -> dict[str, MemoEntry]:
+    """The entries a run that has made ``visits`` may still use: a node's visit numbers
+    only grow, so an entry for a visit already made never matches again."""
+    return {key: entry for key, entry in memo.items()
+            if not entry.visit or entry.visit > visits.get(entry.node_id, 0)}
