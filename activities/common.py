@@ -28,8 +28,9 @@ async def node_activity(execution_id: int, node_id: str) -> AsyncIterator[None]:
     """Heartbeat in the background so a cancel reaches the work within the heartbeat
     timeout (the cancel arrives as CancelledError wherever the work is awaiting, so an
     in-flight HTTP call is aborted, not waited out). An unexpected error leaves scrubbed."""
-    structlog.contextvars.bind_contextvars(execution_id=execution_id, node_id=node_id,
-                                           attempt=activity.info().attempt)
+    structlog.contextvars.bind_contextvars(
+        execution_id=execution_id, node_id=node_id, attempt=activity.info().attempt
+    )
 
     async def beat() -> None:
         # The first beat after a second, not at once: most node activities are done
@@ -51,8 +52,9 @@ async def node_activity(execution_id: int, node_id: str) -> AsyncIterator[None]:
             # Anything unforeseen still passes the scrubber before Temporal records it
             # (and without its chain, whose texts would be recorded unscrubbed).
             log.exception("node activity failed unexpectedly")
-            raise ApplicationError(scrub_text(f"{type(exc).__name__}: {exc}"),
-                                   type=type(exc).__name__) from None
+            raise ApplicationError(
+                scrub_text(f"{type(exc).__name__}: {exc}"), type=type(exc).__name__
+            ) from None
         finally:
             beater.cancel()
             structlog.contextvars.unbind_contextvars("execution_id", "node_id", "attempt")
@@ -75,8 +77,9 @@ async def publish(events: list[Event]) -> None:
     await client.flush()
 
 
-async def fail(message: str, *, node_id: str, non_retryable: bool = False,
-               error_type: ErrorType | None = None) -> ApplicationError:
+async def fail(
+    message: str, *, node_id: str, non_retryable: bool = False, error_type: ErrorType | None = None
+) -> ApplicationError:
     """The error to raise for a failed attempt, after telling watchers a retry is coming.
     The message passes the scrubber first: it goes into events, logs, the record and
     Temporal's history. Raise it ``from None``: a chained cause would carry the raw text
@@ -86,21 +89,34 @@ async def fail(message: str, *, node_id: str, non_retryable: bool = False,
     if will_retry(non_retryable):
         log.warning("node attempt failed; retrying", error=message)
         try:
-            await publish([event(EventType.NODE_RETRYING, datetime.now(UTC).isoformat(), node_id,
-                                 NodeRetrying(attempt=attempt + 1, error=message))])
+            await publish(
+                [
+                    event(
+                        EventType.NODE_RETRYING,
+                        datetime.now(UTC).isoformat(),
+                        node_id,
+                        NodeRetrying(attempt=attempt + 1, error=message),
+                    )
+                ]
+            )
         except Exception:
             log.exception("could not publish node.retrying")
     else:
         log.warning("node attempt failed for good", error=message)
-    return ApplicationError(message, {"attempt": attempt},
-                            type=(error_type or (ErrorType.NON_RETRYABLE if non_retryable
-                                                 else ErrorType.NODE_ERROR)).value,
-                            non_retryable=non_retryable)
+    return ApplicationError(
+        message,
+        {"attempt": attempt},
+        type=(
+            error_type or (ErrorType.NON_RETRYABLE if non_retryable else ErrorType.NODE_ERROR)
+        ).value,
+        non_retryable=non_retryable,
+    )
 
 
 @asynccontextmanager
-async def token_stream(params: Any, attempt: int, *, enabled: bool
-                       ) -> AsyncIterator[Callable[[str], None] | None]:
+async def token_stream(
+    params: Any, attempt: int, *, enabled: bool
+) -> AsyncIterator[Callable[[str], None] | None]:
     """A callback that publishes text deltas as llm.delta events, batched every 200 ms
     by the stream client (one signal per batch, not per token)."""
     if not enabled:
@@ -110,9 +126,14 @@ async def token_stream(params: Any, attempt: int, *, enabled: bool
     topic = client.topic(EVENTS_TOPIC, type=Event)
 
     def on_delta(text: str) -> None:
-        topic.publish(event(EventType.LLM_DELTA, datetime.now(UTC).isoformat(), params.node_id,
-                            {"delta": text, "call_index": params.call_index,
-                             "attempt": attempt}))
+        topic.publish(
+            event(
+                EventType.LLM_DELTA,
+                datetime.now(UTC).isoformat(),
+                params.node_id,
+                {"delta": text, "call_index": params.call_index, "attempt": attempt},
+            )
+        )
 
     async with client:
         yield on_delta

@@ -26,8 +26,7 @@ from workflows.status import FINISHED
 log = get_logger("keel.activity")
 
 
-async def read_events(client: Client, temporal_workflow_id: str, after: int
-                      ) -> list[RecordedEvent]:
+async def read_events(client: Client, temporal_workflow_id: str, after: int) -> list[RecordedEvent]:
     """The run's events with ``seq > after``, as retained in its stream now."""
     items = await read_stream(client, temporal_workflow_id, EVENTS_TOPIC, after, Event)
     return [recorded(item.offset, item.data) for item in items]
@@ -58,8 +57,9 @@ class RecordActivities:
             events = await read_events(activity.client(), temporal_workflow_id, after)
             execution = await lock(session, params.execution_id)
             if execution is None:
-                log.warning("execution row is gone; nothing to record",
-                            execution_id=params.execution_id)
+                log.warning(
+                    "execution row is gone; nothing to record", execution_id=params.execution_id
+                )
                 return 0
             if execution.temporal_workflow_id is None:
                 # The API started the run but died (or lost its database) before
@@ -69,5 +69,5 @@ class RecordActivities:
             before = execution.status
             added = await append(session, execution, events, fold)
             await session.commit()
-            observe(events[len(events) - added:], before, execution.status)
+            observe(events[len(events) - added :], before, execution.status)
             return added

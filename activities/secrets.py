@@ -24,27 +24,35 @@ class AgentRepointed(ValueError):
     """The stored agent now calls another base_url than the run's snapshot."""
 
 
-async def agent_api_key(sessions: async_sessionmaker[AsyncSession], spec: AgentSpec,
-                        workspace_id: int, secret_key: str) -> str | None:
+async def agent_api_key(
+    sessions: async_sessionmaker[AsyncSession], spec: AgentSpec, workspace_id: int, secret_key: str
+) -> str | None:
     """The agent's API key in plain text (None when it has none). Raises
     ``SecretDecryptionError`` for a key sealed under another server key, and
     ``AgentRepointed`` when the agent's base_url changed since the run started."""
     if spec.api_key_encrypted:
         return decrypt(spec.api_key_encrypted, secret_key)
     async with sessions() as session:
-        row = (await session.execute(
-            select(Agent.base_url, Agent.api_key_encrypted)
-            .where(Agent.id == spec.id, Agent.workspace_id == workspace_id))).first()
+        row = (
+            await session.execute(
+                select(Agent.base_url, Agent.api_key_encrypted).where(
+                    Agent.id == spec.id, Agent.workspace_id == workspace_id
+                )
+            )
+        ).first()
     if row is None or not row.api_key_encrypted:
         return None
     if row.base_url != spec.base_url:
-        raise AgentRepointed(f"agent {spec.name!r} now calls another base_url than when the "
-                             "run started; its api_key is not sent to the old one")
+        raise AgentRepointed(
+            f"agent {spec.name!r} now calls another base_url than when the "
+            "run started; its api_key is not sent to the old one"
+        )
     return decrypt(row.api_key_encrypted, secret_key)
 
 
-async def tool_config(sessions: async_sessionmaker[AsyncSession], spec: ToolSpec,
-                      workspace_id: int) -> dict[str, Any]:
+async def tool_config(
+    sessions: async_sessionmaker[AsyncSession], spec: ToolSpec, workspace_id: int
+) -> dict[str, Any]:
     """The tool's config as the run snapshotted it, with its sealed secrets read from
     the database (still sealed: the tool client opens them). Raises
     ``infra.tools.sealing.Repointed`` when the stored tool points elsewhere now."""
@@ -52,5 +60,6 @@ async def tool_config(sessions: async_sessionmaker[AsyncSession], spec: ToolSpec
         return spec.config
     async with sessions() as session:
         stored = await session.scalar(
-            select(Tool.config).where(Tool.id == spec.id, Tool.workspace_id == workspace_id))
+            select(Tool.config).where(Tool.id == spec.id, Tool.workspace_id == workspace_id)
+        )
     return with_stored_secrets(spec.config, stored)

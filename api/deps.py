@@ -48,15 +48,18 @@ async def _presented_caller(
         return None
     caller = await caller_from_bearer(session, settings, credentials.credentials)
     # Logs carry who acted (type and id), never the credential.
-    structlog.contextvars.bind_contextvars(principal_type=caller.principal.type,
-                                           principal_id=caller.principal.id)
+    structlog.contextvars.bind_contextvars(
+        principal_type=caller.principal.type, principal_id=caller.principal.id
+    )
     limiter: RateLimiter = request.app.state.rate_limiter
     wait_s = limiter.take(f"{caller.principal.type}:{caller.principal.id}")
     if wait_s is not None:
         raise TooManyRequests(
             f"too many requests from this {caller.principal.type} (the limit is "
             f"{settings.rate_limit_per_s:g} per second, in bursts of "
-            f"{settings.rate_limit_burst}); retry after the time in Retry-After", wait_s)
+            f"{settings.rate_limit_burst}); retry after the time in Retry-After",
+            wait_s,
+        )
     return caller
 
 
@@ -64,7 +67,9 @@ async def _caller(caller: Annotated[Caller | None, Depends(_presented_caller)]) 
     if caller is None:
         raise Unauthorized(
             "this endpoint needs a credential: send 'Authorization: Bearer <API key or "
-            "access token>' (POST /api/v1/Auth/token gives an access token)", invalid=False)
+            "access token>' (POST /api/v1/Auth/token gives an access token)",
+            invalid=False,
+        )
     return caller
 
 
@@ -75,8 +80,10 @@ def require(role: Role) -> Any:
 
     async def caller_with_role(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
         if not caller.may(role):
-            raise Forbidden(f"this needs the {role.value} role; your role in workspace "
-                            f"{caller.workspace_id} is {caller.role.value}")
+            raise Forbidden(
+                f"this needs the {role.value} role; your role in workspace "
+                f"{caller.workspace_id} is {caller.role.value}"
+            )
         return caller
 
     return Depends(caller_with_role)

@@ -50,8 +50,7 @@ class Unauthorized(ApiError):
 
     def __init__(self, msg: str, *, invalid: bool = True) -> None:
         super().__init__(msg)
-        self.headers = {"WWW-Authenticate": 'Bearer error="invalid_token"' if invalid
-                        else "Bearer"}
+        self.headers = {"WWW-Authenticate": 'Bearer error="invalid_token"' if invalid else "Bearer"}
 
 
 class Forbidden(ApiError):
@@ -84,8 +83,9 @@ class ServiceUnavailable(ApiError):
     status = http.HTTP_503_SERVICE_UNAVAILABLE
 
 
-def envelope(status: int, msg: str, data: Any = None, headers: dict[str, str] | None = None
-             ) -> JSONResponse:
+def envelope(
+    status: int, msg: str, data: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         status_code=status, content={"code": status, "msg": msg, "data": data}, headers=headers
     )
@@ -122,11 +122,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         return envelope(http.HTTP_400_BAD_REQUEST, msg, field_errors(raw))
     errors = field_errors(raw)
     content_type = request.headers.get("content-type", "")
-    if errors[0]["loc"] == ["body"] and request.method in ("POST", "PUT") and not (
-            content_type.startswith("application/") and "json" in content_type):
+    if (
+        errors[0]["loc"] == ["body"]
+        and request.method in ("POST", "PUT")
+        and not (content_type.startswith("application/") and "json" in content_type)
+    ):
         # A JSON body sent as text or a form (curl -d) is read as no JSON at all.
-        msg = (f"send the body as JSON with Content-Type: application/json "
-               f"(got {content_type or 'no Content-Type'})")
+        msg = (
+            f"send the body as JSON with Content-Type: application/json "
+            f"(got {content_type or 'no Content-Type'})"
+        )
         return envelope(http.HTTP_422_UNPROCESSABLE_CONTENT, msg, errors)
     return envelope(http.HTTP_422_UNPROCESSABLE_CONTENT, _summary(errors), errors)
 
@@ -146,9 +151,12 @@ async def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
     """A unique key or reference another request changed first (two creates of one name,
     two publishes of one workflow at once): a 409 wherever it happens, never a 500.
     Routes that expect one say more (``commit_unique``); this is the net under all."""
-    return envelope(http.HTTP_409_CONFLICT,
-                    "the request conflicts with a change another request made at the same "
-                    "time; fetch the current state and retry", None)
+    return envelope(
+        http.HTTP_409_CONFLICT,
+        "the request conflicts with a change another request made at the same "
+        "time; fetch the current state and retry",
+        None,
+    )
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -158,11 +166,18 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
         raise exc
     # The statement and its parameters stay out of the log line and the answer.
-    log.warning("database unavailable", method=request.method, path=request.url.path,
-                error=type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__)
-    return envelope(http.HTTP_503_SERVICE_UNAVAILABLE,
-                    "the database is unavailable for the moment; retry shortly", None,
-                    headers={"Retry-After": "1"})
+    log.warning(
+        "database unavailable",
+        method=request.method,
+        path=request.url.path,
+        error=type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+    )
+    return envelope(
+        http.HTTP_503_SERVICE_UNAVAILABLE,
+        "the database is unavailable for the moment; retry shortly",
+        None,
+        headers={"Retry-After": "1"},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -60,12 +60,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.temporal = await connect(settings, lazy=True)
         app.state.event_hub = EventHub(app.state.temporal, app.state.sessions)
         app.state.socket_guard = SocketGuard(app.state.sessions)
-        app.state.login_throttle = FailureThrottle(settings.login_max_failures,
-                                                   settings.login_lockout_s)
-        app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s,
-                                             settings.rate_limit_burst)
-        log.info("api started", database=engine.url.render_as_string(hide_password=True),
-                 temporal=settings.temporal_address)
+        app.state.login_throttle = FailureThrottle(
+            settings.login_max_failures, settings.login_lockout_s
+        )
+        app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        log.info(
+            "api started",
+            database=engine.url.render_as_string(hide_password=True),
+            temporal=settings.temporal_address,
+        )
         try:
             yield
         finally:
@@ -95,15 +98,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_metrics(app)
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(CollectionPathMiddleware)
-    for module in (health, auth, workspaces, api_keys, agents, tools, workflows, executions,
-                   billing):
+    for module in (
+        health,
+        auth,
+        workspaces,
+        api_keys,
+        agents,
+        tools,
+        workflows,
+        executions,
+        billing,
+    ):
         app.include_router(module.router)
     install_viewer(app)
     install_docs(app)
     provider = tracer_provider()
     if provider is not None:
-        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider,
-                                           excluded_urls="/metrics")
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/metrics")
     return app
 
 
@@ -132,17 +143,20 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings) -> None:
     """``keel api``: serve until SIGINT/SIGTERM, then drain and stop."""
     app = create_app(settings)
-    DrainingServer(uvicorn.Config(
+    DrainingServer(
+        uvicorn.Config(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,  # our JSON logging (configure_logging), not uvicorn's
+            # Open WebSockets must not hold a shutdown forever.
+            timeout_graceful_shutdown=5,
+            # Events are small JSON; compressing each one per watcher costs more CPU than
+            # it saves on loopback and LAN links.
+            ws_per_message_deflate=False,
+        ),
         app,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,  # our JSON logging (configure_logging), not uvicorn's
-        # Open WebSockets must not hold a shutdown forever.
-        timeout_graceful_shutdown=5,
-        # Events are small JSON; compressing each one per watcher costs more CPU than
-        # it saves on loopback and LAN links.
-        ws_per_message_deflate=False,
-    ), app).run()
+    ).run()
 
 
 def __getattr__(name: str) -> FastAPI:

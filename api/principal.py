@@ -40,8 +40,10 @@ async def caller_from_bearer(session: AsyncSession, settings: Settings, token: s
         raise Unauthorized(str(exc)) from None
     caller = await caller_for_user(session, claims.user_id, claims.workspace_id)
     if caller is None:
-        raise Unauthorized(f"the access token's user is no longer a member of workspace "
-                           f"{claims.workspace_id}; sign in again")
+        raise Unauthorized(
+            f"the access token's user is no longer a member of workspace "
+            f"{claims.workspace_id}; sign in again"
+        )
     return caller
 
 

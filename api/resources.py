@@ -26,8 +26,9 @@ from infra.settings import Settings
 M = TypeVar("M", bound=Base)
 
 
-async def get_or_404(session: AsyncSession, model: type[M], item_id: int, workspace_id: int,
-                     label: str) -> M:
+async def get_or_404(
+    session: AsyncSession, model: type[M], item_id: int, workspace_id: int, label: str
+) -> M:
     # Ids outside the column's range name nothing (and would overflow the driver).
     item = await session.get(model, item_id) if 1 <= item_id <= MAX_DB_ID else None
     if item is None or getattr(item, "workspace_id", workspace_id) != workspace_id:
@@ -35,10 +36,12 @@ async def get_or_404(session: AsyncSession, model: type[M], item_id: int, worksp
     return item
 
 
-async def paginate(session: AsyncSession, stmt: Select[Any], params: PageParams,
-                   render: Callable[[Any], Any]) -> dict[str, Any]:
-    total = await session.scalar(
-        select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+async def paginate(
+    session: AsyncSession, stmt: Select[Any], params: PageParams, render: Callable[[Any], Any]
+) -> dict[str, Any]:
+    total = (
+        await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    )
     rows: Sequence[Any] = []
     if params.offset < total:  # a page past the end is empty: no query, no absurd OFFSET
         rows = (await session.scalars(stmt.offset(params.offset).limit(params.page_size))).all()
@@ -71,13 +74,15 @@ class Resource(Generic[M]):
         self.plural = f"{label}s"
         self._columns: Any = model  # the mapped class, for building queries
 
-    async def new(self, session: AsyncSession, workspace_id: int, body: Any,
-                  settings: Settings) -> M:
+    async def new(
+        self, session: AsyncSession, workspace_id: int, body: Any, settings: Settings
+    ) -> M:
         """The row to store for a create request (its name is already known to be free)."""
         raise NotImplementedError
 
-    async def columns(self, session: AsyncSession, item: M, sent: dict[str, Any],
-                      settings: Settings) -> dict[str, Any]:
+    async def columns(
+        self, session: AsyncSession, item: M, sent: dict[str, Any], settings: Settings
+    ) -> dict[str, Any]:
         """The columns to set for the fields an update sent (a new name is already free)."""
         return sent
 
@@ -91,9 +96,15 @@ class Resource(Generic[M]):
     async def get(self, session: AsyncSession, item_id: int, workspace_id: int) -> M:
         return await get_or_404(session, self.model, item_id, workspace_id, self.label)
 
-    async def page(self, session: AsyncSession, workspace_id: int, params: PageParams,
-                   q: str | None, render: Callable[[M], Any],
-                   where: Sequence[ColumnElement[bool]] = ()) -> dict[str, Any]:
+    async def page(
+        self,
+        session: AsyncSession,
+        workspace_id: int,
+        params: PageParams,
+        q: str | None,
+        render: Callable[[M], Any],
+        where: Sequence[ColumnElement[bool]] = (),
+    ) -> dict[str, Any]:
         """A page of the workspace's rows, oldest first; ``q``: the name contains it."""
         columns = self._columns
         stmt = select(self.model).where(columns.workspace_id == workspace_id, *where)
@@ -101,32 +112,37 @@ class Resource(Generic[M]):
             stmt = stmt.where(contains(columns.name, q))
         return await paginate(session, stmt.order_by(columns.id), params, render)
 
-    async def ensure_name_free(self, session: AsyncSession, workspace_id: int, name: str,
-                               exclude_id: int | None = None) -> None:
+    async def ensure_name_free(
+        self, session: AsyncSession, workspace_id: int, name: str, exclude_id: int | None = None
+    ) -> None:
         # Case-insensitive everywhere, as MySQL's collation compares names anyway.
         columns = self._columns
-        stmt = select(columns.id).where(columns.workspace_id == workspace_id,
-                                        func.lower(columns.name) == name.lower())
+        stmt = select(columns.id).where(
+            columns.workspace_id == workspace_id, func.lower(columns.name) == name.lower()
+        )
         if exclude_id is not None:
             stmt = stmt.where(columns.id != exclude_id)
         if await session.scalar(stmt) is not None:
             raise Conflict(f"{self.one} named {name!r} already exists; choose another name")
 
-    async def create(self, session: AsyncSession, workspace_id: int, body: Any,
-                     settings: Settings) -> M:
+    async def create(
+        self, session: AsyncSession, workspace_id: int, body: Any, settings: Settings
+    ) -> M:
         await self.ensure_name_free(session, workspace_id, body.name)
         item = await self.new(session, workspace_id, body, settings)
         session.add(item)
         await commit_unique(session, self._taken(item))
         return item
 
-    async def update(self, session: AsyncSession, item: M, sent: dict[str, Any],
-                     settings: Settings) -> M:
+    async def update(
+        self, session: AsyncSession, item: M, sent: dict[str, Any], settings: Settings
+    ) -> M:
         """Change the fields ``sent`` (a partial update) and store them."""
         current: Any = item
         if "name" in sent and sent["name"] != current.name:
-            await self.ensure_name_free(session, current.workspace_id, sent["name"],
-                                        exclude_id=current.id)
+            await self.ensure_name_free(
+                session, current.workspace_id, sent["name"], exclude_id=current.id
+            )
         for column, value in (await self.columns(session, item, sent, settings)).items():
             setattr(item, column, value)
         await commit_unique(session, self._taken(item))
@@ -155,13 +171,16 @@ async def commit_unique(session: AsyncSession, conflict_msg: str) -> None:
 
 async def refuse_if_published(session: AsyncSession, ref_type: str, ref_id: int) -> None:
     """409 while a published workflow version still names this agent or tool."""
-    ref = (await session.execute(
-        select(WorkflowVersion.workflow_id, WorkflowVersion.version, Workflow.name)
-        .join(WorkflowVersionRef, WorkflowVersionRef.workflow_version_id == WorkflowVersion.id)
-        .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
-        .where(WorkflowVersionRef.ref_type == ref_type, WorkflowVersionRef.ref_id == ref_id)
-        .order_by(WorkflowVersion.workflow_id, WorkflowVersion.version).limit(1)
-    )).first()
+    ref = (
+        await session.execute(
+            select(WorkflowVersion.workflow_id, WorkflowVersion.version, Workflow.name)
+            .join(WorkflowVersionRef, WorkflowVersionRef.workflow_version_id == WorkflowVersion.id)
+            .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
+            .where(WorkflowVersionRef.ref_type == ref_type, WorkflowVersionRef.ref_id == ref_id)
+            .order_by(WorkflowVersion.workflow_id, WorkflowVersion.version)
+            .limit(1)
+        )
+    ).first()
     if ref is not None:
         raise Conflict(
             f"{ref_type} {ref_id} is used by workflow {ref.workflow_id} ({ref.name!r}) "

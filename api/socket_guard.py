@@ -28,8 +28,7 @@ log = get_logger(__name__)
 
 
 class SocketGuard:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], interval_s: float = 5.0
-                 ) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], interval_s: float = 5.0) -> None:
         self._sessions = sessions
         self.interval_s = interval_s
         self._open: dict[WebSocket, Caller] = {}
@@ -47,17 +46,22 @@ class SocketGuard:
 
     async def revoked(self, principal_type: str, principal_id: int) -> int:
         """Close this replica's sockets of that principal now; how many were closed."""
-        doomed = [ws for ws, caller in self._open.items()
-                  if (caller.principal.type, caller.principal.id) == (principal_type,
-                                                                      principal_id)]
+        doomed = [
+            ws
+            for ws, caller in self._open.items()
+            if (caller.principal.type, caller.principal.id) == (principal_type, principal_id)
+        ]
         for websocket in doomed:
             await self._close(websocket, "the credential was revoked")
         return len(doomed)
 
     async def check(self) -> None:
         """Close every socket whose credential no longer holds (one query per principal)."""
-        principals = {(c.principal.type, c.principal.id, c.workspace_id)
-                      for c in self._open.values() if c.principal.id is not None}
+        principals = {
+            (c.principal.type, c.principal.id, c.workspace_id)
+            for c in self._open.values()
+            if c.principal.id is not None
+        }
         gone = set()
         async with self._sessions() as session:
             for kind, ident, workspace_id in principals:

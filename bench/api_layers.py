@@ -52,51 +52,97 @@ async def seed(settings: Settings) -> tuple[int, str]:
     engine = create_engine(settings.resolved_database_url)
     try:
         async with session_factory(engine)() as session:
-            agent = Agent(workspace_id=DEFAULT_WORKSPACE_ID, name="a", provider="fake",
-                          model="fake-echo")
-            workflow = Workflow(workspace_id=DEFAULT_WORKSPACE_ID, name="w", version=1,
-                                definition={"nodes": [], "edges": []})
+            agent = Agent(
+                workspace_id=DEFAULT_WORKSPACE_ID, name="a", provider="fake", model="fake-echo"
+            )
+            workflow = Workflow(
+                workspace_id=DEFAULT_WORKSPACE_ID,
+                name="w",
+                version=1,
+                definition={"nodes": [], "edges": []},
+            )
             session.add_all([agent, workflow])
             await session.flush()
             now = datetime.now(UTC)
             for i in range(20):
                 execution = Execution(
-                    workspace_id=DEFAULT_WORKSPACE_ID, workflow_id=workflow.id,
-                    workflow_version=1, status=ExecutionStatus.COMPLETED, input={"bench": True},
-                    output={"n4": f"out {i}"}, temporal_workflow_id=f"bench-{i}",
-                    temporal_run_id=f"run-{i}", created_at=now, started_at=now,
-                    finished_at=now + timedelta(seconds=1))
+                    workspace_id=DEFAULT_WORKSPACE_ID,
+                    workflow_id=workflow.id,
+                    workflow_version=1,
+                    status=ExecutionStatus.COMPLETED,
+                    input={"bench": True},
+                    output={"n4": f"out {i}"},
+                    temporal_workflow_id=f"bench-{i}",
+                    temporal_run_id=f"run-{i}",
+                    created_at=now,
+                    started_at=now,
+                    finished_at=now + timedelta(seconds=1),
+                )
                 session.add(execution)
                 await session.flush()
                 for n in range(5):
-                    session.add(NodeRun(execution_id=execution.id, node_id=f"n{n}",
-                                        status=NodeStatus.COMPLETED, attempts=1, started_at=now,
-                                        finished_at=now, output={"text": f"n{n} says hi"}))
-                    session.add(UsageRecord(
-                        workspace_id=DEFAULT_WORKSPACE_ID, execution_id=execution.id,
-                        workflow_id=workflow.id, agent_id=agent.id, node_id=f"n{n}",
-                        kind="llm", provider="fake", model="fake-echo", prompt_tokens=10,
-                        completion_tokens=5, total_tokens=15, cost_usd=Decimal("0.0001"),
-                        idempotency_key=f"bench-{execution.id}-{n}"))
+                    session.add(
+                        NodeRun(
+                            execution_id=execution.id,
+                            node_id=f"n{n}",
+                            status=NodeStatus.COMPLETED,
+                            attempts=1,
+                            started_at=now,
+                            finished_at=now,
+                            output={"text": f"n{n} says hi"},
+                        )
+                    )
+                    session.add(
+                        UsageRecord(
+                            workspace_id=DEFAULT_WORKSPACE_ID,
+                            execution_id=execution.id,
+                            workflow_id=workflow.id,
+                            agent_id=agent.id,
+                            node_id=f"n{n}",
+                            kind="llm",
+                            provider="fake",
+                            model="fake-echo",
+                            prompt_tokens=10,
+                            completion_tokens=5,
+                            total_tokens=15,
+                            cost_usd=Decimal("0.0001"),
+                            idempotency_key=f"bench-{execution.id}-{n}",
+                        )
+                    )
             _row, key = await create_api_key(
-                session, settings.secret_key, workspace_id=DEFAULT_WORKSPACE_ID, name="bench",
-                role=Role.OWNER, created_by=OPERATOR)
+                session,
+                settings.secret_key,
+                workspace_id=DEFAULT_WORKSPACE_ID,
+                name="bench",
+                role=Role.OWNER,
+                created_by=OPERATOR,
+            )
             await session.commit()
             return agent.id, key
     finally:
         await engine.dispose()
 
 
-def caller(app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]]
-           ) -> Callable[[], Awaitable[int]]:
+def caller(
+    app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]]
+) -> Callable[[], Awaitable[int]]:
     path_only, _, query = path.partition("?")
 
     async def one() -> int:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                 "method": "GET", "scheme": "http", "path": path_only,
-                 "raw_path": path_only.encode(), "query_string": query.encode(),
-                 "root_path": "", "headers": [(b"host", b"keel.test"), *headers],
-                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path_only,
+            "raw_path": path_only.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": [(b"host", b"keel.test"), *headers],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 80),
+        }
         status = 0
 
         async def receive() -> Message:
@@ -128,8 +174,7 @@ async def cost_us(one: Callable[[], Awaitable[int]], requests: int) -> float:
 
 
 def without(app: Any, middleware_name: str) -> None:
-    app.user_middleware = [m for m in app.user_middleware
-                           if m.cls.__name__ != middleware_name]
+    app.user_middleware = [m for m in app.user_middleware if m.cls.__name__ != middleware_name]
     app.middleware_stack = None
 
 
@@ -138,21 +183,31 @@ async def measure(requests: int) -> list[tuple[str, str, float]]:
     with tempfile.TemporaryDirectory(prefix="keel-layers-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'keel.db'}"
         await asyncio.to_thread(upgrade, url)
-        settings = Settings(_env_file=None, environment="test", data_dir=Path(tmp),  # type: ignore[call-arg]
-                            database_url=url, temporal_address="127.0.0.1:1",
-                            secret_key=SECRET, log_level="WARNING")
+        settings = Settings(
+            _env_file=None,
+            environment="test",
+            data_dir=Path(tmp),  # type: ignore[call-arg]
+            database_url=url,
+            temporal_address="127.0.0.1:1",
+            secret_key=SECRET,
+            log_level="WARNING",
+        )
         agent_id, key = await seed(settings)
         auth = [(b"authorization", f"Bearer {key}".encode())]
-        paths = {"GET /Agent/{id}": (f"/api/v1/Agent/{agent_id}", f"/agent/{agent_id}"),
-                 "GET /Execution/ (20)": ("/api/v1/Execution/?page=1&page_size=20",
-                                          "/executions")}
+        paths = {
+            "GET /Agent/{id}": (f"/api/v1/Agent/{agent_id}", f"/agent/{agent_id}"),
+            "GET /Execution/ (20)": ("/api/v1/Execution/?page=1&page_size=20", "/executions"),
+        }
         variants: list[tuple[str, list[str], list[tuple[bytes, bytes]]]] = [
             ("full stack, with the API key", [], auth),
             ("no request-context middleware", ["RequestContextMiddleware"], auth),
             ("no body-limit middleware", ["BodyLimitMiddleware"], auth),
             ("no collection-path middleware", ["CollectionPathMiddleware"], auth),
-            ("no middleware at all", ["RequestContextMiddleware", "BodyLimitMiddleware",
-                                      "CollectionPathMiddleware"], auth),
+            (
+                "no middleware at all",
+                ["RequestContextMiddleware", "BodyLimitMiddleware", "CollectionPathMiddleware"],
+                auth,
+            ),
         ]
         for label, dropped, headers in variants:
             app = create_app(settings)
@@ -160,25 +215,31 @@ async def measure(requests: int) -> list[tuple[str, str, float]]:
                 without(app, name)
             async with app.router.lifespan_context(app):
                 for what, (keel_path, _bare) in paths.items():
-                    rows.append((what, label, await cost_us(caller(app, keel_path, headers),
-                                                            requests)))
+                    rows.append(
+                        (what, label, await cost_us(caller(app, keel_path, headers), requests))
+                    )
         bare = create_bare_app(url)
         async with bare.router.lifespan_context(bare):
             for what, (_keel, bare_path) in paths.items():
-                rows.append((what, "bare FastAPI (bench/bare_api.py)",
-                             await cost_us(caller(bare, bare_path, []), requests)))
+                rows.append(
+                    (
+                        what,
+                        "bare FastAPI (bench/bare_api.py)",
+                        await cost_us(caller(bare, bare_path, []), requests),
+                    )
+                )
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=400)
     args = parser.parse_args()
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     rows = asyncio.run(measure(args.requests))
-    print(f"load average {load}; CPU us per request, median of 5 rounds of "
-          f"{args.requests // 5}")
+    print(f"load average {load}; CPU us per request, median of 5 rounds of {args.requests // 5}")
     print("| endpoint | stack | CPU us/request |")
     print("| --- | --- | --- |")
     for what, label, us in rows:

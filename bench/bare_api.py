@@ -35,8 +35,11 @@ def create_app(database_url: str) -> FastAPI:
     @app.get("/agent/{agent_id}")
     async def agent(agent_id: int, request: Request) -> dict[str, Any]:
         async with request.app.state.engine.connect() as conn:
-            row = (await conn.execute(
-                select(AGENTS).where(AGENTS.c.id == agent_id))).mappings().first()
+            row = (
+                (await conn.execute(select(AGENTS).where(AGENTS.c.id == agent_id)))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise HTTPException(404)
         return dict(row)
@@ -44,8 +47,9 @@ def create_app(database_url: str) -> FastAPI:
     @app.get("/executions")
     async def executions(request: Request) -> list[dict[str, Any]]:
         async with request.app.state.engine.connect() as conn:
-            rows = (await conn.execute(
-                select(EXECUTIONS).order_by(EXECUTIONS.c.id.desc()).limit(20))).mappings()
+            rows = (
+                await conn.execute(select(EXECUTIONS).order_by(EXECUTIONS.c.id.desc()).limit(20))
+            ).mappings()
             return [dict(r) for r in rows]
 
     return app
@@ -56,8 +60,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database-url", required=True)
     args = parser.parse_args()
-    uvicorn.run(create_app(args.database_url), host="127.0.0.1", port=args.port,
-                log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(args.database_url),
+        host="127.0.0.1",
+        port=args.port,
+        log_config=None,
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

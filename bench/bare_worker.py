@@ -31,8 +31,12 @@ async def noop(node: str) -> str:
 
 def call(node: str) -> Awaitable[str]:
     return workflow.execute_activity(
-        noop, node, start_to_close_timeout=timedelta(minutes=5),
-        heartbeat_timeout=timedelta(seconds=5), retry_policy=RetryPolicy(maximum_attempts=3))
+        noop,
+        node,
+        start_to_close_timeout=timedelta(minutes=5),
+        heartbeat_timeout=timedelta(seconds=5),
+        retry_policy=RetryPolicy(maximum_attempts=3),
+    )
 
 
 @workflow.defn(name="BareChain")
@@ -61,8 +65,9 @@ async def serve(address: str, namespace: str, task_queue: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Worker(client, task_queue=task_queue, workflows=[BareChain, BareDiamond],
-                      activities=[noop]):
+    async with Worker(
+        client, task_queue=task_queue, workflows=[BareChain, BareDiamond], activities=[noop]
+    ):
         print("bare worker started", flush=True)
         await stop.wait()
 

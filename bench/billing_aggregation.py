@@ -67,29 +67,61 @@ def generate(rows: int, end: datetime, seed: int = 7) -> Iterator[list[dict[str,
         at = start + timedelta(seconds=span * i / rows)
         agent = rng.randrange(1, AGENTS + 1)
         workflow = execution % WORKFLOWS + 1
-        common = {"workspace_id": WS, "execution_id": execution, "workflow_id": workflow,
-                  "node_id": f"n{i % CALLS_PER_EXECUTION}", "created_at": at,
-                  "idempotency_key": f"x:{execution}:{i}", "latency_ms": rng.uniform(50, 900)}
+        common = {
+            "workspace_id": WS,
+            "execution_id": execution,
+            "workflow_id": workflow,
+            "node_id": f"n{i % CALLS_PER_EXECUTION}",
+            "created_at": at,
+            "idempotency_key": f"x:{execution}:{i}",
+            "latency_ms": rng.uniform(50, 900),
+        }
         if rng.random() < 0.15:
-            chunk.append({**common, "agent_id": agent if rng.random() < 0.7 else None,
-                          "kind": "tool", "provider": None, "model": None,
-                          "tool_name": "search", "ok": rng.random() < 0.97,
-                          "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-                          "cached_tokens": 0, "reasoning_tokens": 0,
-                          "input_usd_per_mtok": Decimal(0), "output_usd_per_mtok": Decimal(0),
-                          "cost_usd": Decimal(0), "unpriced": False})
+            chunk.append(
+                {
+                    **common,
+                    "agent_id": agent if rng.random() < 0.7 else None,
+                    "kind": "tool",
+                    "provider": None,
+                    "model": None,
+                    "tool_name": "search",
+                    "ok": rng.random() < 0.97,
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                    "total_tokens": 0,
+                    "cached_tokens": 0,
+                    "reasoning_tokens": 0,
+                    "input_usd_per_mtok": Decimal(0),
+                    "output_usd_per_mtok": Decimal(0),
+                    "cost_usd": Decimal(0),
+                    "unpriced": False,
+                }
+            )
         else:
             model = UNPRICED_MODEL if rng.random() < 0.01 else MODELS[agent % len(MODELS)]
             prompt, completion = rng.randrange(50, 4000), rng.randrange(10, 1200)
             cached = rng.randrange(0, prompt) if rng.random() < 0.3 else 0
             cost, price, unpriced = pricing.cost(Tokens(prompt, completion, cached), model)
-            chunk.append({**common, "agent_id": agent, "kind": "llm", "provider": "openai",
-                          "model": model, "tool_name": None, "ok": True, "prompt_tokens": prompt,
-                          "completion_tokens": completion,
-                          "total_tokens": prompt + completion, "cached_tokens": cached,
-                          "reasoning_tokens": 0, "input_usd_per_mtok": price.input,
-                          "output_usd_per_mtok": price.output, "cost_usd": cost,
-                          "unpriced": unpriced})
+            chunk.append(
+                {
+                    **common,
+                    "agent_id": agent,
+                    "kind": "llm",
+                    "provider": "openai",
+                    "model": model,
+                    "tool_name": None,
+                    "ok": True,
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                    "cached_tokens": cached,
+                    "reasoning_tokens": 0,
+                    "input_usd_per_mtok": price.input,
+                    "output_usd_per_mtok": price.output,
+                    "cost_usd": cost,
+                    "unpriced": unpriced,
+                }
+            )
         if len(chunk) == CHUNK:
             yield chunk
             chunk = []
@@ -99,21 +131,30 @@ def generate(rows: int, end: datetime, seed: int = 7) -> Iterator[list[dict[str,
 
 def sync_url(url: str) -> str:
     parsed = make_url(url)
-    driver = {"sqlite": "sqlite+pysqlite", "mysql": "mysql+pymysql",
-              "mariadb": "mysql+pymysql"}[parsed.get_backend_name()]
+    driver = {"sqlite": "sqlite+pysqlite", "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}[
+        parsed.get_backend_name()
+    ]
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
-BILLING_INDEXES = ("ix_usage_workspace_time_covering", "ix_usage_agent_time_covering",
-                   "ix_usage_workspace_unpriced_time")
+BILLING_INDEXES = (
+    "ix_usage_workspace_time_covering",
+    "ix_usage_agent_time_covering",
+    "ix_usage_workspace_unpriced_time",
+)
 
 
 def drop_billing_indexes(url: str) -> None:
     engine = create_sync_engine(sync_url(url))
     with engine.begin() as conn:
         for name in BILLING_INDEXES:
-            conn.execute(text(f"DROP INDEX {name}" if engine.dialect.name == "sqlite"
-                              else f"DROP INDEX {name} ON usage_records"))
+            conn.execute(
+                text(
+                    f"DROP INDEX {name}"
+                    if engine.dialect.name == "sqlite"
+                    else f"DROP INDEX {name} ON usage_records"
+                )
+            )
     engine.dispose()
 
 
@@ -129,8 +170,9 @@ def fill(url: str, rows: int, end: datetime) -> float:
             if number % 20 == 0:
                 print(f"  {number * CHUNK:>9,} rows", file=sys.stderr, flush=True)
     with engine.begin() as conn:
-        conn.execute(text("ANALYZE" if engine.dialect.name == "sqlite"
-                          else "ANALYZE TABLE usage_records"))
+        conn.execute(
+            text("ANALYZE" if engine.dialect.name == "sqlite" else "ANALYZE TABLE usage_records")
+        )
     engine.dispose()
     return time.perf_counter() - began
 
@@ -149,6 +191,7 @@ def queries(engine: AsyncEngine, end: datetime) -> list[tuple[str, Query]]:
         async def go() -> Any:
             async with sessions() as session:
                 return await call(session)
+
         return go
 
     return [
@@ -159,14 +202,14 @@ def queries(engine: AsyncEngine, end: datetime) -> list[tuple[str, Query]]:
         ("agent-breakdown, 30 days", run(lambda s: ledger.agent_breakdown(s, month))),
         ("agent-breakdown, 30 days, agent", run(lambda s: ledger.agent_breakdown(s, agent))),
         ("history hour, 30 days", run(lambda s: ledger.usage_history(s, month, "hour"))),
-        ("history hour, 30 days, agent",
-         run(lambda s: ledger.usage_history(s, agent, "hour"))),
+        ("history hour, 30 days, agent", run(lambda s: ledger.usage_history(s, agent, "hour"))),
         ("history day, 30 days", run(lambda s: ledger.usage_history(s, month, "day"))),
         ("history day, 30 days, agent", run(lambda s: ledger.usage_history(s, agent, "day"))),
-        ("spent, workspace, 30 days",
-         run(lambda s: ledger.spent(s, WS, month_start=month.start))),
-        ("spent, agent, 30 days",
-         run(lambda s: ledger.spent(s, WS, agent_id=7, month_start=month.start))),
+        ("spent, workspace, 30 days", run(lambda s: ledger.spent(s, WS, month_start=month.start))),
+        (
+            "spent, agent, 30 days",
+            run(lambda s: ledger.spent(s, WS, agent_id=7, month_start=month.start)),
+        ),
         ("budget_block, no budget set", run(lambda s: ledger.budget_block(s, WS, 7))),
     ]
 
@@ -185,8 +228,7 @@ async def time_all(url: str, end: datetime, repeat: int) -> list[tuple[str, list
     engine = create_engine(url)
     sessions = session_factory(engine)
     try:
-        results = [(name, await measure(query, repeat))
-                   for name, query in queries(engine, end)]
+        results = [(name, await measure(query, repeat)) for name, query in queries(engine, end)]
         # Once a budget exists, every check sums the month so far.
         async with sessions() as session:
             session.add(Budget(workspace_id=WS, agent_id=None, monthly_usd=Decimal(10**6)))
@@ -207,8 +249,10 @@ def show(title: str, rows: int, fill_s: float, results: list[tuple[str, list[flo
     width = max(len(name) for name, _ in results)
     print(f"  {'query':<{width}}  {'median':>9}  {'min':>9}  {'max':>9}")
     for name, samples in results:
-        print(f"  {name:<{width}}  {statistics.median(samples):>7.1f}ms  "
-              f"{min(samples):>7.1f}ms  {max(samples):>7.1f}ms")
+        print(
+            f"  {name:<{width}}  {statistics.median(samples):>7.1f}ms  "
+            f"{min(samples):>7.1f}ms  {max(samples):>7.1f}ms"
+        )
 
 
 async def bench(title: str, url: str, args: argparse.Namespace) -> None:
@@ -254,10 +298,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--sqlite-only", action="store_true",
-                        help="skip MariaDB/MySQL even when KEEL_BENCH_MYSQL_URL is set")
-    parser.add_argument("--without-billing-indexes", action="store_true",
-                        help="drop the usage_records indexes of migration 0002 first")
+    parser.add_argument(
+        "--sqlite-only",
+        action="store_true",
+        help="skip MariaDB/MySQL even when KEEL_BENCH_MYSQL_URL is set",
+    )
+    parser.add_argument(
+        "--without-billing-indexes",
+        action="store_true",
+        help="drop the usage_records indexes of migration 0002 first",
+    )
     asyncio.run(amain(parser.parse_args()))
     return 0
 

@@ -23,8 +23,11 @@ from temporalio.client import Client
 from workflows.contracts import ActivityName
 from workflows.events import EventType
 
-TERMINAL = {EventType.EXECUTION_COMPLETED, EventType.EXECUTION_FAILED,
-            EventType.EXECUTION_CANCELLED}
+TERMINAL = {
+    EventType.EXECUTION_COMPLETED,
+    EventType.EXECUTION_FAILED,
+    EventType.EXECUTION_CANCELLED,
+}
 RUN_TIMEOUT_S = 120.0
 
 
@@ -35,14 +38,18 @@ def chain_edges(node_ids: list[str]) -> list[dict[str, str]]:
 
 def chain(agent_id: int, length: int) -> dict[str, Any]:
     ids = [f"n{i}" for i in range(length)]
-    return {"nodes": [{"id": n, "type": "agent", "agent_id": agent_id, "input": n} for n in ids],
-            "edges": chain_edges(ids)}
+    return {
+        "nodes": [{"id": n, "type": "agent", "agent_id": agent_id, "input": n} for n in ids],
+        "edges": chain_edges(ids),
+    }
 
 
 def diamond(agent_id: int, width: int) -> dict[str, Any]:
     branches = [f"b{i}" for i in range(width)]
-    nodes = [{"id": n, "type": "agent", "agent_id": agent_id, "input": n}
-             for n in ("split", *branches, "join")]
+    nodes = [
+        {"id": n, "type": "agent", "agent_id": agent_id, "input": n}
+        for n in ("split", *branches, "join")
+    ]
     edges = [{"from": "START", "to": "split"}, {"from": "join", "to": "END"}]
     for b in branches:
         edges += [{"from": "split", "to": b}, {"from": b, "to": "join"}]
@@ -50,14 +57,18 @@ def diamond(agent_id: int, width: int) -> dict[str, Any]:
 
 
 def human(timeout_s: float = 86_400) -> dict[str, Any]:
-    return {"nodes": [{"id": "approve", "type": "human", "prompt": "ok?", "timeout_s": timeout_s}],
-            "edges": chain_edges(["approve"])}
+    return {
+        "nodes": [{"id": "approve", "type": "human", "prompt": "ok?", "timeout_s": timeout_s}],
+        "edges": chain_edges(["approve"]),
+    }
 
 
 def data(response: httpx.Response, status: int = 200) -> Any:
     if response.status_code != status:
-        raise RuntimeError(f"{response.request.method} {response.request.url} -> "
-                           f"{response.status_code}: {response.text[:500]}")
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url} -> "
+            f"{response.status_code}: {response.text[:500]}"
+        )
     return response.json()["data"]
 
 
@@ -86,30 +97,44 @@ class Run:
 
 
 class Keel:
-    def __init__(self, http: httpx.AsyncClient, base_url: str,
-                 headers: dict[str, str]) -> None:
+    def __init__(self, http: httpx.AsyncClient, base_url: str, headers: dict[str, str]) -> None:
         self.http = http  # sends the credential (``headers``) with every request
         self.ws_base = base_url.replace("http://", "ws://")
         self.headers = headers
 
     def connect(self, execution_id: int) -> websockets.asyncio.client.connect:
         """A WebSocket to the run's events, with the credential."""
-        return websockets.connect(self.ws_url(execution_id), open_timeout=60, max_queue=None,
-                                  additional_headers=self.headers)
+        return websockets.connect(
+            self.ws_url(execution_id),
+            open_timeout=60,
+            max_queue=None,
+            additional_headers=self.headers,
+        )
 
     async def agent(self, name: str, **fields: Any) -> int:
         body = {"name": name, "provider": "fake", "model": "fake-echo", **fields}
         return int(data(await self.http.post("/api/v1/Agent/", json=body), 201)["id"])
 
     async def workflow(self, name: str, definition: dict[str, Any]) -> int:
-        created = data(await self.http.post(
-            "/api/v1/Workflow/", json={"name": name, "definition": definition}), 201)
+        created = data(
+            await self.http.post(
+                "/api/v1/Workflow/", json={"name": name, "definition": definition}
+            ),
+            201,
+        )
         data(await self.http.post(f"/api/v1/Workflow/{created['id']}/publish"))
         return int(created["id"])
 
     async def create(self, workflow_id: int, start: bool) -> dict[str, Any]:
-        return dict(data(await self.http.post("/api/v1/Execution/", json={
-            "workflow_id": workflow_id, "input": {"bench": True}, "start": start}), 201))
+        return dict(
+            data(
+                await self.http.post(
+                    "/api/v1/Execution/",
+                    json={"workflow_id": workflow_id, "input": {"bench": True}, "start": start},
+                ),
+                201,
+            )
+        )
 
     async def start(self, execution_id: int) -> dict[str, Any]:
         return dict(data(await self.http.post(f"/api/v1/Execution/{execution_id}/start")))
@@ -117,8 +142,9 @@ class Keel:
     def ws_url(self, execution_id: int, after: int = 0) -> str:
         return f"{self.ws_base}/api/v1/Execution/ws/{execution_id}?after={after}"
 
-    async def watch(self, execution_id: int, into: list[Received],
-                    connected: asyncio.Event | None = None) -> int | None:
+    async def watch(
+        self, execution_id: int, into: list[Received], connected: asyncio.Event | None = None
+    ) -> int | None:
         """Append every event the WebSocket sends until the terminal one; the close code."""
         async with self.connect(execution_id) as ws:
             if connected is not None:
@@ -139,8 +165,9 @@ class Keel:
         async with asyncio.timeout(RUN_TIMEOUT_S):
             await self.watch(run.execution_id, run.events)
         if run.ended is None or run.ended.type != EventType.EXECUTION_COMPLETED:
-            raise RuntimeError(f"execution {run.execution_id} did not complete: "
-                               f"{[e.type for e in run.events]}")
+            raise RuntimeError(
+                f"execution {run.execution_id} did not complete: {[e.type for e in run.events]}"
+            )
         return run
 
 

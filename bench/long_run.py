@@ -93,11 +93,22 @@ class ToolService:
 
     def __init__(self) -> None:
         self.port = free_port()
-        app = Starlette(routes=[Route("/tick", _tick, methods=["POST"]),
-                                Route("/probe", _probe, methods=["POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_config=None, access_log=False,
-                                                    lifespan="off"))
+        app = Starlette(
+            routes=[
+                Route("/tick", _tick, methods=["POST"]),
+                Route("/probe", _probe, methods=["POST"]),
+            ]
+        )
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
         self.task: asyncio.Task[None] | None = None
 
     def url(self, name: str) -> str:
@@ -125,26 +136,57 @@ async def _tool(keel: k.Keel, name: str, url: str) -> int:
 async def _workflow(keel: k.Keel, tools: ToolService, turns: int) -> int:
     tick = await _tool(keel, f"bench-tick-{turns}", tools.url("tick"))
     probe = await _tool(keel, f"bench-probe-{turns}", tools.url("probe"))
-    script = [{"tool_calls": [{"name": f"bench-probe-{turns}", "args": {"i": i}}
-                              for i in range(TOOL_CALLS)]}, {"reply": "done"}]
-    agent = await keel.agent(f"bench-prober-{turns}", tool_ids=[probe],
-                             metadata={"fake": {"script": script}})
-    return await keel.workflow(f"bench-long-{turns}", {
-        "nodes": [
-            {"id": "tick", "type": "tool", "tool_id": tick},
-            {"id": "probe_all", "type": "agent", "agent_id": agent,
-             "input": "turn {{ nodes.tick.output.body.n }}"},
-            {"id": "again", "type": "condition", "max_visits": 1000, "default": "END",
-             "routes": [{"when": {"path": "nodes.tick.output.body.n", "op": "lt",
-                                  "value": turns}, "to": "tick"}]},
-        ],
-        "edges": [{"from": "START", "to": "tick"}, {"from": "tick", "to": "probe_all"},
-                  {"from": "probe_all", "to": "again"}],
-    })
+    script = [
+        {
+            "tool_calls": [
+                {"name": f"bench-probe-{turns}", "args": {"i": i}} for i in range(TOOL_CALLS)
+            ]
+        },
+        {"reply": "done"},
+    ]
+    agent = await keel.agent(
+        f"bench-prober-{turns}", tool_ids=[probe], metadata={"fake": {"script": script}}
+    )
+    return await keel.workflow(
+        f"bench-long-{turns}",
+        {
+            "nodes": [
+                {"id": "tick", "type": "tool", "tool_id": tick},
+                {
+                    "id": "probe_all",
+                    "type": "agent",
+                    "agent_id": agent,
+                    "input": "turn {{ nodes.tick.output.body.n }}",
+                },
+                {
+                    "id": "again",
+                    "type": "condition",
+                    "max_visits": 1000,
+                    "default": "END",
+                    "routes": [
+                        {
+                            "when": {
+                                "path": "nodes.tick.output.body.n",
+                                "op": "lt",
+                                "value": turns,
+                            },
+                            "to": "tick",
+                        }
+                    ],
+                },
+            ],
+            "edges": [
+                {"from": "START", "to": "tick"},
+                {"from": "tick", "to": "probe_all"},
+                {"from": "probe_all", "to": "again"},
+            ],
+        },
+    )
 
 
-async def _measure(keel: k.Keel, workflow_id: int, turns: int, limit_s: float
-                   ) -> tuple[Measured, k.Run]:
+async def _measure(
+    keel: k.Keel, workflow_id: int, turns: int, limit_s: float
+) -> tuple[Measured, k.Run]:
     sent = time.time()
     execution = await keel.create(workflow_id, start=True)
     run = k.Run(execution["id"], execution["temporal"]["workflow_id"], sent, time.time())
@@ -155,7 +197,8 @@ async def _measure(keel: k.Keel, workflow_id: int, turns: int, limit_s: float
     return Measured(
         calls=turns * CALLS_PER_TURN,
         seconds=(ended.at if ended else time.time()) - sent,
-        events=len(run.events), contiguous=seqs == list(range(1, len(seqs) + 1)),
+        events=len(run.events),
+        contiguous=seqs == list(range(1, len(seqs) + 1)),
         completed=ended is not None and ended.type == EventType.EXECUTION_COMPLETED,
     ), run
 
@@ -169,14 +212,18 @@ async def _chain(ctx: Any, temporal_id: str) -> list[ChainRun]:
     found = [r async for r in ctx.client.list_workflows(f'WorkflowId = "{temporal_id}"')]
     runs = []
     for info in sorted(found, key=lambda r: r.start_time):
-        history = await ctx.client.get_workflow_handle(info.id, run_id=info.run_id) \
-            .fetch_history()
+        history = await ctx.client.get_workflow_handle(info.id, run_id=info.run_id).fetch_history()
         events = history.events
-        runs.append(ChainRun(
-            history_events=len(events),
-            activities=sum(e.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                           for e in events),
-            seconds=_ts(events[-1]) - _ts(events[0]) if events else 0.0))
+        runs.append(
+            ChainRun(
+                history_events=len(events),
+                activities=sum(
+                    e.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                    for e in events
+                ),
+                seconds=_ts(events[-1]) - _ts(events[0]) if events else 0.0,
+            )
+        )
     return runs
 
 
@@ -196,6 +243,9 @@ async def long_run(ctx: Any) -> LongRunResult:
         result.long, run = await _measure(ctx.keel, long_workflow, turns, LONG_TIMEOUT_S)
         result.rss_after = rss_bytes(worker_pid)
     result.chain = await _chain(ctx, run.temporal_id)
-    print(f"  long run: {result.long.calls} calls in {result.long.seconds:.0f} s, "
-          f"{len(result.chain)} Temporal runs", flush=True)
+    print(
+        f"  long run: {result.long.calls} calls in {result.long.seconds:.0f} s, "
+        f"{len(result.chain)} Temporal runs",
+        flush=True,
+    )
     return result

@@ -43,8 +43,10 @@ async def measure() -> None:
 
     bare, with_metrics = await timed(endpoint), await timed(metered)
     cost_us = (with_metrics - bare) * 1e6
-    print(f"\nrequest-metrics middleware: {cost_us:.2f} us per request "
-          f"(app alone {bare * 1e6:.2f} us, with it {with_metrics * 1e6:.2f} us)")
+    print(
+        f"\nrequest-metrics middleware: {cost_us:.2f} us per request "
+        f"(app alone {bare * 1e6:.2f} us, with it {with_metrics * 1e6:.2f} us)"
+    )
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ def free_port() -> int:
 
 # -- reading processes from outside -------------------------------------------------------
 
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (0 if it is gone)."""
     try:
@@ -95,10 +96,16 @@ def machine() -> dict[str, str]:
             if line.startswith("MemTotal:"):
                 mem_kb = int(line.split()[1])
     temporal_version = subprocess.run(
-        [temporal_binary(), "--version"], capture_output=True, text=True, timeout=30,
-        check=False).stdout.strip()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True, timeout=30, check=False)
+        [temporal_binary(), "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     return {
         "cores": str(os.cpu_count()),
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
@@ -128,10 +135,11 @@ def find_pid(*needles: str) -> int | None:
     return None
 
 
-METRIC_LINE = re.compile(r'^service_requests\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$')
+METRIC_LINE = re.compile(r"^service_requests\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$")
 
 
 # -- the platform ---------------------------------------------------------------------------
+
 
 @dataclass
 class Proc:
@@ -206,7 +214,11 @@ class Platform:
         every new run, so a half-edited file would otherwise reach the worker mid-run."""
         archive = subprocess.run(
             ["git", "archive", "--format=tar", "HEAD", "--", *PACKAGES],
-            cwd=REPO, capture_output=True, timeout=60, check=True).stdout
+            cwd=REPO,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(self.code_dir, filter="data")
@@ -221,28 +233,33 @@ class Platform:
         """Our environment without KEEL_* settings, importing the snapshot, with Python's
         bytecode cache on (in a dir of ours): an installed Keel has .pyc files, and
         without them the sandbox compiles the workflow module from source on every run."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("KEEL_") and k != "PYTHONDONTWRITEBYTECODE"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("KEEL_") and k != "PYTHONDONTWRITEBYTECODE"
+        }
         env["PYTHONPYCACHEPREFIX"] = str(self.data_dir / "pycache")
         env["PYTHONPATH"] = str(self.code_dir)
         return env
 
     def keel_env(self) -> dict[str, str]:
         env = self.base_env()
-        env.update({
-            "KEEL_ENVIRONMENT": "development",
-            "KEEL_DATA_DIR": str(self.data_dir),
-            "KEEL_TEMPORAL_ADDRESS": self.temporal_address,
-            "KEEL_TASK_QUEUE": KEEL_TASK_QUEUE,
-            "KEEL_WORKFLOW_ID_PREFIX": "bench",
-            "KEEL_API_HOST": "127.0.0.1",
-            "KEEL_API_PORT": str(self.api_port),
-            "KEEL_SECRET_KEY": SECRET_KEY,
-            "KEEL_LOG_LEVEL": "INFO",
-            "KEEL_LOG_FORMAT": "json",
-            # One key drives all the load: the per-principal rate limit would measure itself.
-            "KEEL_RATE_LIMIT_PER_S": "0",
-        })
+        env.update(
+            {
+                "KEEL_ENVIRONMENT": "development",
+                "KEEL_DATA_DIR": str(self.data_dir),
+                "KEEL_TEMPORAL_ADDRESS": self.temporal_address,
+                "KEEL_TASK_QUEUE": KEEL_TASK_QUEUE,
+                "KEEL_WORKFLOW_ID_PREFIX": "bench",
+                "KEEL_API_HOST": "127.0.0.1",
+                "KEEL_API_PORT": str(self.api_port),
+                "KEEL_SECRET_KEY": SECRET_KEY,
+                "KEEL_LOG_LEVEL": "INFO",
+                "KEEL_LOG_FORMAT": "json",
+                # One key drives all the load: the per-principal rate limit would measure itself.
+                "KEEL_RATE_LIMIT_PER_S": "0",
+            }
+        )
         return env
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Proc:
@@ -251,8 +268,8 @@ class Platform:
         log_start = log.tell()
         self._logs.append(log)
         process = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT)
+            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
         proc = Proc(name, process, log_path, log_start)
         self.procs[name] = proc
         return proc
@@ -272,15 +289,24 @@ class Platform:
 
     def migrate(self) -> None:
         result = subprocess.run(
-            [sys.executable, "-m", "keel", "migrate"], env=self.keel_env(),
-            cwd=self.data_dir, capture_output=True, timeout=180, check=False)
+            [sys.executable, "-m", "keel", "migrate"],
+            env=self.keel_env(),
+            cwd=self.data_dir,
+            capture_output=True,
+            timeout=180,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"keel migrate failed: {result.stderr.decode()[-2000:]}")
         # Every request carries a credential, as a client's does: an owner API key.
         made = subprocess.run(
             [sys.executable, "-m", "keel", "apikey", "create", "bench", "--role", "owner"],
-            env=self.keel_env(), cwd=self.data_dir, capture_output=True, timeout=180,
-            check=False)
+            env=self.keel_env(),
+            cwd=self.data_dir,
+            capture_output=True,
+            timeout=180,
+            check=False,
+        )
         if made.returncode != 0:
             raise RuntimeError(f"keel apikey create failed: {made.stderr.decode()[-2000:]}")
         self.api_key = made.stdout.decode().strip().splitlines()[-1]
@@ -290,22 +316,46 @@ class Platform:
         return {"Authorization": f"Bearer {self.api_key}"}
 
     def start_keel_worker(self, name: str = "worker") -> Proc:
-        return self._spawn(name, [sys.executable, "-m", "keel", "worker"],
-                           self.keel_env(), self.data_dir)
+        return self._spawn(
+            name, [sys.executable, "-m", "keel", "worker"], self.keel_env(), self.data_dir
+        )
 
     def start_keel_api(self) -> Proc:
-        return self._spawn("api", [sys.executable, "-m", "keel", "api"],
-                           self.keel_env(), self.data_dir)
+        return self._spawn(
+            "api", [sys.executable, "-m", "keel", "api"], self.keel_env(), self.data_dir
+        )
 
     def start_bare(self) -> None:
         env = self.base_env()
         env["PYTHONPATH"] = f"{self.code_dir}{os.pathsep}{REPO}"
-        self._spawn("bare_worker", [sys.executable, "-m", "bench.bare_worker",
-                                    "--address", self.temporal_address,
-                                    "--task-queue", BARE_TASK_QUEUE], env, REPO)
-        self._spawn("bare_api", [sys.executable, "-m", "bench.bare_api",
-                                 "--port", str(self.bare_api_port),
-                                 "--database-url", self.database_url], env, REPO)
+        self._spawn(
+            "bare_worker",
+            [
+                sys.executable,
+                "-m",
+                "bench.bare_worker",
+                "--address",
+                self.temporal_address,
+                "--task-queue",
+                BARE_TASK_QUEUE,
+            ],
+            env,
+            REPO,
+        )
+        self._spawn(
+            "bare_api",
+            [
+                sys.executable,
+                "-m",
+                "bench.bare_api",
+                "--port",
+                str(self.bare_api_port),
+                "--database-url",
+                self.database_url,
+            ],
+            env,
+            REPO,
+        )
 
     async def wait_ready(self) -> None:
         """Until the API is healthy with a worker polling, and both bare processes serve."""
@@ -315,16 +365,16 @@ class Platform:
             while time.monotonic() < deadline:
                 for proc in self.procs.values():
                     if not proc.alive():
-                        raise RuntimeError(f"{proc.name} exited early; see {proc.log}:\n"
-                                           + proc.output()[-3000:])
+                        raise RuntimeError(
+                            f"{proc.name} exited early; see {proc.log}:\n" + proc.output()[-3000:]
+                        )
                 try:
                     health = (await http.get(f"{self.api_url}/health")).json().get("data") or {}
                     bare = await http.get(f"{self.bare_api_url}/executions")
                     bare_worker = "bare worker started" in self.procs["bare_worker"].output()
                     if health.get("workers", 0) >= 1 and bare.status_code == 200 and bare_worker:
                         return
-                    last = f"health={health} bare_api={bare.status_code} " \
-                           f"bare_worker={bare_worker}"
+                    last = f"health={health} bare_api={bare.status_code} bare_worker={bare_worker}"
                 except (httpx.HTTPError, ValueError) as exc:
                     last = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(0.2)
@@ -379,9 +429,13 @@ class Platform:
     async def settled_requests(self) -> dict[str, float]:
         """The counters once the dev server has published everything done so far: two
         reads a flush interval apart that agree on the operations that matter here."""
+
         def key(counts: dict[str, float]) -> dict[str, float]:
-            return {op: v for op, v in counts.items() if not op.startswith("Poll")
-                    or op == STREAM_POLL_OPS[1]}
+            return {
+                op: v
+                for op, v in counts.items()
+                if not op.startswith("Poll") or op == STREAM_POLL_OPS[1]
+            }
 
         last = await self.temporal_requests()
         for _ in range(5):
@@ -423,8 +477,11 @@ class CpuMeter:
     def __exit__(self, *_exc: object) -> None:
         self.elapsed = time.monotonic() - self.started
         pids = self.platform.pids()
-        self.used = {name: cpu_seconds(pids[name]) - start
-                     for name, start in self.per_pid.items() if name in pids}
+        self.used = {
+            name: cpu_seconds(pids[name]) - start
+            for name, start in self.per_pid.items()
+            if name in pids
+        }
         machine_used = machine_busy_seconds() - self.machine_start
         self.foreign = max(0.0, machine_used - sum(self.used.values()))
 

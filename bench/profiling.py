@@ -52,7 +52,7 @@ def _relative(path: str) -> str:
     if "site-packages/" in path:
         return path.split("site-packages/", 1)[1]
     if path.startswith(str(REPO) + "/"):
-        return path[len(str(REPO)) + 1:]
+        return path[len(str(REPO)) + 1 :]
     return re.split(r"python3\.\d+/", path, maxsplit=1)[-1]
 
 
@@ -91,21 +91,40 @@ def summarise(process: str, raw: str) -> Profile:
     return profile
 
 
-async def record(pids: dict[str, int], seconds: float, out_dir: Path, tag: str
-                 ) -> dict[str, Profile]:
+async def record(
+    pids: dict[str, int], seconds: float, out_dir: Path, tag: str
+) -> dict[str, Profile]:
     """Sample each process for ``seconds``; returns the summaries."""
     binary = py_spy()
     if binary is None:
-        return {name: Profile(name, error="py-spy is not installed (pip install -e '.[bench]')")
-                for name in pids}
+        return {
+            name: Profile(name, error="py-spy is not installed (pip install -e '.[bench]')")
+            for name in pids
+        }
     procs = {}
     for name, pid in pids.items():
         path = out_dir / f"profile-{tag}-{name}.txt"
-        procs[name] = (path, await asyncio.create_subprocess_exec(
-            binary, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-            "--rate", str(RATE), "--format", "raw", "--output", str(path), "--nonblocking",
-            "--gil",
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        procs[name] = (
+            path,
+            await asyncio.create_subprocess_exec(
+                binary,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(max(1, round(seconds))),
+                "--rate",
+                str(RATE),
+                "--format",
+                "raw",
+                "--output",
+                str(path),
+                "--nonblocking",
+                "--gil",
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            ),
+        )
     out: dict[str, Profile] = {}
     for name, (path, proc) in procs.items():
         try:

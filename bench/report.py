@@ -21,8 +21,10 @@ LATENCY_TARGET = 1.15
 THROUGHPUT_TARGET = 0.8
 CPU_RATIO_TARGET = 1.5  # server-side CPU per run, Keel/bare
 CHAIN_REQUESTS_TARGET = 26.0  # Temporal requests per chain run (bare: ~19)
-API_RATIO_TARGETS = {"Keel GET /Agent/{id}": ("bare GET /agent/{id}", 0.7),
-                     "Keel GET /Execution/ (page of 20)": ("bare GET /executions (20 rows)", 0.6)}
+API_RATIO_TARGETS = {
+    "Keel GET /Agent/{id}": ("bare GET /agent/{id}", 0.7),
+    "Keel GET /Execution/ (page of 20)": ("bare GET /executions (20 rows)", 0.6),
+}
 EVENT_P50_TARGET_MS = 30.0
 EVENT_P99_TARGET_MS = 150.0
 MEMORY_TARGET_BYTES = 1_000_000
@@ -82,7 +84,8 @@ class Report:
         mean_foreign = statistics.mean(r.foreign.values()) if r.foreign else math.nan
         return [
             f"- Command: `{r.command}` ({r.mode}"
-            + (f", {plan.repeats} repeats" if plan else "") + ")",
+            + (f", {plan.repeats} repeats" if plan else "")
+            + ")",
             f"- Date: {r.date}; code measured: commit `{m['commit']}` (a `git archive` of "
             f"HEAD, so edits in the working tree meanwhile change nothing); whole run "
             f"{r.duration_s:.0f} s",
@@ -120,29 +123,68 @@ class Report:
                 bt = Repeated([b.throughput for b in bare])
                 lat_ratio = ratio(k50.median, b50.median)
                 tput_ratio = ratio(kt.median, bt.median)
-                rows.append([shape, str(concurrency), str(len(keel[0].latencies)),
-                             k50.show(), k95.show(), b50.show(), b95.show(),
-                             fmt(lat_ratio, 2), kt.show(1), bt.show(1), fmt(tput_ratio, 2)])
+                rows.append(
+                    [
+                        shape,
+                        str(concurrency),
+                        str(len(keel[0].latencies)),
+                        k50.show(),
+                        k95.show(),
+                        b50.show(),
+                        b95.show(),
+                        fmt(lat_ratio, 2),
+                        kt.show(1),
+                        bt.show(1),
+                        fmt(tput_ratio, 2),
+                    ]
+                )
                 if concurrency == 1:
-                    self.target(f"engine latency ratio Keel/bare, {shape}, p50 at c=1 "
-                                f"(<= {LATENCY_TARGET})", fmt(lat_ratio, 2),
-                                lat_ratio <= LATENCY_TARGET)
-                self.target(f"engine throughput ratio Keel/bare, {shape}, c={concurrency} "
-                            "(>= 0.8)", fmt(tput_ratio, 2), tput_ratio >= THROUGHPUT_TARGET)
-        out = ["### 1. Engine overhead: Keel end to end vs a bare Temporal workflow", "",
-               "Keel: `POST /Execution/` with `start: true` until `execution.completed` arrives "
-               "on the run's WebSocket. Bare: `start_workflow` + `result()` of a hand-written "
-               "workflow (bench/bare_worker.py) calling no-op activities in the same shape. "
-               "Chain: 5 agent nodes in a row. Diamond: 1 node, a 4-way fan-out, a join "
-               "(6 nodes). Agent nodes use the offline `fake` model with no delay. Latency is "
-               "per run (ms); throughput is completed runs per second with that many runs in "
-               "flight.", ""]
-        out += table(["shape", "concurrency", "runs", "Keel p50", "Keel p95", "bare p50",
-                      "bare p95", "latency ratio (p50)", "Keel runs/s", "bare runs/s",
-                      "throughput ratio"], rows)
-        out += ["", "What one run costs, at concurrency 10 (CPU ms per run by process, from "
-                "/proc; Temporal requests per run, from the dev server's /metrics; history of "
-                "one run at concurrency 1):", ""]
+                    self.target(
+                        f"engine latency ratio Keel/bare, {shape}, p50 at c=1 "
+                        f"(<= {LATENCY_TARGET})",
+                        fmt(lat_ratio, 2),
+                        lat_ratio <= LATENCY_TARGET,
+                    )
+                self.target(
+                    f"engine throughput ratio Keel/bare, {shape}, c={concurrency} (>= 0.8)",
+                    fmt(tput_ratio, 2),
+                    tput_ratio >= THROUGHPUT_TARGET,
+                )
+        out = [
+            "### 1. Engine overhead: Keel end to end vs a bare Temporal workflow",
+            "",
+            "Keel: `POST /Execution/` with `start: true` until `execution.completed` arrives "
+            "on the run's WebSocket. Bare: `start_workflow` + `result()` of a hand-written "
+            "workflow (bench/bare_worker.py) calling no-op activities in the same shape. "
+            "Chain: 5 agent nodes in a row. Diamond: 1 node, a 4-way fan-out, a join "
+            "(6 nodes). Agent nodes use the offline `fake` model with no delay. Latency is "
+            "per run (ms); throughput is completed runs per second with that many runs in "
+            "flight.",
+            "",
+        ]
+        out += table(
+            [
+                "shape",
+                "concurrency",
+                "runs",
+                "Keel p50",
+                "Keel p95",
+                "bare p50",
+                "bare p95",
+                "latency ratio (p50)",
+                "Keel runs/s",
+                "bare runs/s",
+                "throughput ratio",
+            ],
+            rows,
+        )
+        out += [
+            "",
+            "What one run costs, at concurrency 10 (CPU ms per run by process, from "
+            "/proc; Temporal requests per run, from the dev server's /metrics; history of "
+            "one run at concurrency 1):",
+            "",
+        ]
         rows = []
         totals: dict[tuple[str, str], float] = {}
         keel_requests = math.nan
@@ -151,58 +193,107 @@ class Report:
                 batches = e.batches.get((shape, system, 10), [])
                 if not batches:
                     continue
+
                 def per_run(name: str, batches: list[s.Batch] = batches) -> str:
-                    return fmt(statistics.median(
-                        b.cpu.get(name, 0.0) / len(b.latencies) * 1000 for b in batches), 1)
+                    return fmt(
+                        statistics.median(
+                            b.cpu.get(name, 0.0) / len(b.latencies) * 1000 for b in batches
+                        ),
+                        1,
+                    )
+
                 counted = [b for b in batches if b.requests] or batches
-                requests = statistics.median(sum(b.requests.values()) / len(b.latencies)
-                                             for b in counted)
-                polls = statistics.median(b.requests.get(STREAM_POLL_OPS[0], 0.0)
-                                          / len(b.latencies) for b in counted)
+                requests = statistics.median(
+                    sum(b.requests.values()) / len(b.latencies) for b in counted
+                )
+                polls = statistics.median(
+                    b.requests.get(STREAM_POLL_OPS[0], 0.0) / len(b.latencies) for b in counted
+                )
                 history = e.history.get((shape, system), {})
                 worker = "worker" if system == "keel" else "bare_worker"
                 api = per_run("api") if system == "keel" else "-"
                 total = statistics.median(
                     sum(b.cpu.get(n, 0.0) for n in ("api", worker, "temporal"))
-                    / len(b.latencies) * 1000 for b in batches)
+                    / len(b.latencies)
+                    * 1000
+                    for b in batches
+                )
                 totals[(shape, system)] = total
                 cpu_ratio = fmt(ratio(totals.get((shape, "keel"), math.nan), total), 2)
                 if system == "bare":
                     value = ratio(totals.get((shape, "keel"), math.nan), total)
-                    self.target(f"server-side CPU per run Keel/bare (API + worker + Temporal), "
-                                f"{shape}, c=10 (<= {CPU_RATIO_TARGET})",
-                                f"{fmt(value, 2)} ({fmt(totals.get((shape, 'keel'), math.nan))}"
-                                f" / {fmt(total)} ms)", value <= CPU_RATIO_TARGET)
+                    self.target(
+                        f"server-side CPU per run Keel/bare (API + worker + Temporal), "
+                        f"{shape}, c=10 (<= {CPU_RATIO_TARGET})",
+                        f"{fmt(value, 2)} ({fmt(totals.get((shape, 'keel'), math.nan))}"
+                        f" / {fmt(total)} ms)",
+                        value <= CPU_RATIO_TARGET,
+                    )
                 if shape == "chain" and system == "keel":
                     keel_requests = requests
                 if shape == "chain" and system == "bare":
-                    self.target(f"Temporal requests per chain run, Keel (<= "
-                                f"{CHAIN_REQUESTS_TARGET:g}; bare in the same run)",
-                                f"{fmt(keel_requests, 1)} (bare {fmt(requests, 1)})",
-                                keel_requests <= CHAIN_REQUESTS_TARGET)
-                rows.append([shape, system, api, per_run(worker), per_run("temporal"),
-                             fmt(total, 1), cpu_ratio if system == "bare" else "",
-                             per_run("load generator"), fmt(requests, 1), fmt(polls, 1),
-                             str(history.get("events", "?")),
-                             str(history.get("workflow tasks", "?")),
-                             str(history.get("activities", "?"))])
-        out += table(["shape", "system", "API CPU ms", "worker CPU ms", "Temporal CPU ms",
-                      "server-side CPU ms", "CPU ratio Keel/bare", "load-gen CPU ms",
-                      "Temporal requests", "stream polls",
-                      "history events", "workflow tasks", "activities"], rows)
+                    self.target(
+                        f"Temporal requests per chain run, Keel (<= "
+                        f"{CHAIN_REQUESTS_TARGET:g}; bare in the same run)",
+                        f"{fmt(keel_requests, 1)} (bare {fmt(requests, 1)})",
+                        keel_requests <= CHAIN_REQUESTS_TARGET,
+                    )
+                rows.append(
+                    [
+                        shape,
+                        system,
+                        api,
+                        per_run(worker),
+                        per_run("temporal"),
+                        fmt(total, 1),
+                        cpu_ratio if system == "bare" else "",
+                        per_run("load generator"),
+                        fmt(requests, 1),
+                        fmt(polls, 1),
+                        str(history.get("events", "?")),
+                        str(history.get("workflow tasks", "?")),
+                        str(history.get("activities", "?")),
+                    ]
+                )
+        out += table(
+            [
+                "shape",
+                "system",
+                "API CPU ms",
+                "worker CPU ms",
+                "Temporal CPU ms",
+                "server-side CPU ms",
+                "CPU ratio Keel/bare",
+                "load-gen CPU ms",
+                "Temporal requests",
+                "stream polls",
+                "history events",
+                "workflow tasks",
+                "activities",
+            ],
+            rows,
+        )
         batches_k = [b for b in e.batches.get(("chain", "keel", 10), []) if b.requests]
         batches_b = [b for b in e.batches.get(("chain", "bare", 10), []) if b.requests]
         if batches_k and batches_b:
             ops = sorted({op for b in batches_k + batches_b for op in b.requests})
 
             def per_op(batches: list[s.Batch], op: str) -> float:
-                return statistics.median(b.requests.get(op, 0.0) / len(b.latencies)
-                                         for b in batches)
-            rows = [[op, fmt(per_op(batches_k, op), 1), fmt(per_op(batches_b, op), 1)]
-                    for op in ops if per_op(batches_k, op) + per_op(batches_b, op) >= 0.05]
+                return statistics.median(
+                    b.requests.get(op, 0.0) / len(b.latencies) for b in batches
+                )
+
+            rows = [
+                [op, fmt(per_op(batches_k, op), 1), fmt(per_op(batches_b, op), 1)]
+                for op in ops
+                if per_op(batches_k, op) + per_op(batches_b, op) >= 0.05
+            ]
             rows.sort(key=lambda row: -float(row[1]))
-            out += ["", "Temporal frontend requests per chain run by operation "
-                    "(concurrency 10):", ""]
+            out += [
+                "",
+                "Temporal frontend requests per chain run by operation (concurrency 10):",
+                "",
+            ]
             out += table(["operation", "Keel", "bare"], rows)
         return out
 
@@ -215,21 +306,35 @@ class Report:
             repeats = e.batches.get((shape, "keel", 1), [])
             started, posted = [], []
             for batch in repeats:
-                started.append([run.first(EventType.EXECUTION_STARTED).at - run.sent  # type: ignore[union-attr]
-                                for run in batch.runs if run.first(EventType.EXECUTION_STARTED)])
+                started.append(
+                    [
+                        run.first(EventType.EXECUTION_STARTED).at - run.sent  # type: ignore[union-attr]
+                        for run in batch.runs
+                        if run.first(EventType.EXECUTION_STARTED)
+                    ]
+                )
                 posted.append([run.posted - run.sent for run in batch.runs])
             if not started:
                 continue
-            rows.append([shape, str(sum(len(x) for x in started)),
-                         ms([pct(x, 50) for x in started]).show(1),
-                         ms([pct(x, 95) for x in started]).show(1),
-                         ms([pct(x, 99) for x in started]).show(1),
-                         ms([pct(x, 50) for x in posted]).show(1)])
-        return ["### 6. Start latency", "",
-                "`POST /Execution/` with `start: true` sent, until `execution.started` arrives on "
-                "the WebSocket the client opens once the POST has answered (ms; from the "
-                "concurrency-1 runs of section 1).", "",
-                *table(["shape", "runs", "p50", "p95", "p99", "of which the POST (p50)"], rows)]
+            rows.append(
+                [
+                    shape,
+                    str(sum(len(x) for x in started)),
+                    ms([pct(x, 50) for x in started]).show(1),
+                    ms([pct(x, 95) for x in started]).show(1),
+                    ms([pct(x, 99) for x in started]).show(1),
+                    ms([pct(x, 50) for x in posted]).show(1),
+                ]
+            )
+        return [
+            "### 6. Start latency",
+            "",
+            "`POST /Execution/` with `start: true` sent, until `execution.started` arrives on "
+            "the WebSocket the client opens once the POST has answered (ms; from the "
+            "concurrency-1 runs of section 1).",
+            "",
+            *table(["shape", "runs", "p50", "p95", "p99", "of which the POST (p50)"], rows),
+        ]
 
     def events(self) -> list[str]:
         ev = self.r.events
@@ -239,24 +344,34 @@ class Report:
         p95 = ms([pct(x, 95) for x in ev.samples])
         p99 = ms([pct(x, 99) for x in ev.samples])
         pooled = [v for x in ev.samples for v in x]
-        self.target("event latency p50 (<= 30 ms)", p50.show(1),
-                    p50.median <= EVENT_P50_TARGET_MS)
-        self.target("event latency p99 (<= 150 ms)", p99.show(1),
-                    p99.median <= EVENT_P99_TARGET_MS)
+        self.target("event latency p50 (<= 30 ms)", p50.show(1), p50.median <= EVENT_P50_TARGET_MS)
+        self.target("event latency p99 (<= 150 ms)", p99.show(1), p99.median <= EVENT_P99_TARGET_MS)
         delay = self.r.plan.paced_delay_s if self.r.plan else math.nan
-        return ["### 2. Event latency: activity finished to `node.completed` on the WebSocket",
-                "",
-                "From the moment the Temporal server recorded the node's model-call activity as "
-                "completed (the `ActivityTaskCompleted` event time in the run's history, the "
-                "dev server's wall clock) to the moment the watcher's WebSocket delivered the "
-                "`node.completed` message to this process (`time.time()`, same machine, same "
-                f"clock). Runs: a 5-node chain whose fake model takes {delay:g} s per call, so "
-                "each event is live; one watcher per run, connected right after the POST. "
-                "Events whose activity finished before the watcher had `execution.started` "
-                f"are backlog, not latency, and are left out ({ev.excluded} were).", "",
-                *table(["samples", "p50 ms", "p95 ms", "p99 ms", "max ms (all repeats)"],
-                       [[str(len(pooled)), p50.show(1), p95.show(1), p99.show(1),
-                         fmt(max(pooled, default=math.nan) * 1000, 1)]])]
+        return [
+            "### 2. Event latency: activity finished to `node.completed` on the WebSocket",
+            "",
+            "From the moment the Temporal server recorded the node's model-call activity as "
+            "completed (the `ActivityTaskCompleted` event time in the run's history, the "
+            "dev server's wall clock) to the moment the watcher's WebSocket delivered the "
+            "`node.completed` message to this process (`time.time()`, same machine, same "
+            f"clock). Runs: a 5-node chain whose fake model takes {delay:g} s per call, so "
+            "each event is live; one watcher per run, connected right after the POST. "
+            "Events whose activity finished before the watcher had `execution.started` "
+            f"are backlog, not latency, and are left out ({ev.excluded} were).",
+            "",
+            *table(
+                ["samples", "p50 ms", "p95 ms", "p99 ms", "max ms (all repeats)"],
+                [
+                    [
+                        str(len(pooled)),
+                        p50.show(1),
+                        p95.show(1),
+                        p99.show(1),
+                        fmt(max(pooled, default=math.nan) * 1000, 1),
+                    ]
+                ],
+            ),
+        ]
 
     def fanout(self) -> list[str]:
         fo = self.r.fanout
@@ -276,31 +391,63 @@ class Report:
             poll_counts.append(polls.median)
             api_cpu = Repeated([lv.cpu.get("api", 0.0) for lv in levels])
             gen_cpu = Repeated([lv.cpu.get("load generator", 0.0) for lv in levels])
-            rows.append([str(watchers), f"{complete}/{watchers}", str(levels[0].events),
-                         ms([pct(lv.samples, 50) for lv in levels]).show(1),
-                         ms([pct(lv.samples, 95) for lv in levels]).show(1),
-                         ms([pct(lv.samples, 99) for lv in levels]).show(1),
-                         ms([pct(lv.slowest, 50) for lv in levels]).show(1),
-                         polls.show(), poll_results.show(), api_cpu.show(2), gen_cpu.show(2),
-                         Repeated([lv.connect_s for lv in levels]).show(1)])
+            rows.append(
+                [
+                    str(watchers),
+                    f"{complete}/{watchers}",
+                    str(levels[0].events),
+                    ms([pct(lv.samples, 50) for lv in levels]).show(1),
+                    ms([pct(lv.samples, 95) for lv in levels]).show(1),
+                    ms([pct(lv.samples, 99) for lv in levels]).show(1),
+                    ms([pct(lv.slowest, 50) for lv in levels]).show(1),
+                    polls.show(),
+                    poll_results.show(),
+                    api_cpu.show(2),
+                    gen_cpu.show(2),
+                    Repeated([lv.connect_s for lv in levels]).show(1),
+                ]
+            )
         flat = max(poll_counts, default=0) <= 1.5 * max(min(poll_counts, default=0), 1)
-        self.target("fan-out: every watcher receives every event at 1/100/1,000",
-                    "yes" if all_complete else "no", all_complete)
-        self.target("fan-out: stream polls do not grow with watchers",
-                    " / ".join(fmt(p) for p in poll_counts), flat)
-        return ["### 3. Fan-out: watchers of one execution on one API process", "",
-                "One execution of the paced 5-node chain; N WebSockets connect first (the run "
-                "is created with `start: false`), then it is started. Latency as in section 2, "
-                "over every (watcher, event) pair; \"all had it\" is, per event, the time until "
-                "the last watcher had it. Stream polls are the `UpdateWorkflowExecution` "
-                "(a poll started) and `PollWorkflowExecutionUpdate` (a poll's result awaited) "
-                "requests the dev server counted while the run was watched. CPU seconds are "
-                "the API's and this process's (which decodes every watcher's messages) while "
-                "the run was watched.", "",
-                *table(["watchers", "got every event", "events", "p50 ms", "p95 ms", "p99 ms",
-                        "all had it (p50) ms", "UpdateWorkflowExecution",
-                        "PollWorkflowExecutionUpdate", "API CPU s", "load-gen CPU s",
-                        "connect all s"], rows)]
+        self.target(
+            "fan-out: every watcher receives every event at 1/100/1,000",
+            "yes" if all_complete else "no",
+            all_complete,
+        )
+        self.target(
+            "fan-out: stream polls do not grow with watchers",
+            " / ".join(fmt(p) for p in poll_counts),
+            flat,
+        )
+        return [
+            "### 3. Fan-out: watchers of one execution on one API process",
+            "",
+            "One execution of the paced 5-node chain; N WebSockets connect first (the run "
+            "is created with `start: false`), then it is started. Latency as in section 2, "
+            'over every (watcher, event) pair; "all had it" is, per event, the time until '
+            "the last watcher had it. Stream polls are the `UpdateWorkflowExecution` "
+            "(a poll started) and `PollWorkflowExecutionUpdate` (a poll's result awaited) "
+            "requests the dev server counted while the run was watched. CPU seconds are "
+            "the API's and this process's (which decodes every watcher's messages) while "
+            "the run was watched.",
+            "",
+            *table(
+                [
+                    "watchers",
+                    "got every event",
+                    "events",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "all had it (p50) ms",
+                    "UpdateWorkflowExecution",
+                    "PollWorkflowExecutionUpdate",
+                    "API CPU s",
+                    "load-gen CPU s",
+                    "connect all s",
+                ],
+                rows,
+            ),
+        ]
 
     def api(self) -> list[str]:
         results = self.r.api
@@ -310,29 +457,41 @@ class Report:
         for name, hammers in results.items():
             if not hammers:
                 continue
-            rows.append([name, Repeated([h.rps for h in hammers]).show(),
-                         ms([pct(h.latencies, 50) for h in hammers]).show(1),
-                         ms([pct(h.latencies, 99) for h in hammers]).show(1),
-                         str(sum(h.errors for h in hammers)),
-                         f"{statistics.median(h.loadgen_cpu for h in hammers):.0%}"])
+            rows.append(
+                [
+                    name,
+                    Repeated([h.rps for h in hammers]).show(),
+                    ms([pct(h.latencies, 50) for h in hammers]).show(1),
+                    ms([pct(h.latencies, 99) for h in hammers]).show(1),
+                    str(sum(h.errors for h in hammers)),
+                    f"{statistics.median(h.loadgen_cpu for h in hammers):.0%}",
+                ]
+            )
         for keel_name, (bare_name, goal) in API_RATIO_TARGETS.items():
             keel, bare = results.get(keel_name), results.get(bare_name)
             if keel and bare:
-                value = ratio(Repeated([h.rps for h in keel]).median,
-                              Repeated([h.rps for h in bare]).median)
-                self.target(f"`{keel_name.removeprefix('Keel ')}` requests/s, Keel/bare "
-                            f"(>= {goal})", fmt(value, 2), value >= goal)
+                value = ratio(
+                    Repeated([h.rps for h in keel]).median, Repeated([h.rps for h in bare]).median
+                )
+                self.target(
+                    f"`{keel_name.removeprefix('Keel ')}` requests/s, Keel/bare (>= {goal})",
+                    fmt(value, 2),
+                    value >= goal,
+                )
         clients = self.r.plan.api_clients if self.r.plan else 50
         seconds = self.r.plan.api_seconds if self.r.plan else math.nan
-        return ["### 4. API under load", "",
-                f"{clients} concurrent keep-alive clients (httpx) for {seconds:g} s per "
-                "endpoint and repeat. The bare endpoints (bench/bare_api.py) read the same "
-                "rows from the same SQLite file with the same engine, without our middleware, "
-                "envelope, schemas or ORM objects. \"Load gen CPU\" is the share of one core "
-                "this process used: near 100% means the figure is bounded by the load "
-                "generator rather than by the server.", "",
-                *table(["endpoint", "requests/s", "p50 ms", "p99 ms", "errors", "load gen CPU"],
-                       rows)]
+        return [
+            "### 4. API under load",
+            "",
+            f"{clients} concurrent keep-alive clients (httpx) for {seconds:g} s per "
+            "endpoint and repeat. The bare endpoints (bench/bare_api.py) read the same "
+            "rows from the same SQLite file with the same engine, without our middleware, "
+            'envelope, schemas or ORM objects. "Load gen CPU" is the share of one core '
+            "this process used: near 100% means the figure is bounded by the load "
+            "generator rather than by the server.",
+            "",
+            *table(["endpoint", "requests/s", "p50 ms", "p99 ms", "errors", "load gen CPU"], rows),
+        ]
 
     def memory(self) -> list[str]:
         m = self.r.memory
@@ -340,42 +499,73 @@ class Report:
             return []
         levels = sorted(m.rss)
         base_level = levels[0]
-        rows = [["0 (idle, fresh)", fmt(m.idle_rss / 2**20, 1), "-", "-",
-                 fmt(m.api_idle_rss / 2**20, 1)]]
+        rows = [
+            [
+                "0 (idle, fresh)",
+                fmt(m.idle_rss / 2**20, 1),
+                "-",
+                "-",
+                fmt(m.api_idle_rss / 2**20, 1),
+            ]
+        ]
         per: float = math.nan
         for level in levels:
             delta = m.rss[level] - m.rss[base_level]
             each = delta / (level - base_level) if level > base_level else math.nan
             if level == levels[-1]:
                 per = each
-            rows.append([str(level), fmt(m.rss[level] / 2**20, 1),
-                         fmt(delta / 2**20, 1) if level > base_level else "-",
-                         fmt(each / 1024, 0) if level > base_level else "-",
-                         fmt(m.api_rss.get(level, math.nan) / 2**20, 1)])
-        self.target("worker memory per waiting execution (<= 1 MB)",
-                    fmt(per / 1024, 0, " KiB"), per <= MEMORY_TARGET_BYTES)
+            rows.append(
+                [
+                    str(level),
+                    fmt(m.rss[level] / 2**20, 1),
+                    fmt(delta / 2**20, 1) if level > base_level else "-",
+                    fmt(each / 1024, 0) if level > base_level else "-",
+                    fmt(m.api_rss.get(level, math.nan) / 2**20, 1),
+                ]
+            )
+        self.target(
+            "worker memory per waiting execution (<= 1 MB)",
+            fmt(per / 1024, 0, " KiB"),
+            per <= MEMORY_TARGET_BYTES,
+        )
         top = levels[-1]
-        self.target(f"{top:,} executions waiting on a human node: worker RSS, API RSS, time "
-                    "to approve all (no target)",
-                    f"{fmt(m.rss[top] / 2**20, 0)} MiB, {fmt(m.api_rss.get(top, 0) / 2**20, 0)}"
-                    f" MiB, {fmt(m.approve_all_s, 1)} s ({m.approved:,} completed)", None)
-        return ["### 5. Executions waiting on a human node: memory, and approving them all", "",
-                "A fresh `keel worker` process (`python -m keel worker`) alone on the task "
-                "queue; executions of a one-node human workflow are started through the API "
-                "(10 requests at a time) until that many report `waiting`; RSS from "
-                "`/proc/<pid>/status` (the worker's once it stops moving). Per execution: the "
-                f"growth from {base_level} waiting, divided by the executions added. All stay "
-                "in the worker's workflow cache (`max_cached_workflows`, see worker/main.py). "
-                f"Then every one of the {top:,} is approved through "
-                "`POST /Execution/{id}/signal` (20 requests at a time), timed until the list "
-                "reports all of them `completed` (their record written).", "",
-                *table(["waiting executions", "worker RSS MiB", "growth MiB",
-                        "KiB per execution", "API RSS MiB"], rows), "",
-                f"Starting the last {top - (levels[-2] if len(levels) > 1 else 0):,} until all "
-                f"were waiting: {fmt(m.start_all_s, 1)} s. Approving all {len(levels) and top:,}"
-                f" until all were completed: {fmt(m.approve_all_s, 1)} s "
-                f"({fmt(m.approved / m.approve_all_s if m.approve_all_s else math.nan, 1)} per "
-                "second)."]
+        self.target(
+            f"{top:,} executions waiting on a human node: worker RSS, API RSS, time "
+            "to approve all (no target)",
+            f"{fmt(m.rss[top] / 2**20, 0)} MiB, {fmt(m.api_rss.get(top, 0) / 2**20, 0)}"
+            f" MiB, {fmt(m.approve_all_s, 1)} s ({m.approved:,} completed)",
+            None,
+        )
+        return [
+            "### 5. Executions waiting on a human node: memory, and approving them all",
+            "",
+            "A fresh `keel worker` process (`python -m keel worker`) alone on the task "
+            "queue; executions of a one-node human workflow are started through the API "
+            "(10 requests at a time) until that many report `waiting`; RSS from "
+            "`/proc/<pid>/status` (the worker's once it stops moving). Per execution: the "
+            f"growth from {base_level} waiting, divided by the executions added. All stay "
+            "in the worker's workflow cache (`max_cached_workflows`, see worker/main.py). "
+            f"Then every one of the {top:,} is approved through "
+            "`POST /Execution/{id}/signal` (20 requests at a time), timed until the list "
+            "reports all of them `completed` (their record written).",
+            "",
+            *table(
+                [
+                    "waiting executions",
+                    "worker RSS MiB",
+                    "growth MiB",
+                    "KiB per execution",
+                    "API RSS MiB",
+                ],
+                rows,
+            ),
+            "",
+            f"Starting the last {top - (levels[-2] if len(levels) > 1 else 0):,} until all "
+            f"were waiting: {fmt(m.start_all_s, 1)} s. Approving all {len(levels) and top:,}"
+            f" until all were completed: {fmt(m.approve_all_s, 1)} s "
+            f"({fmt(m.approved / m.approve_all_s if m.approve_all_s else math.nan, 1)} per "
+            "second).",
+        ]
 
     def capacity(self) -> list[str]:
         c = self.r.capacity
@@ -389,27 +579,54 @@ class Report:
                 p95 = pct(level.start_latencies, 95)
                 if p95 < s.START_LATENCY_LIMIT_S:
                     best[system] = level
-                rows.append([system, str(level.concurrency), str(level.runs),
-                             fmt(pct(level.start_latencies, 50) * 1000, 0),
-                             fmt(p95 * 1000, 0), fmt(level.throughput, 1),
-                             str(level.failures)])
+                rows.append(
+                    [
+                        system,
+                        str(level.concurrency),
+                        str(level.runs),
+                        fmt(pct(level.start_latencies, 50) * 1000, 0),
+                        fmt(p95 * 1000, 0),
+                        fmt(level.throughput, 1),
+                        str(level.failures),
+                    ]
+                )
 
         def said(level: s.CapacityLevel | None) -> str:
-            return "none" if level is None else \
-                f"c={level.concurrency}, {fmt(level.throughput, 1)} runs/s"
+            return (
+                "none"
+                if level is None
+                else f"c={level.concurrency}, {fmt(level.throughput, 1)} runs/s"
+            )
 
-        self.target("capacity: largest concurrency with p95 start latency < 1 s, and runs/s "
-                    "there (no target; Keel vs bare)",
-                    f"Keel {said(best.get('keel'))}; bare {said(best.get('bare'))}", None)
-        return ["### 7. Capacity: concurrent runs with p95 start latency under 1 s", "",
-                "Chain runs (5 nodes) kept in flight at each concurrency (closed loop, 3 runs "
-                "per slot, at least 15), Keel through the API as in section 1, bare straight "
-                "on Temporal. Start latency: the request sent (this process's clock) to the "
-                "run's first workflow task started (`WorkflowTaskStarted` in its history, the "
-                "dev server's clock, same machine). A system's levels stop at the first whose "
-                "p95 passes 1 s.", "",
-                *table(["system", "concurrency", "runs", "start p50 ms", "start p95 ms",
-                        "runs/s", "failed"], rows)]
+        self.target(
+            "capacity: largest concurrency with p95 start latency < 1 s, and runs/s "
+            "there (no target; Keel vs bare)",
+            f"Keel {said(best.get('keel'))}; bare {said(best.get('bare'))}",
+            None,
+        )
+        return [
+            "### 7. Capacity: concurrent runs with p95 start latency under 1 s",
+            "",
+            "Chain runs (5 nodes) kept in flight at each concurrency (closed loop, 3 runs "
+            "per slot, at least 15), Keel through the API as in section 1, bare straight "
+            "on Temporal. Start latency: the request sent (this process's clock) to the "
+            "run's first workflow task started (`WorkflowTaskStarted` in its history, the "
+            "dev server's clock, same machine). A system's levels stop at the first whose "
+            "p95 passes 1 s.",
+            "",
+            *table(
+                [
+                    "system",
+                    "concurrency",
+                    "runs",
+                    "start p50 ms",
+                    "start p95 ms",
+                    "runs/s",
+                    "failed",
+                ],
+                rows,
+            ),
+        ]
 
     def long_run(self) -> list[str]:
         lr = self.r.long_run
@@ -417,76 +634,130 @@ class Report:
             return []
         long, chain = lr.long, lr.chain
         ratio_ = ratio(long.calls_per_s, lr.short_calls_per_s)
-        self.target("calls/s of the long run against a 10-call run (cost of a call does not "
-                    "grow; >= 0.8)", fmt(ratio_, 2), ratio_ >= THROUGHPUT_TARGET)
-        runs = [[str(i + 1), str(c.history_events), str(c.activities), fmt(c.seconds, 1),
-                 fmt(c.calls_per_s, 1)] for i, c in enumerate(chain)]
-        every = [f"{m.calls} calls in {m.seconds:.2f} s ({m.calls_per_s:.1f}/s)"
-                 for m in lr.short]
-        return ["### 8. Long run: one execution of many calls, continued as new", "",
-                f"A graph looping {lr.turns} times through a tool (`tick`), an agent whose "
-                f"offline model asks for {TOOL_CALLS} tool calls and then answers, and a "
-                f"condition: {CALLS_PER_TURN} calls a turn, each its own activity. One "
-                "WebSocket watcher from the POST to the terminal event. The same graph with "
-                f"one turn is the 10-call run ({'; '.join(every)}).", "",
-                *table(["run", "calls", "wall s", "calls/s", "events seen", "seq contiguous",
-                        "completed"],
-                       [["10 calls (median of 3)", str(lr.short[0].calls) if lr.short else "-",
-                         fmt(statistics.median(m.seconds for m in lr.short), 2)
-                         if lr.short else "n/a", fmt(lr.short_calls_per_s, 1), "-", "-", "-"],
-                        ["long", str(long.calls), fmt(long.seconds, 0),
-                         fmt(long.calls_per_s, 1), str(long.events), str(long.contiguous),
-                         str(long.completed)]]),
-                "",
-                f"Worker RSS: {lr.rss_before / 2**20:.1f} MiB before the long run, "
-                f"{lr.rss_after / 2**20:.1f} MiB at its end. The chain's Temporal runs "
-                "(history events per run; each run's own rate, first to last history event):",
-                "",
-                *table(["Temporal run", "history events", "activities", "s", "calls/s"],
-                       runs)]
+        self.target(
+            "calls/s of the long run against a 10-call run (cost of a call does not grow; >= 0.8)",
+            fmt(ratio_, 2),
+            ratio_ >= THROUGHPUT_TARGET,
+        )
+        runs = [
+            [
+                str(i + 1),
+                str(c.history_events),
+                str(c.activities),
+                fmt(c.seconds, 1),
+                fmt(c.calls_per_s, 1),
+            ]
+            for i, c in enumerate(chain)
+        ]
+        every = [f"{m.calls} calls in {m.seconds:.2f} s ({m.calls_per_s:.1f}/s)" for m in lr.short]
+        return [
+            "### 8. Long run: one execution of many calls, continued as new",
+            "",
+            f"A graph looping {lr.turns} times through a tool (`tick`), an agent whose "
+            f"offline model asks for {TOOL_CALLS} tool calls and then answers, and a "
+            f"condition: {CALLS_PER_TURN} calls a turn, each its own activity. One "
+            "WebSocket watcher from the POST to the terminal event. The same graph with "
+            f"one turn is the 10-call run ({'; '.join(every)}).",
+            "",
+            *table(
+                ["run", "calls", "wall s", "calls/s", "events seen", "seq contiguous", "completed"],
+                [
+                    [
+                        "10 calls (median of 3)",
+                        str(lr.short[0].calls) if lr.short else "-",
+                        fmt(statistics.median(m.seconds for m in lr.short), 2)
+                        if lr.short
+                        else "n/a",
+                        fmt(lr.short_calls_per_s, 1),
+                        "-",
+                        "-",
+                        "-",
+                    ],
+                    [
+                        "long",
+                        str(long.calls),
+                        fmt(long.seconds, 0),
+                        fmt(long.calls_per_s, 1),
+                        str(long.events),
+                        str(long.contiguous),
+                        str(long.completed),
+                    ],
+                ],
+            ),
+            "",
+            f"Worker RSS: {lr.rss_before / 2**20:.1f} MiB before the long run, "
+            f"{lr.rss_after / 2**20:.1f} MiB at its end. The chain's Temporal runs "
+            "(history events per run; each run's own rate, first to last history event):",
+            "",
+            *table(["Temporal run", "history events", "activities", "s", "calls/s"], runs),
+        ]
 
     def profile(self) -> list[str]:
         phases = self.r.profile
         if not phases:
             return []
-        out = ["### Profiles (py-spy)", "",
-               "py-spy sampled the processes from outside at 100 Hz, keeping only samples of a "
-               "thread holding the GIL (Python at work, not waiting); shares are of those "
-               "samples. \"Self\" is the package the sampled frame is in; \"inclusive\" counts "
-               "a function of ours whenever it is anywhere on the stack.", ""]
+        out = [
+            "### Profiles (py-spy)",
+            "",
+            "py-spy sampled the processes from outside at 100 Hz, keeping only samples of a "
+            "thread holding the GIL (Python at work, not waiting); shares are of those "
+            'samples. "Self" is the package the sampled frame is in; "inclusive" counts '
+            "a function of ours whenever it is anywhere on the stack.",
+            "",
+        ]
         for phase in phases:
-            cpu = ", ".join(f"{name} {sec / max(phase.done, 1) * 1000:.1f} ms"
-                            for name, sec in phase.cpu.items() if sec >= 0.05)
-            out += [f"#### {phase.what}", "",
-                    f"{phase.done} {phase.unit} in {phase.seconds:.0f} s under the profiler; CPU "
-                    f"per {phase.unit.rstrip('s')}: {cpu}.", ""]
+            cpu = ", ".join(
+                f"{name} {sec / max(phase.done, 1) * 1000:.1f} ms"
+                for name, sec in phase.cpu.items()
+                if sec >= 0.05
+            )
+            out += [
+                f"#### {phase.what}",
+                "",
+                f"{phase.done} {phase.unit} in {phase.seconds:.0f} s under the profiler; CPU "
+                f"per {phase.unit.rstrip('s')}: {cpu}.",
+                "",
+            ]
             for name, prof in phase.profiles.items():
                 if prof.error:
                     out += [f"- **{name}**: not profiled: {prof.error}"]
                     continue
-                packages = ", ".join(f"{pkg} {prof.share(n):.0%}"
-                                     for pkg, n in prof.by_package.most_common(10))
-                ours = "; ".join(f"`{fn}` {prof.share(n):.0%}"
-                                 for fn, n in prof.ours_inclusive.most_common(10))
-                hot = "; ".join(f"`{fn}` {prof.share(n):.0%}"
-                                for fn, n in prof.hottest.most_common(6))
-                out += [f"- **{name}** ({prof.samples} samples). Self by package: {packages}.",
-                        f"  Ours, inclusive: {ours}.",
-                        f"  Hottest frames: {hot}."]
+                packages = ", ".join(
+                    f"{pkg} {prof.share(n):.0%}" for pkg, n in prof.by_package.most_common(10)
+                )
+                ours = "; ".join(
+                    f"`{fn}` {prof.share(n):.0%}" for fn, n in prof.ours_inclusive.most_common(10)
+                )
+                hot = "; ".join(
+                    f"`{fn}` {prof.share(n):.0%}" for fn, n in prof.hottest.most_common(6)
+                )
+                out += [
+                    f"- **{name}** ({prof.samples} samples). Self by package: {packages}.",
+                    f"  Ours, inclusive: {ours}.",
+                    f"  Hottest frames: {hot}.",
+                ]
             out.append("")
         return out
 
     def render(self) -> str:
         body: list[str] = []
-        for section in (self.engine, self.events, self.fanout, self.api, self.memory,
-                        self.start_latency, self.capacity, self.long_run, self.profile):
+        for section in (
+            self.engine,
+            self.events,
+            self.fanout,
+            self.api,
+            self.memory,
+            self.start_latency,
+            self.capacity,
+            self.long_run,
+            self.profile,
+        ):
             part = section()
             if part:
                 body += [*part, ""]
         lines = [BEGIN, "## Latest run", "", *self.header(), ""]
         if self.targets:
-            lines += ["### Targets", "", *table(["target", "figure", "verdict"], self.targets),
-                      ""]
+            lines += ["### Targets", "", *table(["target", "figure", "verdict"], self.targets), ""]
         lines += body
         if self.r.notes:
             lines += ["### Notes from the run", ""] + [f"- {n}" for n in self.r.notes] + [""]

@@ -39,8 +39,16 @@ ORDER = ("engine", "events", "fanout", "api", "capacity", "memory", "long_run", 
 # Run only when named: they take minutes, not seconds.
 ONLY_WHEN_NAMED = ("long_run",)
 # Seconds each scenario may spend before it skips further repeats (full mode).
-BUDGET_S = {"engine": 230, "events": 50, "fanout": 60, "api": 60, "capacity": 120,
-            "memory": 200, "long_run": 3600, "profile": 40}
+BUDGET_S = {
+    "engine": 230,
+    "events": 50,
+    "fanout": 60,
+    "api": 60,
+    "capacity": 120,
+    "memory": 200,
+    "long_run": 3600,
+    "profile": 40,
+}
 # The whole run is cut short (remaining scenarios skipped) past this.
 HARD_LIMIT_S = 780
 
@@ -50,16 +58,23 @@ def _truthy(name: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                        help=f"any of {', '.join(ORDER)} (default: all)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(ORDER)} (default: all)"
+    )
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in ORDER]
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(ORDER)}")
-    chosen = [name for name in ORDER if name in args.scenarios
-              or (not args.scenarios and name not in ONLY_WHEN_NAMED)]
+    chosen = [
+        name
+        for name in ORDER
+        if name in args.scenarios or (not args.scenarios and name not in ONLY_WHEN_NAMED)
+    ]
     quick = _truthy("KEEL_BENCH_QUICK")
     out = os.environ.get("KEEL_BENCH_OUT")
     if out:
@@ -70,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         path = REPO / "docs" / "benchmarks.md"
     try:
         import uvloop
+
         runner: Callable[[Coroutine[Any, Any, report.Results]], report.Results] = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    command = "make bench" if not args.scenarios else \
-        f"python -m bench {' '.join(args.scenarios)}"
+    command = "make bench" if not args.scenarios else f"python -m bench {' '.join(args.scenarios)}"
     if quick:
         command = f"KEEL_BENCH_QUICK=1 {command}"
     results = runner(run(chosen, quick, command))
@@ -89,19 +104,28 @@ async def run(chosen: list[str], quick: bool, command: str) -> report.Results:
     plan = s.Plan.make(quick)
     data_dir = Path(tempfile.mkdtemp(prefix="keel-bench-"))
     results = report.Results(
-        command=command, mode="quick mode" if quick else "full mode",
-        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
-        load_before=loadavg(), plan=plan)
+        command=command,
+        mode="quick mode" if quick else "full mode",
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        machine=machine(),
+        load_before=loadavg(),
+        plan=plan,
+    )
     platform = Platform(data_dir)
     print(f"bench: data dir {data_dir}", flush=True)
     try:
         await platform.start()
         print(f"bench: platform up in {time.monotonic() - began:.1f} s", flush=True)
-        async with httpx.AsyncClient(base_url=platform.api_url, timeout=60,
-                                     headers=platform.auth_headers) as http:
-            ctx = s.Context(platform, Keel(http, platform.api_url, platform.auth_headers),
-                            platform.client, plan,
-                            deadline=0.0)
+        async with httpx.AsyncClient(
+            base_url=platform.api_url, timeout=60, headers=platform.auth_headers
+        ) as http:
+            ctx = s.Context(
+                platform,
+                Keel(http, platform.api_url, platform.auth_headers),
+                platform.client,
+                plan,
+                deadline=0.0,
+            )
             await s.setup(ctx)
             for name in chosen:
                 if time.monotonic() - began > HARD_LIMIT_S:
@@ -114,8 +138,11 @@ async def run(chosen: list[str], quick: bool, command: str) -> report.Results:
                     value = await SCENARIOS[name](ctx)
                 setattr(results, name, value)
                 results.foreign[name] = meter.foreign_share
-                print(f"bench: {name} took {meter.elapsed:.0f} s; other processes used "
-                      f"{meter.foreign_share:.0%} of the machine meanwhile", flush=True)
+                print(
+                    f"bench: {name} took {meter.elapsed:.0f} s; other processes used "
+                    f"{meter.foreign_share:.0%} of the machine meanwhile",
+                    flush=True,
+                )
             results.notes += ctx.notes
     finally:
         results.load_after = loadavg()

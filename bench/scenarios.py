@@ -56,16 +56,36 @@ class Plan:
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(quick=True, repeats=1, engine_runs={1: 4, 10: 20, 50: 50},
-                       warmup_runs=2, event_runs=4, paced_delay_s=0.1,
-                       fanout_levels=(1, 100, 1000), fanout_repeats=1, api_seconds=2.0,
-                       api_clients=50, memory_levels=(1, 20, 100), profile_seconds=6.0,
-                       capacity_levels=(5, 20, 80))
-        return cls(quick=False, repeats=3, engine_runs={1: 8, 10: 30, 50: 50},
-                   warmup_runs=3, event_runs=12, paced_delay_s=0.1,
-                   fanout_levels=(1, 100, 1000), fanout_repeats=2, api_seconds=4.0,
-                   api_clients=50, memory_levels=(1, 100, 1000), profile_seconds=12.0,
-                   capacity_levels=(5, 10, 20, 40, 80, 160))
+            return cls(
+                quick=True,
+                repeats=1,
+                engine_runs={1: 4, 10: 20, 50: 50},
+                warmup_runs=2,
+                event_runs=4,
+                paced_delay_s=0.1,
+                fanout_levels=(1, 100, 1000),
+                fanout_repeats=1,
+                api_seconds=2.0,
+                api_clients=50,
+                memory_levels=(1, 20, 100),
+                profile_seconds=6.0,
+                capacity_levels=(5, 20, 80),
+            )
+        return cls(
+            quick=False,
+            repeats=3,
+            engine_runs={1: 8, 10: 30, 50: 50},
+            warmup_runs=3,
+            event_runs=12,
+            paced_delay_s=0.1,
+            fanout_levels=(1, 100, 1000),
+            fanout_repeats=2,
+            api_seconds=4.0,
+            api_clients=50,
+            memory_levels=(1, 100, 1000),
+            profile_seconds=12.0,
+            capacity_levels=(5, 10, 20, 40, 80, 160),
+        )
 
 
 @dataclass
@@ -87,16 +107,20 @@ async def setup(ctx: Context) -> None:
     """The agents and published workflows every scenario uses."""
     ctx.agents["zero"] = await ctx.keel.agent("bench-zero")
     ctx.agents["paced"] = await ctx.keel.agent(
-        "bench-paced", metadata={"fake": {"delay_s": ctx.plan.paced_delay_s}})
+        "bench-paced", metadata={"fake": {"delay_s": ctx.plan.paced_delay_s}}
+    )
     ctx.workflows["chain"] = await ctx.keel.workflow("bench-chain", k.chain(ctx.agents["zero"], 5))
     ctx.workflows["diamond"] = await ctx.keel.workflow(
-        "bench-diamond", k.diamond(ctx.agents["zero"], 4))
+        "bench-diamond", k.diamond(ctx.agents["zero"], 4)
+    )
     ctx.workflows["paced"] = await ctx.keel.workflow(
-        "bench-paced-chain", k.chain(ctx.agents["paced"], 5))
+        "bench-paced-chain", k.chain(ctx.agents["paced"], 5)
+    )
     ctx.workflows["human"] = await ctx.keel.workflow("bench-human", k.human())
 
 
 # -- 1 and 6: engine overhead and start latency ---------------------------------------------
+
 
 @dataclass
 class Batch:
@@ -113,8 +137,13 @@ class Batch:
         return len(self.latencies) / self.wall if self.wall else math.nan
 
 
-async def _batch(ctx: Context, one: Callable[[], Awaitable[float | k.Run]], total: int,
-                 concurrency: int, count_requests: bool = False) -> Batch:
+async def _batch(
+    ctx: Context,
+    one: Callable[[], Awaitable[float | k.Run]],
+    total: int,
+    concurrency: int,
+    count_requests: bool = False,
+) -> Batch:
     """``total`` runs, ``concurrency`` at a time. With ``count_requests``, the Temporal
     requests they made too (which waits for the dev server to publish its counters)."""
     latencies: list[float] = []
@@ -147,8 +176,9 @@ async def _batch(ctx: Context, one: Callable[[], Awaitable[float | k.Run]], tota
             await asyncio.gather(*[worker() for _ in range(concurrency)])
         wall = time.monotonic() - started
     after = await ctx.platform.settled_requests() if count_requests else {}
-    return Batch(latencies, wall, meter.used, meter.foreign_share, diff(after, before), runs,
-                 failures)
+    return Batch(
+        latencies, wall, meter.used, meter.foreign_share, diff(after, before), runs, failures
+    )
 
 
 def _bare(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
@@ -156,8 +186,9 @@ def _bare(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
 
     async def one() -> float:
         sent = time.time()
-        handle = await client.start_workflow(name, arg, id=f"bare-{uuid.uuid4().hex}",
-                                             task_queue=BARE_TASK_QUEUE)
+        handle = await client.start_workflow(
+            name, arg, id=f"bare-{uuid.uuid4().hex}", task_queue=BARE_TASK_QUEUE
+        )
         await handle.result()
         return time.time() - sent
 
@@ -196,15 +227,24 @@ async def engine(ctx: Context) -> EngineResult:
                 # Keel and bare back to back, so a noisy stretch hits both alike.
                 systems = (("keel", _keel(ctx, shape)), ("bare", _bare(ctx.client, shape)))
                 for system, one in systems:
-                    batch = await _batch(ctx, one, plan.engine_runs[concurrency], concurrency,
-                                         count_requests=repeat == 0 and concurrency == 10)
+                    batch = await _batch(
+                        ctx,
+                        one,
+                        plan.engine_runs[concurrency],
+                        concurrency,
+                        count_requests=repeat == 0 and concurrency == 10,
+                    )
                     result.batches.setdefault((shape, system, concurrency), []).append(batch)
                     for failure in batch.failures:
-                        ctx.notes.append(f"engine {shape} {system} c={concurrency}: a run "
-                                         f"failed: {failure}")
-                    print(f"  engine r{repeat + 1} {shape:7} {system:4} c={concurrency:<2} "
-                          f"p50={pct(batch.latencies, 50) * 1000:6.1f} ms "
-                          f"{batch.throughput:6.1f} runs/s", flush=True)
+                        ctx.notes.append(
+                            f"engine {shape} {system} c={concurrency}: a run failed: {failure}"
+                        )
+                    print(
+                        f"  engine r{repeat + 1} {shape:7} {system:4} c={concurrency:<2} "
+                        f"p50={pct(batch.latencies, 50) * 1000:6.1f} ms "
+                        f"{batch.throughput:6.1f} runs/s",
+                        flush=True,
+                    )
     # What one run of each asks of Temporal, from its history.
     for shape in SHAPES:
         run = result.batches[(shape, "keel", 1)][0].runs[-1]
@@ -218,6 +258,7 @@ async def engine(ctx: Context) -> EngineResult:
 
 # -- 2: event latency -------------------------------------------------------------------
 
+
 @dataclass
 class EventResult:
     # one list of samples (seconds) per repeat
@@ -225,8 +266,9 @@ class EventResult:
     excluded: int = 0
 
 
-async def _event_samples(ctx: Context, run: k.Run, receptions: list[list[k.Received]]
-                         ) -> tuple[list[float], int, list[float]]:
+async def _event_samples(
+    ctx: Context, run: k.Run, receptions: list[list[k.Received]]
+) -> tuple[list[float], int, list[float]]:
     """node.completed latencies (watcher receipt - ActivityTaskCompleted) for live events,
     the count of backlog events left out, and per node the time until every watcher had it."""
     finished = await k.activity_finish_times(ctx.client, run.temporal_id)
@@ -260,12 +302,16 @@ async def events(ctx: Context) -> EventResult:
             samples += got
             result.excluded += excluded
         result.samples.append(samples)
-        print(f"  events r{repeat + 1}: n={len(samples)} p50={pct(samples, 50) * 1000:.1f} ms "
-              f"p99={pct(samples, 99) * 1000:.1f} ms", flush=True)
+        print(
+            f"  events r{repeat + 1}: n={len(samples)} p50={pct(samples, 50) * 1000:.1f} ms "
+            f"p99={pct(samples, 99) * 1000:.1f} ms",
+            flush=True,
+        )
     return result
 
 
 # -- 3: fan-out ----------------------------------------------------------------------------
+
 
 @dataclass
 class FanoutLevel:
@@ -323,8 +369,11 @@ async def _fanout_once(ctx: Context, watchers: int) -> FanoutLevel:
     run = k.Run(eid, started["temporal"]["workflow_id"], 0.0, 0.0)
     level.events = max((e.seq for r in receptions for e in r), default=0)
     want = list(range(1, level.events + 1))
-    level.complete = sum(1 for r in receptions if [e.seq for e in r] == want
-                         and r and r[-1].type == EventType.EXECUTION_COMPLETED)
+    level.complete = sum(
+        1
+        for r in receptions
+        if [e.seq for e in r] == want and r and r[-1].type == EventType.EXECUTION_COMPLETED
+    )
     level.samples, _, level.slowest = await _event_samples(ctx, run, receptions)
     return level
 
@@ -339,13 +388,17 @@ async def fanout(ctx: Context) -> list[list[FanoutLevel]]:
         for i, watchers in enumerate(ctx.plan.fanout_levels):
             level = await _fanout_once(ctx, watchers)
             out[i].append(level)
-            print(f"  fan-out r{repeat + 1} {watchers:5} watchers: complete={level.complete} "
-                  f"p50={pct(level.samples, 50) * 1000:.1f} ms "
-                  f"p99={pct(level.samples, 99) * 1000:.1f} ms polls={level.polls}", flush=True)
+            print(
+                f"  fan-out r{repeat + 1} {watchers:5} watchers: complete={level.complete} "
+                f"p50={pct(level.samples, 50) * 1000:.1f} ms "
+                f"p99={pct(level.samples, 99) * 1000:.1f} ms polls={level.polls}",
+                flush=True,
+            )
     return out
 
 
 # -- 4: API -------------------------------------------------------------------------------
+
 
 @dataclass
 class Hammer:
@@ -371,8 +424,10 @@ class RawHttp:
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.target = parts.path + (f"?{parts.query}" if parts.query else "")
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        self.request = (f"GET {self.target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                        f"Accept: application/json\r\n{extra}\r\n").encode()
+        self.request = (
+            f"GET {self.target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Accept: application/json\r\n{extra}\r\n"
+        ).encode()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -390,8 +445,14 @@ class RawHttp:
                 if size == 0:
                     break
         else:
-            length = next((int(line.split(":", 1)[1]) for line in headers.split("\r\n")
-                           if line.startswith("content-length:")), 0)
+            length = next(
+                (
+                    int(line.split(":", 1)[1])
+                    for line in headers.split("\r\n")
+                    if line.startswith("content-length:")
+                ),
+                0,
+            )
             await self.reader.readexactly(length)
         if "connection: close" in headers:
             await self.close()
@@ -464,9 +525,12 @@ async def api(ctx: Context) -> dict[str, list[Hammer]]:
         for name, url in api_targets(ctx).items():
             result = await hammer(ctx, url, ctx.plan.api_seconds, ctx.plan.api_clients)
             out[name].append(result)
-            print(f"  api r{repeat + 1} {name:36} {result.rps:7.0f} req/s "
-                  f"p99={pct(result.latencies, 99) * 1000:6.1f} ms errors={result.errors} "
-                  f"load-gen={result.loadgen_cpu:.0%} of a core", flush=True)
+            print(
+                f"  api r{repeat + 1} {name:36} {result.rps:7.0f} req/s "
+                f"p99={pct(result.latencies, 99) * 1000:6.1f} ms errors={result.errors} "
+                f"load-gen={result.loadgen_cpu:.0%} of a core",
+                flush=True,
+            )
     return out
 
 
@@ -505,8 +569,9 @@ async def _capacity_level(ctx: Context, system: str, concurrency: int) -> Capaci
             started.append((run.temporal_id, sent))
         else:
             workflow_id = f"bare-cap-{uuid.uuid4().hex}"
-            handle = await ctx.client.start_workflow(name, arg, id=workflow_id,
-                                                     task_queue=BARE_TASK_QUEUE)
+            handle = await ctx.client.start_workflow(
+                name, arg, id=workflow_id, task_queue=BARE_TASK_QUEUE
+            )
             started.append((workflow_id, sent))
             await handle.result()
         return time.time() - sent
@@ -519,8 +584,13 @@ async def _capacity_level(ctx: Context, system: str, concurrency: int) -> Capaci
             return await _first_task_started(ctx.client, workflow_id) - sent
 
     latencies = await asyncio.gather(*[latency(w, t) for w, t in started])
-    return CapacityLevel(concurrency, len(batch.latencies), batch.throughput,
-                         [v for v in latencies if not math.isnan(v)], len(batch.failures))
+    return CapacityLevel(
+        concurrency,
+        len(batch.latencies),
+        batch.throughput,
+        [v for v in latencies if not math.isnan(v)],
+        len(batch.failures),
+    )
 
 
 async def capacity(ctx: Context) -> dict[str, list[CapacityLevel]]:
@@ -530,20 +600,23 @@ async def capacity(ctx: Context) -> dict[str, list[CapacityLevel]]:
     for system in out:
         for concurrency in ctx.plan.capacity_levels:
             if ctx.late():
-                ctx.notes.append(f"capacity {system}: stopped before c={concurrency} "
-                                 "(time budget)")
+                ctx.notes.append(f"capacity {system}: stopped before c={concurrency} (time budget)")
                 break
             level = await _capacity_level(ctx, system, concurrency)
             out[system].append(level)
             p95 = pct(level.start_latencies, 95)
-            print(f"  capacity {system:4} c={concurrency:<3} start p95={p95 * 1000:7.1f} ms "
-                  f"{level.throughput:6.1f} runs/s", flush=True)
+            print(
+                f"  capacity {system:4} c={concurrency:<3} start p95={p95 * 1000:7.1f} ms "
+                f"{level.throughput:6.1f} runs/s",
+                flush=True,
+            )
             if p95 >= START_LATENCY_LIMIT_S:
                 break
     return out
 
 
 # -- profiles ----------------------------------------------------------------------------
+
 
 @dataclass
 class ProfilePhase:
@@ -557,8 +630,7 @@ class ProfilePhase:
 
 async def _profile_runs(ctx: Context, seconds: float) -> ProfilePhase:
     pids = {name: ctx.platform.procs[name].pid for name in ("api", "worker")}
-    recording = asyncio.create_task(profiling.record(pids, seconds, ctx.platform.data_dir,
-                                                     "runs"))
+    recording = asyncio.create_task(profiling.record(pids, seconds, ctx.platform.data_dir, "runs"))
     runs = 0
     one = _keel(ctx, "chain")
 
@@ -574,18 +646,26 @@ async def _profile_runs(ctx: Context, seconds: float) -> ProfilePhase:
         async with asyncio.timeout(seconds + 120):
             await asyncio.gather(*[worker() for _ in range(10)])
             profiles = await recording
-    return ProfilePhase("Keel chain runs at concurrency 10", profiles, runs, "runs",
-                        meter.elapsed, meter.used)
+    return ProfilePhase(
+        "Keel chain runs at concurrency 10", profiles, runs, "runs", meter.elapsed, meter.used
+    )
 
 
 async def _profile_get(ctx: Context, seconds: float, name: str) -> ProfilePhase:
     pids = {"api": ctx.platform.procs["api"].pid}
-    recording = asyncio.create_task(profiling.record(pids, seconds, ctx.platform.data_dir,
-                                                     name.split()[1].strip("/")))
+    recording = asyncio.create_task(
+        profiling.record(pids, seconds, ctx.platform.data_dir, name.split()[1].strip("/"))
+    )
     result = await hammer(ctx, api_targets(ctx)[name], seconds, ctx.plan.api_clients)
     profiles = await recording
-    return ProfilePhase(f"{name} at {ctx.plan.api_clients} concurrent clients", profiles,
-                        result.ok, "requests", result.elapsed, result.cpu)
+    return ProfilePhase(
+        f"{name} at {ctx.plan.api_clients} concurrent clients",
+        profiles,
+        result.ok,
+        "requests",
+        result.elapsed,
+        result.cpu,
+    )
 
 
 async def profile(ctx: Context) -> list[ProfilePhase]:
@@ -601,6 +681,7 @@ async def profile(ctx: Context) -> list[ProfilePhase]:
 
 # -- 5: worker memory --------------------------------------------------------------------
 
+
 @dataclass
 class MemoryResult:
     idle_rss: int = 0
@@ -614,8 +695,9 @@ class MemoryResult:
 
 
 async def _waiting(ctx: Context) -> int:
-    response = await ctx.keel.http.get("/api/v1/Execution/",
-                                       params={"status": ExecutionStatus.WAITING, "page_size": 1})
+    response = await ctx.keel.http.get(
+        "/api/v1/Execution/", params={"status": ExecutionStatus.WAITING, "page_size": 1}
+    )
     return int(k.data(response)["total"])
 
 
@@ -650,16 +732,25 @@ async def _approve_all(ctx: Context, execution_ids: list[int]) -> tuple[float, i
 
     async def approve(execution_id: int) -> None:
         async with gate:
-            k.data(await ctx.keel.http.post(f"/api/v1/Execution/{execution_id}/signal",
-                                            json={"node_id": "approve", "action": "approve"}))
+            k.data(
+                await ctx.keel.http.post(
+                    f"/api/v1/Execution/{execution_id}/signal",
+                    json={"node_id": "approve", "action": "approve"},
+                )
+            )
 
     async with asyncio.timeout(600):
         await asyncio.gather(*[approve(e) for e in execution_ids])
         completed = 0
         for _ in range(1200):
-            response = await ctx.keel.http.get("/api/v1/Execution/", params={
-                "status": ExecutionStatus.COMPLETED, "workflow_id": ctx.workflows["human"],
-                "page_size": 1})
+            response = await ctx.keel.http.get(
+                "/api/v1/Execution/",
+                params={
+                    "status": ExecutionStatus.COMPLETED,
+                    "workflow_id": ctx.workflows["human"],
+                    "page_size": 1,
+                },
+            )
             completed = int(k.data(response)["total"])
             if completed >= len(execution_ids):
                 break
@@ -684,8 +775,7 @@ async def memory(ctx: Context) -> MemoryResult:
 
     async def start_one() -> None:
         async with gate:
-            execution_ids.append(
-                (await ctx.keel.create(ctx.workflows["human"], start=True))["id"])
+            execution_ids.append((await ctx.keel.create(ctx.workflows["human"], start=True))["id"])
 
     for level in ctx.plan.memory_levels:
         began = time.monotonic()
@@ -702,8 +792,7 @@ async def memory(ctx: Context) -> MemoryResult:
         result.start_all_s = time.monotonic() - began
         result.rss[level] = await _settled_rss(worker.pid)
         result.api_rss[level] = rss_bytes(api_pid)
-        print(f"  memory: {level:4} waiting -> RSS {result.rss[level] / 2**20:.1f} MiB",
-              flush=True)
+        print(f"  memory: {level:4} waiting -> RSS {result.rss[level] / 2**20:.1f} MiB", flush=True)
     result.approve_all_s, result.approved = await _approve_all(ctx, execution_ids)
     print(f"  memory: approved {result.approved} in {result.approve_all_s:.1f} s", flush=True)
     # Put the usual worker back for what runs after this.

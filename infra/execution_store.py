@@ -49,8 +49,9 @@ class StoredEvent(Protocol):
 E = TypeVar("E", bound=StoredEvent)
 # Folds events into the execution row and its node runs (keyed by node id), making a
 # node run with the given factory when a node is seen for the first time.
-Fold = Callable[[Execution, MutableMapping[str, NodeRun], Sequence[E],
-                 Callable[[str], NodeRun]], None]
+Fold = Callable[
+    [Execution, MutableMapping[str, NodeRun], Sequence[E], Callable[[str], NodeRun]], None
+]
 
 
 class GapInEvents(RuntimeError):
@@ -71,18 +72,23 @@ async def lock(session: AsyncSession, execution_id: int) -> Execution | None:
     committed is rolled back first: the lock must be the transaction's first statement."""
     await session.rollback()
     await session.execute(
-        update(Execution).where(Execution.id == execution_id)
-        .values(status=Execution.status).execution_options(synchronize_session=False)
+        update(Execution)
+        .where(Execution.id == execution_id)
+        .values(status=Execution.status)
+        .execution_options(synchronize_session=False)
     )
     execution: Execution | None = await session.scalar(
-        select(Execution).where(Execution.id == execution_id).with_for_update()
+        select(Execution)
+        .where(Execution.id == execution_id)
+        .with_for_update()
         .execution_options(populate_existing=True)
     )
     return execution
 
 
-async def append(session: AsyncSession, execution: Execution, events: Sequence[E],
-                 fold: Fold[E]) -> int:
+async def append(
+    session: AsyncSession, execution: Execution, events: Sequence[E], fold: Fold[E]
+) -> int:
     """Store the events newer than the stored ones and fold them in; the caller holds
     ``lock`` and commits. Returns how many were new."""
     done = await last_seq(session, execution.id, locking=True)
@@ -90,22 +96,32 @@ async def append(session: AsyncSession, execution: Execution, events: Sequence[E
     if not fresh:
         return 0
     if [e.seq for e in fresh] != list(range(done + 1, done + 1 + len(fresh))):
-        raise GapInEvents(f"execution {execution.id}: events {[e.seq for e in fresh]} "
-                          f"do not follow seq {done}")
+        raise GapInEvents(
+            f"execution {execution.id}: events {[e.seq for e in fresh]} do not follow seq {done}"
+        )
     nodes = {
         run.node_id: run
         for run in await session.scalars(
-            select(NodeRun).where(NodeRun.execution_id == execution.id).with_for_update()
+            select(NodeRun)
+            .where(NodeRun.execution_id == execution.id)
+            .with_for_update()
             .execution_options(populate_existing=True)
         )
     }
     for item in fresh:
-        session.add(ExecutionEvent(
-            execution_id=execution.id, seq=item.seq, type=str(item.type), node_id=item.node_id,
-            ts=datetime.fromisoformat(item.ts), data=item.data,
-        ))
-    fold(execution, nodes, fresh,
-         lambda node_id: NodeRun(execution_id=execution.id, node_id=node_id))
+        session.add(
+            ExecutionEvent(
+                execution_id=execution.id,
+                seq=item.seq,
+                type=str(item.type),
+                node_id=item.node_id,
+                ts=datetime.fromisoformat(item.ts),
+                data=item.data,
+            )
+        )
+    fold(
+        execution, nodes, fresh, lambda node_id: NodeRun(execution_id=execution.id, node_id=node_id)
+    )
     for run in nodes.values():
         if run.id is None:
             session.add(run)

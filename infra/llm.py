@@ -90,10 +90,15 @@ def to_messages(messages: list[dict[str, Any]]) -> list[BaseMessage]:
         if role == "system":
             out.append(SystemMessage(content=content))
         elif role == "assistant":
-            out.append(AIMessage(content=content, tool_calls=[
-                {"id": c["id"], "name": c["name"], "args": c.get("args") or {}}
-                for c in m.get("tool_calls") or []
-            ]))
+            out.append(
+                AIMessage(
+                    content=content,
+                    tool_calls=[
+                        {"id": c["id"], "name": c["name"], "args": c.get("args") or {}}
+                        for c in m.get("tool_calls") or []
+                    ],
+                )
+            )
         elif role == "tool":
             out.append(ToolMessage(content=content, tool_call_id=m["tool_call_id"]))
         else:
@@ -101,17 +106,20 @@ def to_messages(messages: list[dict[str, Any]]) -> list[BaseMessage]:
     return out
 
 
-def tool_schema(name: str, description: str, input_schema: dict[str, Any] | None
-                ) -> dict[str, Any]:
+def tool_schema(name: str, description: str, input_schema: dict[str, Any] | None) -> dict[str, Any]:
     """A tool as the model sees it (OpenAI function-calling format)."""
-    return {"type": "function", "function": {
-        "name": name,
-        "description": description or name,
-        "parameters": input_schema or {"type": "object", "properties": {}},
-    }}
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description or name,
+            "parameters": input_schema or {"type": "object", "properties": {}},
+        },
+    }
 
 
 # -- the offline model -------------------------------------------------------------------
+
 
 class FakeModelError(Exception):
     """A scripted failure (``metadata.fake.fail_attempts``)."""
@@ -126,35 +134,48 @@ def _text(message: dict[str, Any]) -> str:
     return content if isinstance(content, str) else json.dumps(content)
 
 
-def fake_reply(agent: AgentModel, messages: list[dict[str, Any]], call_index: int
-               ) -> AIMessage:
+def fake_reply(agent: AgentModel, messages: list[dict[str, Any]], call_index: int) -> AIMessage:
     script: dict[str, Any] = agent.metadata.get("fake") or {}
     turns = script.get("script") or []
     turn: dict[str, Any] = turns[min(call_index, len(turns) - 1)] if turns else {}
     prompt_tokens = sum(count_tokens(_text(m)) for m in messages)
     if turn.get("tool_calls"):
-        calls = [{"id": f"call_{call_index}_{i}", "name": c["name"], "args": c.get("args", {})}
-                 for i, c in enumerate(turn["tool_calls"])]
+        calls = [
+            {"id": f"call_{call_index}_{i}", "name": c["name"], "args": c.get("args", {})}
+            for i, c in enumerate(turn["tool_calls"])
+        ]
         completion = sum(count_tokens(json.dumps(c)) for c in calls)
-        return AIMessage(content="", tool_calls=calls, usage_metadata={
-            "input_tokens": prompt_tokens, "output_tokens": completion,
-            "total_tokens": prompt_tokens + completion})
+        return AIMessage(
+            content="",
+            tool_calls=calls,
+            usage_metadata={
+                "input_tokens": prompt_tokens,
+                "output_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            },
+        )
     if "reply" in turn or "reply" in script:
         content = str(turn.get("reply", script.get("reply")))
     else:
-        last = next((_text(m) for m in reversed(messages) if m.get("role") in ("user", "tool")),
-                    "")
+        last = next((_text(m) for m in reversed(messages) if m.get("role") in ("user", "tool")), "")
         content = f"[{agent.name}] {last}"
     completion = count_tokens(content)
-    return AIMessage(content=content, usage_metadata={
-        "input_tokens": prompt_tokens, "output_tokens": completion,
-        "total_tokens": prompt_tokens + completion})
+    return AIMessage(
+        content=content,
+        usage_metadata={
+            "input_tokens": prompt_tokens,
+            "output_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+        },
+    )
 
 
 # -- calling a model ----------------------------------------------------------------------
 
-def build_model(agent: AgentModel, settings: Settings, messages: list[dict[str, Any]],
-                call_index: int) -> BaseChatModel:
+
+def build_model(
+    agent: AgentModel, settings: Settings, messages: list[dict[str, Any]], call_index: int
+) -> BaseChatModel:
     if agent.provider == "fake":
         return GenericFakeChatModel(messages=iter([fake_reply(agent, messages, call_index)]))
     if agent.provider != "openai":
@@ -164,8 +185,9 @@ def build_model(agent: AgentModel, settings: Settings, messages: list[dict[str, 
     )
     base_url = agent.base_url or settings.openai_base_url or None
     if not api_key and base_url is None:
-        raise LlmError(f"agent {agent.name!r} has no api_key and OPENAI_API_KEY is not set",
-                       retryable=False)
+        raise LlmError(
+            f"agent {agent.name!r} has no api_key and OPENAI_API_KEY is not set", retryable=False
+        )
     options: dict[str, Any] = {}
     if agent.temperature is not None:
         options["temperature"] = agent.temperature
@@ -183,32 +205,54 @@ def build_model(agent: AgentModel, settings: Settings, messages: list[dict[str, 
     )
 
 
-async def call_model(agent: AgentModel, settings: Settings, messages: list[dict[str, Any]],
-                     tools: list[dict[str, Any]], call_index: int, attempt: int,
-                     on_delta: Callable[[str], None] | None = None) -> ChatReply:
+async def call_model(
+    agent: AgentModel,
+    settings: Settings,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    call_index: int,
+    attempt: int,
+    on_delta: Callable[[str], None] | None = None,
+) -> ChatReply:
     """One model call. Streams text through ``on_delta`` when the provider streams.
     Traced as a client span (OpenTelemetry's GenAI conventions) while tracing is on."""
     attributes: dict[str, str | int] = {
-        "gen_ai.operation.name": "chat", "gen_ai.system": agent.provider,
-        "gen_ai.request.model": agent.model}
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": agent.provider,
+        "gen_ai.request.model": agent.model,
+    }
     endpoint = agent.base_url or settings.openai_base_url or DEFAULT_OPENAI_URL
     if agent.provider != "fake":
         url = urlsplit(endpoint)
-        attributes.update({"server.address": url.hostname or "",
-                           "server.port": url.port or (443 if url.scheme == "https" else 80)})
-    with tracer().start_as_current_span(f"chat {agent.model}", kind=SpanKind.CLIENT,
-                                        attributes=attributes) as span:
-        reply = await _call_model(agent, settings, messages, tools, call_index, attempt,
-                                  on_delta)
-        span.set_attributes({"gen_ai.response.model": reply.model,
-                             "gen_ai.usage.input_tokens": reply.prompt_tokens,
-                             "gen_ai.usage.output_tokens": reply.completion_tokens})
+        attributes.update(
+            {
+                "server.address": url.hostname or "",
+                "server.port": url.port or (443 if url.scheme == "https" else 80),
+            }
+        )
+    with tracer().start_as_current_span(
+        f"chat {agent.model}", kind=SpanKind.CLIENT, attributes=attributes
+    ) as span:
+        reply = await _call_model(agent, settings, messages, tools, call_index, attempt, on_delta)
+        span.set_attributes(
+            {
+                "gen_ai.response.model": reply.model,
+                "gen_ai.usage.input_tokens": reply.prompt_tokens,
+                "gen_ai.usage.output_tokens": reply.completion_tokens,
+            }
+        )
         return reply
 
 
-async def _call_model(agent: AgentModel, settings: Settings, messages: list[dict[str, Any]],
-                      tools: list[dict[str, Any]], call_index: int, attempt: int,
-                      on_delta: Callable[[str], None] | None) -> ChatReply:
+async def _call_model(
+    agent: AgentModel,
+    settings: Settings,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    call_index: int,
+    attempt: int,
+    on_delta: Callable[[str], None] | None,
+) -> ChatReply:
     script: dict[str, Any] = agent.metadata.get("fake") or {}
     if agent.provider == "fake":
         if attempt <= int(script.get("fail_attempts", 0)):
@@ -231,8 +275,9 @@ async def _call_model(agent: AgentModel, settings: Settings, messages: list[dict
     except openai.APIStatusError as exc:
         raise _status_error(exc) from exc
     except (openai.APITimeoutError, httpx.TimeoutException) as exc:
-        raise LlmError(f"the model did not answer within {settings.llm_timeout_s:g}s",
-                       retryable=True) from exc
+        raise LlmError(
+            f"the model did not answer within {settings.llm_timeout_s:g}s", retryable=True
+        ) from exc
     except openai.APIConnectionError as exc:
         raise LlmError(f"cannot reach the model endpoint: {exc}", retryable=True) from exc
     return _reply(message, agent.model)
@@ -246,22 +291,27 @@ def _status_error(exc: openai.APIStatusError) -> LlmError:
     if status >= 500:
         return LlmError(f"the model provider failed ({status}): {detail}", retryable=True)
     if status in (401, 403):
-        return LlmError(f"the model provider refused the credentials ({status}): {detail}; "
-                        "check the agent's api_key", retryable=False)
-    return LlmError(f"the model provider rejected the request ({status}): {detail}",
-                    retryable=False)
+        return LlmError(
+            f"the model provider refused the credentials ({status}): {detail}; "
+            "check the agent's api_key",
+            retryable=False,
+        )
+    return LlmError(
+        f"the model provider rejected the request ({status}): {detail}", retryable=False
+    )
 
 
 def _reply(message: AIMessage | AIMessageChunk, default_model: str) -> ChatReply:
     usage: dict[str, Any] = dict(message.usage_metadata or {})
     input_details: dict[str, Any] = dict(usage.get("input_token_details") or {})
     output_details: dict[str, Any] = dict(usage.get("output_token_details") or {})
-    content = message.content if isinstance(message.content, str) else json.dumps(
-        message.content)
+    content = message.content if isinstance(message.content, str) else json.dumps(message.content)
     return ChatReply(
         content=content,
-        tool_calls=[{"id": c.get("id") or f"call_{i}", "name": c["name"], "args": c["args"]}
-                    for i, c in enumerate(message.tool_calls)],
+        tool_calls=[
+            {"id": c.get("id") or f"call_{i}", "name": c["name"], "args": c["args"]}
+            for i, c in enumerate(message.tool_calls)
+        ],
         model=str(message.response_metadata.get("model_name") or default_model),
         prompt_tokens=int(usage.get("input_tokens", 0)),
         completion_tokens=int(usage.get("output_tokens", 0)),

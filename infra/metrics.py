@@ -98,18 +98,29 @@ NODE_SECONDS = Histogram(
 def count_finished(status_before: str, status_after: str, finished: frozenset[str]) -> None:
     """Count an execution whose record just became finished (``finished``: the final
     statuses; the caller knows them, this module knows no domain vocabulary)."""
-    if status_after != status_before and status_after in finished \
-            and status_before not in finished:
+    if status_after != status_before and status_after in finished and status_before not in finished:
         EXECUTIONS_FINISHED.labels(status=status_after).inc()
 
 
-def model_call_answered(provider: str, model: str, seconds: float, *, prompt_tokens: int,
-                        completion_tokens: int, cached_tokens: int, reasoning_tokens: int,
-                        cost_usd: Decimal | None) -> None:
+def model_call_answered(
+    provider: str,
+    model: str,
+    seconds: float,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int,
+    reasoning_tokens: int,
+    cost_usd: Decimal | None,
+) -> None:
     MODEL_CALLS.labels(provider, model, "ok").inc()
     MODEL_CALL_SECONDS.labels(provider, model).observe(seconds)
-    for kind, tokens in (("prompt", prompt_tokens), ("completion", completion_tokens),
-                         ("cached", cached_tokens), ("reasoning", reasoning_tokens)):
+    for kind, tokens in (
+        ("prompt", prompt_tokens),
+        ("completion", completion_tokens),
+        ("cached", cached_tokens),
+        ("reasoning", reasoning_tokens),
+    ):
         if tokens:
             MODEL_TOKENS.labels(provider, model, kind).inc(tokens)
     if cost_usd:

@@ -39,6 +39,7 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, Decimal: USD_TYPE}
@@ -71,9 +72,11 @@ class Membership(Base):
 
     __tablename__ = "memberships"
     workspace_id: Mapped[int] = mapped_column(
-        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
     user_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -84,7 +87,8 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     workspace_id: Mapped[int] = mapped_column(
-        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(16))
     prefix: Mapped[str] = mapped_column(String(16))  # the first characters, for people
@@ -232,7 +236,8 @@ class Execution(Base):
     created_by_name: Mapped[str | None] = mapped_column(String(254))
     # The run this one reran (issue 11), else null.
     parent_execution_id: Mapped[int | None] = mapped_column(
-        ForeignKey("executions.id", ondelete="SET NULL"), index=True)
+        ForeignKey("executions.id", ondelete="SET NULL"), index=True
+    )
     # A rerun: the node it was asked to run again from (null: everything that can be
     # reused is).
     rerun_from_node: Mapped[str | None] = mapped_column(String(64))
@@ -318,15 +323,36 @@ class UsageRecord(Base):
 # table rows (2-3x faster on MariaDB, and without the agent one MariaDB reads the
 # workspace index for agent-filtered reports: 30x slower). The unpriced index finds the
 # few calls of unpriced models without reading the whole range.
-_REPORTED = (UsageRecord.workflow_id, UsageRecord.kind, UsageRecord.unpriced,
-             UsageRecord.execution_id, UsageRecord.prompt_tokens,
-             UsageRecord.completion_tokens, UsageRecord.total_tokens, UsageRecord.cost_usd)
-Index("ix_usage_workspace_time_covering", UsageRecord.workspace_id, UsageRecord.created_at,
-      UsageRecord.agent_id, *_REPORTED)
-Index("ix_usage_agent_time_covering", UsageRecord.agent_id, UsageRecord.created_at,
-      UsageRecord.workspace_id, *_REPORTED)
-Index("ix_usage_workspace_unpriced_time", UsageRecord.workspace_id, UsageRecord.unpriced,
-      UsageRecord.created_at)
+_REPORTED = (
+    UsageRecord.workflow_id,
+    UsageRecord.kind,
+    UsageRecord.unpriced,
+    UsageRecord.execution_id,
+    UsageRecord.prompt_tokens,
+    UsageRecord.completion_tokens,
+    UsageRecord.total_tokens,
+    UsageRecord.cost_usd,
+)
+Index(
+    "ix_usage_workspace_time_covering",
+    UsageRecord.workspace_id,
+    UsageRecord.created_at,
+    UsageRecord.agent_id,
+    *_REPORTED,
+)
+Index(
+    "ix_usage_agent_time_covering",
+    UsageRecord.agent_id,
+    UsageRecord.created_at,
+    UsageRecord.workspace_id,
+    *_REPORTED,
+)
+Index(
+    "ix_usage_workspace_unpriced_time",
+    UsageRecord.workspace_id,
+    UsageRecord.unpriced,
+    UsageRecord.created_at,
+)
 
 
 class Budget(Base):

@@ -35,11 +35,11 @@ the usual entry).
 The pricing file (setting ``pricing_file``, JSON or, for a ``.toml`` name, TOML)::
 
     {
-      "replace_defaults": false,
-      "models": {
-        "gpt-4o-mini": {"input": "0.15", "output": "0.60", "cached_input": "0.075"},
-        "llama3*": {"input": 0, "output": 0}
-      }
+        "replace_defaults": false,
+        "models": {
+            "gpt-4o-mini": {"input": "0.15", "output": "0.60", "cached_input": "0.075"},
+            "llama3*": {"input": 0, "output": 0},
+        },
     }
 
 Prices are USD per million tokens, as strings or numbers (numbers are read as
@@ -72,52 +72,52 @@ PRICES_AS_OF = "2025-11"
 #                 pattern                 input     output   cached input
 _DEFAULTS: tuple[tuple[str, str, str, str | None], ...] = (
     # The built-in offline model: free, and priced as such (not "unpriced").
-    ("fake*",                              "0",      "0",     None),
+    ("fake*", "0", "0", None),
     # OpenAI
-    ("gpt-5*",                             "1.25",   "10.00", "0.125"),
-    ("gpt-5-mini*",                        "0.25",   "2.00",  "0.025"),
-    ("gpt-5-nano*",                        "0.05",   "0.40",  "0.005"),
-    ("gpt-5-pro*",                         "15.00",  "120.00", None),
-    ("gpt-4.1*",                           "2.00",   "8.00",  "0.50"),
-    ("gpt-4.1-mini*",                      "0.40",   "1.60",  "0.10"),
-    ("gpt-4.1-nano*",                      "0.10",   "0.40",  "0.025"),
-    ("gpt-4o*",                            "2.50",   "10.00", "1.25"),
-    ("gpt-4o-2024-05-13",                  "5.00",   "15.00", None),
-    ("gpt-4o-mini*",                       "0.15",   "0.60",  "0.075"),
-    ("gpt-4-turbo*",                       "10.00",  "30.00", None),
-    ("gpt-4",                              "30.00",  "60.00", None),
-    ("gpt-4-0613",                         "30.00",  "60.00", None),
-    ("gpt-3.5-turbo*",                     "0.50",   "1.50",  None),
-    ("o1*",                                "15.00",  "60.00", "7.50"),
-    ("o1-mini*",                           "1.10",   "4.40",  "0.55"),
-    ("o1-pro*",                            "150.00", "600.00", None),
-    ("o3*",                                "2.00",   "8.00",  "0.50"),
-    ("o3-mini*",                           "1.10",   "4.40",  "0.55"),
-    ("o3-pro*",                            "20.00",  "80.00", None),
-    ("o4-mini*",                           "1.10",   "4.40",  "0.275"),
+    ("gpt-5*", "1.25", "10.00", "0.125"),
+    ("gpt-5-mini*", "0.25", "2.00", "0.025"),
+    ("gpt-5-nano*", "0.05", "0.40", "0.005"),
+    ("gpt-5-pro*", "15.00", "120.00", None),
+    ("gpt-4.1*", "2.00", "8.00", "0.50"),
+    ("gpt-4.1-mini*", "0.40", "1.60", "0.10"),
+    ("gpt-4.1-nano*", "0.10", "0.40", "0.025"),
+    ("gpt-4o*", "2.50", "10.00", "1.25"),
+    ("gpt-4o-2024-05-13", "5.00", "15.00", None),
+    ("gpt-4o-mini*", "0.15", "0.60", "0.075"),
+    ("gpt-4-turbo*", "10.00", "30.00", None),
+    ("gpt-4", "30.00", "60.00", None),
+    ("gpt-4-0613", "30.00", "60.00", None),
+    ("gpt-3.5-turbo*", "0.50", "1.50", None),
+    ("o1*", "15.00", "60.00", "7.50"),
+    ("o1-mini*", "1.10", "4.40", "0.55"),
+    ("o1-pro*", "150.00", "600.00", None),
+    ("o3*", "2.00", "8.00", "0.50"),
+    ("o3-mini*", "1.10", "4.40", "0.55"),
+    ("o3-pro*", "20.00", "80.00", None),
+    ("o4-mini*", "1.10", "4.40", "0.275"),
     # Anthropic (cached input = cache reads)
-    ("claude-opus-4*",                     "15.00",  "75.00", "1.50"),
-    ("claude-opus-4-5*",                   "5.00",   "25.00", "0.50"),
-    ("claude-sonnet-4*",                   "3.00",   "15.00", "0.30"),
-    ("claude-haiku-4-5*",                  "1.00",   "5.00",  "0.10"),
-    ("claude-3-opus*",                     "15.00",  "75.00", "1.50"),
-    ("claude-3-7-sonnet*",                 "3.00",   "15.00", "0.30"),
-    ("claude-3-5-sonnet*",                 "3.00",   "15.00", "0.30"),
-    ("claude-3-5-haiku*",                  "0.80",   "4.00",  "0.08"),
-    ("claude-3-haiku*",                    "0.25",   "1.25",  "0.03"),
+    ("claude-opus-4*", "15.00", "75.00", "1.50"),
+    ("claude-opus-4-5*", "5.00", "25.00", "0.50"),
+    ("claude-sonnet-4*", "3.00", "15.00", "0.30"),
+    ("claude-haiku-4-5*", "1.00", "5.00", "0.10"),
+    ("claude-3-opus*", "15.00", "75.00", "1.50"),
+    ("claude-3-7-sonnet*", "3.00", "15.00", "0.30"),
+    ("claude-3-5-sonnet*", "3.00", "15.00", "0.30"),
+    ("claude-3-5-haiku*", "0.80", "4.00", "0.08"),
+    ("claude-3-haiku*", "0.25", "1.25", "0.03"),
     # Google
-    ("gemini-2.5-pro*",                    "1.25",   "10.00", None),
-    ("gemini-2.5-flash*",                  "0.30",   "2.50",  None),
-    ("gemini-2.5-flash-lite*",             "0.10",   "0.40",  None),
-    ("gemini-2.0-flash*",                  "0.10",   "0.40",  None),
-    ("gemini-2.0-flash-lite*",             "0.075",  "0.30",  None),
+    ("gemini-2.5-pro*", "1.25", "10.00", None),
+    ("gemini-2.5-flash*", "0.30", "2.50", None),
+    ("gemini-2.5-flash-lite*", "0.10", "0.40", None),
+    ("gemini-2.0-flash*", "0.10", "0.40", None),
+    ("gemini-2.0-flash-lite*", "0.075", "0.30", None),
     # Mistral
-    ("mistral-large*",                     "2.00",   "6.00",  None),
-    ("mistral-medium*",                    "0.40",   "2.00",  None),
-    ("mistral-small*",                     "0.10",   "0.30",  None),
+    ("mistral-large*", "2.00", "6.00", None),
+    ("mistral-medium*", "0.40", "2.00", None),
+    ("mistral-small*", "0.10", "0.30", None),
     # Llama as hosted by Groq (self-hosted Llama is free: price it 0 in a pricing file)
-    ("*llama-3.3-70b*",                    "0.59",   "0.79",  None),
-    ("*llama-3.1-8b*",                     "0.05",   "0.08",  None),
+    ("*llama-3.3-70b*", "0.59", "0.79", None),
+    ("*llama-3.1-8b*", "0.05", "0.08", None),
 )
 
 
@@ -205,8 +205,11 @@ def _entry(pattern: str, price: Price, from_file: bool, position: int) -> _Entry
 class Pricing:
     """A price table. Immutable; build it once per process (``Pricing.load``)."""
 
-    def __init__(self, prices: Mapping[str, Price] | None = None,
-                 overrides: Mapping[str, Price] | None = None) -> None:
+    def __init__(
+        self,
+        prices: Mapping[str, Price] | None = None,
+        overrides: Mapping[str, Price] | None = None,
+    ) -> None:
         """``prices``: the base table (default the built-ins); ``overrides`` win over it."""
         base = dict(DEFAULT_PRICES if prices is None else prices)
         override = {p.lower(): v for p, v in (overrides or {}).items()}
@@ -251,8 +254,11 @@ class Pricing:
         completion = _tokens(usage.completion_tokens, "completion_tokens")
         # Cached tokens are part of the prompt; a provider reporting more is clamped.
         cached = min(_tokens(usage.cached_tokens, "cached_tokens"), prompt)
-        total = ((prompt - cached) * price.input + cached * price.cached_input_or_input
-                 + completion * price.output) / MILLION
+        total = (
+            (prompt - cached) * price.input
+            + cached * price.cached_input_or_input
+            + completion * price.output
+        ) / MILLION
         return Cost(total.quantize(USD_QUANTUM, rounding=ROUND_HALF_EVEN), price, False)
 
 
@@ -270,36 +276,41 @@ DEFAULT_PRICES: dict[str, Price] = {
 
 # -- the pricing file ------------------------------------------------------------------------
 
+
 def _usd_per_mtok(value: Any, where: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-        raise PricingError(f"{where} must be a number or a string such as \"0.15\", "
-                           f"got {value!r}")
+        raise PricingError(f'{where} must be a number or a string such as "0.15", got {value!r}')
     try:
         amount = Decimal(value) if not isinstance(value, str) else Decimal(value.strip())
     except InvalidOperation:
         raise PricingError(f"{where} is not a number: {value!r}") from None
     if not amount.is_finite() or amount < 0 or amount > MAX_PRICE:
-        raise PricingError(f"{where} must be between 0 and {MAX_PRICE} (USD per million "
-                           f"tokens), got {value!r}")
+        raise PricingError(
+            f"{where} must be between 0 and {MAX_PRICE} (USD per million tokens), got {value!r}"
+        )
     return amount
 
 
 def parse_pricing(document: Any, source: str = "pricing file") -> tuple[bool, dict[str, Price]]:
     """``(replace_defaults, {pattern: Price})`` from a parsed pricing document."""
     if not isinstance(document, dict):
-        raise PricingError(f"{source}: expected an object with \"models\", got "
-                           f"{type(document).__name__}")
+        raise PricingError(
+            f'{source}: expected an object with "models", got {type(document).__name__}'
+        )
     unknown = set(document) - {"replace_defaults", "models"}
     if unknown:
-        raise PricingError(f"{source}: unknown key {sorted(unknown)[0]!r}; expected "
-                           "\"models\" and optionally \"replace_defaults\"")
+        raise PricingError(
+            f"{source}: unknown key {sorted(unknown)[0]!r}; expected "
+            '"models" and optionally "replace_defaults"'
+        )
     replace = document.get("replace_defaults", False)
     if not isinstance(replace, bool):
         raise PricingError(f"{source}: replace_defaults must be true or false")
     models = document.get("models")
     if not isinstance(models, dict):
-        raise PricingError(f"{source}: \"models\" must be an object of pattern -> "
-                           "{\"input\": ..., \"output\": ...}")
+        raise PricingError(
+            f'{source}: "models" must be an object of pattern -> {{"input": ..., "output": ...}}'
+        )
     prices: dict[str, Price] = {}
     for pattern, entry in models.items():
         where = f"{source}: models.{pattern}"
@@ -308,11 +319,13 @@ def parse_pricing(document: Any, source: str = "pricing file") -> tuple[bool, di
         if pattern.lower() in {p.lower() for p in prices}:
             raise PricingError(f"{where}: the pattern is listed twice (patterns ignore case)")
         if not isinstance(entry, dict):
-            raise PricingError(f"{where} must be an object with \"input\" and \"output\"")
+            raise PricingError(f'{where} must be an object with "input" and "output"')
         extra = set(entry) - {"input", "output", "cached_input"}
         if extra:
-            raise PricingError(f"{where}: unknown key {sorted(extra)[0]!r}; expected input, "
-                               "output and optionally cached_input")
+            raise PricingError(
+                f"{where}: unknown key {sorted(extra)[0]!r}; expected input, "
+                "output and optionally cached_input"
+            )
         missing = [k for k in ("input", "output") if k not in entry]
         if missing:
             raise PricingError(f"{where}: {missing[0]} (USD per million tokens) is missing")
@@ -329,8 +342,7 @@ def read_pricing_file(path: Path) -> tuple[bool, dict[str, Price]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PricingError(f"cannot read the pricing file {path}: {exc.strerror or exc}") \
-            from None
+        raise PricingError(f"cannot read the pricing file {path}: {exc.strerror or exc}") from None
     try:
         if path.suffix.lower() == ".toml":
             document: Any = tomllib.loads(text, parse_float=Decimal)

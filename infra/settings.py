@@ -19,7 +19,10 @@ PLACEHOLDER_SECRET_KEY = "change-me-in-production"  # noqa: S105  (the value we 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="KEEL_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        env_prefix="KEEL_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
         # A blank value (KEEL_OPENAI_BASE_URL=) means "not set", not an empty string.
         env_ignore_empty=True,
     )
@@ -61,20 +64,33 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _temporal_tls_complete(self) -> Settings:
         if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
-            raise ValueError("KEEL_TEMPORAL_TLS_CERT and KEEL_TEMPORAL_TLS_KEY go together: "
-                             "set both (mTLS) or neither")
-        for env, path in (("KEEL_TEMPORAL_TLS_CERT", self.temporal_tls_cert),
-                          ("KEEL_TEMPORAL_TLS_KEY", self.temporal_tls_key),
-                          ("KEEL_TEMPORAL_TLS_CA", self.temporal_tls_ca)):
+            raise ValueError(
+                "KEEL_TEMPORAL_TLS_CERT and KEEL_TEMPORAL_TLS_KEY go together: "
+                "set both (mTLS) or neither"
+            )
+        for env, path in (
+            ("KEEL_TEMPORAL_TLS_CERT", self.temporal_tls_cert),
+            ("KEEL_TEMPORAL_TLS_KEY", self.temporal_tls_key),
+            ("KEEL_TEMPORAL_TLS_CA", self.temporal_tls_ca),
+        ):
             if path is not None and not path.is_file():
                 raise ValueError(f"{env}: {path} is not a readable file")
         return self
 
     @property
     def temporal_uses_tls(self) -> bool:
-        return self.temporal_tls or self.temporal_api_key is not None or any(
-            value is not None for value in (self.temporal_tls_cert, self.temporal_tls_ca,
-                                            self.temporal_tls_server_name))
+        return (
+            self.temporal_tls
+            or self.temporal_api_key is not None
+            or any(
+                value is not None
+                for value in (
+                    self.temporal_tls_cert,
+                    self.temporal_tls_ca,
+                    self.temporal_tls_server_name,
+                )
+            )
+        )
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
@@ -165,8 +181,9 @@ class Settings(BaseSettings):
         # Only that it is there: its content is checked by infra.pricing when the
         # worker starts (settings import no domain module).
         if value is not None and not value.is_file():
-            raise ValueError(f"KEEL_PRICING_FILE: cannot read the pricing file {value}: "
-                             "no such file")
+            raise ValueError(
+                f"KEEL_PRICING_FILE: cannot read the pricing file {value}: no such file"
+            )
         return value
 
     @field_validator("log_level", mode="before")

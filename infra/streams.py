@@ -34,9 +34,14 @@ def decode_wire_item(client: Client, wire: str, result_type: type[T]) -> T:
     return value
 
 
-async def read_stream(client: Client, temporal_workflow_id: str, topic: str, after: int,
-                      result_type: type[T], run_id: str | None = None
-                      ) -> list[WorkflowStreamItem[T]]:
+async def read_stream(
+    client: Client,
+    temporal_workflow_id: str,
+    topic: str,
+    after: int,
+    result_type: type[T],
+    run_id: str | None = None,
+) -> list[WorkflowStreamItem[T]]:
     """Every retained item of ``topic`` at offset ``>= after``, in order."""
     handle = client.get_workflow_handle(temporal_workflow_id, run_id=run_id)
     items: list[WorkflowStreamItem[T]] = []
@@ -46,8 +51,11 @@ async def read_stream(client: Client, temporal_workflow_id: str, topic: str, aft
             POLL_QUERY, PollInput(topics=[topic], from_offset=offset), result_type=PollResult
         )
         items.extend(
-            WorkflowStreamItem(topic=item.topic, offset=item.offset,
-                               data=decode_wire_item(client, item.data, result_type))
+            WorkflowStreamItem(
+                topic=item.topic,
+                offset=item.offset,
+                data=decode_wire_item(client, item.data, result_type),
+            )
             for item in result.items
         )
         offset = result.next_offset

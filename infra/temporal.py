@@ -36,18 +36,25 @@ WORKFLOW_VERSION_ATTR = SearchAttributeKey.for_int("KeelWorkflowVersion")
 # Int search attributes, taken by the ones above.
 WORKSPACE_ID_ATTR = SearchAttributeKey.for_keyword("KeelWorkspaceId")
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
-    EXECUTION_ID_ATTR, WORKFLOW_ID_ATTR, WORKFLOW_VERSION_ATTR, WORKSPACE_ID_ATTR)
+    EXECUTION_ID_ATTR,
+    WORKFLOW_ID_ATTR,
+    WORKFLOW_VERSION_ATTR,
+    WORKSPACE_ID_ATTR,
+)
 
 
 def attribute_type(key: SearchAttributeKey[Any]) -> str:
     """The type's name as the temporal command line spells it (Int, Keyword)."""
-    return "Keyword" if key.indexed_value_type == SearchAttributeIndexedValueType.KEYWORD \
-        else "Int"
+    return "Keyword" if key.indexed_value_type == SearchAttributeIndexedValueType.KEYWORD else "Int"
+
 
 # The operator service refuses with these when the caller may not change the namespace
 # (Temporal Cloud, a restricted role) or does not offer the call at all.
-NOT_ALLOWED = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED,
-               RPCStatusCode.UNIMPLEMENTED)
+NOT_ALLOWED = (
+    RPCStatusCode.PERMISSION_DENIED,
+    RPCStatusCode.UNAUTHENTICATED,
+    RPCStatusCode.UNIMPLEMENTED,
+)
 
 
 class SearchAttributesMissing(Exception):
@@ -61,11 +68,12 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
         return False
     return TLSConfig(
         server_root_ca_cert=settings.temporal_tls_ca.read_bytes()
-        if settings.temporal_tls_ca else None,
-        client_cert=settings.temporal_tls_cert.read_bytes()
-        if settings.temporal_tls_cert else None,
+        if settings.temporal_tls_ca
+        else None,
+        client_cert=settings.temporal_tls_cert.read_bytes() if settings.temporal_tls_cert else None,
         client_private_key=settings.temporal_tls_key.read_bytes()
-        if settings.temporal_tls_key else None,
+        if settings.temporal_tls_key
+        else None,
         domain=settings.temporal_tls_server_name,
     )
 
@@ -86,14 +94,25 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
 def register_command(settings: Settings) -> str:
     """The ``temporal`` CLI command an operator runs to register Keel's search
     attributes with this Keel's connection settings (secrets as variables, not values)."""
-    args = ["temporal", "operator", "search-attribute", "create",
-            "--address", settings.temporal_address,
-            "--namespace", settings.temporal_namespace]
+    args = [
+        "temporal",
+        "operator",
+        "search-attribute",
+        "create",
+        "--address",
+        settings.temporal_address,
+        "--namespace",
+        settings.temporal_namespace,
+    ]
     if settings.temporal_api_key is not None:
         args += ["--api-key", "$KEEL_TEMPORAL_API_KEY"]
     if settings.temporal_tls_cert and settings.temporal_tls_key:
-        args += ["--tls-cert-path", str(settings.temporal_tls_cert),
-                 "--tls-key-path", str(settings.temporal_tls_key)]
+        args += [
+            "--tls-cert-path",
+            str(settings.temporal_tls_cert),
+            "--tls-key-path",
+            str(settings.temporal_tls_key),
+        ]
     if settings.temporal_tls_ca:
         args += ["--tls-ca-path", str(settings.temporal_tls_ca)]
     if settings.temporal_tls_server_name:
@@ -114,24 +133,33 @@ async def ensure_search_attributes(client: Client, settings: Settings) -> None:
     namespace = settings.temporal_namespace
     try:
         listed = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=namespace))
+            ListSearchAttributesRequest(namespace=namespace)
+        )
     except RPCError as exc:
         if exc.status not in NOT_ALLOWED:
             raise
         # Temporal Cloud may not let us look; starting a run says so if they are missing.
-        log.warning("cannot check Keel's search attributes; if runs fail to start for "
-                    "want of them, register them with the command given",
-                    namespace=namespace, reason=exc.message, command=register_command(settings))
+        log.warning(
+            "cannot check Keel's search attributes; if runs fail to start for "
+            "want of them, register them with the command given",
+            namespace=namespace,
+            reason=exc.message,
+            command=register_command(settings),
+        )
         return
     have = set(listed.custom_attributes) | set(listed.system_attributes)
     missing = [key for key in SEARCH_ATTRIBUTES if key.name not in have]
     if not missing:
         return
     try:
-        await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-            namespace=namespace,
-            search_attributes={key.name: IndexedValueType.ValueType(key.indexed_value_type)
-                               for key in missing}))
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={
+                    key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in missing
+                },
+            )
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.ALREADY_EXISTS:
             return
@@ -142,8 +170,9 @@ async def ensure_search_attributes(client: Client, settings: Settings) -> None:
             f"the namespace {namespace!r} lacks Keel's search attributes ({names}) and "
             f"Keel may not add them ({exc.message}); run: {register_command(settings)}"
         ) from None
-    log.info("registered search attributes", namespace=namespace,
-             names=[key.name for key in missing])
+    log.info(
+        "registered search attributes", namespace=namespace, names=[key.name for key in missing]
+    )
 
 
 def temporal_workflow_id(settings: Settings, execution_id: int) -> str:

@@ -60,18 +60,27 @@ async def _bootstrap(settings: Settings) -> FirstCredentials | None:
     engine = create_engine(settings.resolved_database_url)
     try:
         async with session_factory(engine)() as session:
-            anyone = (await session.scalar(select(func.count()).select_from(User))
-                      or await session.scalar(select(func.count()).select_from(ApiKey)))
+            anyone = await session.scalar(
+                select(func.count()).select_from(User)
+            ) or await session.scalar(select(func.count()).select_from(ApiKey))
             if anyone:
                 return None
             password = secrets.token_urlsafe(18)
             try:
                 user = await create_user(session, BOOTSTRAP_EMAIL, password, name="owner")
-                session.add(Membership(workspace_id=DEFAULT_WORKSPACE_ID, user_id=user.id,
-                                       role=Role.OWNER.value))
+                session.add(
+                    Membership(
+                        workspace_id=DEFAULT_WORKSPACE_ID, user_id=user.id, role=Role.OWNER.value
+                    )
+                )
                 _row, key = await create_api_key(
-                    session, settings.secret_key, workspace_id=DEFAULT_WORKSPACE_ID,
-                    name="first owner key", role=Role.OWNER, created_by=OPERATOR)
+                    session,
+                    settings.secret_key,
+                    workspace_id=DEFAULT_WORKSPACE_ID,
+                    name="first owner key",
+                    role=Role.OWNER,
+                    created_by=OPERATOR,
+                )
                 await session.commit()
             except (EmailTaken, IntegrityError):
                 return None  # another process bootstrapped at the same moment
@@ -96,8 +105,9 @@ def bootstrap(settings: Settings) -> FirstCredentials | None:
         f"  password  {made.password}\n"
         f"  API key   {made.api_key}\n\n"
         f"  export KEEL_API_KEY={made.api_key}\n"
-        "  curl -H \"Authorization: Bearer $KEEL_API_KEY\" "
-        f"http://{settings.api_host}:{settings.api_port}/api/v1/Auth/me\n\n")
+        '  curl -H "Authorization: Bearer $KEEL_API_KEY" '
+        f"http://{settings.api_host}:{settings.api_port}/api/v1/Auth/me\n\n"
+    )
     sys.stdout.flush()
     return made
 
@@ -142,8 +152,9 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
                     user = await create_user(session, args.email, password, name=args.name)
                 elif await session.get(Membership, (args.workspace, user.id)) is not None:
                     return f"{user.email} is already a member of workspace {args.workspace}", False
-                session.add(Membership(workspace_id=args.workspace, user_id=user.id,
-                                       role=args.role))
+                session.add(
+                    Membership(workspace_id=args.workspace, user_id=user.id, role=args.role)
+                )
                 await session.commit()
                 return None, new
         finally:
@@ -152,16 +163,16 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
     error, new = asyncio.run(create())
     if error:
         return _fail(error)
-    sys.stdout.write(f"{args.email.strip().lower()} is {args.role} of workspace "
-                     f"{args.workspace}\n")
+    sys.stdout.write(f"{args.email.strip().lower()} is {args.role} of workspace {args.workspace}\n")
     if new and not args.password_stdin:
         sys.stdout.write(f"password: {password}\n")
     return 0
 
 
 def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
-    expires_at = (datetime.now(UTC) + timedelta(days=args.expires_days)
-                  if args.expires_days else None)
+    expires_at = (
+        datetime.now(UTC) + timedelta(days=args.expires_days) if args.expires_days else None
+    )
 
     async def create() -> tuple[str | None, str]:
         engine = create_engine(settings.resolved_database_url)
@@ -170,8 +181,14 @@ def cmd_apikey(settings: Settings, args: argparse.Namespace) -> int:
                 if not await _workspace_exists(session, args.workspace):
                     return None, f"workspace {args.workspace} does not exist"
                 _row, key = await create_api_key(
-                    session, settings.secret_key, workspace_id=args.workspace, name=args.name,
-                    role=Role(args.role), created_by=OPERATOR, expires_at=expires_at)
+                    session,
+                    settings.secret_key,
+                    workspace_id=args.workspace,
+                    name=args.name,
+                    role=Role(args.role),
+                    created_by=OPERATOR,
+                    expires_at=expires_at,
+                )
                 await session.commit()
                 return key, ""
         finally:
@@ -188,33 +205,46 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     """The arguments of the account commands (and ``migrate --bootstrap``)."""
     roles = [role.value for role in Role]
     if name == "migrate":
-        parser.add_argument("--bootstrap", action="store_true",
-                            help="on an installation with no user, also create the owner of "
-                                 "workspace 1 and an owner API key, print them once and save "
-                                 "them in <data dir>/credentials (what `keel up` does)")
+        parser.add_argument(
+            "--bootstrap",
+            action="store_true",
+            help="on an installation with no user, also create the owner of "
+            "workspace 1 and an owner API key, print them once and save "
+            "them in <data dir>/credentials (what `keel up` does)",
+        )
     elif name == "user":
         parser.add_argument("action", choices=["create"])
         parser.add_argument("email")
         parser.add_argument("--role", choices=roles, default=Role.VIEWER.value)
-        parser.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_ID,
-                            metavar="ID")
+        parser.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_ID, metavar="ID")
         parser.add_argument("--name", default="", help="a display name")
-        parser.add_argument("--password-stdin", action="store_true",
-                            help="read the password from stdin (else one is generated and "
-                                 "printed once)")
+        parser.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from stdin (else one is generated and printed once)",
+        )
     elif name == "apikey":
         parser.add_argument("action", choices=["create"])
         parser.add_argument("name", help="what the key is for, e.g. 'ci'")
         parser.add_argument("--role", choices=roles, required=True)
-        parser.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_ID,
-                            metavar="ID")
-        parser.add_argument("--expires-days", type=int, default=0, metavar="DAYS",
-                            help="the key stops working after this many days (0: never)")
+        parser.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_ID, metavar="ID")
+        parser.add_argument(
+            "--expires-days",
+            type=int,
+            default=0,
+            metavar="DAYS",
+            help="the key stops working after this many days (0: never)",
+        )
 
 
 COMMANDS = {
-    "user": (cmd_user, "create a user (`keel user create EMAIL --role owner`), made a "
-                       "member of a workspace; prints a generated password once"),
-    "apikey": (cmd_apikey, "create an API key (`keel apikey create NAME --role editor`); "
-                           "prints the key once"),
+    "user": (
+        cmd_user,
+        "create a user (`keel user create EMAIL --role owner`), made a "
+        "member of a workspace; prints a generated password once",
+    ),
+    "apikey": (
+        cmd_apikey,
+        "create an API key (`keel apikey create NAME --role editor`); prints the key once",
+    ),
 }

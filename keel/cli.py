@@ -71,21 +71,34 @@ def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     from keel.watch import watch
 
     # The key comes from the environment only: never a flag (shell history, ps).
-    return watch(settings, args.execution_id, after=args.after, api=args.api,
-                 api_key=os.environ.get("KEEL_API_KEY"))
+    return watch(
+        settings,
+        args.execution_id,
+        after=args.after,
+        api=args.api,
+        api_key=os.environ.get("KEEL_API_KEY"),
+    )
 
 
 Handler = Callable[[Settings, argparse.Namespace], int]
 
 COMMANDS: dict[str, tuple[Handler, str]] = {
-    "migrate": (cmd_migrate, "apply database migrations to KEEL_DATABASE_URL (or the "
-                             "SQLite file under KEEL_DATA_DIR)"),
+    "migrate": (
+        cmd_migrate,
+        "apply database migrations to KEEL_DATABASE_URL (or the SQLite file under KEEL_DATA_DIR)",
+    ),
     "api": (cmd_api, "serve the API on KEEL_API_HOST:KEEL_API_PORT"),
     "worker": (cmd_worker, "run a Temporal worker on KEEL_TASK_QUEUE until SIGINT/SIGTERM"),
-    "up": (cmd_up, "run everything locally in the foreground: Temporal dev server, "
-                   "migrations, a worker and the API, with state under KEEL_DATA_DIR"),
-    "watch": (cmd_watch, "print an execution's events live, one JSON object per line, "
-                         "until it ends (the API key from KEEL_API_KEY)"),
+    "up": (
+        cmd_up,
+        "run everything locally in the foreground: Temporal dev server, "
+        "migrations, a worker and the API, with state under KEEL_DATA_DIR",
+    ),
+    "watch": (
+        cmd_watch,
+        "print an execution's events live, one JSON object per line, "
+        "until it ends (the API key from KEEL_API_KEY)",
+    ),
     **accounts.COMMANDS,
 }
 
@@ -101,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keel",
         description="Durable AI-agent orchestration. Configuration comes from KEEL_* "
-                    "environment variables or .env (see .env.example).",
+        "environment variables or .env (see .env.example).",
     )
     parser.add_argument("--version", action="version", version=f"keel {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -111,10 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
         accounts.add_arguments(name, command)
         if name == "watch":
             command.add_argument("execution_id", type=int, help="the execution to follow")
-            command.add_argument("--after", type=int, default=0, metavar="SEQ",
-                                 help="start after this event (resume where you stopped)")
-            command.add_argument("--api", metavar="URL",
-                                 help="the API's base URL (default from KEEL_API_HOST/PORT)")
+            command.add_argument(
+                "--after",
+                type=int,
+                default=0,
+                metavar="SEQ",
+                help="start after this event (resume where you stopped)",
+            )
+            command.add_argument(
+                "--api", metavar="URL", help="the API's base URL (default from KEEL_API_HOST/PORT)"
+            )
     return parser
 
 

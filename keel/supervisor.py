@@ -137,7 +137,7 @@ class RestartPolicy:
         self.fast_failures = self.fast_failures + 1 if fast else 0
         if self.fast_failures >= self.give_up_after:
             return None
-        return min(self.first_delay_s * 2 ** self.fast_failures, self.max_delay_s)
+        return min(self.first_delay_s * 2**self.fast_failures, self.max_delay_s)
 
 
 def describe_exit(code: int) -> str:
@@ -198,8 +198,9 @@ class Child:
         log.info("stopped", process=self.name, exit_code=self.process.returncode)
 
 
-def _popen(argv: Sequence[str], env: dict[str, str], stdout: IO[bytes] | None
-           ) -> subprocess.Popen[bytes]:
+def _popen(
+    argv: Sequence[str], env: dict[str, str], stdout: IO[bytes] | None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(  # noqa: S603  (our own binaries, no shell)
         list(argv),
         env=env,
@@ -211,10 +212,21 @@ def _popen(argv: Sequence[str], env: dict[str, str], stdout: IO[bytes] | None
     )
 
 
-def _spawn(name: str, argv: Sequence[str], *, env: dict[str, str], output: Path | None = None,
-           stop_timeout_s: float | None = None) -> Child:
-    child = Child(name, list(argv), env, output,
-                  stop_timeout_s=stop_timeout_s or STOP_TIMEOUT_S.get(name, 10.0))
+def _spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    output: Path | None = None,
+    stop_timeout_s: float | None = None,
+) -> Child:
+    child = Child(
+        name,
+        list(argv),
+        env,
+        output,
+        stop_timeout_s=stop_timeout_s or STOP_TIMEOUT_S.get(name, 10.0),
+    )
     child.start()
     return child
 
@@ -226,12 +238,19 @@ def keel_command(subcommand: str) -> list[str]:
 
 def temporal_command(settings: Settings, data_dir: Path) -> list[str]:
     command = [
-        temporal_binary(), "server", "start-dev",
-        "--db-filename", str(data_dir / "temporal.db"),
-        "--ip", "127.0.0.1",
-        "--port", str(settings.temporal_port),
-        "--ui-port", str(settings.temporal_ui_port),
-        "--namespace", settings.temporal_namespace,
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(data_dir / "temporal.db"),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(settings.temporal_port),
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--namespace",
+        settings.temporal_namespace,
     ]
     for key in SEARCH_ATTRIBUTES:
         # Registering again on a restart (same db file) is a no-op for the same type.
@@ -293,8 +312,9 @@ class Platform:
 
     def run(self) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /health poll
-        previous = {sig: signal.signal(sig, self._on_signal)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             try:
                 self.start()
@@ -314,15 +334,22 @@ class Platform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = self.child_env()
 
-        self.children.append(_spawn("temporal", temporal_command(self.settings, self.data_dir),
-                                    env=env, output=self.data_dir / "temporal.log"))
+        self.children.append(
+            _spawn(
+                "temporal",
+                temporal_command(self.settings, self.data_dir),
+                env=env,
+                output=self.data_dir / "temporal.log",
+            )
+        )
         self.wait_for_temporal()
 
         self.migrate(env)
 
         worker_stop_s = self.settings.worker_shutdown_grace_s + STOP_TIMEOUT_S["worker"]
-        self.children.append(_spawn("worker", keel_command("worker"), env=env,
-                                    stop_timeout_s=worker_stop_s))
+        self.children.append(
+            _spawn("worker", keel_command("worker"), env=env, stop_timeout_s=worker_stop_s)
+        )
         self.children.append(_spawn("api", keel_command("api"), env=env))
         self.wait_for_api()
 
@@ -330,10 +357,16 @@ class Platform:
         """Until the namespace answers with our search attributes registered."""
         wanted = {key.name for key in SEARCH_ATTRIBUTES}
         command = [
-            temporal_binary(), "operator", "search-attribute", "list",
-            "--address", self.temporal_address,
-            "--namespace", self.settings.temporal_namespace,
-            "--output", "json",
+            temporal_binary(),
+            "operator",
+            "search-attribute",
+            "list",
+            "--address",
+            self.temporal_address,
+            "--namespace",
+            self.settings.temporal_namespace,
+            "--output",
+            "json",
         ]
         started = time.monotonic()
         last = "no answer yet"
@@ -349,8 +382,11 @@ class Platform:
             if result.returncode == 0:
                 found = set(json.loads(result.stdout).get("customAttributes", {}))
                 if wanted <= found:
-                    log.info("temporal is ready", address=self.temporal_address,
-                             seconds=round(time.monotonic() - started, 2))
+                    log.info(
+                        "temporal is ready",
+                        address=self.temporal_address,
+                        seconds=round(time.monotonic() - started, 2),
+                    )
                     return
                 last = f"search attributes missing: {sorted(wanted - found)}"
             else:
@@ -389,8 +425,12 @@ class Platform:
                     response = http.get(f"{self.api_url}/health")
                     health = response.json().get("data") or {}
                     if response.status_code == 200 and health.get("workers", 0) >= 1:
-                        log.info("api is ready", url=self.api_url, workers=health.get("workers"),
-                                 seconds=round(time.monotonic() - started, 2))
+                        log.info(
+                            "api is ready",
+                            url=self.api_url,
+                            workers=health.get("workers"),
+                            seconds=round(time.monotonic() - started, 2),
+                        )
                         return
                     last = f"HTTP {response.status_code}: {health}"
                 except (httpx.HTTPError, ValueError) as exc:
@@ -438,15 +478,24 @@ class Platform:
                 ran_s = now - child.started_at
                 delay = child.policy.delay_after(ran_s, killed=code == -signal.SIGKILL)
                 if delay is None:
-                    log.error("child keeps failing soon after starting; giving up",
-                              process=child.name, exit_code=code,
-                              reason=self._died_message(child),
-                              failures=child.policy.fast_failures, ran_s=round(ran_s, 2))
+                    log.error(
+                        "child keeps failing soon after starting; giving up",
+                        process=child.name,
+                        exit_code=code,
+                        reason=self._died_message(child),
+                        failures=child.policy.fast_failures,
+                        ran_s=round(ran_s, 2),
+                    )
                     return self.shutdown(1)
-                log.error("child exited unexpectedly; restarting", process=child.name,
-                          exit_code=code, reason=self._died_message(child),
-                          ran_s=round(ran_s, 2), restart_in_s=delay,
-                          fast_failures=child.policy.fast_failures)
+                log.error(
+                    "child exited unexpectedly; restarting",
+                    process=child.name,
+                    exit_code=code,
+                    reason=self._died_message(child),
+                    ran_s=round(ran_s, 2),
+                    restart_in_s=delay,
+                    fast_failures=child.policy.fast_failures,
+                )
                 child.restart_at = now + delay
             time.sleep(POLL_INTERVAL_S)
         return self.shutdown(0)

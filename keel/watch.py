@@ -36,8 +36,9 @@ RECONNECT_FOR_S = 120.0
 class Watch:
     """One follower of one execution; ``last_seq`` is the last event printed."""
 
-    def __init__(self, api: str, execution_id: int, after: int, out: IO[str],
-                 api_key: str | None = None) -> None:
+    def __init__(
+        self, api: str, execution_id: int, after: int, out: IO[str], api_key: str | None = None
+    ) -> None:
         self.api = api.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self.url = self.api.replace("http", "ws", 1) + f"/api/v1/Execution/ws/{execution_id}"
@@ -55,8 +56,9 @@ class Watch:
 
     async def _stream_once(self) -> tuple[int, str]:
         """Print events until this connection closes; its close code and reason."""
-        async with websockets.connect(f"{self.url}?after={self.last_seq}",
-                                      additional_headers=self.headers) as ws:
+        async with websockets.connect(
+            f"{self.url}?after={self.last_seq}", additional_headers=self.headers
+        ) as ws:
             try:
                 async for message in ws:
                     self._emit(message)
@@ -87,17 +89,31 @@ class Watch:
             now = time.monotonic()
             lost_since = lost_since if lost_since is not None else now
             if now - lost_since > RECONNECT_FOR_S:
-                sys.stderr.write(f"keel: could not reconnect to {self.api} for "
-                                 f"{RECONNECT_FOR_S:.0f}s (last: {code} {reason})\n")
+                sys.stderr.write(
+                    f"keel: could not reconnect to {self.api} for "
+                    f"{RECONNECT_FOR_S:.0f}s (last: {code} {reason})\n"
+                )
                 return 1
-            log.warning("stream interrupted; reconnecting", execution_id=self.execution_id,
-                        code=code, reason=reason, after=self.last_seq, in_s=delay)
+            log.warning(
+                "stream interrupted; reconnecting",
+                execution_id=self.execution_id,
+                code=code,
+                reason=reason,
+                after=self.last_seq,
+                in_s=delay,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
 
 
-def watch(settings: Settings, execution_id: int, *, after: int = 0, api: str | None = None,
-          api_key: str | None = None) -> int:
+def watch(
+    settings: Settings,
+    execution_id: int,
+    *,
+    after: int = 0,
+    api: str | None = None,
+    api_key: str | None = None,
+) -> int:
     """Follow ``execution_id`` from the event after ``after`` (as ``api_key``'s holder);
     the exit code."""
     base = api or f"http://{settings.api_host}:{settings.api_port}"

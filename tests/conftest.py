@@ -56,8 +56,9 @@ async def _drop_mysql_database(url: str) -> None:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-                       ) -> AsyncIterator[str]:
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
     """A freshly migrated database, once per backend per test session."""
     if request.param == "mysql":
         if not MYSQL_URL:
@@ -89,8 +90,10 @@ def settings(clean_db: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def client(settings: Settings, owner_key: str  # noqa: F811  (the fixture)
-                 ) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    settings: Settings,
+    owner_key: str,  # noqa: F811  (the fixture)
+) -> AsyncIterator[httpx.AsyncClient]:
     """The real app, real middleware and lifespan, over ASGI, sending an owner's API key
     of the default workspace (a request may send another ``Authorization``, or ``""``
     for none)."""
@@ -130,8 +133,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # Folders whose tests start the whole platform (dev server, worker, API, a browser...).
-PLATFORM_TESTS = tuple(Path(__file__).resolve().parent / name
-                       for name in ("engine", "viewer", "scale"))
+PLATFORM_TESTS = tuple(
+    Path(__file__).resolve().parent / name for name in ("engine", "viewer", "scale")
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -49,8 +49,10 @@ def wrong_way_imports(package: str) -> list[str]:
         for line, module in imports_of(path):
             top = module.split(".")[0]
             if top in OURS and top not in allowed:
-                problems.append(f"{path.relative_to(ROOT)}:{line} imports {module} "
-                                f"({package} may import only {sorted(allowed)})")
+                problems.append(
+                    f"{path.relative_to(ROOT)}:{line} imports {module} "
+                    f"({package} may import only {sorted(allowed)})"
+                )
     return problems
 
 
@@ -66,15 +68,21 @@ def test_imports_point_one_way(package: str) -> None:
 
 @pytest.mark.parametrize("module", sorted(MODULE_MAY_IMPORT))
 def test_narrower_rules(module: str) -> None:
-    ours = [f"{module}:{line} imports {name}" for line, name in imports_of(ROOT / module)
-            if name.split(".")[0] in OURS and name not in MODULE_MAY_IMPORT[module]]
+    ours = [
+        f"{module}:{line} imports {name}"
+        for line, name in imports_of(ROOT / module)
+        if name.split(".")[0] in OURS and name not in MODULE_MAY_IMPORT[module]
+    ]
     assert ours == []
 
 
 def test_relative_imports_are_not_used() -> None:
     # They would slip past the table above.
-    relative = [f"{path.relative_to(ROOT)}:{node.lineno}"
-                for package in OURS for path in (ROOT / package).rglob("*.py")
-                for node in ast.walk(ast.parse(path.read_text()))
-                if isinstance(node, ast.ImportFrom) and node.level > 0]
+    relative = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for package in OURS
+        for path in (ROOT / package).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
     assert relative == []

@@ -31,8 +31,9 @@ DEFINED_IN = {
     "workflows/errors.py": {e.value for e in ErrorType},
     "workflows/status.py": {s.value for s in ExecutionStatus} | {s.value for s in NodeStatus},
 }
-DISTINCTIVE = ({t.value for t in EventType} | {a.value for a in ActivityName}
-               | {e.value for e in ErrorType})
+DISTINCTIVE = (
+    {t.value for t in EventType} | {a.value for a in ActivityName} | {e.value for e in ErrorType}
+)
 STATUS_WORDS = DEFINED_IN["workflows/status.py"]
 
 
@@ -48,8 +49,11 @@ def is_status(node: ast.AST) -> bool:
 
 
 def docstrings(tree: ast.AST) -> set[int]:
-    return {id(node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    return {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
 
 
 def status_constants(tree: ast.AST) -> Iterator[ast.Constant]:
@@ -85,8 +89,11 @@ def repeated_literals(path: Path) -> list[str]:
     skip = docstrings(tree)
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and id(node) not in skip and \
-                node.value in DISTINCTIVE - own:
+        if (
+            isinstance(node, ast.Constant)
+            and id(node) not in skip
+            and node.value in DISTINCTIVE - own
+        ):
             found.append(f"{relative}:{node.lineno}: {node.value!r}")
     for node in status_constants(tree):
         if node.value in STATUS_WORDS - own:

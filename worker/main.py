@@ -50,8 +50,12 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_worker(client: Client, settings: Settings,
-                 sessions: async_sessionmaker[AsyncSession], **options: object) -> Worker:
+def build_worker(
+    client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    **options: object,
+) -> Worker:
     """The worker of execution workflows, with the node activities and the record's."""
     nodes = NodeActivities(settings, sessions)
     record = RecordActivities(sessions)
@@ -85,13 +89,14 @@ async def run_worker(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", task_queue=settings.task_queue,
-             temporal=settings.temporal_address)
+    log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address)
     try:
         async with worker:
             await stop.wait()
-            log.info("worker draining: no new tasks; in-flight activities may finish",
-                     grace_s=settings.worker_shutdown_grace_s)
+            log.info(
+                "worker draining: no new tasks; in-flight activities may finish",
+                grace_s=settings.worker_shutdown_grace_s,
+            )
     finally:
         await engine.dispose()
         log.info("worker stopped")

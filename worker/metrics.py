@@ -19,8 +19,10 @@ def serve_metrics(settings: Settings) -> None:
     host = settings.metrics_host
     if settings.temporal_metrics_port is not None:
         address = f"{host}:{settings.temporal_metrics_port}"
-        Runtime.set_default(Runtime(telemetry=TelemetryConfig(
-            metrics=PrometheusConfig(bind_address=address))), error_if_already_set=True)
+        Runtime.set_default(
+            Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address))),
+            error_if_already_set=True,
+        )
         log.info("serving the Temporal SDK's metrics", address=address)
     if settings.worker_metrics_port is not None:
         start_http_server(settings.worker_metrics_port, addr=host)

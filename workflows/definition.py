@@ -168,8 +168,11 @@ def graph_problems(
         if edge.source == END:
             add(["edges", i, "from"], "no edge may leave END", "invalid_edge")
         elif edge.source != START and edge.source not in known:
-            add(["edges", i, "from"], f"edge starts at {edge.source!r}, which is not a node",
-                "unknown_node")
+            add(
+                ["edges", i, "from"],
+                f"edge starts at {edge.source!r}, which is not a node",
+                "unknown_node",
+            )
         if edge.target == START:
             add(["edges", i, "to"], "no edge may lead back to START", "invalid_edge")
         else:
@@ -187,25 +190,37 @@ def graph_problems(
             add(["nodes", i, "tool_id"], f"tool {node.tool_id} does not exist", "unknown_tool")
         if isinstance(node, ConditionNode):
             if not node.routes and node.default is None:
-                add(["nodes", i, "routes"], f"condition {node.id!r} has no routes and no default",
-                    "no_routes")
+                add(
+                    ["nodes", i, "routes"],
+                    f"condition {node.id!r} has no routes and no default",
+                    "no_routes",
+                )
             for r, route in enumerate(node.routes):
                 check_target(["nodes", i, "routes", r, "to"], route.to, "route")
                 read = PATH_NODE_REF.match(route.when.path)
                 if read and read.group(1) not in known:
-                    add(["nodes", i, "routes", r, "when", "path"],
+                    add(
+                        ["nodes", i, "routes", r, "when", "path"],
                         f"condition {node.id!r} reads nodes.{read.group(1)}, which is not a node",
-                        "unknown_reference")
+                        "unknown_reference",
+                    )
             check_target(["nodes", i, "default"], node.default, "default route")
             if node.id in sources_with_edges:
-                add(["nodes", i], f"condition {node.id!r} leaves through its routes and default, "
-                    "not through edges", "condition_edge")
+                add(
+                    ["nodes", i],
+                    f"condition {node.id!r} leaves through its routes and default, "
+                    "not through edges",
+                    "condition_edge",
+                )
         if isinstance(node, HumanNode):
             check_target(["nodes", i, "on_reject"], node.on_reject, "on_reject route")
         for ref in sorted(_template_refs(node)):
             if ref not in known:
-                add(["nodes", i], f"node {node.id!r} reads nodes.{ref}, which is not a node",
-                    "unknown_reference")
+                add(
+                    ["nodes", i],
+                    f"node {node.id!r} reads nodes.{ref}, which is not a node",
+                    "unknown_reference",
+                )
 
     successors = definition.successors()
     if not any(e.source == START for e in definition.edges) and definition.nodes:
@@ -227,8 +242,11 @@ def graph_problems(
     bounded = {n.id for n in definition.nodes if isinstance(n, ConditionNode) and n.max_visits}
     for component in _cycles(known - bounded, successors):
         path = " -> ".join(_cycle_path(component, successors))
-        add(["edges"], f"cycle {path} has no bound; route it through a condition node "
-            "with max_visits", "unbounded_cycle")
+        add(
+            ["edges"],
+            f"cycle {path} has no bound; route it through a condition node with max_visits",
+            "unbounded_cycle",
+        )
     return problems
 
 

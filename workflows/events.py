@@ -62,8 +62,12 @@ class RecordedEvent(Event):
     seq: int
 
 
-def event(type_: EventType, ts: str, node_id: str | None = None,
-          data: BaseModel | dict[str, Any] | None = None) -> Event:
+def event(
+    type_: EventType,
+    ts: str,
+    node_id: str | None = None,
+    data: BaseModel | dict[str, Any] | None = None,
+) -> Event:
     """An event; ``data`` given as one of the models below is dumped to JSON types."""
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")

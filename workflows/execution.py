@@ -209,8 +209,9 @@ class ExecutionWorkflow:
                 self._emit(EventType.EXECUTION_STARTED, data={"input": params.input})
             final = await self._drive(graph, definition)
         except NodeFailure as failed:
-            self._emit(EventType.EXECUTION_FAILED, failed.node_id,
-                       ExecutionFailed(error=str(failed)))
+            self._emit(
+                EventType.EXECUTION_FAILED, failed.node_id, ExecutionFailed(error=str(failed))
+            )
             await self._sync()
             raise ApplicationError(
                 str(failed), type=ErrorType.EXECUTION_FAILED.value, non_retryable=True
@@ -219,8 +220,9 @@ class ExecutionWorkflow:
             # A cancel reaches us as CancelledError, or as the ActivityError of the node
             # whose activity acknowledged it; re-raising either ends the run as cancelled.
             if is_cancelled_exception(exc):
-                self._emit(EventType.EXECUTION_CANCELLED,
-                           data={"by": self.cancelled_by or OPERATOR})
+                self._emit(
+                    EventType.EXECUTION_CANCELLED, data={"by": self.cancelled_by or OPERATOR}
+                )
                 await self._sync()
                 raise
             if not isinstance(exc, Exception):
@@ -229,8 +231,9 @@ class ExecutionWorkflow:
             workflow.logger.exception("execution failed inside the workflow")
             self._emit(EventType.EXECUTION_FAILED, data=ExecutionFailed(error=message))
             await self._sync()
-            raise ApplicationError(message, type=ErrorType.ENGINE_ERROR.value,
-                                   non_retryable=True) from None
+            raise ApplicationError(
+                message, type=ErrorType.ENGINE_ERROR.value, non_retryable=True
+            ) from None
         if final is None:
             await self._continue_as_new()
         output = self._output(definition, final.get("nodes", {}))
@@ -246,9 +249,14 @@ class ExecutionWorkflow:
         start = None if self.params.resume else {"input": self.params.input, "nodes": {}}
         try:
             async for state in graph.astream(
-                start, config={"recursion_limit": step_limit(definition),
-                               "configurable": {"thread_id": THREAD}},
-                stream_mode="values", durability="exit", control=self.control,
+                start,
+                config={
+                    "recursion_limit": step_limit(definition),
+                    "configurable": {"thread_id": THREAD},
+                },
+                stream_mode="values",
+                durability="exit",
+                control=self.control,
             ):
                 final = state
                 if _cancel_requested():
@@ -266,8 +274,10 @@ class ExecutionWorkflow:
         if self.control.drain_requested:
             return
         info = workflow.info()
-        if (info.is_continue_as_new_suggested()
-                or info.get_current_history_length() >= self.params.max_history_events):
+        if (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self.params.max_history_events
+        ):
             self.control.request_drain(HAND_OVER)
 
     async def _continue_as_new(self) -> NoReturn:
@@ -280,19 +290,31 @@ class ExecutionWorkflow:
         self.stream.truncate(synced.base_offset + len(synced.log))
         position = self.handover.position(self.visits, self.last_finished)
         memo = still_to_come(self.memo, self.visits)
-        workflow.logger.info("continuing as new", extra={
-            "history_events": workflow.info().get_current_history_length(),
-            "checkpoint_chars": len(position.checkpoint), "memo": len(memo)})
-        await self.stream.continue_as_new(lambda state: [self.params.model_copy(update={
-            "memo": memo, "resume": position, "stream_state": state,
-        })])
+        workflow.logger.info(
+            "continuing as new",
+            extra={
+                "history_events": workflow.info().get_current_history_length(),
+                "checkpoint_chars": len(position.checkpoint),
+                "memo": len(memo),
+            },
+        )
+        await self.stream.continue_as_new(
+            lambda state: [
+                self.params.model_copy(
+                    update={
+                        "memo": memo,
+                        "resume": position,
+                        "stream_state": state,
+                    }
+                )
+            ]
+        )
 
     def _output(self, definition: Definition, nodes: dict[str, Any]) -> Any:
         """The run's result: the output of the node that led to END (a dict by node id
         when several did). A condition routing straight to END carries no data of its
         own, so then the last node that finished before it speaks for the run."""
-        finishing = [e.source for e in definition.edges
-                     if e.target == "END" and e.source in nodes]
+        finishing = [e.source for e in definition.edges if e.target == "END" and e.source in nodes]
         if not finishing and self.last_finished:
             finishing = [self.last_finished]
         outputs = {nid: nodes[nid].get("output") for nid in finishing}
@@ -300,8 +322,12 @@ class ExecutionWorkflow:
             return next(iter(outputs.values()))
         return outputs or None
 
-    def _emit(self, kind: EventType, node_id: str | None = None,
-              data: BaseModel | dict[str, Any] | None = None) -> None:
+    def _emit(
+        self,
+        kind: EventType,
+        node_id: str | None = None,
+        data: BaseModel | dict[str, Any] | None = None,
+    ) -> None:
         self.events.publish(event(kind, workflow.now().isoformat(), node_id, data))
 
     async def _sync(self) -> None:
@@ -352,8 +378,9 @@ class ExecutionWorkflow:
     def _context(self, state: RunState) -> dict[str, Any]:
         return {"input": state.get("input", {}), "nodes": state.get("nodes", {})}
 
-    def _tracked(self, node: MemoNode, body: Callable[[RunState, int], Awaitable[dict[str, Any]]]
-                 ) -> Callable[[RunState], Awaitable[dict[str, Any]]]:
+    def _tracked(
+        self, node: MemoNode, body: Callable[[RunState, int], Awaitable[dict[str, Any]]]
+    ) -> Callable[[RunState], Awaitable[dict[str, Any]]]:
         """node.started / node.completed around a node's work, with its duration; a visit
         a rerun's memo answers returns the parent's result and does no work."""
         node_id = node.id
@@ -371,10 +398,16 @@ class ExecutionWorkflow:
             duration_ms = int((workflow.now() - started).total_seconds() * 1000)
             self.last_finished = node_id
             self._hand_over_if_long()
-            self._emit(EventType.NODE_COMPLETED, node_id, NodeCompleted(
-                output=result.get("output"), duration_ms=duration_ms,
-                attempts=result.get("attempts", 1), memo_key=key,
-            ))
+            self._emit(
+                EventType.NODE_COMPLETED,
+                node_id,
+                NodeCompleted(
+                    output=result.get("output"),
+                    duration_ms=duration_ms,
+                    attempts=result.get("attempts", 1),
+                    memo_key=key,
+                ),
+            )
             return {"nodes": {node_id: result}}
 
         return run
@@ -384,45 +417,60 @@ class ExecutionWorkflow:
         reused, and nothing runs."""
         self.last_finished = node_id
         self._emit(EventType.NODE_STARTED, node_id, {"reused": True})
-        self._emit(EventType.NODE_COMPLETED, node_id, NodeCompleted(
-            output=kept.output, duration_ms=0, attempts=kept.attempts, memo_key=key,
-            reused=True, from_execution=kept.from_execution,
-        ))
+        self._emit(
+            EventType.NODE_COMPLETED,
+            node_id,
+            NodeCompleted(
+                output=kept.output,
+                duration_ms=0,
+                attempts=kept.attempts,
+                memo_key=key,
+                reused=True,
+                from_execution=kept.from_execution,
+            ),
+        )
         return {"nodes": {node_id: {"output": kept.output, "attempts": kept.attempts}}}
 
     def _agent(self, node: AgentNode) -> Callable[[RunState, int], Awaitable[dict[str, Any]]]:
         async def run(state: RunState, visit: int) -> dict[str, Any]:
             agent = self.params.agents.get(str(node.agent_id))
             if agent is None:
-                raise self._fail(node.id, f"agent {node.agent_id} was not found when the run "
-                                 "started")
-            tools = [self.params.tools[str(t)] for t in agent.tool_ids
-                     if str(t) in self.params.tools]
+                raise self._fail(
+                    node.id, f"agent {node.agent_id} was not found when the run started"
+                )
+            tools = [
+                self.params.tools[str(t)] for t in agent.tool_ids if str(t) in self.params.tools
+            ]
             messages: list[dict[str, Any]] = []
             if agent.system_prompt:
                 messages.append({"role": "system", "content": agent.system_prompt})
-            messages.append({"role": "user",
-                             "content": render_text(node.input, self._context(state))})
-            timeout = timedelta(seconds=node.timeout_s) if node.timeout_s else \
-                DEFAULT_AGENT_TIMEOUT
+            messages.append(
+                {"role": "user", "content": render_text(node.input, self._context(state))}
+            )
+            timeout = timedelta(seconds=node.timeout_s) if node.timeout_s else DEFAULT_AGENT_TIMEOUT
             usage = {"prompt_tokens": 0, "completion_tokens": 0}
             attempts = 1
             for call_index in range(agent.max_iterations):
                 try:
                     reply = await workflow.execute_activity(
                         llm_call,
-                        LlmCallInput(execution_id=self.params.execution_id,
-                                     workflow_id=self.params.workflow_id, node_id=node.id,
-                                     agent=agent, messages=messages, tools=tools,
-                                     call_index=call_index, visit=visit,
-                                     workspace_id=self.params.workspace_id),
+                        LlmCallInput(
+                            execution_id=self.params.execution_id,
+                            workflow_id=self.params.workflow_id,
+                            node_id=node.id,
+                            agent=agent,
+                            messages=messages,
+                            tools=tools,
+                            call_index=call_index,
+                            visit=visit,
+                            workspace_id=self.params.workspace_id,
+                        ),
                         activity_id=f"{node.id}/{visit}/llm/{call_index}",
                         summary=f"{node.id}: {agent.name} ({agent.model})",
                         start_to_close_timeout=timeout,
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=_retry_policy(node.retry),
-                        cancellation_type=workflow.ActivityCancellationType
-                        .WAIT_CANCELLATION_COMPLETED,
+                        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                     )
                 except ActivityError as err:
                     if is_cancelled_exception(err):
@@ -432,28 +480,48 @@ class ExecutionWorkflow:
                 attempts = max(attempts, reply.attempt)
                 usage["prompt_tokens"] += reply.usage.prompt_tokens
                 usage["completion_tokens"] += reply.usage.completion_tokens
-                self._emit(EventType.USAGE_RECORDED, node.id, {
-                    "agent_id": agent.id, "model": reply.model, "call_index": call_index,
-                    "prompt_tokens": reply.usage.prompt_tokens,
-                    "completion_tokens": reply.usage.completion_tokens,
-                    "cost_usd": reply.cost_usd, "unpriced": reply.unpriced,
-                })
+                self._emit(
+                    EventType.USAGE_RECORDED,
+                    node.id,
+                    {
+                        "agent_id": agent.id,
+                        "model": reply.model,
+                        "call_index": call_index,
+                        "prompt_tokens": reply.usage.prompt_tokens,
+                        "completion_tokens": reply.usage.completion_tokens,
+                        "cost_usd": reply.cost_usd,
+                        "unpriced": reply.unpriced,
+                    },
+                )
                 if not reply.tool_calls:
                     return {"output": reply.content, "usage": usage, "attempts": attempts}
-                messages.append({"role": "assistant", "content": reply.content,
-                                 "tool_calls": reply.tool_calls})
-                results = await asyncio.gather(*[
-                    self._agent_tool_call(node, visit, call_index, i, call, tools)
-                    for i, call in enumerate(reply.tool_calls)
-                ])
+                messages.append(
+                    {"role": "assistant", "content": reply.content, "tool_calls": reply.tool_calls}
+                )
+                results = await asyncio.gather(
+                    *[
+                        self._agent_tool_call(node, visit, call_index, i, call, tools)
+                        for i, call in enumerate(reply.tool_calls)
+                    ]
+                )
                 messages.extend(results)
-            raise self._fail(node.id, f"agent {agent.name!r} did not answer within "
-                             f"max_iterations={agent.max_iterations} model calls")
+            raise self._fail(
+                node.id,
+                f"agent {agent.name!r} did not answer within "
+                f"max_iterations={agent.max_iterations} model calls",
+            )
 
         return run
 
-    async def _agent_tool_call(self, node: AgentNode, visit: int, call_index: int, i: int,
-                               call: dict[str, Any], tools: list[ToolSpec]) -> dict[str, Any]:
+    async def _agent_tool_call(
+        self,
+        node: AgentNode,
+        visit: int,
+        call_index: int,
+        i: int,
+        call: dict[str, Any],
+        tools: list[ToolSpec],
+    ) -> dict[str, Any]:
         """One tool call the model asked for, as its own activity; the result goes back."""
         name = call.get("name", "")
         tool = next((t for t in tools if t.name == name), None)
@@ -462,33 +530,59 @@ class ExecutionWorkflow:
             content = f"error: there is no tool named {name!r}"
         else:
             result = await self._call_tool(
-                node.id, tool, call.get("args") or {},
+                node.id,
+                tool,
+                call.get("args") or {},
                 f"{self.params.execution_id}/{node.id}/{visit}/{call_index}/{i}",
-                f"{node.id}/{visit}/tool/{call_index}/{i}", node.timeout_s, None,
-                agent_id=node.agent_id, visit=visit, call_index=f"{call_index}.{i}",
+                f"{node.id}/{visit}/tool/{call_index}/{i}",
+                node.timeout_s,
+                None,
+                agent_id=node.agent_id,
+                visit=visit,
+                call_index=f"{call_index}.{i}",
             )
             content = result.output if result.ok else f"error: {result.error}"
-        return {"role": "tool", "tool_call_id": call_id,
-                "content": content if isinstance(content, str) else _json(content)}
+        return {
+            "role": "tool",
+            "tool_call_id": call_id,
+            "content": content if isinstance(content, str) else _json(content),
+        }
 
-    async def _call_tool(self, node_id: str, tool: ToolSpec, arguments: dict[str, Any],
-                         call_id: str, activity_id: str, timeout_s: float | None,
-                         retry: RetrySpec | None, agent_id: int | None = None,
-                         visit: int = 1, call_index: str = "0") -> ToolCallResult:
+    async def _call_tool(
+        self,
+        node_id: str,
+        tool: ToolSpec,
+        arguments: dict[str, Any],
+        call_id: str,
+        activity_id: str,
+        timeout_s: float | None,
+        retry: RetrySpec | None,
+        agent_id: int | None = None,
+        visit: int = 1,
+        call_index: str = "0",
+    ) -> ToolCallResult:
         """Call a tool as its own activity. A failure, once retries are spent, is a result
         with ok=False: a tool node fails on it, an agent hands it back to its model."""
         at_most_once = tool.config.get("delivery") == "at_most_once"
         try:
             result = await workflow.execute_activity(
                 call_tool,
-                ToolCallInput(execution_id=self.params.execution_id,
-                              workflow_id=self.params.workflow_id, node_id=node_id, tool=tool,
-                              arguments=arguments, call_id=call_id, agent_id=agent_id,
-                              visit=visit, call_index=call_index,
-                              workspace_id=self.params.workspace_id),
+                ToolCallInput(
+                    execution_id=self.params.execution_id,
+                    workflow_id=self.params.workflow_id,
+                    node_id=node_id,
+                    tool=tool,
+                    arguments=arguments,
+                    call_id=call_id,
+                    agent_id=agent_id,
+                    visit=visit,
+                    call_index=call_index,
+                    workspace_id=self.params.workspace_id,
+                ),
                 activity_id=activity_id,
                 summary=f"{node_id}: tool {tool.name}",
-                start_to_close_timeout=timedelta(seconds=timeout_s) if timeout_s
+                start_to_close_timeout=timedelta(seconds=timeout_s)
+                if timeout_s
                 else DEFAULT_TOOL_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=_retry_policy(retry, at_most_once=at_most_once),
@@ -497,25 +591,38 @@ class ExecutionWorkflow:
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise
-            message, tries = _failure(err, 1 if at_most_once else (retry or RetrySpec())
-                                      .max_attempts)
+            message, tries = _failure(
+                err, 1 if at_most_once else (retry or RetrySpec()).max_attempts
+            )
             result = ToolCallResult(ok=False, error=message, attempt=tries)
-        self._emit(EventType.TOOL_CALLED, node_id, {
-            "tool": tool.name, "arguments": arguments, "ok": result.ok,
-            "error": result.error, "attempts": result.attempt,
-        })
+        self._emit(
+            EventType.TOOL_CALLED,
+            node_id,
+            {
+                "tool": tool.name,
+                "arguments": arguments,
+                "ok": result.ok,
+                "error": result.error,
+                "attempts": result.attempt,
+            },
+        )
         return result
 
     def _tool(self, node: ToolNode) -> Callable[[RunState, int], Awaitable[dict[str, Any]]]:
         async def run(state: RunState, visit: int) -> dict[str, Any]:
             tool = self.params.tools.get(str(node.tool_id))
             if tool is None:
-                raise self._fail(node.id, f"tool {node.tool_id} was not found when the run "
-                                 "started")
+                raise self._fail(node.id, f"tool {node.tool_id} was not found when the run started")
             arguments = render_value(node.arguments, self._context(state))
             result = await self._call_tool(
-                node.id, tool, arguments, f"{self.params.execution_id}/{node.id}/{visit}",
-                f"{node.id}/{visit}/tool", node.timeout_s, node.retry, visit=visit,
+                node.id,
+                tool,
+                arguments,
+                f"{self.params.execution_id}/{node.id}/{visit}",
+                f"{node.id}/{visit}/tool",
+                node.timeout_s,
+                node.retry,
+                visit=visit,
             )
             if not result.ok:
                 raise self._fail(node.id, result.error or "tool call failed", result.attempt)
@@ -527,16 +634,23 @@ class ExecutionWorkflow:
         async def run(state: RunState) -> dict[str, Any]:
             self.visits[node.id] += 1
             if node.max_visits is not None and self.visits[node.id] > node.max_visits:
-                raise self._fail(node.id, f"condition {node.id!r} was reached more than "
-                                 f"max_visits={node.max_visits} times")
+                raise self._fail(
+                    node.id,
+                    f"condition {node.id!r} was reached more than "
+                    f"max_visits={node.max_visits} times",
+                )
             context = self._context(state)
             chosen = next((r.to for r in node.routes if matches(r.when, context)), node.default)
             if chosen is None:
-                raise self._fail(node.id, f"no route of condition {node.id!r} matched and it "
-                                 "has no default")
+                raise self._fail(
+                    node.id, f"no route of condition {node.id!r} matched and it has no default"
+                )
             self._emit(EventType.NODE_STARTED, node.id)
-            self._emit(EventType.NODE_COMPLETED, node.id,
-                       NodeCompleted(output={"route": chosen}, duration_ms=0, attempts=1))
+            self._emit(
+                EventType.NODE_COMPLETED,
+                node.id,
+                NodeCompleted(output={"route": chosen}, duration_ms=0, attempts=1),
+            )
             return {"nodes": {node.id: {"output": {"route": chosen}}}}
 
         return run
@@ -553,22 +667,29 @@ class ExecutionWorkflow:
             prompt = render_text(node.prompt, self._context(state))
             self.responses.pop(node.id, None)
             self.waiting.add(node.id)
-            self._emit(EventType.HUMAN_WAITING, node.id,
-                       {"prompt": prompt, "timeout_s": node.timeout_s})
+            self._emit(
+                EventType.HUMAN_WAITING, node.id, {"prompt": prompt, "timeout_s": node.timeout_s}
+            )
             await self._sync()
             timed_out = False
             try:
-                await workflow.wait_condition(lambda: node.id in self.responses,
-                                              timeout=timedelta(seconds=node.timeout_s))
+                await workflow.wait_condition(
+                    lambda: node.id in self.responses, timeout=timedelta(seconds=node.timeout_s)
+                )
                 response = self.responses[node.id]
             except TimeoutError:
                 timed_out = True
-                response = HumanResponse(node_id=node.id, action=node.on_timeout,
-                                         comment="timed out")
+                response = HumanResponse(
+                    node_id=node.id, action=node.on_timeout, comment="timed out"
+                )
             finally:
                 self.waiting.discard(node.id)
-            answer = {"action": response.action, "comment": response.comment,
-                      "data": response.data, "timed_out": timed_out}
+            answer = {
+                "action": response.action,
+                "comment": response.comment,
+                "data": response.data,
+                "timed_out": timed_out,
+            }
             said = answer if response.by is None else {**answer, "by": response.by}
             self._emit(EventType.HUMAN_RESPONDED, node.id, said)
             if response.action == "reject" and not node.on_reject:
@@ -578,10 +699,12 @@ class ExecutionWorkflow:
 
         return run
 
-    def _route_human(self, node: HumanNode, definition: Definition
-                     ) -> Callable[[RunState], Awaitable[Any]]:
-        approved = [END if e.target == "END" else e.target
-                    for e in definition.edges if e.source == node.id]
+    def _route_human(
+        self, node: HumanNode, definition: Definition
+    ) -> Callable[[RunState], Awaitable[Any]]:
+        approved = [
+            END if e.target == "END" else e.target for e in definition.edges if e.source == node.id
+        ]
 
         async def route(state: RunState) -> Any:
             if state["nodes"][node.id]["output"]["action"] == "reject":
@@ -595,8 +718,9 @@ class ExecutionWorkflow:
         return NodeFailure(node_id, message)
 
 
-def _add_node(graph: Any, node_id: str, run: Callable[[RunState], Awaitable[dict[str, Any]]]
-              ) -> None:
+def _add_node(
+    graph: Any, node_id: str, run: Callable[[RunState], Awaitable[dict[str, Any]]]
+) -> None:
     # LangGraph's typed overloads want a protocol with a parameter named `state`; our
     # async closures are exactly that at run time, so the graph is typed loosely here.
     graph.add_node(node_id, run)

@@ -44,7 +44,8 @@ class Handover(BaseCheckpointSaver[int]):
         self.held: CheckpointTuple | None = None
         if position is not None:
             checkpoint, metadata = _SERDE.loads_typed(
-                (position.encoding, base64.b64decode(position.checkpoint)))
+                (position.encoding, base64.b64decode(position.checkpoint))
+            )
             self.held = CheckpointTuple(_config(checkpoint["id"]), checkpoint, metadata)
 
     def position(self, visits: dict[str, int], last_finished: str | None) -> GraphPosition:
@@ -54,8 +55,12 @@ class Handover(BaseCheckpointSaver[int]):
         if self.held.pending_writes:
             raise RuntimeError("the graph stopped inside a superstep")
         encoding, blob = _SERDE.dumps_typed((self.held.checkpoint, self.held.metadata))
-        return GraphPosition(encoding=encoding, checkpoint=base64.b64encode(blob).decode(),
-                             visits=dict(visits), last_finished=last_finished)
+        return GraphPosition(
+            encoding=encoding,
+            checkpoint=base64.b64encode(blob).decode(),
+            visits=dict(visits),
+            last_finished=last_finished,
+        )
 
     # -- LangGraph's checkpointer interface ---------------------------------------------
 
@@ -65,40 +70,72 @@ class Handover(BaseCheckpointSaver[int]):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return self.held
 
-    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
-            new_versions: ChannelVersions) -> RunnableConfig:
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
         saved = _config(checkpoint["id"])
         self.held = CheckpointTuple(saved, checkpoint, metadata, None, [])
         return saved
 
-    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
-                   metadata: CheckpointMetadata, new_versions: ChannelVersions
-                   ) -> RunnableConfig:
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
         return self.put(config, checkpoint, metadata, new_versions)
 
-    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
-                   task_id: str, task_path: str = "") -> None:
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
         if self.held is not None and writes:
-            pending = [*(self.held.pending_writes or []),
-                       *((task_id, channel, value) for channel, value in writes)]
+            pending = [
+                *(self.held.pending_writes or []),
+                *((task_id, channel, value) for channel, value in writes),
+            ]
             self.held = self.held._replace(pending_writes=pending)
 
-    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
-                          task_id: str, task_path: str = "") -> None:
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
         self.put_writes(config, writes, task_id, task_path)
 
-    def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-             before: RunnableConfig | None = None, limit: int | None = None
-             ) -> Iterator[CheckpointTuple]:
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
         yield from ([self.held] if self.held else [])
 
-    async def alist(self, config: RunnableConfig | None, *,
-                    filter: dict[str, Any] | None = None, before: RunnableConfig | None = None,
-                    limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
         for item in self.list(config):
             yield item
 
 
 def _config(checkpoint_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": THREAD, "checkpoint_ns": "",
-                             "checkpoint_id": checkpoint_id}}
+    return {
+        "configurable": {"thread_id": THREAD, "checkpoint_ns": "", "checkpoint_id": checkpoint_id}
+    }

@@ -71,8 +71,10 @@ def _without_secrets(tool: ToolSpec) -> dict[str, Any]:
     config = dict(dumped["config"])
     for field in ("headers", "env"):
         if isinstance(config.get(field), dict):
-            config[field] = {k: "***" if isinstance(v, dict) and v.get("secret") else v
-                             for k, v in config[field].items()}
+            config[field] = {
+                k: "***" if isinstance(v, dict) and v.get("secret") else v
+                for k, v in config[field].items()
+            }
     return {**dumped, "config": config}
 
 
@@ -84,18 +86,20 @@ def _uses(node: MemoNode, params: ExecutionInput) -> Any:
         agent = params.agents.get(str(node.agent_id))
         if agent is None:
             return None
-        tools = [_without_secrets(params.tools[str(t)]) for t in agent.tool_ids
-                 if str(t) in params.tools]
-        return {"agent": agent.model_dump(mode="json", exclude={"api_key_encrypted"}),
-                "tools": tools}
+        tools = [
+            _without_secrets(params.tools[str(t)]) for t in agent.tool_ids if str(t) in params.tools
+        ]
+        return {
+            "agent": agent.model_dump(mode="json", exclude={"api_key_encrypted"}),
+            "tools": tools,
+        }
     if isinstance(node, ToolNode):
         tool = params.tools.get(str(node.tool_id))
         return _without_secrets(tool) if tool else None
     return None
 
 
-def memo_key(node: MemoNode, visit: int, context: dict[str, Any],
-             params: ExecutionInput) -> str:
+def memo_key(node: MemoNode, visit: int, context: dict[str, Any], params: ExecutionInput) -> str:
     """The key of one visit of one node, as described in the module docstring."""
     material = [
         node.id,
@@ -121,8 +125,9 @@ def downstream(definition: Definition, node_id: str) -> set[str]:
     return seen
 
 
-def seed_from_events(execution_id: int, events: Iterable[Event],
-                     rerun: set[str]) -> dict[str, MemoEntry]:
+def seed_from_events(
+    execution_id: int, events: Iterable[Event], rerun: set[str]
+) -> dict[str, MemoEntry]:
     """A rerun's memo: the node visits its parent completed (from the parent's recorded
     ``node.completed`` events, the n-th of a node being its visit n), except those of the
     nodes in ``rerun``."""
@@ -136,9 +141,11 @@ def seed_from_events(execution_id: int, events: Iterable[Event],
         if not completed.memo_key or item.node_id in rerun:
             continue
         memo[completed.memo_key] = MemoEntry(
-            output=completed.output, attempts=completed.attempts,
+            output=completed.output,
+            attempts=completed.attempts,
             from_execution=completed.from_execution or execution_id,
-            node_id=item.node_id, visit=visits[item.node_id],
+            node_id=item.node_id,
+            visit=visits[item.node_id],
         )
     return memo
 
@@ -146,5 +153,8 @@ def seed_from_events(execution_id: int, events: Iterable[Event],
 def still_to_come(memo: dict[str, MemoEntry], visits: dict[str, int]) -> dict[str, MemoEntry]:
     """The entries a run that has made ``visits`` may still use: a node's visit numbers
     only grow, so an entry for a visit already made never matches again."""
-    return {key: entry for key, entry in memo.items()
-            if not entry.visit or entry.visit > visits.get(entry.node_id, 0)}
+    return {
+        key: entry
+        for key, entry in memo.items()
+        if not entry.visit or entry.visit > visits.get(entry.node_id, 0)
+    }

@@ -55,8 +55,12 @@ ENDING = {
 OPEN_NODE = frozenset({NodeStatus.PENDING, NodeStatus.RUNNING, NodeStatus.WAITING})
 
 
-def fold(execution: ExecutionRecord, nodes: MutableMapping[str, N], events: Iterable[Event],
-         new_node: Callable[[str], N]) -> None:
+def fold(
+    execution: ExecutionRecord,
+    nodes: MutableMapping[str, N],
+    events: Iterable[Event],
+    new_node: Callable[[str], N],
+) -> None:
     """Apply ``events``, in order, to the execution and its nodes (keyed by node id);
     ``new_node(node_id)`` makes the entry of a node seen for the first time."""
     for item in events:
@@ -69,8 +73,9 @@ def fold(execution: ExecutionRecord, nodes: MutableMapping[str, N], events: Iter
         _fold_one(execution, nodes, node, item)
 
 
-def _fold_one(execution: ExecutionRecord, nodes: MutableMapping[str, N], node: N | None,
-              item: Event) -> None:
+def _fold_one(
+    execution: ExecutionRecord, nodes: MutableMapping[str, N], node: N | None, item: Event
+) -> None:
     ts = datetime.fromisoformat(item.ts)
     finished = execution.status in FINISHED
     kind = item.type
@@ -94,8 +99,9 @@ def _fold_one(execution: ExecutionRecord, nodes: MutableMapping[str, N], node: N
         _fold_node(execution, node, item, ts, finished)
 
 
-def _fold_node(execution: ExecutionRecord, node: NodeRecord, item: Event, ts: datetime,
-               finished: bool) -> None:
+def _fold_node(
+    execution: ExecutionRecord, node: NodeRecord, item: Event, ts: datetime, finished: bool
+) -> None:
     kind = item.type
     if kind == EventType.NODE_STARTED:
         node.status, node.started_at = NodeStatus.RUNNING, ts

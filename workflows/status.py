@@ -25,8 +25,6 @@ class NodeStatus(StrEnum):
 
 
 # An execution in one of these has ended and its record no longer changes.
-FINISHED = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED,
-                      ExecutionStatus.CANCELLED})
+FINISHED = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED})
 # An execution in one of these may still change (the API reconciles it with Temporal).
-ACTIVE = frozenset({ExecutionStatus.PENDING, ExecutionStatus.RUNNING,
-                    ExecutionStatus.WAITING})
+ACTIVE = frozenset({ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING})

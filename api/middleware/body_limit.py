@@ -17,9 +17,10 @@ class BodyTooLarge(HTTPException):
     through (instead of turning it into a 400) and the handlers render the 413 envelope."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE,
-                         f"request body is larger than the limit of {limit} bytes "
-                         "(KEEL_MAX_REQUEST_BYTES)")
+        super().__init__(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"request body is larger than the limit of {limit} bytes (KEEL_MAX_REQUEST_BYTES)",
+        )
 
 
 class BodyLimitMiddleware:

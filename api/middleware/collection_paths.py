@@ -18,6 +18,9 @@ class CollectionPathMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and COLLECTION_PATH.match(scope["path"]):
-            scope = {**scope, "path": scope["path"] + "/",
-                     "raw_path": scope.get("raw_path", b"").split(b"?")[0] + b"/"}
+            scope = {
+                **scope,
+                "path": scope["path"] + "/",
+                "raw_path": scope.get("raw_path", b"").split(b"?")[0] + b"/",
+            }
         await self.app(scope, receive, send)

@@ -64,10 +64,18 @@ class RequestContextMiddleware:
             code = status.HTTP_500_INTERNAL_SERVER_ERROR
             log.exception("unhandled error", method=scope["method"], path=scope["path"])
             if not response_started:
-                response = envelope(code, "internal error; report this request id to the "
-                                    "operator", {"request_id": request_id},
-                                    headers={REQUEST_ID_HEADER: request_id})
+                response = envelope(
+                    code,
+                    "internal error; report this request id to the operator",
+                    {"request_id": request_id},
+                    headers={REQUEST_ID_HEADER: request_id},
+                )
                 await response(scope, receive, send)
         finally:
-            log.info("request", method=scope["method"], path=scope["path"], status=code,
-                     duration_ms=round((time.perf_counter() - started) * 1000, 2))
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=code,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )

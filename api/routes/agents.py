@@ -28,8 +28,14 @@ async def _check_tools(session: AsyncSession, workspace_id: int, tool_ids: list[
     if missing:
         raise Unprocessable(
             f"tool {missing[0]} does not exist; create it first or remove it from tool_ids",
-            [{"loc": ["body", "tool_ids", tool_ids.index(t)], "msg": f"tool {t} does not exist",
-              "type": "unknown_tool"} for t in missing],
+            [
+                {
+                    "loc": ["body", "tool_ids", tool_ids.index(t)],
+                    "msg": f"tool {t} does not exist",
+                    "type": "unknown_tool",
+                }
+                for t in missing
+            ],
         )
 
 
@@ -43,26 +49,31 @@ def _columns(fields: dict[str, Any], secret_key: str) -> dict[str, Any]:
     if "metadata" in columns:
         columns["metadata_"] = columns.pop("metadata")
     if "tool_ids" in columns:
-        columns["tool_links"] = [AgentTool(tool_id=tid, position=i)
-                                 for i, tid in enumerate(columns.pop("tool_ids"))]
+        columns["tool_links"] = [
+            AgentTool(tool_id=tid, position=i) for i, tid in enumerate(columns.pop("tool_ids"))
+        ]
     return columns
 
 
 class Agents(Resource[Agent]):
-    async def new(self, session: AsyncSession, workspace_id: int, body: AgentCreate,
-                  settings: Settings) -> Agent:
+    async def new(
+        self, session: AsyncSession, workspace_id: int, body: AgentCreate, settings: Settings
+    ) -> Agent:
         await _check_tools(session, workspace_id, body.tool_ids)
         return Agent(workspace_id=workspace_id, **_columns(dict(body), settings.secret_key))
 
-    async def columns(self, session: AsyncSession, item: Agent, sent: dict[str, Any],
-                      settings: Settings) -> dict[str, Any]:
+    async def columns(
+        self, session: AsyncSession, item: Agent, sent: dict[str, Any], settings: Settings
+    ) -> dict[str, Any]:
         """A new base_url or provider (the key's destination) drops the stored key unless
         a new one is sent with it: a key never goes to a host it was not given for."""
         if "tool_ids" in sent:
             await _check_tools(session, item.workspace_id, sent["tool_ids"])
         columns = _columns(sent, settings.secret_key)
-        repointed = (sent.get("base_url", item.base_url) != item.base_url
-                     or sent.get("provider", item.provider) != item.provider)
+        repointed = (
+            sent.get("base_url", item.base_url) != item.base_url
+            or sent.get("provider", item.provider) != item.provider
+        )
         if repointed and "api_key" not in sent:
             columns["api_key_encrypted"] = None
         return columns
@@ -71,6 +82,12 @@ class Agents(Resource[Agent]):
         await refuse_if_published(session, "agent", item.id)
 
 
-router = resource_router(Agents(Agent, "agent", article="an"), prefix="/api/v1/Agent",
-                         tag="Agent", out=AgentOut, create=AgentCreate, update=AgentUpdate,
-                         name_max_length=100)
+router = resource_router(
+    Agents(Agent, "agent", article="an"),
+    prefix="/api/v1/Agent",
+    tag="Agent",
+    out=AgentOut,
+    create=AgentCreate,
+    update=AgentUpdate,
+    name_max_length=100,
+)

@@ -17,35 +17,62 @@ from infra.accounts import create_api_key
 from infra.models import ApiKey
 from infra.security.roles import Role
 
-router = APIRouter(prefix="/api/v1/ApiKey", tags=["ApiKey"],
-                   responses=error_responses(401, 403, 422))
+router = APIRouter(
+    prefix="/api/v1/ApiKey", tags=["ApiKey"], responses=error_responses(401, 403, 422)
+)
 
 
 def render(key: ApiKey) -> dict[str, Any]:
     return {
-        "id": key.id, "name": key.name, "role": Role(key.role), "prefix": key.prefix,
+        "id": key.id,
+        "name": key.name,
+        "role": Role(key.role),
+        "prefix": key.prefix,
         "created_at": key.created_at,
-        "created_by": PrincipalOut(type=key.created_by_type,  # type: ignore[arg-type]
-                                   id=key.created_by_id, name=key.created_by_name),
-        "expires_at": key.expires_at, "last_used_at": key.last_used_at,
+        "created_by": PrincipalOut(
+            type=key.created_by_type,  # type: ignore[arg-type]
+            id=key.created_by_id,
+            name=key.created_by_name,
+        ),
+        "expires_at": key.expires_at,
+        "last_used_at": key.last_used_at,
         "revoked_at": key.revoked_at,
     }
 
 
-@router.post("/", status_code=201, response_model=Envelope[NewApiKeyOut],
-             summary="Create an API key (the response is the only time the key is shown)")
-async def create(body: ApiKeyIn, caller: AdminDep, session: SessionDep, settings: SettingsDep
-                 ) -> dict[str, Any]:
+@router.post(
+    "/",
+    status_code=201,
+    response_model=Envelope[NewApiKeyOut],
+    summary="Create an API key (the response is the only time the key is shown)",
+)
+async def create(
+    body: ApiKeyIn, caller: AdminDep, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
     if not caller.may(body.role):
-        raise Forbidden(f"a key cannot have a higher role than its creator: yours is "
-                        f"{caller.role.value}")
+        raise Forbidden(
+            f"a key cannot have a higher role than its creator: yours is {caller.role.value}"
+        )
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
-        raise Unprocessable("expires_at is in the past; give a future time or none",
-                            [{"loc": ["body", "expires_at"], "msg": "must be in the future",
-                              "type": "past_expiry"}])
+        raise Unprocessable(
+            "expires_at is in the past; give a future time or none",
+            [
+                {
+                    "loc": ["body", "expires_at"],
+                    "msg": "must be in the future",
+                    "type": "past_expiry",
+                }
+            ],
+        )
     row, key = await create_api_key(
-        session, settings.secret_key, workspace_id=caller.workspace_id, name=body.name,
-        role=body.role, created_by=caller.principal, expires_at=body.expires_at)
+        session,
+        settings.secret_key,
+        workspace_id=caller.workspace_id,
+        name=body.name,
+        role=body.role,
+        created_by=caller.principal,
+        expires_at=body.expires_at,
+    )
     await session.commit()
     return ok(NewApiKeyOut(**render(row), key=key))
 
@@ -56,18 +83,26 @@ async def list_keys(caller: AdminDep, session: SessionDep, page: PageDep) -> dic
     return ok(await paginate(session, stmt, page, lambda k: ApiKeyOut(**render(k))))
 
 
-@router.get("/{key_id}", response_model=Envelope[ApiKeyOut], summary="Get an API key",
-            responses=error_responses(404))
+@router.get(
+    "/{key_id}",
+    response_model=Envelope[ApiKeyOut],
+    summary="Get an API key",
+    responses=error_responses(404),
+)
 async def get_key(key_id: int, caller: AdminDep, session: SessionDep) -> dict[str, Any]:
     key = await get_or_404(session, ApiKey, key_id, caller.workspace_id, "API key")
     return ok(ApiKeyOut(**render(key)))
 
 
-@router.delete("/{key_id}", response_model=Envelope[ApiKeyOut],
-               summary="Revoke an API key at once (runs it started go on)",
-               responses=error_responses(404))
-async def revoke(key_id: int, request: Request, caller: AdminDep, session: SessionDep
-                 ) -> dict[str, Any]:
+@router.delete(
+    "/{key_id}",
+    response_model=Envelope[ApiKeyOut],
+    summary="Revoke an API key at once (runs it started go on)",
+    responses=error_responses(404),
+)
+async def revoke(
+    key_id: int, request: Request, caller: AdminDep, session: SessionDep
+) -> dict[str, Any]:
     key = await get_or_404(session, ApiKey, key_id, caller.workspace_id, "API key")
     if not caller.may(Role(key.role)):
         raise Forbidden(f"this key's role ({key.role}) is above yours ({caller.role.value})")

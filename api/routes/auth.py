@@ -33,48 +33,72 @@ def _throttle(request: Request) -> FailureThrottle:
     return throttle
 
 
-@router.post("/token", response_model=Envelope[TokenOut], summary="Sign in: an access token",
-             responses=error_responses(403, 429))
+@router.post(
+    "/token",
+    response_model=Envelope[TokenOut],
+    summary="Sign in: an access token",
+    responses=error_responses(403, 429),
+)
 async def token(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     username: Annotated[str, Form(max_length=254, description="The user's email.")],
     password: Annotated[str, Form(max_length=1024)],
-    workspace_id: Annotated[int | None, Form(
-        ge=1, le=2**31 - 1, description="Default: the user's first workspace.")] = None,
+    workspace_id: Annotated[
+        int | None, Form(ge=1, le=2**31 - 1, description="Default: the user's first workspace.")
+    ] = None,
 ) -> dict[str, object]:
     throttle = _throttle(request)
     who = normalize_email(username)
     wait = throttle.retry_after(who)
     if wait is not None:
-        raise TooManyRequests(f"too many failed sign-ins for {who}; try again in "
-                              f"{max(1, round(wait))} s", wait)
+        raise TooManyRequests(
+            f"too many failed sign-ins for {who}; try again in {max(1, round(wait))} s", wait
+        )
     user = await authenticate(session, who, password)
     if user is None:
         throttle.failed(who)
         raise Unauthorized(BAD_LOGIN)
     throttle.succeeded(who)
-    member = (await membership(session, user.id, workspace_id) if workspace_id is not None
-              else await first_membership(session, user.id))
+    member = (
+        await membership(session, user.id, workspace_id)
+        if workspace_id is not None
+        else await first_membership(session, user.id)
+    )
     if member is None:
         where = f"workspace {workspace_id}" if workspace_id is not None else "any workspace"
         raise Forbidden(f"{who} is not a member of {where}; ask an admin to add you")
     ttl = timedelta(seconds=settings.access_token_ttl_s)
-    access_token, _claims = issue_access_token(settings.secret_key, user.id,
-                                               member.workspace_id, ttl)
-    return ok(TokenOut(access_token=access_token, expires_in=settings.access_token_ttl_s,
-                       workspace_id=member.workspace_id, role=Role(member.role)))
+    access_token, _claims = issue_access_token(
+        settings.secret_key, user.id, member.workspace_id, ttl
+    )
+    return ok(
+        TokenOut(
+            access_token=access_token,
+            expires_in=settings.access_token_ttl_s,
+            workspace_id=member.workspace_id,
+            role=Role(member.role),
+        )
+    )
 
 
 @router.get("/me", response_model=Envelope[MeOut], summary="Who the credential stands for")
 async def me(caller: CallerDep) -> dict[str, object]:
-    return ok(MeOut(principal=PrincipalOut(**caller.principal.as_dict()),
-                    workspace_id=caller.workspace_id, role=caller.role))
+    return ok(
+        MeOut(
+            principal=PrincipalOut(**caller.principal.as_dict()),
+            workspace_id=caller.workspace_id,
+            role=caller.role,
+        )
+    )
 
 
-@router.post("/ws-ticket", response_model=Envelope[WsTicketOut],
-             summary="A single-use WebSocket ticket (60 s), for browsers")
+@router.post(
+    "/ws-ticket",
+    response_model=Envelope[WsTicketOut],
+    summary="A single-use WebSocket ticket (60 s), for browsers",
+)
 async def ws_ticket(caller: CallerDep, session: SessionDep) -> dict[str, object]:
     ticket = await issue_ws_ticket(session, caller)
     return ok(WsTicketOut(ticket=ticket, expires_in=int(WS_TICKET_TTL.total_seconds())))

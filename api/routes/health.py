@@ -54,8 +54,11 @@ async def _temporal(request: Request) -> tuple[str, int, int]:
     if cached is not None and time.monotonic() - cached[0] < TEMPORAL_CACHE_S:
         return cached[1]
     temporal, workers = await _describe_task_queue(request)
-    stuck = await count_runs_with_problems(state.temporal, state.settings.workflow_id_prefix) \
-        if temporal == "ok" else 0
+    stuck = (
+        await count_runs_with_problems(state.temporal, state.settings.workflow_id_prefix)
+        if temporal == "ok"
+        else 0
+    )
     answer = (temporal, workers, stuck)
     state.health_temporal = (time.monotonic(), answer)
     return answer
@@ -85,21 +88,32 @@ async def _describe_task_queue(request: Request) -> tuple[str, int]:
         return f"{where} {settings.temporal_address}: {reason}"[:300], 0
 
 
-@router.get("/health", response_model=Envelope[Health],
-            responses={503: {"model": Envelope[Health]}},
-            summary="Database, Temporal and worker status (503 when degraded: no worker too)")
+@router.get(
+    "/health",
+    response_model=Envelope[Health],
+    responses={503: {"model": Envelope[Health]}},
+    summary="Database, Temporal and worker status (503 when degraded: no worker too)",
+)
 async def health(request: Request) -> Any:
     db, (temporal, workers, stuck) = await asyncio.gather(_db(request), _temporal(request))
     healthy = db == "ok" and temporal == "ok" and workers > 0
-    data = Health(status="ok" if healthy else "degraded", db=db, temporal=temporal,
-                  workers=workers, runs_with_problems=stuck)
-    problems = [f"{name} {state}" for name, state in (("db", db), ("temporal", temporal))
-                if state != "ok"]
+    data = Health(
+        status="ok" if healthy else "degraded",
+        db=db,
+        temporal=temporal,
+        workers=workers,
+        runs_with_problems=stuck,
+    )
+    problems = [
+        f"{name} {state}" for name, state in (("db", db), ("temporal", temporal)) if state != "ok"
+    ]
     if temporal == "ok" and workers == 0:
         queue = request.app.state.settings.task_queue
         problems.append(f"no worker polls the task queue {queue!r}")
     failing = "; ".join(problems)
-    body = {"code": 0 if healthy else 503,
-            "msg": "success" if healthy else f"degraded: {failing}",
-            "data": data.model_dump()}
+    body = {
+        "code": 0 if healthy else 503,
+        "msg": "success" if healthy else f"degraded: {failing}",
+        "data": data.model_dump(),
+    }
     return JSONResponse(body, status_code=200 if healthy else 503)

@@ -39,28 +39,39 @@ from infra.tools.sealing import (
 from infra.tools.stdio_policy import stdio_refusal
 
 
-def _seal(config: HttpToolConfig | McpToolConfig, stored: dict[str, Any] | None,
-          settings: Settings) -> dict[str, Any]:
+def _seal(
+    config: HttpToolConfig | McpToolConfig, stored: dict[str, Any] | None, settings: Settings
+) -> dict[str, Any]:
     """The config as stored: user-info moved to a header, secrets sealed, "***" keeping
     the stored value only while the destination (url, command, args) stays the same."""
     try:
         sent = move_url_credentials(config.model_dump(mode="json"))
     except ValueError as exc:
-        raise Unprocessable(f"invalid config: {exc}", [{"loc": ["body", "config", "url"],
-                                                       "msg": str(exc),
-                                                       "type": "credentials_twice"}]) from exc
+        raise Unprocessable(
+            f"invalid config: {exc}",
+            [{"loc": ["body", "config", "url"], "msg": str(exc), "type": "credentials_twice"}],
+        ) from exc
     repointed = stored is not None and destination(sent) != destination(stored)
     try:
         return seal_config(sent, None if repointed else stored, settings.secret_key)
     except NoSecretToKeep as exc:
         msg = str(exc)
         if repointed:
-            msg = (f"the tool's destination (url, command or args) changed, so its stored "
-                   f"secrets are not kept (they would go to the new destination): send "
-                   f"config.{exc.field}.{exc.key} again, or leave it out")
-        raise Unprocessable(msg, [{"loc": ["body", "config", exc.field, exc.key],
-                                   "msg": "no stored secret to keep",
-                                   "type": "secret_missing"}]) from exc
+            msg = (
+                f"the tool's destination (url, command or args) changed, so its stored "
+                f"secrets are not kept (they would go to the new destination): send "
+                f"config.{exc.field}.{exc.key} again, or leave it out"
+            )
+        raise Unprocessable(
+            msg,
+            [
+                {
+                    "loc": ["body", "config", exc.field, exc.key],
+                    "msg": "no stored secret to keep",
+                    "type": "secret_missing",
+                }
+            ],
+        ) from exc
 
 
 def _check_stdio(config: HttpToolConfig | McpToolConfig, settings: Settings) -> None:
@@ -73,8 +84,10 @@ def _check_stdio(config: HttpToolConfig | McpToolConfig, settings: Settings) -> 
     listed = settings.mcp_stdio_allowed and [command]
     refusal = stdio_refusal(command, config.args, listed or [])
     if refusal is not None:
-        raise Unprocessable(refusal, [{"loc": ["body", "config", "command"], "msg": refusal,
-                                       "type": "command_not_allowed"}])
+        raise Unprocessable(
+            refusal,
+            [{"loc": ["body", "config", "command"], "msg": refusal, "type": "command_not_allowed"}],
+        )
 
 
 def _parse_config(tool_type: str, raw: Any) -> HttpToolConfig | McpToolConfig:
@@ -84,8 +97,9 @@ def _parse_config(tool_type: str, raw: Any) -> HttpToolConfig | McpToolConfig:
         errors = field_errors(list(exc.errors()))
         for e in errors:
             e["loc"] = ["body", "config", *e["loc"]]
-        raise Unprocessable(f"invalid config for an {tool_type} tool: {errors[0]['msg']}",
-                            errors) from exc
+        raise Unprocessable(
+            f"invalid config for an {tool_type} tool: {errors[0]['msg']}", errors
+        ) from exc
 
 
 def _is_stdio(config: Any) -> bool:
@@ -100,21 +114,31 @@ class Tools(Resource[Tool]):
 
     def authorize(self, caller: Caller, item: Tool | None, sent: dict[str, Any]) -> None:
         """MCP stdio tools run a command on the worker's host: admins only."""
-        if ((item is not None and _is_stdio(item.config)) or _is_stdio(sent.get("config"))) \
-                and not caller.may(Role.ADMIN):
-            raise Forbidden("MCP stdio tools run a command on the worker's host: creating "
-                            "or changing one needs the admin role; your role in workspace "
-                            f"{caller.workspace_id} is {caller.role.value}")
+        if (
+            (item is not None and _is_stdio(item.config)) or _is_stdio(sent.get("config"))
+        ) and not caller.may(Role.ADMIN):
+            raise Forbidden(
+                "MCP stdio tools run a command on the worker's host: creating "
+                "or changing one needs the admin role; your role in workspace "
+                f"{caller.workspace_id} is {caller.role.value}"
+            )
 
-    async def new(self, session: AsyncSession, workspace_id: int, body: ToolCreate,
-                  settings: Settings) -> Tool:
+    async def new(
+        self, session: AsyncSession, workspace_id: int, body: ToolCreate, settings: Settings
+    ) -> Tool:
         _check_stdio(body.config, settings)
-        return Tool(workspace_id=workspace_id, name=body.name, description=body.description,
-                    type=body.type, input_schema=body.input_schema,
-                    config=_seal(body.config, None, settings))
+        return Tool(
+            workspace_id=workspace_id,
+            name=body.name,
+            description=body.description,
+            type=body.type,
+            input_schema=body.input_schema,
+            config=_seal(body.config, None, settings),
+        )
 
-    async def columns(self, session: AsyncSession, item: Tool, sent: dict[str, Any],
-                      settings: Settings) -> dict[str, Any]:
+    async def columns(
+        self, session: AsyncSession, item: Tool, sent: dict[str, Any], settings: Settings
+    ) -> dict[str, Any]:
         """A config sent, or a new type, is validated against the type and sealed; secrets
         sent back as "***" keep their stored values while the destination stays."""
         columns = dict(sent)
@@ -128,10 +152,15 @@ class Tools(Resource[Tool]):
 
     async def check_deletable(self, session: AsyncSession, item: Tool) -> None:
         await refuse_if_published(session, "tool", item.id)
-        agent = (await session.execute(
-            select(Agent.id, Agent.name).join(AgentTool, AgentTool.agent_id == Agent.id)
-            .where(AgentTool.tool_id == item.id).order_by(Agent.id).limit(1)
-        )).first()
+        agent = (
+            await session.execute(
+                select(Agent.id, Agent.name)
+                .join(AgentTool, AgentTool.agent_id == Agent.id)
+                .where(AgentTool.tool_id == item.id)
+                .order_by(Agent.id)
+                .limit(1)
+            )
+        ).first()
         if agent is not None:
             raise Conflict(
                 f"tool {item.id} is still listed by agent {agent.id} ({agent.name!r}); "
@@ -142,18 +171,31 @@ class Tools(Resource[Tool]):
 
 tools = Tools(Tool, "tool")
 router = resource_router(
-    tools, prefix="/api/v1/Tool", tag="Tool", out=ToolOut, create=ToolCreate,
-    update=ToolUpdate, name_max_length=100,
-    summaries={"update": "Update a tool (partial; secrets sent as \"***\" are kept)"})
+    tools,
+    prefix="/api/v1/Tool",
+    tag="Tool",
+    out=ToolOut,
+    create=ToolCreate,
+    update=ToolUpdate,
+    name_max_length=100,
+    summaries={"update": 'Update a tool (partial; secrets sent as "***" are kept)'},
+)
 
 
-@router.post("/{tool_id}/test", response_model=Envelope[ToolTestResult],
-             summary="Test a tool: really connect (HTTP: make the request; MCP: list the "
-                     "tools, and call the tool when arguments are given)",
-             responses=error_responses(404))
-async def try_tool(tool_id: int, session: SessionDep, settings: SettingsDep,
-                   workspace_id: EditorWorkspaceDep, body: ToolTestRequest | None = None
-                   ) -> dict[str, Any]:
+@router.post(
+    "/{tool_id}/test",
+    response_model=Envelope[ToolTestResult],
+    summary="Test a tool: really connect (HTTP: make the request; MCP: list the "
+    "tools, and call the tool when arguments are given)",
+    responses=error_responses(404),
+)
+async def try_tool(
+    tool_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    workspace_id: EditorWorkspaceDep,
+    body: ToolTestRequest | None = None,
+) -> dict[str, Any]:
     """A failed connection is ``ok: false`` with the reason (DNS, refused, timeout, TLS,
     HTTP status, MCP protocol error), never an error status. An MCP tool saved without
     input_schema gets the one its server lists here."""
@@ -163,7 +205,6 @@ async def try_tool(tool_id: int, session: SessionDep, settings: SettingsDep,
     result = await try_connection(tool, body.arguments if body is not None else None, settings)
     schema = discovered_schema(tool, result.tools) if tool.input_schema is None else None
     if schema is not None:
-        await session.execute(update(Tool).where(Tool.id == tool.id)
-                              .values(input_schema=schema))
+        await session.execute(update(Tool).where(Tool.id == tool.id).values(input_schema=schema))
         await session.commit()
     return ok(result.model_dump(mode="json"))

@@ -33,14 +33,21 @@ def draft_json(definition: Definition) -> dict[str, Any]:
 
 
 class Workflows(Resource[Workflow]):
-    async def new(self, session: AsyncSession, workspace_id: int, body: WorkflowCreate,
-                  settings: Settings) -> Workflow:
-        return Workflow(workspace_id=workspace_id, name=body.name, description=body.description,
-                        definition=draft_json(body.definition), version=0,
-                        has_unpublished_changes=True)
+    async def new(
+        self, session: AsyncSession, workspace_id: int, body: WorkflowCreate, settings: Settings
+    ) -> Workflow:
+        return Workflow(
+            workspace_id=workspace_id,
+            name=body.name,
+            description=body.description,
+            definition=draft_json(body.definition),
+            version=0,
+            has_unpublished_changes=True,
+        )
 
-    async def columns(self, session: AsyncSession, item: Workflow, sent: dict[str, Any],
-                      settings: Settings) -> dict[str, Any]:
+    async def columns(
+        self, session: AsyncSession, item: Workflow, sent: dict[str, Any], settings: Settings
+    ) -> dict[str, Any]:
         """Edits the draft; it has unpublished changes once its definition differs."""
         columns = dict(sent)
         if "definition" in columns:
@@ -51,9 +58,9 @@ class Workflows(Resource[Workflow]):
 
     async def check_deletable(self, session: AsyncSession, item: Workflow) -> None:
         active = await session.scalar(
-            select(func.count()).select_from(Execution).where(
-                Execution.workflow_id == item.id, Execution.status.in_(ACTIVE_STATUSES)
-            )
+            select(func.count())
+            .select_from(Execution)
+            .where(Execution.workflow_id == item.id, Execution.status.in_(ACTIVE_STATUSES))
         )
         if active:
             raise Conflict(
@@ -63,8 +70,9 @@ class Workflows(Resource[Workflow]):
             )
 
 
-async def _by_status(status: Annotated[Literal["draft", "published"] | None, Query()] = None
-                     ) -> list[ColumnElement[bool]]:
+async def _by_status(
+    status: Annotated[Literal["draft", "published"] | None, Query()] = None,
+) -> list[ColumnElement[bool]]:
     if status == "draft":
         return [Workflow.version == 0]
     if status == "published":
@@ -74,19 +82,31 @@ async def _by_status(status: Annotated[Literal["draft", "published"] | None, Que
 
 workflows = Workflows(Workflow, "workflow")
 router = resource_router(
-    workflows, prefix="/api/v1/Workflow", tag="Workflow", out=WorkflowOut,
-    create=WorkflowCreate, update=WorkflowUpdate, name_max_length=200, filters=_by_status,
-    summaries={"create": "Create a workflow (as a draft)",
-               "update": "Edit the draft (published versions never change)",
-               "delete": "Delete a workflow, its versions and finished executions"})
+    workflows,
+    prefix="/api/v1/Workflow",
+    tag="Workflow",
+    out=WorkflowOut,
+    create=WorkflowCreate,
+    update=WorkflowUpdate,
+    name_max_length=200,
+    filters=_by_status,
+    summaries={
+        "create": "Create a workflow (as a draft)",
+        "update": "Edit the draft (published versions never change)",
+        "delete": "Delete a workflow, its versions and finished executions",
+    },
+)
 
 
-@router.post("/{workflow_id}/publish", response_model=Envelope[WorkflowOut],
-             summary="Validate the draft and publish it as the next immutable version",
-             responses=error_responses(404, 409))
-async def publish_workflow(workflow_id: int, session: SessionDep,
-                           workspace_id: EditorWorkspaceDep
-                           ) -> dict[str, Any]:
+@router.post(
+    "/{workflow_id}/publish",
+    response_model=Envelope[WorkflowOut],
+    summary="Validate the draft and publish it as the next immutable version",
+    responses=error_responses(404, 409),
+)
+async def publish_workflow(
+    workflow_id: int, session: SessionDep, workspace_id: EditorWorkspaceDep
+) -> dict[str, Any]:
     workflow = await workflows.get(session, workflow_id, workspace_id)
     if workflow.version > 0 and not workflow.has_unpublished_changes:
         raise Conflict(
@@ -94,14 +114,20 @@ async def publish_workflow(workflow_id: int, session: SessionDep,
             "edit the draft before publishing again"
         )
     definition = Definition.model_validate(workflow.definition)
-    agent_ids = set(await session.scalars(
-        select(Agent.id).where(Agent.workspace_id == workspace_id,
-                               Agent.id.in_(definition.agent_ids()))
-    ))
-    tool_ids = set(await session.scalars(
-        select(Tool.id).where(Tool.workspace_id == workspace_id,
-                              Tool.id.in_(definition.tool_ids()))
-    ))
+    agent_ids = set(
+        await session.scalars(
+            select(Agent.id).where(
+                Agent.workspace_id == workspace_id, Agent.id.in_(definition.agent_ids())
+            )
+        )
+    )
+    tool_ids = set(
+        await session.scalars(
+            select(Tool.id).where(
+                Tool.workspace_id == workspace_id, Tool.id.in_(definition.tool_ids())
+            )
+        )
+    )
     problems = graph_problems(definition, agent_ids, tool_ids)
     if problems:
         first = problems[0].msg
@@ -118,10 +144,14 @@ async def publish_workflow(workflow_id: int, session: SessionDep,
     session.add(version)
     await session.flush()
     session.add_all(
-        [WorkflowVersionRef(workflow_version_id=version.id, ref_type="agent", ref_id=i)
-         for i in sorted(definition.agent_ids())]
-        + [WorkflowVersionRef(workflow_version_id=version.id, ref_type="tool", ref_id=i)
-           for i in sorted(definition.tool_ids())]
+        [
+            WorkflowVersionRef(workflow_version_id=version.id, ref_type="agent", ref_id=i)
+            for i in sorted(definition.agent_ids())
+        ]
+        + [
+            WorkflowVersionRef(workflow_version_id=version.id, ref_type="tool", ref_id=i)
+            for i in sorted(definition.tool_ids())
+        ]
     )
     workflow.version = version.version
     workflow.has_unpublished_changes = False
@@ -132,27 +162,41 @@ async def publish_workflow(workflow_id: int, session: SessionDep,
     return ok(WorkflowOut.model_validate(workflow))
 
 
-@router.get("/{workflow_id}/versions", response_model=Envelope[Page[WorkflowVersionOut]],
-            summary="List published versions, newest first",
-            responses=error_responses(404))
-async def list_versions(workflow_id: int, session: SessionDep, workspace_id: ViewerWorkspaceDep,
-                        page: PageDep) -> dict[str, Any]:
+@router.get(
+    "/{workflow_id}/versions",
+    response_model=Envelope[Page[WorkflowVersionOut]],
+    summary="List published versions, newest first",
+    responses=error_responses(404),
+)
+async def list_versions(
+    workflow_id: int, session: SessionDep, workspace_id: ViewerWorkspaceDep, page: PageDep
+) -> dict[str, Any]:
     await workflows.get(session, workflow_id, workspace_id)
-    stmt = (select(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow_id)
-            .order_by(WorkflowVersion.version.desc()))
+    stmt = (
+        select(WorkflowVersion)
+        .where(WorkflowVersion.workflow_id == workflow_id)
+        .order_by(WorkflowVersion.version.desc())
+    )
     return ok(await paginate(session, stmt, page, WorkflowVersionOut.model_validate))
 
 
-@router.get("/{workflow_id}/versions/{version}", response_model=Envelope[WorkflowVersionOut],
-            summary="Get one published version",
-            responses=error_responses(404))
-async def get_version(workflow_id: int, version: int, session: SessionDep,
-                      workspace_id: ViewerWorkspaceDep) -> dict[str, Any]:
+@router.get(
+    "/{workflow_id}/versions/{version}",
+    response_model=Envelope[WorkflowVersionOut],
+    summary="Get one published version",
+    responses=error_responses(404),
+)
+async def get_version(
+    workflow_id: int, version: int, session: SessionDep, workspace_id: ViewerWorkspaceDep
+) -> dict[str, Any]:
     await workflows.get(session, workflow_id, workspace_id)
     row = None
     if 1 <= version <= MAX_DB_ID:
-        row = await session.scalar(select(WorkflowVersion).where(
-            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version))
+        row = await session.scalar(
+            select(WorkflowVersion).where(
+                WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version
+            )
+        )
     if row is None:
         raise NotFound(f"workflow {workflow_id} has no version {version}")
     return ok(WorkflowVersionOut.model_validate(row))

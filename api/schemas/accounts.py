@@ -61,7 +61,8 @@ class MemberIn(InputModel):
     email: str
     role: Role
     password: Password | None = Field(
-        default=None, description="Creates the user with this password if it has no account.")
+        default=None, description="Creates the user with this password if it has no account."
+    )
 
     @field_validator("email")
     @classmethod

@@ -17,15 +17,19 @@ def _optional_url(value: str | None) -> str | None:
     http_url(value)
     parts = urlsplit(value)
     if parts.username is not None or parts.password is not None:
-        raise ValueError("must not carry credentials (user:password@); send the key as "
-                         "api_key, which is stored encrypted")
+        raise ValueError(
+            "must not carry credentials (user:password@); send the key as "
+            "api_key, which is stored encrypted"
+        )
     return value
 
 
 def _not_the_mask(value: SecretStr | None) -> SecretStr | None:
     if value is not None and value.get_secret_value().strip() == "***":
-        raise ValueError('"***" is how a secret is shown, not a key: send the real key, '
-                         "or leave api_key out to keep the stored one")
+        raise ValueError(
+            '"***" is how a secret is shown, not a key: send the real key, '
+            "or leave api_key out to keep the stored one"
+        )
     return value
 
 
@@ -96,7 +100,8 @@ class AgentOut(OutputModel):
     base_url: str | None
     # Whether a key is stored, read from the ciphertext column; the key is never shown.
     api_key_set: Annotated[bool, BeforeValidator(lambda stored: stored is not None)] = Field(
-        validation_alias="api_key_encrypted")
+        validation_alias="api_key_encrypted"
+    )
     system_prompt: str
     temperature: float | None
     max_tokens: int | None

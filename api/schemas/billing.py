@@ -9,8 +9,9 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from api.schemas.common import DbId, InputModel, Timestamp
 
-MoneyStr = Annotated[str, Field(description="USD, a decimal string with 6 places",
-                                examples=["0.001250"])]
+MoneyStr = Annotated[
+    str, Field(description="USD, a decimal string with 6 places", examples=["0.001250"])
+]
 MAX_BUDGET_USD = Decimal(1_000_000_000)
 
 
@@ -22,9 +23,12 @@ def _positive(value: Decimal | None) -> Decimal | None:
 
 MonthlyUsd = Annotated[
     Decimal | None,
-    Field(le=MAX_BUDGET_USD, decimal_places=6,
-          description="USD per calendar month (UTC), as a string (\"100.00\") or a number; "
-                      "null removes the budget."),
+    Field(
+        le=MAX_BUDGET_USD,
+        decimal_places=6,
+        description='USD per calendar month (UTC), as a string ("100.00") or a number; '
+        "null removes the budget.",
+    ),
     AfterValidator(_positive),
 ]
 
@@ -43,7 +47,8 @@ class UsageReport(Range):
     tool_calls: int
     executions: int = Field(description="Executions with usage in the range.")
     unpriced_calls: int = Field(
-        description="LLM calls of models the pricing table does not know; counted at $0.")
+        description="LLM calls of models the pricing table does not know; counted at $0."
+    )
 
 
 class AgentUsageItem(BaseModel):
@@ -80,8 +85,9 @@ class UsageHistory(Range):
 
 class BudgetIn(InputModel):
     monthly_usd: MonthlyUsd
-    agent_id: DbId | None = Field(default=None,
-                                  description="The agent to limit; omit for the workspace.")
+    agent_id: DbId | None = Field(
+        default=None, description="The agent to limit; omit for the workspace."
+    )
 
 
 class BudgetLine(BaseModel):

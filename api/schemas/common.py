@@ -61,11 +61,11 @@ class ErrorEnvelope(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for errors: the envelope, not FastAPI's ``{"detail": ...}``."""
     described = {
-        404: "No such resource", 409: "Conflicts with the current state",
+        404: "No such resource",
+        409: "Conflicts with the current state",
         422: "Invalid request: data lists the field errors with their locations",
     }
-    return {s: {"model": ErrorEnvelope, "description": described.get(s, "Error")}
-            for s in statuses}
+    return {s: {"model": ErrorEnvelope, "description": described.get(s, "Error")} for s in statuses}
 
 
 class Page(BaseModel, Generic[T]):
@@ -87,27 +87,38 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
-def _json_problems(value: Any, loc: tuple[str | int, ...], depth: int
-                   ) -> Iterator[InitErrorDetails]:
+def _json_problems(
+    value: Any, loc: tuple[str | int, ...], depth: int
+) -> Iterator[InitErrorDetails]:
     if isinstance(value, str):
         problem = _text_problem(value)
         if problem:
             yield {"type": PydanticCustomError("text", problem), "loc": loc, "input": None}
     elif isinstance(value, float) and not math.isfinite(value):
-        yield {"type": PydanticCustomError(
-            "json_number", "NaN and Infinity are not JSON numbers"), "loc": loc, "input": None}
+        yield {
+            "type": PydanticCustomError("json_number", "NaN and Infinity are not JSON numbers"),
+            "loc": loc,
+            "input": None,
+        }
     elif isinstance(value, dict | list):
         if depth > MAX_JSON_DEPTH:
-            yield {"type": PydanticCustomError(
-                "json_depth", "nested more than {max} levels deep", {"max": MAX_JSON_DEPTH}),
-                "loc": loc, "input": None}
+            yield {
+                "type": PydanticCustomError(
+                    "json_depth", "nested more than {max} levels deep", {"max": MAX_JSON_DEPTH}
+                ),
+                "loc": loc,
+                "input": None,
+            }
             return
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             problem = _text_problem(key) if isinstance(key, str) else None
             if problem:
-                yield {"type": PydanticCustomError("text", "key " + problem),
-                       "loc": (*loc, ascii(key)), "input": None}
+                yield {
+                    "type": PydanticCustomError("text", "key " + problem),
+                    "loc": (*loc, ascii(key)),
+                    "input": None,
+                }
                 continue
             yield from _json_problems(item, (*loc, key), depth + 1)
 
@@ -136,13 +147,23 @@ class PartialUpdate(InputModel):
 
     @model_validator(mode="after")
     def _no_null_where_required(self) -> Self:
-        nulls = [f for f in type(self).model_fields
-                 if f in self.model_fields_set and f not in self.nullable
-                 and getattr(self, f) is None]
+        nulls = [
+            f
+            for f in type(self).model_fields
+            if f in self.model_fields_set and f not in self.nullable and getattr(self, f) is None
+        ]
         if nulls:
-            raise ValidationError.from_exception_data(type(self).__name__, [
-                {"type": PydanticCustomError("null", "cannot be null"), "loc": (f,),
-                 "input": None} for f in nulls])
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    {
+                        "type": PydanticCustomError("null", "cannot be null"),
+                        "loc": (f,),
+                        "input": None,
+                    }
+                    for f in nulls
+                ],
+            )
         return self
 
     def changes(self) -> dict[str, Any]:

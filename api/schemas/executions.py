@@ -24,8 +24,12 @@ class CloseCode(IntEnum):
 
 class ExecutionCreate(InputModel):
     workflow_id: int
-    version: int | None = Field(default=None, ge=1, le=MAX_DB_ID,
-                                description="Published version to run; default the latest.")
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_DB_ID,
+        description="Published version to run; default the latest.",
+    )
     input: dict[str, Any] = Field(default_factory=dict)
     start: bool = False
 
@@ -38,11 +42,16 @@ class SignalBody(InputModel):
 
 
 class RerunBody(InputModel):
-    from_node: str | None = Field(default=None, min_length=1, max_length=64,
-                                  description="Run this node and everything downstream again.")
+    from_node: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Run this node and everything downstream again.",
+    )
     input: dict[str, Any] | None = Field(default=None, description="Default: the parent's.")
-    version: int | None = Field(default=None, ge=1, le=2**31 - 1,
-                                description="Default: the parent's version.")
+    version: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Default: the parent's version."
+    )
     start: bool = True
 
 
@@ -70,7 +79,8 @@ class TemporalRef(BaseModel):
     problems: list[str] = Field(
         default_factory=list,
         description="What Temporal reports about a run it cannot advance, such as a "
-                    "workflow task that keeps failing.")
+        "workflow task that keeps failing.",
+    )
 
 
 class ExecutionOut(BaseModel):

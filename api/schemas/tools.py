@@ -126,6 +126,7 @@ class ToolTestResult(BaseModel):
     ok: bool
     latency_ms: float
     tools: list[dict[str, Any]] = Field(
-        default_factory=list, description="MCP: the tools the server offers.")
+        default_factory=list, description="MCP: the tools the server offers."
+    )
     result: Any = None
     error: str | None = None

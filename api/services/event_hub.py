@@ -51,12 +51,19 @@ START_POLL_S = 0.25  # how often a feed of a not-yet-started execution checks fo
 
 def public_event(execution_id: int, item: RecordedEvent) -> dict[str, Any]:
     """An event as clients see it (the contract's field order, with the execution id)."""
-    return {"seq": item.seq, "type": item.type, "execution_id": execution_id,
-            "node_id": item.node_id, "ts": item.ts, "data": item.data}
+    return {
+        "seq": item.seq,
+        "type": item.type,
+        "execution_id": execution_id,
+        "node_id": item.node_id,
+        "ts": item.ts,
+        "data": item.data,
+    }
 
 
-async def stored_events(session: AsyncSession, execution_id: int, after: int
-                        ) -> list[RecordedEvent]:
+async def stored_events(
+    session: AsyncSession, execution_id: int, after: int
+) -> list[RecordedEvent]:
     rows = await session.scalars(
         select(ExecutionEvent)
         .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > after)
@@ -117,8 +124,11 @@ class EventHub:
         if feed is None:
             async with self.sessions() as session:
                 execution = await session.get(Execution, execution_id)
-                if execution is not None and execution.status in FINISHED and \
-                        await execution_service.has_terminal_event(session, execution_id):
+                if (
+                    execution is not None
+                    and execution.status in FINISHED
+                    and await execution_service.has_terminal_event(session, execution_id)
+                ):
                     for item in await stored_events(session, execution_id, after):
                         yield json.dumps(public_event(execution_id, item))
                         EVENTS_DELIVERED.inc()
@@ -132,6 +142,7 @@ class EventHub:
         WEBSOCKET_WATCHERS.inc()
         cursor = after
         try:
+
             def more_to_send() -> bool:
                 return len(feed.events) > cursor or feed.done or self.draining
 
@@ -215,8 +226,10 @@ class EventHub:
         deadline = asyncio.get_running_loop().time() + grace_s
         while any(feed.watchers for feed in self.feeds.values()):
             if asyncio.get_running_loop().time() > deadline:
-                log.warning("watchers still connected after draining",
-                            watchers=sum(feed.watchers for feed in self.feeds.values()))
+                log.warning(
+                    "watchers still connected after draining",
+                    watchers=sum(feed.watchers for feed in self.feeds.values()),
+                )
                 return
             await asyncio.sleep(DRAIN_POLL_S)
 

@@ -25,9 +25,20 @@ from infra.usd import usd_from_sum, usd_sum
 EXECUTIONS = Execution.__table__
 NODE_RUNS = NodeRun.__table__
 USAGE = UsageRecord.__table__
-NODE_COLUMNS = [NODE_RUNS.c[name] for name in ("execution_id", "node_id", "status", "attempts",
-                                               "started_at", "finished_at", "output", "error",
-                                               "reused")]
+NODE_COLUMNS = [
+    NODE_RUNS.c[name]
+    for name in (
+        "execution_id",
+        "node_id",
+        "status",
+        "attempts",
+        "started_at",
+        "finished_at",
+        "output",
+        "error",
+        "reused",
+    )
+]
 
 
 @dataclass
@@ -51,26 +62,36 @@ class ExecutionPage:
     total: int
 
 
-async def execution_page(session: AsyncSession, where: list[ColumnElement[bool]], offset: int,
-                         limit: int) -> ExecutionPage:
+async def execution_page(
+    session: AsyncSession, where: list[ColumnElement[bool]], offset: int, limit: int
+) -> ExecutionPage:
     dialect = session.get_bind().dialect.name
     page = (
         select(EXECUTIONS, func.count().over().label("total_matching"))
-        .where(*where).order_by(EXECUTIONS.c.id.desc()).offset(offset).limit(limit)
+        .where(*where)
+        .order_by(EXECUTIONS.c.id.desc())
+        .offset(offset)
+        .limit(limit)
         .cte("page")
     )
     usage = (  # summed for the page's executions only
-        select(USAGE.c.execution_id,
-               func.sum(USAGE.c.prompt_tokens).label("prompt_tokens"),
-               func.sum(USAGE.c.completion_tokens).label("completion_tokens"),
-               usd_sum(dialect, USAGE.c.cost_usd).label("cost_usd"))
+        select(
+            USAGE.c.execution_id,
+            func.sum(USAGE.c.prompt_tokens).label("prompt_tokens"),
+            func.sum(USAGE.c.completion_tokens).label("completion_tokens"),
+            usd_sum(dialect, USAGE.c.cost_usd).label("cost_usd"),
+        )
         .join(page, page.c.id == USAGE.c.execution_id)
         .group_by(USAGE.c.execution_id)
         .subquery("usage")
     )
     stmt = (
-        select(page, usage.c.prompt_tokens, usage.c.completion_tokens,
-               usage.c.cost_usd.label("cost_usd_sum"))
+        select(
+            page,
+            usage.c.prompt_tokens,
+            usage.c.completion_tokens,
+            usage.c.cost_usd.label("cost_usd_sum"),
+        )
         .outerjoin(usage, usage.c.execution_id == page.c.id)
         .order_by(page.c.id.desc())
     )
@@ -78,18 +99,29 @@ async def execution_page(session: AsyncSession, where: list[ColumnElement[bool]]
     total = 0
     names = EXECUTIONS.c.keys()
     for row in (await session.execute(stmt)).mappings():
-        items.append(ExecutionRow({name: row[name] for name in names}, usage=ExecutionUsage(
-            int(row["prompt_tokens"] or 0), int(row["completion_tokens"] or 0),
-            usd_from_sum(dialect, row["cost_usd_sum"]))))
+        items.append(
+            ExecutionRow(
+                {name: row[name] for name in names},
+                usage=ExecutionUsage(
+                    int(row["prompt_tokens"] or 0),
+                    int(row["completion_tokens"] or 0),
+                    usd_from_sum(dialect, row["cost_usd_sum"]),
+                ),
+            )
+        )
         total = int(row["total_matching"])
     if not items:
         if offset:  # a page past the end has no row to carry the count
-            total = await session.scalar(
-                select(func.count()).select_from(EXECUTIONS).where(*where)) or 0
+            total = (
+                await session.scalar(select(func.count()).select_from(EXECUTIONS).where(*where))
+                or 0
+            )
         return ExecutionPage(items, total)
     by_id = {item.columns["id"]: item for item in items}
     for node in await session.execute(
-            select(*NODE_COLUMNS).where(NODE_RUNS.c.execution_id.in_(list(by_id)))
-            .order_by(NODE_RUNS.c.id)):
+        select(*NODE_COLUMNS)
+        .where(NODE_RUNS.c.execution_id.in_(list(by_id)))
+        .order_by(NODE_RUNS.c.id)
+    ):
         by_id[node.execution_id].nodes.append(node)
     return ExecutionPage(items, total)

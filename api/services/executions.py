@@ -71,36 +71,54 @@ RETRY_AFTER_CAP_S = 5  # what a 429 for the running-executions cap suggests
 
 # How a run that closed without a terminal event of its own is recorded.
 CLOSED_WITHOUT_EVENT = {
-    WorkflowExecutionStatus.TERMINATED: (EventType.EXECUTION_FAILED,
-                                         "terminated by an operator in Temporal"),
+    WorkflowExecutionStatus.TERMINATED: (
+        EventType.EXECUTION_FAILED,
+        "terminated by an operator in Temporal",
+    ),
     WorkflowExecutionStatus.TIMED_OUT: (EventType.EXECUTION_FAILED, "timed out in Temporal"),
     WorkflowExecutionStatus.FAILED: (EventType.EXECUTION_FAILED, "the run failed in Temporal"),
     WorkflowExecutionStatus.CANCELED: (EventType.EXECUTION_CANCELLED, "cancelled in Temporal"),
-    WorkflowExecutionStatus.COMPLETED: (EventType.EXECUTION_FAILED,
-                                        "the run completed without recording its result"),
+    WorkflowExecutionStatus.COMPLETED: (
+        EventType.EXECUTION_FAILED,
+        "the run completed without recording its result",
+    ),
 }
 
 
-async def snapshot(session: AsyncSession, definition: Definition
-                   ) -> tuple[dict[str, AgentSpec], dict[str, ToolSpec]]:
+async def snapshot(
+    session: AsyncSession, definition: Definition
+) -> tuple[dict[str, AgentSpec], dict[str, ToolSpec]]:
     """The agents and tools a run uses, as they are now: edits later do not change it.
     Secrets stay out (the activities read them by id): no API key, sealed config values
     masked, so neither the workflow input nor Temporal's history carries one."""
     agents = {
         str(a.id): AgentSpec(
-            id=a.id, name=a.name, provider=a.provider, model=a.model, base_url=a.base_url,
+            id=a.id,
+            name=a.name,
+            provider=a.provider,
+            model=a.model,
+            base_url=a.base_url,
             system_prompt=a.system_prompt,
-            temperature=a.temperature, max_tokens=a.max_tokens, max_iterations=a.max_iterations,
-            tool_ids=a.tool_ids, metadata=a.metadata_,
+            temperature=a.temperature,
+            max_tokens=a.max_tokens,
+            max_iterations=a.max_iterations,
+            tool_ids=a.tool_ids,
+            metadata=a.metadata_,
         )
         for a in await session.scalars(select(Agent).where(Agent.id.in_(definition.agent_ids())))
     }
     tool_ids = definition.tool_ids() | {t for a in agents.values() for t in a.tool_ids}
     tools = {
-        str(t.id): ToolSpec.model_validate({
-            "id": t.id, "name": t.name, "description": t.description, "type": t.type,
-            "input_schema": t.input_schema, "config": masked_config(t.config),
-        })
+        str(t.id): ToolSpec.model_validate(
+            {
+                "id": t.id,
+                "name": t.name,
+                "description": t.description,
+                "type": t.type,
+                "input_schema": t.input_schema,
+                "config": masked_config(t.config),
+            }
+        )
         for t in await session.scalars(select(Tool).where(Tool.id.in_(tool_ids)))
     }
     return agents, tools
@@ -108,20 +126,28 @@ async def snapshot(session: AsyncSession, definition: Definition
 
 def row_to_event(row: ExecutionEvent) -> RecordedEvent:
     """A stored event as it was published."""
-    return RecordedEvent(seq=row.seq, type=EventType(row.type), node_id=row.node_id,
-                         ts=row.ts.isoformat(), data=row.data)
+    return RecordedEvent(
+        seq=row.seq,
+        type=EventType(row.type),
+        node_id=row.node_id,
+        ts=row.ts.isoformat(),
+        data=row.data,
+    )
 
 
-async def read_events(client: Client, temporal_workflow_id: str, after: int,
-                      run_id: str | None = None) -> list[RecordedEvent]:
+async def read_events(
+    client: Client, temporal_workflow_id: str, after: int, run_id: str | None = None
+) -> list[RecordedEvent]:
     """The run's events with ``seq > after``, as retained in its stream now."""
-    items = await read_stream(client, temporal_workflow_id, EVENTS_TOPIC, after, Event,
-                              run_id=run_id)
+    items = await read_stream(
+        client, temporal_workflow_id, EVENTS_TOPIC, after, Event, run_id=run_id
+    )
     return [recorded(item.offset, item.data) for item in items]
 
 
-async def refuse_beyond_cap(session: AsyncSession, settings: Settings,
-                            execution: Execution) -> None:
+async def refuse_beyond_cap(
+    session: AsyncSession, settings: Settings, execution: Execution
+) -> None:
     """429 while the workspace has ``max_running_executions`` runs started and not
     finished. Refused, not queued: the execution stays pending and the caller starts
     it later (POST /Execution/{id}/start), so no hidden queue decides the order or
@@ -129,40 +155,57 @@ async def refuse_beyond_cap(session: AsyncSession, settings: Settings,
     cap = settings.max_running_executions
     if cap <= 0:
         return
-    running = await session.scalar(select(func.count()).select_from(Execution).where(
-        Execution.workspace_id == execution.workspace_id,
-        Execution.status.in_([ExecutionStatus.RUNNING, ExecutionStatus.WAITING])))
+    running = await session.scalar(
+        select(func.count())
+        .select_from(Execution)
+        .where(
+            Execution.workspace_id == execution.workspace_id,
+            Execution.status.in_([ExecutionStatus.RUNNING, ExecutionStatus.WAITING]),
+        )
+    )
     if (running or 0) >= cap:
         raise TooManyRequests(
             f"this workspace already has {running} executions running (the cap is {cap}); "
             f"execution {execution.id} stays pending: start it with "
             f"POST /api/v1/Execution/{execution.id}/start once one finishes",
-            RETRY_AFTER_CAP_S)
+            RETRY_AFTER_CAP_S,
+        )
 
 
-async def start(session: AsyncSession, client: Client, settings: Settings,
-                execution: Execution) -> None:
+async def start(
+    session: AsyncSession, client: Client, settings: Settings, execution: Execution
+) -> None:
     """Start the run in Temporal; the caller commits. A run the worker already recorded
     (a fast one) keeps what it recorded: only a pending execution becomes running."""
     if execution.status != ExecutionStatus.PENDING:
-        raise Conflict(f"execution {execution.id} is {execution.status}; "
-                       "only a pending execution can be started")
+        raise Conflict(
+            f"execution {execution.id} is {execution.status}; "
+            "only a pending execution can be started"
+        )
     await refuse_beyond_cap(session, settings, execution)
-    version = await session.scalar(select(WorkflowVersion).where(
-        WorkflowVersion.workflow_id == execution.workflow_id,
-        WorkflowVersion.version == execution.workflow_version,
-    ))
+    version = await session.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == execution.workflow_id,
+            WorkflowVersion.version == execution.workflow_version,
+        )
+    )
     if version is None:
-        raise Conflict(f"workflow {execution.workflow_id} version {execution.workflow_version} "
-                       "no longer exists")
+        raise Conflict(
+            f"workflow {execution.workflow_id} version {execution.workflow_version} "
+            "no longer exists"
+        )
     definition = Definition.model_validate(version.definition)
     agents, tools = await snapshot(session, definition)
     run_key = temporal_workflow_id(settings, execution.id)
     params = ExecutionInput(
-        execution_id=execution.id, workspace_id=execution.workspace_id,
+        execution_id=execution.id,
+        workspace_id=execution.workspace_id,
         workflow_id=execution.workflow_id,
-        workflow_version=execution.workflow_version, definition=version.definition,
-        input=execution.input, agents=agents, tools=tools,
+        workflow_version=execution.workflow_version,
+        definition=version.definition,
+        input=execution.input,
+        agents=agents,
+        tools=tools,
         memo=await rerun_memo(session, execution, definition),
         max_history_events=settings.history_events_per_run,
     )
@@ -173,14 +216,16 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
             id=run_key,
             task_queue=settings.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(EXECUTION_ID_ATTR, execution.id),
-                SearchAttributePair(WORKFLOW_ID_ATTR, execution.workflow_id),
-                SearchAttributePair(WORKFLOW_VERSION_ATTR, execution.workflow_version),
-                SearchAttributePair(WORKSPACE_ID_ATTR, str(execution.workspace_id)),
-            ]),
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(EXECUTION_ID_ATTR, execution.id),
+                    SearchAttributePair(WORKFLOW_ID_ATTR, execution.workflow_id),
+                    SearchAttributePair(WORKFLOW_VERSION_ATTR, execution.workflow_version),
+                    SearchAttributePair(WORKSPACE_ID_ATTR, str(execution.workspace_id)),
+                ]
+            ),
             static_summary=f"Keel execution {execution.id}: workflow {execution.workflow_id} "
-                           f"v{execution.workflow_version}",
+            f"v{execution.workflow_version}",
         )
     except WorkflowAlreadyStartedError as exc:
         raise Conflict(f"execution {execution.id} was already started") from exc
@@ -200,61 +245,95 @@ async def start(session: AsyncSession, client: Client, settings: Settings,
     locked.started_at = locked.started_at or datetime.now(UTC)
 
 
-async def rerun_memo(session: AsyncSession, execution: Execution, definition: Definition
-                     ) -> dict[str, MemoEntry]:
+async def rerun_memo(
+    session: AsyncSession, execution: Execution, definition: Definition
+) -> dict[str, MemoEntry]:
     """A rerun starts with its parent's completed node visits, less the node it reruns
     from and everything downstream of it; a first run starts with none."""
     if execution.parent_execution_id is None:
         return {}
-    rerun = downstream(definition, execution.rerun_from_node) \
-        if execution.rerun_from_node else set()
-    rows = await session.scalars(select(ExecutionEvent).where(
-        ExecutionEvent.execution_id == execution.parent_execution_id,
-        ExecutionEvent.type == EventType.NODE_COMPLETED.value,
-    ).order_by(ExecutionEvent.seq))
+    rerun = (
+        downstream(definition, execution.rerun_from_node) if execution.rerun_from_node else set()
+    )
+    rows = await session.scalars(
+        select(ExecutionEvent)
+        .where(
+            ExecutionEvent.execution_id == execution.parent_execution_id,
+            ExecutionEvent.type == EventType.NODE_COMPLETED.value,
+        )
+        .order_by(ExecutionEvent.seq)
+    )
     return seed_from_events(execution.parent_execution_id, map(row_to_event, rows), rerun)
 
 
-async def create_rerun(session: AsyncSession, parent: Execution, version: int | None,
-                       input: dict[str, Any] | None, from_node: str | None) -> Execution:
+async def create_rerun(
+    session: AsyncSession,
+    parent: Execution,
+    version: int | None,
+    input: dict[str, Any] | None,
+    from_node: str | None,
+) -> Execution:
     """A new pending execution that reruns ``parent`` (the caller starts it)."""
     if parent.status in ACTIVE:
-        raise Conflict(f"execution {parent.id} is still {parent.status}; rerun it once it "
-                       "has finished, or cancel it first")
+        raise Conflict(
+            f"execution {parent.id} is still {parent.status}; rerun it once it "
+            "has finished, or cancel it first"
+        )
     number = version or parent.workflow_version
-    pinned = await session.scalar(select(WorkflowVersion).where(
-        WorkflowVersion.workflow_id == parent.workflow_id, WorkflowVersion.version == number))
+    pinned = await session.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == parent.workflow_id, WorkflowVersion.version == number
+        )
+    )
     if pinned is None:
-        raise Unprocessable(f"workflow {parent.workflow_id} has no version {number}", data=[
-            {"loc": ["body", "version"], "msg": f"version {number} does not exist",
-             "type": "unknown_version"}])
+        raise Unprocessable(
+            f"workflow {parent.workflow_id} has no version {number}",
+            data=[
+                {
+                    "loc": ["body", "version"],
+                    "msg": f"version {number} does not exist",
+                    "type": "unknown_version",
+                }
+            ],
+        )
     definition = Definition.model_validate(pinned.definition)
     if from_node is not None and from_node not in {n.id for n in definition.nodes}:
         raise Unprocessable(
             f"version {number} of workflow {parent.workflow_id} has no node {from_node!r}",
-            data=[{"loc": ["body", "from_node"], "msg": f"no node {from_node!r} in version "
-                   f"{number}", "type": "unknown_node"}])
+            data=[
+                {
+                    "loc": ["body", "from_node"],
+                    "msg": f"no node {from_node!r} in version {number}",
+                    "type": "unknown_node",
+                }
+            ],
+        )
     execution = Execution(
-        workspace_id=parent.workspace_id, workflow_id=parent.workflow_id,
-        workflow_version=number, status=ExecutionStatus.PENDING,
+        workspace_id=parent.workspace_id,
+        workflow_id=parent.workflow_id,
+        workflow_version=number,
+        status=ExecutionStatus.PENDING,
         input=parent.input if input is None else input,
-        parent_execution_id=parent.id, rerun_from_node=from_node,
+        parent_execution_id=parent.id,
+        rerun_from_node=from_node,
     )
     session.add(execution)
     await session.flush()
     return execution
 
 
-async def cancel_pending(session: AsyncSession, execution: Execution, by: dict[str, Any]
-                         ) -> bool:
+async def cancel_pending(session: AsyncSession, execution: Execution, by: dict[str, Any]) -> bool:
     """A run that never started ends here, with the same closing event as any other
     (``by``: who cancelled); the caller commits. False if it was started meanwhile:
     cancel it in Temporal."""
     locked = await lock(session, execution.id)
     if locked is None or locked.temporal_workflow_id or locked.status not in ACTIVE:
         return False
-    await _close(session, locked, event(EventType.EXECUTION_CANCELLED,
-                                        datetime.now(UTC).isoformat(), None, {"by": by}))
+    await _close(
+        session,
+        locked,
+        event(EventType.EXECUTION_CANCELLED, datetime.now(UTC).isoformat(), None, {"by": by}),
+    )
     return True
 
 
@@ -267,10 +346,14 @@ async def _close(session: AsyncSession, locked: Execution, closing: Event) -> No
 
 
 async def has_terminal_event(session: AsyncSession, execution_id: int) -> bool:
-    found = await session.scalar(select(ExecutionEvent.id).where(
-        ExecutionEvent.execution_id == execution_id,
-        ExecutionEvent.type.in_([str(t) for t in TERMINAL_EVENTS]),
-    ).limit(1))
+    found = await session.scalar(
+        select(ExecutionEvent.id)
+        .where(
+            ExecutionEvent.execution_id == execution_id,
+            ExecutionEvent.type.in_([str(t) for t in TERMINAL_EVENTS]),
+        )
+        .limit(1)
+    )
     return found is not None
 
 
@@ -287,8 +370,11 @@ async def refresh(session: AsyncSession, client: Client, execution: Execution) -
     except (RPCError, TimeoutError) as exc:
         # No answer from Temporal (or no worker to answer a query): the record stands.
         await session.rollback()
-        log.warning("could not refresh execution from Temporal", execution_id=execution_id,
-                    error=str(exc) or type(exc).__name__)
+        log.warning(
+            "could not refresh execution from Temporal",
+            execution_id=execution_id,
+            error=str(exc) or type(exc).__name__,
+        )
     await session.refresh(execution)
     return problems
 
@@ -311,8 +397,11 @@ async def _refresh(session: AsyncSession, client: Client, execution: Execution) 
         # still know how it closed, or what is wrong with it.
         if not closed and not problems:
             raise
-        log.warning("could not read the events of a closed run", execution_id=execution.id,
-                    error=str(exc) or type(exc).__name__)
+        log.warning(
+            "could not read the events of a closed run",
+            execution_id=execution.id,
+            error=str(exc) or type(exc).__name__,
+        )
     locked = await lock(session, execution.id)
     if locked is None:
         return problems
@@ -326,10 +415,21 @@ async def _refresh(session: AsyncSession, client: Client, execution: Execution) 
         # everything the worker wrote) does not: record how it ended.
         kind, reason = CLOSED_WITHOUT_EVENT[description.status]
         closed_at = (description.close_time or datetime.now(UTC)).isoformat()
-        await _close(session, locked, event(
-            kind, closed_at, None,
-            {"by": OPERATOR} if kind == EventType.EXECUTION_CANCELLED
-            else ExecutionFailed(error=reason)))
-        log.info("recorded a run that closed in Temporal", execution_id=execution.id,
-                 temporal_status=description.status.name)
+        await _close(
+            session,
+            locked,
+            event(
+                kind,
+                closed_at,
+                None,
+                {"by": OPERATOR}
+                if kind == EventType.EXECUTION_CANCELLED
+                else ExecutionFailed(error=reason),
+            ),
+        )
+        log.info(
+            "recorded a run that closed in Temporal",
+            execution_id=execution.id,
+            temporal_status=description.status.name,
+        )
     return problems

@@ -37,18 +37,19 @@ PROBLEMS_QUERY = f'ExecutionStatus = "Running" AND {REPORTED_PROBLEMS_ATTR} IS N
 MAX_LISTED = 1000
 
 
-async def reported_problems(client: Client, description: WorkflowExecutionDescription
-                            ) -> list[str]:
+async def reported_problems(client: Client, description: WorkflowExecutionDescription) -> list[str]:
     """Temporal's own account of why this run does not advance; [] when nothing is wrong."""
     raw = description.raw_description
     attempt = raw.pending_workflow_task.attempt if raw.HasField("pending_workflow_task") else 0
     reported = [str(v) for v in description.search_attributes.get(REPORTED_PROBLEMS_ATTR, [])]
     if attempt < STUCK_AFTER_ATTEMPTS and not reported:
         return []
-    problem = (f"a workflow task has failed {max(attempt - 1, 1)} times in a row and Temporal "
-               "keeps retrying it; the run cannot advance until an operator fixes the worker "
-               "(for example, a deploy that changed workflow code under runs in flight) or "
-               "resets the run")
+    problem = (
+        f"a workflow task has failed {max(attempt - 1, 1)} times in a row and Temporal "
+        "keeps retrying it; the run cannot advance until an operator fixes the worker "
+        "(for example, a deploy that changed workflow code under runs in flight) or "
+        "resets the run"
+    )
     if reported:
         problem += f" [{', '.join(reported)}]"
     last = await _last_task_failure(client, description)
@@ -57,8 +58,9 @@ async def reported_problems(client: Client, description: WorkflowExecutionDescri
     return [problem]
 
 
-async def _last_task_failure(client: Client, description: WorkflowExecutionDescription
-                             ) -> str | None:
+async def _last_task_failure(
+    client: Client, description: WorkflowExecutionDescription
+) -> str | None:
     """The message of the run's most recent workflow task failure, if the history has one."""
     request = GetWorkflowExecutionHistoryReverseRequest(
         namespace=client.namespace,
@@ -67,10 +69,14 @@ async def _last_task_failure(client: Client, description: WorkflowExecutionDescr
     )
     try:
         response = await asyncio.wait_for(
-            client.workflow_service.get_workflow_execution_history_reverse(request), TIMEOUT_S)
+            client.workflow_service.get_workflow_execution_history_reverse(request), TIMEOUT_S
+        )
     except (RPCError, TimeoutError) as exc:
-        log.warning("could not read the run's history", workflow_id=description.id,
-                    error=str(exc) or type(exc).__name__)
+        log.warning(
+            "could not read the run's history",
+            workflow_id=description.id,
+            error=str(exc) or type(exc).__name__,
+        )
         return None
     for event in response.history.events:
         if event.event_type == HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:

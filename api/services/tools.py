@@ -39,8 +39,9 @@ def discovered_schema(tool: Tool, listed: list[dict[str, Any]]) -> dict[str, Any
     return schema
 
 
-async def try_connection(tool: Tool, arguments: dict[str, Any] | None,
-                          settings: Settings) -> ToolTestResult:
+async def try_connection(
+    tool: Tool, arguments: dict[str, Any] | None, settings: Settings
+) -> ToolTestResult:
     """Really connect (HTTP: make the request; MCP: list the tools, and call the tool when
     ``arguments`` are given). A failed connection is ``ok: false`` with the reason (DNS,
     refused, timeout, TLS, HTTP status, MCP protocol error), never an exception.
@@ -54,16 +55,33 @@ async def try_connection(tool: Tool, arguments: dict[str, Any] | None,
         else:
             # Without arguments the request goes out with {} (the schema is not checked):
             # the question is whether the service answers.
-            outcome = await call_http(name, config, schema if arguments is not None else None,
-                                      arguments or {}, f"test-{uuid.uuid4().hex}",
-                                      settings.secret_key, settings)
+            outcome = await call_http(
+                name,
+                config,
+                schema if arguments is not None else None,
+                arguments or {},
+                f"test-{uuid.uuid4().hex}",
+                settings.secret_key,
+                settings,
+            )
     except RetryableToolError as exc:
         outcome = ToolOutcome(ok=False, error=str(exc))
     except Exception as exc:
         log.exception("tool test failed unexpectedly", tool_id=tool.id)
         outcome = ToolOutcome(ok=False, error=f"{name}: unexpected error: {type(exc).__name__}")
     latency_ms = outcome.latency_ms or (time.perf_counter() - started) * 1000
-    log.info("tool tested", tool_id=tool.id, type=tool_type, ok=outcome.ok,
-             latency_ms=round(latency_ms, 1), error=outcome.error)
-    return ToolTestResult(ok=outcome.ok, latency_ms=latency_ms, tools=outcome.tools,
-                          result=outcome.output, error=outcome.error)
+    log.info(
+        "tool tested",
+        tool_id=tool.id,
+        type=tool_type,
+        ok=outcome.ok,
+        latency_ms=round(latency_ms, 1),
+        error=outcome.error,
+    )
+    return ToolTestResult(
+        ok=outcome.ok,
+        latency_ms=latency_ms,
+        tools=outcome.tools,
+        result=outcome.output,
+        error=outcome.error,
+    )

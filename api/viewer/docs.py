@@ -25,8 +25,9 @@ HIDE_REDOC_CREDIT = '<style>a[href^="https://redocly.com/redoc"] { display: none
 
 def _own_origin(page: HTMLResponse, extra_head: str = "") -> HTMLResponse:
     html = bytes(page.body).decode()
-    return HTMLResponse(html.replace("</head>", f"{extra_head}</head>", 1),
-                        headers=SAME_ORIGIN_ONLY)
+    return HTMLResponse(
+        html.replace("</head>", f"{extra_head}</head>", 1), headers=SAME_ORIGIN_ONLY
+    )
 
 
 def install_docs(app: FastAPI) -> None:
@@ -35,15 +36,25 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return _own_origin(get_swagger_ui_html(
-            openapi_url=openapi_url, title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{VENDOR}/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url=f"{VENDOR}/swagger-ui/swagger-ui.css",
-            swagger_favicon_url=FAVICON))
+        return _own_origin(
+            get_swagger_ui_html(
+                openapi_url=openapi_url,
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{VENDOR}/swagger-ui/swagger-ui-bundle.js",
+                swagger_css_url=f"{VENDOR}/swagger-ui/swagger-ui.css",
+                swagger_favicon_url=FAVICON,
+            )
+        )
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return _own_origin(get_redoc_html(
-            openapi_url=openapi_url, title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{VENDOR}/redoc/redoc.standalone.js",
-            redoc_favicon_url=FAVICON, with_google_fonts=False), HIDE_REDOC_CREDIT)
+        return _own_origin(
+            get_redoc_html(
+                openapi_url=openapi_url,
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{VENDOR}/redoc/redoc.standalone.js",
+                redoc_favicon_url=FAVICON,
+                with_google_fonts=False,
+            ),
+            HIDE_REDOC_CREDIT,
+        )

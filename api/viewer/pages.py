@@ -20,8 +20,9 @@ router = APIRouter(tags=["Run viewer"], include_in_schema=False)
 
 def _page(name: str) -> FileResponse:
     # no-cache: a browser revalidates (ETag), so a new release is seen at once.
-    return FileResponse(STATIC_DIR / name, media_type="text/html",
-                        headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        STATIC_DIR / name, media_type="text/html", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.get("/runs")

@@ -35,28 +35,38 @@ def start_of_month(now: datetime | None = None) -> datetime:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-async def spent(session: AsyncSession, workspace_id: int, agent_id: int | None = None,
-                month_start: datetime | None = None) -> Decimal:
+async def spent(
+    session: AsyncSession,
+    workspace_id: int,
+    agent_id: int | None = None,
+    month_start: datetime | None = None,
+) -> Decimal:
     """USD recorded since ``month_start`` (default: this month) for the workspace or agent."""
     dialect = session.get_bind().dialect.name
     since = month_start or start_of_month()
     stmt = select(usd_sum(dialect, UsageRecord.cost_usd)).where(
-        UsageRecord.workspace_id == workspace_id, UsageRecord.created_at >= since)
+        UsageRecord.workspace_id == workspace_id, UsageRecord.created_at >= since
+    )
     if agent_id is not None:
         stmt = stmt.where(UsageRecord.agent_id == agent_id)
     return usd_from_sum(dialect, await session.scalar(stmt))
 
 
-async def _spent_by_agent(session: AsyncSession, workspace_id: int, agent_ids: Sequence[int],
-                          since: datetime) -> dict[int, Decimal]:
+async def _spent_by_agent(
+    session: AsyncSession, workspace_id: int, agent_ids: Sequence[int], since: datetime
+) -> dict[int, Decimal]:
     if not agent_ids:
         return {}
     dialect = session.get_bind().dialect.name
     rows = await session.execute(
         select(UsageRecord.agent_id, usd_sum(dialect, UsageRecord.cost_usd))
-        .where(UsageRecord.workspace_id == workspace_id, UsageRecord.created_at >= since,
-               UsageRecord.agent_id.in_(list(agent_ids)))
-        .group_by(UsageRecord.agent_id))
+        .where(
+            UsageRecord.workspace_id == workspace_id,
+            UsageRecord.created_at >= since,
+            UsageRecord.agent_id.in_(list(agent_ids)),
+        )
+        .group_by(UsageRecord.agent_id)
+    )
     return {int(agent_id): usd_from_sum(dialect, total) for agent_id, total in rows.all()}
 
 
@@ -91,37 +101,52 @@ class BudgetReport:
 async def budget_report(session: AsyncSession, workspace_id: int) -> BudgetReport:
     """The workspace budget and every agent budget, with this month's spend."""
     since = start_of_month()
-    rows = (await session.execute(
-        select(Budget, Agent.name).outerjoin(Agent, Agent.id == Budget.agent_id)
-        .where(Budget.workspace_id == workspace_id).order_by(Budget.agent_id)
-    )).all()
+    rows = (
+        await session.execute(
+            select(Budget, Agent.name)
+            .outerjoin(Agent, Agent.id == Budget.agent_id)
+            .where(Budget.workspace_id == workspace_id)
+            .order_by(Budget.agent_id)
+        )
+    ).all()
     own = next((b for b, _ in rows if b.agent_id is None), None)
     per_agent = [(b, name) for b, name in rows if b.agent_id is not None]
-    by_agent = await _spent_by_agent(session, workspace_id,
-                                     [b.agent_id for b, _ in per_agent if b.agent_id], since)
-    workspace = BudgetState(None, None, own.monthly_usd if own else None,
-                            await spent(session, workspace_id, month_start=since),
-                            own.updated_at if own else None)
-    agents = [BudgetState(b.agent_id, name, b.monthly_usd,
-                          by_agent.get(b.agent_id or 0, Decimal(0)), b.updated_at)
-              for b, name in per_agent]
+    by_agent = await _spent_by_agent(
+        session, workspace_id, [b.agent_id for b, _ in per_agent if b.agent_id], since
+    )
+    workspace = BudgetState(
+        None,
+        None,
+        own.monthly_usd if own else None,
+        await spent(session, workspace_id, month_start=since),
+        own.updated_at if own else None,
+    )
+    agents = [
+        BudgetState(
+            b.agent_id, name, b.monthly_usd, by_agent.get(b.agent_id or 0, Decimal(0)), b.updated_at
+        )
+        for b, name in per_agent
+    ]
     return BudgetReport(since, workspace, agents)
 
 
-async def set_budget(session: AsyncSession, workspace_id: int, agent_id: int | None,
-                     monthly_usd: Decimal | None) -> None:
+async def set_budget(
+    session: AsyncSession, workspace_id: int, agent_id: int | None, monthly_usd: Decimal | None
+) -> None:
     """Set (or with None remove) a monthly budget. Does not commit."""
     # Take the workspace row's write lock first: budget writers of one workspace run one
     # at a time, so the workspace budget (null agent_id, which a unique index does not
     # compare) stays a single row. A write is the first statement, so SQLite takes its
     # write lock here too instead of failing a read-to-write upgrade later.
-    await session.execute(update(Workspace).where(Workspace.id == workspace_id)
-                          .values(name=Workspace.name))
+    await session.execute(
+        update(Workspace).where(Workspace.id == workspace_id).values(name=Workspace.name)
+    )
     which = Budget.agent_id.is_(None) if agent_id is None else Budget.agent_id == agent_id
     # A locking read: on MySQL a plain read would answer from the snapshot that the
     # request's first query (the caller's credential) opened, missing a concurrent insert.
     existing = await session.scalar(
-        select(Budget).where(Budget.workspace_id == workspace_id, which).with_for_update())
+        select(Budget).where(Budget.workspace_id == workspace_id, which).with_for_update()
+    )
     if monthly_usd is None:
         if existing is not None:
             await session.delete(existing)
@@ -129,20 +154,29 @@ async def set_budget(session: AsyncSession, workspace_id: int, agent_id: int | N
         existing.monthly_usd = monthly_usd
         existing.updated_at = utcnow()
     else:
-        session.add(Budget(workspace_id=workspace_id, agent_id=agent_id,
-                           monthly_usd=monthly_usd, updated_at=utcnow()))
+        session.add(
+            Budget(
+                workspace_id=workspace_id,
+                agent_id=agent_id,
+                monthly_usd=monthly_usd,
+                updated_at=utcnow(),
+            )
+        )
 
 
-async def _first_exhausted(session: AsyncSession, workspace_id: int,
-                           agent_ids: Sequence[int]) -> str | None:
+async def _first_exhausted(
+    session: AsyncSession, workspace_id: int, agent_ids: Sequence[int]
+) -> str | None:
     scope: ColumnElement[bool] = Budget.agent_id.is_(None)
     if agent_ids:
         scope = or_(scope, Budget.agent_id.in_(list(agent_ids)))
-    rows = (await session.execute(
-        select(Budget.agent_id, Budget.monthly_usd, Agent.name)
-        .outerjoin(Agent, Agent.id == Budget.agent_id)
-        .where(and_(Budget.workspace_id == workspace_id, scope))
-    )).all()
+    rows = (
+        await session.execute(
+            select(Budget.agent_id, Budget.monthly_usd, Agent.name)
+            .outerjoin(Agent, Agent.id == Budget.agent_id)
+            .where(and_(Budget.workspace_id == workspace_id, scope))
+        )
+    ).all()
     if not rows:  # the usual case: no budget, no sums
         return None
     since = start_of_month()
@@ -151,9 +185,11 @@ async def _first_exhausted(session: AsyncSession, workspace_id: int,
         if agent_id is None:
             used = await spent(session, workspace_id, month_start=since)
             if used >= limit:
-                return (f"the workspace's monthly budget of {usd_label(limit)} is exhausted: "
-                        f"{usd_label(used)} spent {month}; raise it with PUT "
-                        "/api/v1/Billing/budget or wait for the next month")
+                return (
+                    f"the workspace's monthly budget of {usd_label(limit)} is exhausted: "
+                    f"{usd_label(used)} spent {month}; raise it with PUT "
+                    "/api/v1/Billing/budget or wait for the next month"
+                )
     limits = {int(a): (limit, name) for a, limit, name in rows if a is not None}
     by_agent = await _spent_by_agent(session, workspace_id, sorted(limits), since)
     for agent_id in agent_ids:
@@ -161,30 +197,39 @@ async def _first_exhausted(session: AsyncSession, workspace_id: int,
             limit, name = limits[agent_id]
             used = by_agent.get(agent_id, Decimal(0))
             if used >= limit:
-                return (f"agent {agent_id} ({name!r}) has exhausted its monthly budget of "
-                        f"{usd_label(limit)}: {usd_label(used)} spent {month}; raise it with PUT "
-                        f"/api/v1/Billing/budget (agent_id {agent_id}) or wait for the "
-                        "next month")
+                return (
+                    f"agent {agent_id} ({name!r}) has exhausted its monthly budget of "
+                    f"{usd_label(limit)}: {usd_label(used)} spent {month}; raise it with PUT "
+                    f"/api/v1/Billing/budget (agent_id {agent_id}) or wait for the "
+                    "next month"
+                )
     return None
 
 
-async def budget_block(session: AsyncSession, workspace_id: int,
-                       agent_id: int | None = None) -> str | None:
+async def budget_block(
+    session: AsyncSession, workspace_id: int, agent_id: int | None = None
+) -> str | None:
     """Why a new LLM call (by ``agent_id``) must not start: the workspace's or the agent's
     monthly budget is exhausted. None when it may start. Costs one small query when no
     budget is set; one or two sums over this month's rows when one is."""
-    return await _first_exhausted(session, workspace_id,
-                                  [] if agent_id is None else [agent_id])
+    return await _first_exhausted(session, workspace_id, [] if agent_id is None else [agent_id])
 
 
-async def execution_budget_block(session: AsyncSession, workspace_id: int, workflow_id: int,
-                                 version: int) -> str | None:
+async def execution_budget_block(
+    session: AsyncSession, workspace_id: int, workflow_id: int, version: int
+) -> str | None:
     """``budget_block`` for a new execution: the workspace budget, and the budget of each
     agent the pinned workflow version uses."""
-    agent_ids = list(await session.scalars(
-        select(WorkflowVersionRef.ref_id)
-        .join(WorkflowVersion, WorkflowVersion.id == WorkflowVersionRef.workflow_version_id)
-        .where(WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version,
-               WorkflowVersionRef.ref_type == "agent")
-        .order_by(WorkflowVersionRef.ref_id)))
+    agent_ids = list(
+        await session.scalars(
+            select(WorkflowVersionRef.ref_id)
+            .join(WorkflowVersion, WorkflowVersion.id == WorkflowVersionRef.workflow_version_id)
+            .where(
+                WorkflowVersion.workflow_id == workflow_id,
+                WorkflowVersion.version == version,
+                WorkflowVersionRef.ref_type == "agent",
+            )
+            .order_by(WorkflowVersionRef.ref_id)
+        )
+    )
     return await _first_exhausted(session, workspace_id, agent_ids)

@@ -38,8 +38,15 @@ MAX_KEY_LENGTH = 255  # usage_records.idempotency_key
 MYSQL_DUPLICATE_KEY = 1062
 
 
-def usage_key(execution_id: int, node_id: str, attempt: int, call_index: int | str, *,
-              kind: Kind = "llm", visit: int = 1) -> str:
+def usage_key(
+    execution_id: int,
+    node_id: str,
+    attempt: int,
+    call_index: int | str,
+    *,
+    kind: Kind = "llm",
+    visit: int = 1,
+) -> str:
     """The idempotency key of one call: ``llm:<execution>:<node>:<visit>:<call>:<attempt>``.
 
     ``call_index`` names the call within one visit of the node: an agent's model calls
@@ -63,10 +70,22 @@ def _count(value: int, name: str) -> int:
 
 
 async def record_llm_call(
-    session: AsyncSession, *, key: str, workspace_id: int, execution_id: int | None,
-    workflow_id: int | None, agent_id: int | None, node_id: str | None, provider: str,
-    model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
-    reasoning_tokens: int = 0, latency_ms: float | None = None, pricing: Pricing,
+    session: AsyncSession,
+    *,
+    key: str,
+    workspace_id: int,
+    execution_id: int | None,
+    workflow_id: int | None,
+    agent_id: int | None,
+    node_id: str | None,
+    provider: str,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    latency_ms: float | None = None,
+    pricing: Pricing,
     at: datetime | None = None,
 ) -> UsageRecord | None:
     """Price one answered model call and add it to the ledger, once.
@@ -77,29 +96,53 @@ async def record_llm_call(
     ``cost_usd``, the unit prices and ``unpriced``), or None when ``key`` was already
     recorded. ``at`` is when the call happened (default now). Does not commit.
     """
-    tokens = Tokens(_count(prompt_tokens, "prompt_tokens"),
-                    _count(completion_tokens, "completion_tokens"),
-                    _count(cached_tokens, "cached_tokens"))
+    tokens = Tokens(
+        _count(prompt_tokens, "prompt_tokens"),
+        _count(completion_tokens, "completion_tokens"),
+        _count(cached_tokens, "cached_tokens"),
+    )
     _count(reasoning_tokens, "reasoning_tokens")
     cost = pricing.cost(tokens, model)
     values: dict[str, Any] = {
-        "workspace_id": workspace_id, "execution_id": execution_id,
-        "workflow_id": workflow_id, "agent_id": agent_id, "node_id": node_id, "kind": "llm",
-        "provider": provider, "model": model, "tool_name": None,
-        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens, "cached_tokens": cached_tokens,
+        "workspace_id": workspace_id,
+        "execution_id": execution_id,
+        "workflow_id": workflow_id,
+        "agent_id": agent_id,
+        "node_id": node_id,
+        "kind": "llm",
+        "provider": provider,
+        "model": model,
+        "tool_name": None,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "cached_tokens": cached_tokens,
         "reasoning_tokens": reasoning_tokens,
-        "input_usd_per_mtok": cost.price.input, "output_usd_per_mtok": cost.price.output,
-        "cost_usd": cost.cost_usd, "unpriced": cost.unpriced, "latency_ms": latency_ms,
-        "ok": True, "idempotency_key": key, "created_at": at or utcnow(),
+        "input_usd_per_mtok": cost.price.input,
+        "output_usd_per_mtok": cost.price.output,
+        "cost_usd": cost.cost_usd,
+        "unpriced": cost.unpriced,
+        "latency_ms": latency_ms,
+        "ok": True,
+        "idempotency_key": key,
+        "created_at": at or utcnow(),
     }
     return await _insert_once(session, values)
 
 
 async def record_tool_call(
-    session: AsyncSession, *, key: str, workspace_id: int, execution_id: int | None,
-    workflow_id: int | None, agent_id: int | None, node_id: str | None, tool_name: str,
-    ok: bool, latency_ms: float | None, at: datetime | None = None,
+    session: AsyncSession,
+    *,
+    key: str,
+    workspace_id: int,
+    execution_id: int | None,
+    workflow_id: int | None,
+    agent_id: int | None,
+    node_id: str | None,
+    tool_name: str,
+    ok: bool,
+    latency_ms: float | None,
+    at: datetime | None = None,
 ) -> UsageRecord | None:
     """Add one tool call (an attempt that reached the tool) to the ledger, once.
 
@@ -108,13 +151,27 @@ async def record_tool_call(
     recorded. Does not commit.
     """
     values: dict[str, Any] = {
-        "workspace_id": workspace_id, "execution_id": execution_id,
-        "workflow_id": workflow_id, "agent_id": agent_id, "node_id": node_id, "kind": "tool",
-        "provider": None, "model": None, "tool_name": tool_name,
-        "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0,
-        "reasoning_tokens": 0, "input_usd_per_mtok": Decimal(0),
-        "output_usd_per_mtok": Decimal(0), "cost_usd": Decimal(0), "unpriced": False,
-        "latency_ms": latency_ms, "ok": ok, "idempotency_key": key,
+        "workspace_id": workspace_id,
+        "execution_id": execution_id,
+        "workflow_id": workflow_id,
+        "agent_id": agent_id,
+        "node_id": node_id,
+        "kind": "tool",
+        "provider": None,
+        "model": None,
+        "tool_name": tool_name,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "input_usd_per_mtok": Decimal(0),
+        "output_usd_per_mtok": Decimal(0),
+        "cost_usd": Decimal(0),
+        "unpriced": False,
+        "latency_ms": latency_ms,
+        "ok": ok,
+        "idempotency_key": key,
         "created_at": at or utcnow(),
     }
     return await _insert_once(session, values)
@@ -129,8 +186,11 @@ async def _insert_once(session: AsyncSession, values: dict[str, Any]) -> UsageRe
     table = cast(Table, UsageRecord.__table__)
     if session.get_bind().dialect.name == "sqlite":
         # SAVEPOINTs are unreliable on pysqlite; SQLite has INSERT ... ON CONFLICT.
-        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing(
-            index_elements=["idempotency_key"])
+        stmt = (
+            sqlite_insert(table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        )
         result: CursorResult[Any] = await session.execute(stmt)  # type: ignore[assignment]
         if result.rowcount == 0:
             return None
@@ -140,7 +200,8 @@ async def _insert_once(session: AsyncSession, values: dict[str, Any]) -> UsageRe
         try:
             async with session.begin_nested():
                 result = await session.execute(  # type: ignore[assignment]
-                    insert(table).values(**values))
+                    insert(table).values(**values)
+                )
         except IntegrityError as exc:
             if _is_duplicate(exc):
                 return None

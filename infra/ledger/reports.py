@@ -104,20 +104,30 @@ def _unpriced_calls() -> ColumnElement[Any]:
 
 async def usage_totals(session: AsyncSession, filters: UsageFilter) -> UsageTotals:
     dialect = session.get_bind().dialect.name
-    row = (await session.execute(
-        select(
-            func.sum(UsageRecord.prompt_tokens),
-            func.sum(UsageRecord.completion_tokens),
-            func.sum(UsageRecord.total_tokens),
-            usd_sum(dialect, UsageRecord.cost_usd),
-            _is("llm"),
-            _is("tool"),
-            func.count(distinct(UsageRecord.execution_id)),
-            _unpriced_calls(),
-        ).where(*filters.where())
-    )).one()
-    return UsageTotals(_int(row[0]), _int(row[1]), _int(row[2]), usd_from_sum(dialect, row[3]),
-                       _int(row[4]), _int(row[5]), _int(row[6]), _int(row[7]))
+    row = (
+        await session.execute(
+            select(
+                func.sum(UsageRecord.prompt_tokens),
+                func.sum(UsageRecord.completion_tokens),
+                func.sum(UsageRecord.total_tokens),
+                usd_sum(dialect, UsageRecord.cost_usd),
+                _is("llm"),
+                _is("tool"),
+                func.count(distinct(UsageRecord.execution_id)),
+                _unpriced_calls(),
+            ).where(*filters.where())
+        )
+    ).one()
+    return UsageTotals(
+        _int(row[0]),
+        _int(row[1]),
+        _int(row[2]),
+        usd_from_sum(dialect, row[3]),
+        _int(row[4]),
+        _int(row[5]),
+        _int(row[6]),
+        _int(row[7]),
+    )
 
 
 async def agent_breakdown(session: AsyncSession, filters: UsageFilter) -> list[AgentUsage]:
@@ -126,8 +136,11 @@ async def agent_breakdown(session: AsyncSession, filters: UsageFilter) -> list[A
     # SQLite, given ANALYZE statistics, would walk the (agent_id, created_at) index to
     # group without sorting, then fetch every row at random: 2-10x slower than reading
     # the time range through the covering index and sorting. "+agent_id" hides it.
-    group: Any = (literal_column(f"+{UsageRecord.__tablename__}.agent_id")
-                  if dialect == "sqlite" else UsageRecord.agent_id)
+    group: Any = (
+        literal_column(f"+{UsageRecord.__tablename__}.agent_id")
+        if dialect == "sqlite"
+        else UsageRecord.agent_id
+    )
     cost = usd_sum(dialect, UsageRecord.cost_usd).label("cost")
     total = func.sum(UsageRecord.total_tokens).label("total")
     grouped = (
@@ -135,7 +148,8 @@ async def agent_breakdown(session: AsyncSession, filters: UsageFilter) -> list[A
             UsageRecord.agent_id.label("agent_id"),
             func.sum(UsageRecord.prompt_tokens).label("prompt"),
             func.sum(UsageRecord.completion_tokens).label("completion"),
-            total, cost,
+            total,
+            cost,
             _is("llm").label("llm_calls"),
             _is("tool").label("tool_calls"),
             _unpriced_calls().label("unpriced_calls"),
@@ -144,28 +158,42 @@ async def agent_breakdown(session: AsyncSession, filters: UsageFilter) -> list[A
         .group_by(group)
         .subquery()
     )
-    rows = (await session.execute(
-        select(grouped, Agent.name)
-        .outerjoin(Agent, Agent.id == grouped.c.agent_id)
-        .order_by(grouped.c.cost.desc(), grouped.c.total.desc(), grouped.c.agent_id)
-    )).all()
+    rows = (
+        await session.execute(
+            select(grouped, Agent.name)
+            .outerjoin(Agent, Agent.id == grouped.c.agent_id)
+            .order_by(grouped.c.cost.desc(), grouped.c.total.desc(), grouped.c.agent_id)
+        )
+    ).all()
     items = [
-        AgentUsage(_int(r.agent_id), r.name, _int(r.prompt), _int(r.completion), _int(r.total),
-                   usd_from_sum(dialect, r.cost), _int(r.llm_calls), _int(r.tool_calls),
-                   _int(r.unpriced_calls))
+        AgentUsage(
+            _int(r.agent_id),
+            r.name,
+            _int(r.prompt),
+            _int(r.completion),
+            _int(r.total),
+            usd_from_sum(dialect, r.cost),
+            _int(r.llm_calls),
+            _int(r.tool_calls),
+            _int(r.unpriced_calls),
+        )
         for r in rows
     ]
     flagged = {i.agent_id: i for i in items if i.unpriced_calls}
     if flagged:  # name the models, found through the (workspace, unpriced, time) index
-        for agent_id, model in (await session.execute(
-            select(UsageRecord.agent_id, UsageRecord.model)
-            .where(*filters.where(), UsageRecord.agent_id.is_not(None),
-                   # "= true", not "IS TRUE": only the former can use an index on MySQL
-                   UsageRecord.unpriced == True,  # noqa: E712
-                   )
-            .group_by(group, UsageRecord.model)
-            .order_by(UsageRecord.model)
-        )).all():
+        for agent_id, model in (
+            await session.execute(
+                select(UsageRecord.agent_id, UsageRecord.model)
+                .where(
+                    *filters.where(),
+                    UsageRecord.agent_id.is_not(None),
+                    # "= true", not "IS TRUE": only the former can use an index on MySQL
+                    UsageRecord.unpriced == True,  # noqa: E712
+                )
+                .group_by(group, UsageRecord.model)
+                .order_by(UsageRecord.model)
+            )
+        ).all():
             if _int(agent_id) in flagged:
                 flagged[_int(agent_id)].unpriced_models.append(str(model))
     return items
@@ -187,8 +215,7 @@ def bucket_starts(start: datetime, end: datetime, granularity: Granularity) -> l
     return [first + i * step for i in range(bucket_count(start, end, granularity))]
 
 
-def bucket_expression(dialect: str, granularity: Granularity, column: Any
-                      ) -> ColumnElement[Any]:
+def bucket_expression(dialect: str, granularity: Granularity, column: Any) -> ColumnElement[Any]:
     """The UTC hour or day a timestamp falls in, as ISO text (``YYYY-MM-DD HH...``).
 
     Both databases store UTC without an offset (infra.dbtypes.UTCDateTime). SQLite
@@ -203,8 +230,9 @@ def bucket_expression(dialect: str, granularity: Granularity, column: Any
     raise NotImplementedError(f"no time buckets for the {dialect} database")
 
 
-async def usage_history(session: AsyncSession, filters: UsageFilter,
-                        granularity: Granularity) -> list[UsageBucket]:
+async def usage_history(
+    session: AsyncSession, filters: UsageFilter, granularity: Granularity
+) -> list[UsageBucket]:
     """Usage per UTC hour or day over the whole range, empty buckets included.
 
     The first and last buckets may be partial: they hold only rows inside the range.
@@ -212,21 +240,31 @@ async def usage_history(session: AsyncSession, filters: UsageFilter,
     """
     dialect = session.get_bind().dialect.name
     bucket = bucket_expression(dialect, granularity, UsageRecord.created_at).label("bucket")
-    rows = (await session.execute(
-        select(
-            bucket,
-            func.sum(UsageRecord.prompt_tokens),
-            func.sum(UsageRecord.completion_tokens),
-            func.sum(UsageRecord.total_tokens),
-            usd_sum(dialect, UsageRecord.cost_usd),
-            _is("llm"),
-            _is("tool"),
-        ).where(*filters.where()).group_by(bucket)
-    )).all()
+    rows = (
+        await session.execute(
+            select(
+                bucket,
+                func.sum(UsageRecord.prompt_tokens),
+                func.sum(UsageRecord.completion_tokens),
+                func.sum(UsageRecord.total_tokens),
+                usd_sum(dialect, UsageRecord.cost_usd),
+                _is("llm"),
+                _is("tool"),
+            )
+            .where(*filters.where())
+            .group_by(bucket)
+        )
+    ).all()
     found = {
-        datetime.fromisoformat(str(r[0])).replace(tzinfo=UTC):
-            UsageBucket(datetime.min, _int(r[1]), _int(r[2]), _int(r[3]),
-                        usd_from_sum(dialect, r[4]), _int(r[5]), _int(r[6]))
+        datetime.fromisoformat(str(r[0])).replace(tzinfo=UTC): UsageBucket(
+            datetime.min,
+            _int(r[1]),
+            _int(r[2]),
+            _int(r[3]),
+            usd_from_sum(dialect, r[4]),
+            _int(r[5]),
+            _int(r[6]),
+        )
         for r in rows
     }
     buckets = []
@@ -244,19 +282,25 @@ class ExecutionUsage:
     cost_usd: Decimal = Decimal(0)
 
 
-async def execution_usage(session: AsyncSession, execution_ids: Sequence[int]
-                          ) -> dict[int, ExecutionUsage]:
+async def execution_usage(
+    session: AsyncSession, execution_ids: Sequence[int]
+) -> dict[int, ExecutionUsage]:
     """Each execution's usage as the ledger has it (executions without any: zeros)."""
     if not execution_ids:
         return {}
     dialect = session.get_bind().dialect.name
     rows = await session.execute(
-        select(UsageRecord.execution_id, func.sum(UsageRecord.prompt_tokens),
-               func.sum(UsageRecord.completion_tokens),
-               usd_sum(dialect, UsageRecord.cost_usd))
+        select(
+            UsageRecord.execution_id,
+            func.sum(UsageRecord.prompt_tokens),
+            func.sum(UsageRecord.completion_tokens),
+            usd_sum(dialect, UsageRecord.cost_usd),
+        )
         .where(UsageRecord.execution_id.in_(execution_ids))
         .group_by(UsageRecord.execution_id)
     )
-    found = {row[0]: ExecutionUsage(_int(row[1]), _int(row[2]), usd_from_sum(dialect, row[3]))
-             for row in rows}
+    found = {
+        row[0]: ExecutionUsage(_int(row[1]), _int(row[2]), usd_from_sum(dialect, row[3]))
+        for row in rows
+    }
     return {i: found.get(i, ExecutionUsage()) for i in execution_ids}

@@ -30,8 +30,9 @@ class AccessClaims:
     expires_at: datetime
 
 
-def issue_access_token(secret_key: str, user_id: int, workspace_id: int, ttl: timedelta,
-                       now: datetime | None = None) -> tuple[str, AccessClaims]:
+def issue_access_token(
+    secret_key: str, user_id: int, workspace_id: int, ttl: timedelta, now: datetime | None = None
+) -> tuple[str, AccessClaims]:
     now = now or datetime.now(UTC)
     claims = AccessClaims(user_id, workspace_id, uuid.uuid4().hex, now + ttl)
     payload = {
@@ -48,7 +49,9 @@ def issue_access_token(secret_key: str, user_id: int, workspace_id: int, ttl: ti
 def read_access_token(secret_key: str, token: str) -> AccessClaims:
     try:
         payload = jwt.decode(
-            token, purpose_key(secret_key, "jwt"), algorithms=[ALGORITHM],
+            token,
+            purpose_key(secret_key, "jwt"),
+            algorithms=[ALGORITHM],
             options={"require": REQUIRED_CLAIMS},
         )
         user_id, workspace_id = int(payload["sub"]), payload["ws"]
@@ -58,5 +61,6 @@ def read_access_token(secret_key: str, token: str) -> AccessClaims:
         raise InvalidToken("the access token is not valid") from exc
     if not isinstance(workspace_id, int) or isinstance(workspace_id, bool):
         raise InvalidToken("the access token is not valid")
-    return AccessClaims(user_id, workspace_id, str(payload["jti"]),
-                        datetime.fromtimestamp(payload["exp"], UTC))
+    return AccessClaims(
+        user_id, workspace_id, str(payload["jti"]), datetime.fromtimestamp(payload["exp"], UTC)
+    )

@@ -50,13 +50,17 @@ def reveal(values: dict[str, Any] | None, secret_key: str) -> dict[str, str]:
     return out
 
 
-def secret_values(values: dict[str, Any] | None, revealed: dict[str, str], *,
-                  all_secret: bool) -> list[str]:
+def secret_values(
+    values: dict[str, Any] | None, revealed: dict[str, str], *, all_secret: bool
+) -> list[str]:
     """The plaintext of the secret entries of a headers/env map (to mask them)."""
     out = []
     for key, raw in (values or {}).items():
-        secret = (all_secret or key.lower() in SECRET_HEADERS
-                  or (isinstance(raw, dict) and raw.get("secret", True)))
+        secret = (
+            all_secret
+            or key.lower() in SECRET_HEADERS
+            or (isinstance(raw, dict) and raw.get("secret", True))
+        )
         plain = revealed.get(key, "")
         if secret and len(plain) >= 4:  # masking "1" everywhere would garble output
             out.append(plain)

@@ -57,9 +57,15 @@ async def read_limited(response: httpx.Response, limit: int) -> tuple[str, bool]
     return text, size > cap
 
 
-async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, Any] | None,
-                    arguments: dict[str, Any], call_id: str, secret_key: str,
-                    settings: Settings | None = None) -> ToolOutcome:
+async def call_http(
+    name: str,
+    config: dict[str, Any],
+    input_schema: dict[str, Any] | None,
+    arguments: dict[str, Any],
+    call_id: str,
+    secret_key: str,
+    settings: Settings | None = None,
+) -> ToolOutcome:
     """Call the tool. Invalid arguments, 4xx answers, DNS and TLS failures and blocked
     destinations are a failed outcome (the model can correct itself, or a person must
     fix the config); timeouts, refused connections, 429 and 5xx raise RetryableToolError.
@@ -78,8 +84,9 @@ async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, A
         message = f"{name}: {failure.message}"
         if failure.retryable:
             raise RetryableToolError(message)
-        return ToolOutcome(ok=False, error=message,
-                           latency_ms=(time.perf_counter() - started) * 1000)
+        return ToolOutcome(
+            ok=False, error=message, latency_ms=(time.perf_counter() - started) * 1000
+        )
 
     destination = await resolve_destination(url, settings, timeout_s)
     if isinstance(destination, Failure):
@@ -94,14 +101,22 @@ async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, A
     in_query = method in ("GET", "DELETE")
     try:
         # To the address just checked (no second DNS answer), redirects not followed.
-        transport = PinnedTransport(destination, httpx.AsyncHTTPTransport(verify=_tls()),
-                                    httpx.ConnectError)
+        transport = PinnedTransport(
+            destination, httpx.AsyncHTTPTransport(verify=_tls()), httpx.ConnectError
+        )
         # No proxy from the environment: it would resolve the name again itself.
-        async with httpx.AsyncClient(timeout=timeout_s, transport=transport, trust_env=False,
-                                     follow_redirects=False) as http, http.stream(
-            method, url, headers=headers, params=arguments if in_query else None,
-            json=None if in_query else arguments,
-        ) as response:
+        async with (
+            httpx.AsyncClient(
+                timeout=timeout_s, transport=transport, trust_env=False, follow_redirects=False
+            ) as http,
+            http.stream(
+                method,
+                url,
+                headers=headers,
+                params=arguments if in_query else None,
+                json=None if in_query else arguments,
+            ) as response,
+        ):
             text, unread = await read_limited(response, limit)
     except Exception as exc:
         failure = network_failure(exc, url, timeout_s)
@@ -122,7 +137,12 @@ async def call_http(name: str, config: dict[str, Any], input_schema: dict[str, A
     # A service that echoes a secret header does not get it into results or events.
     output = scrub({"status": response.status_code, "body": body}, secrets)
     if response.status_code >= 400:
-        return ToolOutcome(ok=False, output=output, latency_ms=latency_ms,
-                           error=scrub(f"{name}: HTTP {response.status_code} from {url}: "
-                                       f"{truncate(text, 500)}", secrets))
+        return ToolOutcome(
+            ok=False,
+            output=output,
+            latency_ms=latency_ms,
+            error=scrub(
+                f"{name}: HTTP {response.status_code} from {url}: {truncate(text, 500)}", secrets
+            ),
+        )
     return ToolOutcome(ok=True, output=output, latency_ms=latency_ms)

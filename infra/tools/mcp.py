@@ -134,8 +134,7 @@ def _executable(command: str) -> str:
         return command
     found = shutil.which(command)
     if found is None:
-        raise McpFailure(Failure("spawn_failed", f"cannot start {command!r}: not found on "
-                                                 "PATH"))
+        raise McpFailure(Failure("spawn_failed", f"cannot start {command!r}: not found on PATH"))
     return found
 
 
@@ -144,35 +143,48 @@ def _timeout(config: dict[str, Any], settings: Settings) -> float:
     return float(value) if value else settings.mcp_timeout_s
 
 
-async def _open(stack: AsyncExitStack, name: str, config: dict[str, Any], secret_key: str,
-                settings: Settings, conn: _Connection) -> Client:
+async def _open(
+    stack: AsyncExitStack,
+    name: str,
+    config: dict[str, Any],
+    secret_key: str,
+    settings: Settings,
+    conn: _Connection,
+) -> Client:
     """A connected client (protocol negotiated), its resources on ``stack``."""
     transport = conn.transport
     try:
         env = reveal(config.get("env"), secret_key)
         headers = reveal(config.get("headers"), secret_key)
     except SecretDecryptionError as exc:
-        raise McpFailure(Failure("invalid", f"a secret of this tool cannot be used: {exc}")
-                         ) from None
-    conn.secrets = (secret_values(config.get("env"), env, all_secret=True)
-                    + secret_values(config.get("headers"), headers, all_secret=False))
+        raise McpFailure(
+            Failure("invalid", f"a secret of this tool cannot be used: {exc}")
+        ) from None
+    conn.secrets = secret_values(config.get("env"), env, all_secret=True) + secret_values(
+        config.get("headers"), headers, all_secret=False
+    )
     server: Any
     if transport == "stdio":
         command = str(config.get("command") or "")
-        refusal = stdio_refusal(command, [str(a) for a in config.get("args") or []],
-                                settings.mcp_stdio_allowed)
+        refusal = stdio_refusal(
+            command, [str(a) for a in config.get("args") or []], settings.mcp_stdio_allowed
+        )
         if refusal is not None:
             raise McpFailure(Failure("not_allowed", refusal))
         unsafe = sorted(k for k in env if k.upper().startswith(UNSAFE_ENV_PREFIXES))
         if unsafe:
-            raise McpFailure(Failure("not_allowed", f"config.env may not set {unsafe[0]} (it "
-                                                    "makes the server load other code)"))
+            raise McpFailure(
+                Failure(
+                    "not_allowed",
+                    f"config.env may not set {unsafe[0]} (it makes the server load other code)",
+                )
+            )
         executable = _executable(command)
         # Kept past the connection's end: the tail explains a failure.
         conn.errlog = tempfile.TemporaryFile()  # closed by _session
-        params = StdioServerParameters(command=executable,
-                                       args=[str(a) for a in config.get("args") or []],
-                                       env=env)
+        params = StdioServerParameters(
+            command=executable, args=[str(a) for a in config.get("args") or []], env=env
+        )
         server = stdio_client(params, errlog=cast(TextIO, conn.errlog))
     elif transport in ("streamable_http", "sse"):
         url = str(config.get("url") or "")
@@ -180,36 +192,58 @@ async def _open(stack: AsyncExitStack, name: str, config: dict[str, Any], secret
         if isinstance(destination, Failure):
             raise McpFailure(destination)
 
-        def http_client(headers: dict[str, str] | None = None,
-                        timeout: httpx2.Timeout | None = None,
-                        auth: httpx2.Auth | None = None) -> httpx2.AsyncClient:
+        def http_client(
+            headers: dict[str, str] | None = None,
+            timeout: httpx2.Timeout | None = None,
+            auth: httpx2.Auth | None = None,
+        ) -> httpx2.AsyncClient:
             # Our own deadlines bound every phase; the transport's reads need none.
             # To the address just checked (no second DNS answer), redirects not followed.
-            transport = cast(httpx2.AsyncBaseTransport, PinnedTransport(
-                destination, httpx2.AsyncHTTPTransport(), httpx2.ConnectError))
-            return httpx2.AsyncClient(headers=headers, auth=auth, transport=transport,
-                                      follow_redirects=False, trust_env=False,
-                                      timeout=httpx2.Timeout(conn.timeout_s, read=None),
-                                      event_hooks={"response": [conn.on_response]})
+            transport = cast(
+                httpx2.AsyncBaseTransport,
+                PinnedTransport(destination, httpx2.AsyncHTTPTransport(), httpx2.ConnectError),
+            )
+            return httpx2.AsyncClient(
+                headers=headers,
+                auth=auth,
+                transport=transport,
+                follow_redirects=False,
+                trust_env=False,
+                timeout=httpx2.Timeout(conn.timeout_s, read=None),
+                event_hooks={"response": [conn.on_response]},
+            )
 
         if transport == "sse":
-            server = sse_client(url, headers=headers, timeout=conn.timeout_s,
-                                sse_read_timeout=conn.timeout_s * 4,
-                                httpx_client_factory=http_client)
+            server = sse_client(
+                url,
+                headers=headers,
+                timeout=conn.timeout_s,
+                sse_read_timeout=conn.timeout_s * 4,
+                httpx_client_factory=http_client,
+            )
         else:
             client = await stack.enter_async_context(http_client(headers=headers))
             server = streamable_http_client(url, http_client=client)
     else:
-        raise McpFailure(Failure("invalid", f"unknown MCP transport {transport!r}; "
-                                            f"use one of {', '.join(TRANSPORTS)}"))
-    mcp = Client(server, read_timeout_seconds=conn.timeout_s, client_info=CLIENT_INFO,
-                 message_handler=conn.on_message)
+        raise McpFailure(
+            Failure(
+                "invalid",
+                f"unknown MCP transport {transport!r}; use one of {', '.join(TRANSPORTS)}",
+            )
+        )
+    mcp = Client(
+        server,
+        read_timeout_seconds=conn.timeout_s,
+        client_info=CLIENT_INFO,
+        message_handler=conn.on_message,
+    )
     async with asyncio.timeout(conn.timeout_s):
         return await stack.enter_async_context(mcp)
 
 
-SPAWN_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOEXEC,
-                          errno.ENOTDIR, errno.EISDIR})
+SPAWN_ERRNOS = frozenset(
+    {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.ENOTDIR, errno.EISDIR}
+)
 
 
 def _explain(exc: BaseException, conn: _Connection) -> Failure:
@@ -219,28 +253,38 @@ def _explain(exc: BaseException, conn: _Connection) -> Failure:
     mcp_error = next((e for e in chain if isinstance(e, MCPError)), None)
     if conn.statuses:
         return status_failure(conn.statuses[-1], where, "the MCP endpoint refused the request")
-    protocol = (f"; the server also sent output that is not MCP: {conn.stream_errors[0]}"
-                if conn.stream_errors else "")
+    protocol = (
+        f"; the server also sent output that is not MCP: {conn.stream_errors[0]}"
+        if conn.stream_errors
+        else ""
+    )
     if conn.transport == "stdio":
-        spawn = next((e for e in chain if isinstance(e, OSError)
-                      and e.errno in SPAWN_ERRNOS), None)
+        spawn = next((e for e in chain if isinstance(e, OSError) and e.errno in SPAWN_ERRNOS), None)
         if spawn is not None and step == "connecting":
             return Failure("spawn_failed", f"cannot start {where}: {spawn.strerror or spawn}")
     if (isinstance(mcp_error, MCPError) and mcp_error.code == REQUEST_TIMEOUT) or any(
-            isinstance(e, TimeoutError) for e in chain):
+        isinstance(e, TimeoutError) for e in chain
+    ):
         if protocol:
-            return Failure("protocol", f"MCP protocol error: no answer from {where} within "
-                                       f"{conn.timeout_s:g}s while {step}{protocol}")
-        return Failure("timeout", f"timed out after {conn.timeout_s:g}s {step} ({where})",
-                       retryable=True)
-    closed = ((isinstance(mcp_error, MCPError) and mcp_error.code == CONNECTION_CLOSED)
-              or any(isinstance(e, ConnectionError) for e in chain))
+            return Failure(
+                "protocol",
+                f"MCP protocol error: no answer from {where} within "
+                f"{conn.timeout_s:g}s while {step}{protocol}",
+            )
+        return Failure(
+            "timeout", f"timed out after {conn.timeout_s:g}s {step} ({where})", retryable=True
+        )
+    closed = (isinstance(mcp_error, MCPError) and mcp_error.code == CONNECTION_CLOSED) or any(
+        isinstance(e, ConnectionError) for e in chain
+    )
     if closed and conn.transport == "stdio":
         tail = conn.stderr_tail()
-        return Failure("process_exited",
-                       f"the MCP server process ({where}) exited or closed its output while "
-                       f"{step}{protocol}; " + (f"its stderr ends with: {tail}" if tail
-                                                else "it wrote nothing to stderr"))
+        return Failure(
+            "process_exited",
+            f"the MCP server process ({where}) exited or closed its output while "
+            f"{step}{protocol}; "
+            + (f"its stderr ends with: {tail}" if tail else "it wrote nothing to stderr"),
+        )
     sse = next((e for e in chain if isinstance(e, httpx2.SSEError)), None)
     if sse is not None:
         return Failure("protocol", f"MCP protocol error from {where} while {step}: {sse}")
@@ -248,28 +292,44 @@ def _explain(exc: BaseException, conn: _Connection) -> Failure:
     if network is not None:
         return network
     if closed:
-        return Failure("connection", f"{where} closed the connection while {step}",
-                       retryable=True)
+        return Failure("connection", f"{where} closed the connection while {step}", retryable=True)
     if isinstance(mcp_error, MCPError):
-        said = mcp_error.error.message.strip().splitlines()[0][:300] if \
-            mcp_error.error.message.strip() else "no message"
-        return Failure("protocol", f"MCP protocol error from {where} while {step}: "
-                                   f"{said} (code {mcp_error.code}){protocol}")
+        said = (
+            mcp_error.error.message.strip().splitlines()[0][:300]
+            if mcp_error.error.message.strip()
+            else "no message"
+        )
+        return Failure(
+            "protocol",
+            f"MCP protocol error from {where} while {step}: "
+            f"{said} (code {mcp_error.code}){protocol}",
+        )
     invalid = next((e for e in chain if isinstance(e, ValidationError)), None)
     if invalid is not None:
-        return Failure("protocol", f"MCP protocol error from {where} while {step}: the answer "
-                                   f"does not follow the protocol ({invalid.error_count()} "
-                                   "problems)")
-    return Failure("protocol", f"MCP error from {where} while {step}: "
-                               f"{type(exc).__name__}: {exc}")
+        return Failure(
+            "protocol",
+            f"MCP protocol error from {where} while {step}: the answer "
+            f"does not follow the protocol ({invalid.error_count()} "
+            "problems)",
+        )
+    return Failure("protocol", f"MCP error from {where} while {step}: {type(exc).__name__}: {exc}")
 
 
-async def _session(name: str, config: dict[str, Any], secret_key: str, settings: Settings,
-                   timeout_s: float, work: Callable[[Client, _Connection], Awaitable[T]]) -> T:
+async def _session(
+    name: str,
+    config: dict[str, Any],
+    secret_key: str,
+    settings: Settings,
+    timeout_s: float,
+    work: Callable[[Client, _Connection], Awaitable[T]],
+) -> T:
     """Connect, run ``work``, disconnect; any failure raised as McpFailure, scrubbed."""
     transport = str(config.get("transport"))
-    where = (f"the stdio server {config.get('command')!r}" if transport == "stdio"
-             else str(config.get("url")))
+    where = (
+        f"the stdio server {config.get('command')!r}"
+        if transport == "stdio"
+        else str(config.get("url"))
+    )
     conn = _Connection(transport=transport, where=where, timeout_s=timeout_s)
     done = False
     result: T | None = None
@@ -279,23 +339,29 @@ async def _session(name: str, config: dict[str, Any], secret_key: str, settings:
             result = await work(client, conn)
             done = True
     except McpFailure as exc:
-        raise McpFailure(Failure(exc.failure.kind, conn.scrub(exc.failure.message),
-                                 exc.failure.retryable)) from None
+        raise McpFailure(
+            Failure(exc.failure.kind, conn.scrub(exc.failure.message), exc.failure.retryable)
+        ) from None
     except Exception as exc:
         if done:
             # The answer arrived; only closing the connection went wrong.
-            log.warning("closing the MCP connection failed", tool=name,
-                        error=conn.scrub(f"{type(exc).__name__}: {exc}"))
+            log.warning(
+                "closing the MCP connection failed",
+                tool=name,
+                error=conn.scrub(f"{type(exc).__name__}: {exc}"),
+            )
         else:
             failure = _explain(exc, conn)
-            raise McpFailure(Failure(failure.kind, conn.scrub(failure.message),
-                                     failure.retryable)) from None
+            raise McpFailure(
+                Failure(failure.kind, conn.scrub(failure.message), failure.retryable)
+            ) from None
     finally:
         if conn.errlog is not None:
             conn.errlog.close()
     if conn.stream_errors:
-        log.warning("the MCP server sent output that is not MCP", tool=name,
-                    count=len(conn.stream_errors))
+        log.warning(
+            "the MCP server sent output that is not MCP", tool=name, count=len(conn.stream_errors)
+        )
     return cast(T, result)
 
 
@@ -306,8 +372,10 @@ async def _list_tools(client: Client, conn: _Connection) -> list[dict[str, Any]]
     for _ in range(MAX_TOOL_PAGES):
         async with asyncio.timeout(conn.timeout_s):
             page = await client.list_tools(cursor=cursor)
-        tools += [{"name": t.name, "description": t.description or "",
-                   "input_schema": t.input_schema} for t in page.tools]
+        tools += [
+            {"name": t.name, "description": t.description or "", "input_schema": t.input_schema}
+            for t in page.tools
+        ]
         cursor = page.next_cursor
         if not cursor:
             break
@@ -329,35 +397,41 @@ def _block_text(block: Any) -> str:
     return f"[{kind or type(block).__name__} content]"
 
 
-def _outcome(name: str, target: str, result: Any, limit: int, conn: _Connection
-             ) -> ToolOutcome:
+def _outcome(name: str, target: str, result: Any, limit: int, conn: _Connection) -> ToolOutcome:
     """A CallToolResult as an outcome: structured content if any, else the text joined."""
     text = "\n".join(_block_text(b) for b in result.content or [])
     if result.is_error:
         message = cut_text(text, 2000) or "no message"
-        return ToolOutcome(ok=False, error=conn.scrub(
-            f"{name}: the MCP tool {target!r} reported an error: {message}"))
+        return ToolOutcome(
+            ok=False,
+            error=conn.scrub(f"{name}: the MCP tool {target!r} reported an error: {message}"),
+        )
     output: Any
     if result.structured_content is not None:
         encoded = json.dumps(result.structured_content, ensure_ascii=False)
-        output = (cut_text(encoded, limit) if len(encoded) > limit
-                  else result.structured_content)
+        output = cut_text(encoded, limit) if len(encoded) > limit else result.structured_content
     else:
         output = cut_text(text, limit)
     return ToolOutcome(ok=True, output=conn.scrub(output))
 
 
-async def _call(client: Client, conn: _Connection, name: str, target: str,
-                arguments: dict[str, Any], limit: int) -> ToolOutcome:
+async def _call(
+    client: Client, conn: _Connection, name: str, target: str, arguments: dict[str, Any], limit: int
+) -> ToolOutcome:
     conn.step = f"calling {target!r}"
     async with asyncio.timeout(conn.timeout_s):
         result = await client.call_tool(target, arguments)
     return _outcome(name, target, result, limit, conn)
 
 
-async def call_mcp(name: str, config: dict[str, Any], input_schema: dict[str, Any] | None,
-                   arguments: dict[str, Any], secret_key: str, settings: Settings
-                   ) -> ToolOutcome:
+async def call_mcp(
+    name: str,
+    config: dict[str, Any],
+    input_schema: dict[str, Any] | None,
+    arguments: dict[str, Any],
+    secret_key: str,
+    settings: Settings,
+) -> ToolOutcome:
     """Call the tool ``config["tool_name"]`` (else ``name``) on its MCP server.
 
     Invalid arguments, a result with ``isError``, protocol errors, DNS and TLS failures,
@@ -375,25 +449,45 @@ async def call_mcp(name: str, config: dict[str, Any], input_schema: dict[str, An
         return await _call(client, conn, name, target, arguments, limit)
 
     try:
-        outcome = await _session(name, config, secret_key, settings,
-                                 _timeout(config, settings), work)
+        outcome = await _session(
+            name, config, secret_key, settings, _timeout(config, settings), work
+        )
     except McpFailure as exc:
         message = f"{name}: {exc.failure.message}"
-        log.warning("mcp tool call failed", tool=name, transport=config.get("transport"),
-                    reason=exc.failure.kind, retryable=exc.failure.retryable, error=message)
+        log.warning(
+            "mcp tool call failed",
+            tool=name,
+            transport=config.get("transport"),
+            reason=exc.failure.kind,
+            retryable=exc.failure.retryable,
+            error=message,
+        )
         if exc.failure.retryable:
             raise RetryableToolError(message) from None
-        return ToolOutcome(ok=False, error=message,
-                           latency_ms=(time.perf_counter() - started) * 1000)
+        return ToolOutcome(
+            ok=False, error=message, latency_ms=(time.perf_counter() - started) * 1000
+        )
     outcome.latency_ms = (time.perf_counter() - started) * 1000
-    log.info("mcp tool called", tool=name, transport=config.get("transport"), ok=outcome.ok,
-             latency_ms=round(outcome.latency_ms, 1), error=outcome.error)
+    log.info(
+        "mcp tool called",
+        tool=name,
+        transport=config.get("transport"),
+        ok=outcome.ok,
+        latency_ms=round(outcome.latency_ms, 1),
+        error=outcome.error,
+    )
     return outcome
 
 
-async def probe_mcp(name: str, config: dict[str, Any], secret_key: str, settings: Settings,
-                    arguments: dict[str, Any] | None = None, *,
-                    timeout_s: float | None = None) -> ToolOutcome:
+async def probe_mcp(
+    name: str,
+    config: dict[str, Any],
+    secret_key: str,
+    settings: Settings,
+    arguments: dict[str, Any] | None = None,
+    *,
+    timeout_s: float | None = None,
+) -> ToolOutcome:
     """Connect, list the server's tools and, when ``arguments`` are given, call the tool.
 
     Never raises for a failure (retryable or not): it is ``ok=False`` with the reason.
@@ -408,9 +502,14 @@ async def probe_mcp(name: str, config: dict[str, Any], secret_key: str, settings
         tools = await _list_tools(client, conn)
         if not any(t["name"] == target for t in tools):
             offered = ", ".join(repr(t["name"]) for t in tools[:20]) or "none"
-            return ToolOutcome(ok=False, tools=tools, error=(
-                f"{name}: the MCP server offers no tool named {target!r} (it offers: "
-                f"{offered}); set config.tool_name to one of them"))
+            return ToolOutcome(
+                ok=False,
+                tools=tools,
+                error=(
+                    f"{name}: the MCP server offers no tool named {target!r} (it offers: "
+                    f"{offered}); set config.tool_name to one of them"
+                ),
+            )
         if arguments is None:
             return ToolOutcome(ok=True, tools=tools)
         outcome = await _call(client, conn, name, target, arguments, limit)
@@ -418,8 +517,9 @@ async def probe_mcp(name: str, config: dict[str, Any], secret_key: str, settings
         return outcome
 
     try:
-        outcome = await _session(name, config, secret_key, settings,
-                                 timeout_s or _timeout(config, settings), work)
+        outcome = await _session(
+            name, config, secret_key, settings, timeout_s or _timeout(config, settings), work
+        )
     except McpFailure as exc:
         outcome = ToolOutcome(ok=False, error=f"{name}: {exc.failure.message}")
     outcome.latency_ms = (time.perf_counter() - started) * 1000

@@ -31,10 +31,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Cloud metadata endpoints: by name (checked before any DNS query) and by address.
 METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog"})
-METADATA_ADDRESSES = frozenset({
-    ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, ...
-    ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
-})
+METADATA_ADDRESSES = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, ...
+        ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
+    }
+)
 ALLOW_SETTING = "KEEL_TOOL_ALLOW_LINK_LOCAL"
 PRIVATE_SETTING = "KEEL_TOOLS_ALLOW_PRIVATE"
 
@@ -61,8 +63,13 @@ def blocked_reason(address: IPAddress, settings: Settings) -> tuple[str, str] | 
         if address.is_link_local:
             return "a link-local address", ALLOW_SETTING
     if not settings.tools_allow_private and (not address.is_global or address.is_multicast):
-        kind = ("a loopback" if address.is_loopback
-                else "a private" if address.is_private else "a non-public")
+        kind = (
+            "a loopback"
+            if address.is_loopback
+            else "a private"
+            if address.is_private
+            else "a non-public"
+        )
         return f"{kind} address", PRIVATE_SETTING
     return None
 
@@ -75,8 +82,9 @@ class Destination:
     address: str
 
 
-async def resolve_destination(url: str, settings: Settings, timeout_s: float
-                              ) -> Destination | Failure:
+async def resolve_destination(
+    url: str, settings: Settings, timeout_s: float
+) -> Destination | Failure:
     """Resolve ``url``'s host once and check the address the request will go to; the
     failure (the name does not resolve, or the address is refused) or the destination.
     No connection is opened here: pass the destination to ``PinnedTransport``."""
@@ -85,19 +93,27 @@ async def resolve_destination(url: str, settings: Settings, timeout_s: float
     if not host:
         return Failure("invalid", f"{url} has no host")
     if not settings.tool_allow_link_local and host.rstrip(".").lower() in METADATA_HOSTS:
-        return Failure("blocked", f"{host} is a cloud metadata endpoint; requests there are "
-                                  f"blocked (set {ALLOW_SETTING}=true to allow them)")
+        return Failure(
+            "blocked",
+            f"{host} is a cloud metadata endpoint; requests there are "
+            f"blocked (set {ALLOW_SETTING}=true to allow them)",
+        )
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         async with asyncio.timeout(timeout_s):
             infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM)
+                host, port, type=socket.SOCK_STREAM
+            )
     except TimeoutError:
-        return Failure("dns", f"DNS lookup of {host} timed out after {timeout_s:g}s",
-                       retryable=True)
+        return Failure(
+            "dns", f"DNS lookup of {host} timed out after {timeout_s:g}s", retryable=True
+        )
     except socket.gaierror as exc:
-        return Failure("dns", f"DNS failure: cannot resolve host {host!r} ({exc.strerror})",
-                       retryable=exc.errno == socket.EAI_AGAIN)
+        return Failure(
+            "dns",
+            f"DNS failure: cannot resolve host {host!r} ({exc.strerror})",
+            retryable=exc.errno == socket.EAI_AGAIN,
+        )
     except UnicodeError as exc:
         return Failure("dns", f"DNS failure: {host!r} is not a valid host name ({exc})")
     # Every address the name has must pass (a name with one public and one private
@@ -110,8 +126,11 @@ async def resolve_destination(url: str, settings: Settings, timeout_s: float
         if blocked:
             reason, setting = blocked
             shown = host if host == str(address) else f"{host} resolves to {address}, which"
-            return Failure("blocked", f"{shown} is {reason}; requests there are blocked "
-                                      f"(set {setting}=true to allow them)")
+            return Failure(
+                "blocked",
+                f"{shown} is {reason}; requests there are blocked "
+                f"(set {setting}=true to allow them)",
+            )
     return Destination(host=host, address=str(addresses[0]))
 
 
@@ -131,8 +150,9 @@ class PinnedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: Any) -> Any:
         if request.url.host != self.destination.host:
-            raise self.refuse(f"refused: {request.url.host} is not the tool's host "
-                              f"{self.destination.host}")
+            raise self.refuse(
+                f"refused: {request.url.host} is not the tool's host {self.destination.host}"
+            )
         request.url = request.url.copy_with(host=self.destination.address)
         request.extensions = {**request.extensions, "sni_hostname": self.destination.host}
         return await self.inner.handle_async_request(request)
@@ -175,21 +195,26 @@ def network_failure(exc: BaseException, url: str, timeout_s: float) -> Failure |
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return Failure("refused", f"connection refused by {url}", retryable=True)
     if any(isinstance(e, TIMEOUTS) for e in chain):
-        return Failure("timeout", f"timed out after {timeout_s:g}s talking to {url}",
-                       retryable=True)
+        return Failure(
+            "timeout", f"timed out after {timeout_s:g}s talking to {url}", retryable=True
+        )
     status = next((e for e in chain if isinstance(e, STATUS_ERRORS)), None)
     if status is not None:
         return status_failure(status.response.status_code, url)
     network = next((e for e in chain if isinstance(e, NETWORK_ERRORS)), None)
     if network is not None:
-        return Failure("connection", f"connection to {url} failed: "
-                                     f"{type(network).__name__}: {network}", retryable=True)
+        return Failure(
+            "connection",
+            f"connection to {url} failed: {type(network).__name__}: {network}",
+            retryable=True,
+        )
     return None
 
 
 def status_failure(status: int, url: str, detail: str = "") -> Failure:
     """A non-2xx answer: 429 and 5xx may pass, other statuses will not."""
-    return Failure("http_status", f"HTTP {status} from {url}{': ' + detail if detail else ''}",
-                   retryable=status == 429 or status >= 500)
-
-
+    return Failure(
+        "http_status",
+        f"HTTP {status} from {url}{': ' + detail if detail else ''}",
+        retryable=status == 429 or status >= 500,
+    )

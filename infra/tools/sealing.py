@@ -45,11 +45,14 @@ def move_url_credentials(config: dict[str, Any]) -> dict[str, Any]:
         return config
     headers = dict(config.get("headers") or {})
     if any(name.lower() == "authorization" for name in headers):
-        raise ValueError("the url has user-info and the headers an Authorization header; "
-                         "keep one of them")
+        raise ValueError(
+            "the url has user-info and the headers an Authorization header; keep one of them"
+        )
     user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     headers["Authorization"] = {
-        "value": "Basic " + base64.b64encode(user_pass.encode()).decode(), "secret": True}
+        "value": "Basic " + base64.b64encode(user_pass.encode()).decode(),
+        "secret": True,
+    }
     host = parts.netloc.rpartition("@")[2]
     return {**config, "url": urlunsplit(parts._replace(netloc=host)), "headers": headers}
 
@@ -58,14 +61,17 @@ class NoSecretToKeep(ValueError):
     """``***`` was sent for a value, but no sealed value is stored under that name."""
 
     def __init__(self, field: str, key: str) -> None:
-        super().__init__(f"config.{field}.{key} is \"***\" but no secret is stored under that "
-                         "name; send the real value")
+        super().__init__(
+            f'config.{field}.{key} is "***" but no secret is stored under that '
+            "name; send the real value"
+        )
         self.field = field
         self.key = key
 
 
-def seal_config(config: dict[str, Any], stored: dict[str, Any] | None,
-                secret_key: str) -> dict[str, Any]:
+def seal_config(
+    config: dict[str, Any], stored: dict[str, Any] | None, secret_key: str
+) -> dict[str, Any]:
     """``config`` (validated, as JSON) the way it is stored: secret values encrypted, and a
     value sent as ``***`` replaced by the sealed value of ``stored`` under the same name."""
     sealed_config = dict(config)
@@ -82,8 +88,11 @@ def seal_config(config: dict[str, Any], stored: dict[str, Any] | None,
                 if not isinstance(kept.get(key), dict):
                     raise NoSecretToKeep(field, key)
                 sealed[key] = kept[key]
-            elif (field in ALWAYS_SECRET or (is_object and value["secret"])
-                  or (field == "headers" and key.lower() in SECRET_HEADERS)):
+            elif (
+                field in ALWAYS_SECRET
+                or (is_object and value["secret"])
+                or (field == "headers" and key.lower() in SECRET_HEADERS)
+            ):
                 sealed[key] = {"value": encrypt(raw, secret_key), "secret": True}
             else:
                 sealed[key] = raw
@@ -105,17 +114,19 @@ def masked_config(stored: dict[str, Any]) -> dict[str, Any]:
 
 def masked_entries(config: dict[str, Any]) -> list[tuple[str, str]]:
     """Where a config holds the mask instead of a sealed value: (field, name) pairs."""
-    return [(field, key) for field in SECRET_MAPS
-            for key, value in (config.get(field) or {}).items()
-            if isinstance(value, dict) and value.get("value") == SECRET_MASK]
+    return [
+        (field, key)
+        for field in SECRET_MAPS
+        for key, value in (config.get(field) or {}).items()
+        if isinstance(value, dict) and value.get("value") == SECRET_MASK
+    ]
 
 
 class Repointed(ValueError):
     """The stored tool points elsewhere than the run's snapshot: its secrets stay home."""
 
 
-def with_stored_secrets(config: dict[str, Any], stored: dict[str, Any] | None
-                        ) -> dict[str, Any]:
+def with_stored_secrets(config: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
     """A run's snapshot of a config (secret values masked: secrets never travel in
     workflow inputs) with each masked value filled from the config stored now, read by
     the activity right before the call. The stored tool must still point where the
@@ -125,8 +136,10 @@ def with_stored_secrets(config: dict[str, Any], stored: dict[str, Any] | None
     if not masked:
         return config  # no secrets, or a run from before they stayed out (ciphertext)
     if stored is None or destination(stored) != destination(config):
-        raise Repointed("the tool was deleted or now points elsewhere since the run "
-                        "started; its secrets are not sent to the old destination")
+        raise Repointed(
+            "the tool was deleted or now points elsewhere since the run "
+            "started; its secrets are not sent to the old destination"
+        )
     filled = {field: dict(config.get(field) or {}) for field in SECRET_MAPS if field in config}
     for field, key in masked:
         value = (stored.get(field) or {}).get(key)

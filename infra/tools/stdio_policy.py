@@ -28,11 +28,28 @@ INTERPRETERS = re.compile(
     re.IGNORECASE,
 )
 # Arguments that hand an interpreter its program inline.
-INLINE_CODE_ARGS = frozenset({
-    "-c", "-e", "-p", "-r", "--eval", "--print", "--exec", "--command",
-    "-command", "-Command", "-encodedcommand", "-EncodedCommand", "/c", "/C", "eval",
-    "exec", "run-script", "--code",
-})
+INLINE_CODE_ARGS = frozenset(
+    {
+        "-c",
+        "-e",
+        "-p",
+        "-r",
+        "--eval",
+        "--print",
+        "--exec",
+        "--command",
+        "-command",
+        "-Command",
+        "-encodedcommand",
+        "-EncodedCommand",
+        "/c",
+        "/C",
+        "eval",
+        "exec",
+        "run-script",
+        "--code",
+    }
+)
 # A short-option cluster that ends in or contains c/e/p/r (python -Ic, node -pe, sh -ec).
 INLINE_CLUSTER = re.compile(r"^-[A-Za-z]*[cepr][A-Za-z]*$")
 
@@ -43,8 +60,11 @@ def inline_code_argument(command: str, args: list[str]) -> str | None:
         return None
     for arg in args:
         flag = arg.split("=", 1)[0]
-        if flag in INLINE_CODE_ARGS or flag.lower() in INLINE_CODE_ARGS \
-                or INLINE_CLUSTER.match(flag):
+        if (
+            flag in INLINE_CODE_ARGS
+            or flag.lower() in INLINE_CODE_ARGS
+            or INLINE_CLUSTER.match(flag)
+        ):
             return arg
     return None
 
@@ -52,13 +72,19 @@ def inline_code_argument(command: str, args: list[str]) -> str | None:
 def stdio_refusal(command: str, args: list[str], allowed: list[str]) -> str | None:
     """Why this stdio command may not run, or None when it may."""
     if not allowed:
-        return (f"MCP stdio tools are disabled on this server: an operator enables them by "
-                f"listing the exact server commands in {ALLOWED_SETTING}")
+        return (
+            f"MCP stdio tools are disabled on this server: an operator enables them by "
+            f"listing the exact server commands in {ALLOWED_SETTING}"
+        )
     if command not in allowed:
-        return (f"command {command!r} is not in {ALLOWED_SETTING} (allowed: "
-                f"{', '.join(allowed)}); commands are compared exactly as written")
+        return (
+            f"command {command!r} is not in {ALLOWED_SETTING} (allowed: "
+            f"{', '.join(allowed)}); commands are compared exactly as written"
+        )
     inline = inline_code_argument(command, args)
     if inline is not None:
-        return (f"{command!r} with {inline[:40]!r} runs code given on its command line; "
-                "start an MCP server program or script instead")
+        return (
+            f"{command!r} with {inline[:40]!r} runs code given on its command line; "
+            "start an MCP server program or script instead"
+        )
     return None

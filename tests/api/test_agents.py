@@ -14,8 +14,13 @@ from tests.support.database import dump_database
 from tests.support.responses import data, error
 from tests.support.settings import app_client, make_settings
 
-AGENT = {"name": "researcher", "provider": "fake", "model": "fake-echo",
-         "system_prompt": "You research.", "api_key": "sk-live-supersecret-123"}
+AGENT = {
+    "name": "researcher",
+    "provider": "fake",
+    "model": "fake-echo",
+    "system_prompt": "You research.",
+    "api_key": "sk-live-supersecret-123",
+}
 URL = "/api/v1/Agent/"
 
 
@@ -63,19 +68,47 @@ async def test_create_envelope_and_defaults(client: httpx.AsyncClient) -> None:
     assert body["code"] == 0 and body["msg"] == "success"
     agent = body["data"]
     assert isinstance(agent["id"], int)
-    assert {k: agent[k] for k in ("provider", "model", "description", "base_url", "api_key_set",
-                                  "system_prompt", "temperature", "max_tokens", "metadata")} == {
-        "provider": "fake", "model": "fake-echo", "description": "", "base_url": None,
-        "api_key_set": False, "system_prompt": "", "temperature": None, "max_tokens": None,
-        "metadata": {}}
+    assert {
+        k: agent[k]
+        for k in (
+            "provider",
+            "model",
+            "description",
+            "base_url",
+            "api_key_set",
+            "system_prompt",
+            "temperature",
+            "max_tokens",
+            "metadata",
+        )
+    } == {
+        "provider": "fake",
+        "model": "fake-echo",
+        "description": "",
+        "base_url": None,
+        "api_key_set": False,
+        "system_prompt": "",
+        "temperature": None,
+        "max_tokens": None,
+        "metadata": {},
+    }
     assert agent["updated_at"].endswith("+00:00")
 
 
 async def test_every_field_round_trips(client: httpx.AsyncClient) -> None:
-    full = {"name": "full", "description": "does everything", "provider": "openai",
-            "model": "gpt-4o-mini", "base_url": "http://localhost:11434/v1", "api_key": "k",
-            "system_prompt": "Be brief.", "temperature": 0.7, "max_tokens": 512,
-            "max_iterations": 3, "metadata": {"team": "research", "tags": ["a", 1, None]}}
+    full = {
+        "name": "full",
+        "description": "does everything",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "base_url": "http://localhost:11434/v1",
+        "api_key": "k",
+        "system_prompt": "Be brief.",
+        "temperature": 0.7,
+        "max_tokens": 512,
+        "max_iterations": 3,
+        "metadata": {"team": "research", "tags": ["a", 1, None]},
+    }
     created = await create(client, **full)
     fetched = data(await client.get(f"{URL}{created['id']}"))
     expected = {k: v for k, v in full.items() if k != "api_key"}
@@ -107,29 +140,34 @@ async def test_q_filter_is_case_insensitive_and_literal(client: httpx.AsyncClien
     assert data(await client.get(URL, params={"q": "ALPHA"}))["total"] == 2
     # LIKE wildcards in q are plain characters.
     assert [a["name"] for a in data(await client.get(URL, params={"q": "a_o"}))["items"]] == [
-        "Alpha_One"]
+        "Alpha_One"
+    ]
     assert [a["name"] for a in data(await client.get(URL, params={"q": "0%"}))["items"]] == [
-        "beta 100%"]
+        "beta 100%"
+    ]
     assert data(await client.get(URL, params={"q": "nobody"}))["total"] == 0
 
 
 async def test_partial_update_changes_only_what_is_sent(client: httpx.AsyncClient) -> None:
-    created = await create(client, description="before", temperature=1.0, max_tokens=100,
-                           metadata={"a": 1})
+    created = await create(
+        client, description="before", temperature=1.0, max_tokens=100, metadata={"a": 1}
+    )
     updated = data(await client.put(f"{URL}{created['id']}", json={"description": "after"}))
     assert updated["description"] == "after"
     unchanged = {k: v for k, v in created.items() if k not in ("description", "updated_at")}
     assert {k: updated[k] for k in unchanged} == unchanged
     assert updated["updated_at"] >= created["updated_at"]
 
-    cleared = data(await client.put(f"{URL}{created['id']}",
-                                    json={"temperature": None, "max_tokens": None,
-                                          "metadata": {}, "name": "renamed"}))
+    cleared = data(
+        await client.put(
+            f"{URL}{created['id']}",
+            json={"temperature": None, "max_tokens": None, "metadata": {}, "name": "renamed"},
+        )
+    )
     assert (cleared["temperature"], cleared["max_tokens"], cleared["metadata"]) == (None, None, {})
     assert data(await client.get(f"{URL}{created['id']}"))["name"] == "renamed"
 
-    body = error(await client.put(f"{URL}{created['id']}", json={"name": None, "model": None}),
-                 422)
+    body = error(await client.put(f"{URL}{created['id']}", json={"name": None, "model": None}), 422)
     assert sorted(e["loc"][1] for e in body["data"]) == ["model", "name"]
     assert "cannot be null" in body["msg"]
 
@@ -138,7 +176,10 @@ async def test_delete_then_404_naming_the_id(client: httpx.AsyncClient) -> None:
     created = await create(client)
     deleted = await client.delete(f"{URL}{created['id']}")
     assert deleted.status_code == 200 and deleted.json() == {
-        "code": 0, "msg": "success", "data": None}
+        "code": 0,
+        "msg": "success",
+        "data": None,
+    }
     for method in ("GET", "PUT", "DELETE"):
         kwargs = {"json": {"description": "x"}} if method == "PUT" else {}
         body = error(await client.request(method, f"{URL}{created['id']}", **kwargs), 404)
@@ -162,32 +203,53 @@ async def test_duplicate_names_conflict(client: httpx.AsyncClient) -> None:
     # Renaming to its own name, or changing only the case, is fine.
     data(await client.put(f"{URL}{first['id']}", json={"name": "writer"}))
     assert data(await client.put(f"{URL}{first['id']}", json={"name": "Writer"}))["name"] == (
-        "Writer")
+        "Writer"
+    )
     assert data(await client.get(URL))["total"] == 2
 
 
 async def test_body_validation(client: httpx.AsyncClient) -> None:
     body = error(await client.post(URL, json={"name": "x", "colour": "red"}), 422)
-    assert body["data"] == [{"loc": ["body", "colour"], "msg": "Extra inputs are not permitted",
-                             "type": "extra_forbidden"}]
+    assert body["data"] == [
+        {
+            "loc": ["body", "colour"],
+            "msg": "Extra inputs are not permitted",
+            "type": "extra_forbidden",
+        }
+    ]
     body = error(await client.post(URL, json={"description": "no name"}), 422)
     assert body["data"] == [{"loc": ["body", "name"], "msg": "Field required", "type": "missing"}]
     assert body["msg"] == "invalid name: Field required"
 
-    body = error(await client.post(URL, json={"name": 5, "max_tokens": "many",
-                                              "metadata": [1], "provider": "acme"}), 422)
+    body = error(
+        await client.post(
+            URL, json={"name": 5, "max_tokens": "many", "metadata": [1], "provider": "acme"}
+        ),
+        422,
+    )
     assert all(set(e) == {"loc", "msg", "type"} for e in body["data"])
     assert {tuple(e["loc"]) for e in body["data"]} == {
-        ("body", "name"), ("body", "max_tokens"), ("body", "metadata"), ("body", "provider")}
+        ("body", "name"),
+        ("body", "max_tokens"),
+        ("body", "metadata"),
+        ("body", "provider"),
+    }
     assert "(and 3 more problems)" in body["msg"]
 
-    for bad in ({"name": "   "}, {"name": "x" * 101}, {"name": "x", "max_iterations": 0},
-                {"name": "x", "max_iterations": 101}, {"name": "x", "max_tokens": 0},
-                {"name": "x", "base_url": "ftp://models.example"},
-                {"name": "x", "base_url": "http://"}, {"name": "x", "base_url": "localhost:8000"}):
+    for bad in (
+        {"name": "   "},
+        {"name": "x" * 101},
+        {"name": "x", "max_iterations": 0},
+        {"name": "x", "max_iterations": 101},
+        {"name": "x", "max_tokens": 0},
+        {"name": "x", "base_url": "ftp://models.example"},
+        {"name": "x", "base_url": "http://"},
+        {"name": "x", "base_url": "localhost:8000"},
+    ):
         error(await client.post(URL, json=bad), 422)
-    body = error(await client.put(f"{URL}{(await create(client))['id']}",
-                                  json={"unknown": True}), 422)
+    body = error(
+        await client.put(f"{URL}{(await create(client))['id']}", json={"unknown": True}), 422
+    )
     assert body["data"][0]["type"] == "extra_forbidden"
     assert data(await client.get(URL))["total"] == 1
 
@@ -203,8 +265,9 @@ async def test_temperature_range(client: httpx.AsyncClient) -> None:
     assert data(await client.get(f"{URL}{hot['id']}"))["temperature"] == 2
 
 
-async def test_api_key_is_write_only(client: httpx.AsyncClient, db: AsyncEngine,
-                                     settings: Settings) -> None:
+async def test_api_key_is_write_only(
+    client: httpx.AsyncClient, db: AsyncEngine, settings: Settings
+) -> None:
     async def stored_key(agent_id: int) -> str | None:
         async with db.connect() as conn:
             return await conn.scalar(select(Agent.api_key_encrypted).where(Agent.id == agent_id))
@@ -222,7 +285,8 @@ async def test_api_key_is_write_only(client: httpx.AsyncClient, db: AsyncEngine,
     replaced = data(await client.put(url, json={"api_key": "sk-second-key-111"}))
     assert replaced["api_key_set"] is True
     assert decrypt(await stored_key(created["id"]) or "", settings.secret_key) == (
-        "sk-second-key-111")
+        "sk-second-key-111"
+    )
 
     cleared = data(await client.put(url, json={"api_key": None}))
     assert cleared["api_key_set"] is False
@@ -241,13 +305,16 @@ async def test_tool_ids(client: httpx.AsyncClient) -> None:
     url = f"{URL}{agent['id']}"
     # Order is kept: it is the order the model is shown the tools.
     assert data(await client.put(url, json={"tool_ids": [search, fetch]}))["tool_ids"] == [
-        search, fetch]
+        search,
+        fetch,
+    ]
     assert data(await client.get(url))["tool_ids"] == [search, fetch]
     assert data(await client.put(url, json={"description": "x"}))["tool_ids"] == [search, fetch]
 
     body = error(await client.post(URL, json={"name": "b", "tool_ids": [search, 4242]}), 422)
-    assert body["data"] == [{"loc": ["body", "tool_ids", 1], "msg": "tool 4242 does not exist",
-                             "type": "unknown_tool"}]
+    assert body["data"] == [
+        {"loc": ["body", "tool_ids", 1], "msg": "tool 4242 does not exist", "type": "unknown_tool"}
+    ]
     assert "tool 4242 does not exist" in body["msg"]
     body = error(await client.put(url, json={"tool_ids": [4242]}), 422)
     assert data(await client.get(url))["tool_ids"] == [search, fetch]
@@ -264,10 +331,13 @@ async def test_tool_ids(client: httpx.AsyncClient) -> None:
 
 async def test_json_that_cannot_be_stored_is_refused(client: httpx.AsyncClient) -> None:
     raw = b'{"name": "nan", "metadata": {"score": NaN, "list": [Infinity]}}'
-    body = error(await client.post(URL, content=raw,
-                                   headers={"content-type": "application/json"}), 422)
-    assert [e["loc"] for e in body["data"]] == [["body", "metadata", "score"],
-                                                 ["body", "metadata", "list", 0]]
+    body = error(
+        await client.post(URL, content=raw, headers={"content-type": "application/json"}), 422
+    )
+    assert [e["loc"] for e in body["data"]] == [
+        ["body", "metadata", "score"],
+        ["body", "metadata", "list", 0],
+    ]
     assert "NaN and Infinity" in body["msg"]
 
     deepest: Any = "leaf"
@@ -275,8 +345,7 @@ async def test_json_that_cannot_be_stored_is_refused(client: httpx.AsyncClient) 
         deepest = [deepest]
     ok = await create(client, name="deep", metadata={"x": deepest})
     assert data(await client.get(f"{URL}{ok['id']}"))["metadata"] == {"x": deepest}
-    body = error(await client.post(URL, json={"name": "deeper", "metadata": {"x": [deepest]}}),
-                 422)
+    body = error(await client.post(URL, json={"name": "deeper", "metadata": {"x": [deepest]}}), 422)
     assert body["data"][0]["type"] == "json_depth"
     assert data(await client.get(URL))["total"] == 1
 
@@ -288,9 +357,9 @@ async def test_long_system_prompt(clean_db: str, tmp_path: Path) -> None:
         fits = "é" * 32_767 + "a"  # 65535 bytes of UTF-8
         created = await create(client, system_prompt=fits)
         assert data(await client.get(f"{URL}{created['id']}"))["system_prompt"] == fits
-        body = error(await client.post(URL, json={"name": "long", "system_prompt": fits + "a"}),
-                     422)
+        body = error(
+            await client.post(URL, json={"name": "long", "system_prompt": fits + "a"}), 422
+        )
         assert body["data"][0]["loc"] == ["body", "system_prompt"]
         assert "65535 bytes" in body["msg"]
-        error(await client.put(f"{URL}{created['id']}", json={"system_prompt": "€" * 30_000}),
-              422)
+        error(await client.put(f"{URL}{created['id']}", json={"system_prompt": "€" * 30_000}), 422)

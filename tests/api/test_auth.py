@@ -25,10 +25,12 @@ from tests.support.settings import app_client, make_settings
 ME = "/api/v1/Auth/me"
 
 
-async def sign_in(client: httpx.AsyncClient, email: str, password: str = PASSWORD,
-                  **extra: object) -> httpx.Response:
-    return await client.post("/api/v1/Auth/token",
-                             data={"username": email, "password": password, **extra})
+async def sign_in(
+    client: httpx.AsyncClient, email: str, password: str = PASSWORD, **extra: object
+) -> httpx.Response:
+    return await client.post(
+        "/api/v1/Auth/token", data={"username": email, "password": password, **extra}
+    )
 
 
 def unauthorized(response: httpx.Response) -> dict[str, object]:
@@ -41,7 +43,8 @@ def unauthorized(response: httpx.Response) -> dict[str, object]:
 
 
 async def test_sign_in_gives_a_short_lived_token_for_the_users_workspace(
-        client: httpx.AsyncClient, accounts: Accounts, settings: Settings) -> None:
+    client: httpx.AsyncClient, accounts: Accounts, settings: Settings
+) -> None:
     user_id = await accounts.user("Ada@Example.com", Role.EDITOR)
     token = data(await sign_in(client, "ada@example.com"))
     assert token["token_type"] == "bearer"
@@ -54,12 +57,16 @@ async def test_sign_in_gives_a_short_lived_token_for_the_users_workspace(
     assert jwt.get_unverified_header(token["access_token"])["alg"] == "HS256"
 
     me = data(await client.get(ME, headers=bearer(token["access_token"])))
-    assert me == {"principal": {"type": "user", "id": user_id, "name": "ada@example.com"},
-                  "workspace_id": 1, "role": "editor"}
+    assert me == {
+        "principal": {"type": "user", "id": user_id, "name": "ada@example.com"},
+        "workspace_id": 1,
+        "role": "editor",
+    }
 
 
 async def test_unknown_user_and_wrong_password_are_the_same_401(
-        client: httpx.AsyncClient, accounts: Accounts) -> None:
+    client: httpx.AsyncClient, accounts: Accounts
+) -> None:
     await accounts.user("ada@example.com")
     wrong = unauthorized(await sign_in(client, "ada@example.com", "not the password"))
     unknown = unauthorized(await sign_in(client, "nobody@example.com", "not the password"))
@@ -67,7 +74,8 @@ async def test_unknown_user_and_wrong_password_are_the_same_401(
 
 
 async def test_a_token_for_another_workspace_sees_that_workspace(
-        client: httpx.AsyncClient, accounts: Accounts) -> None:
+    client: httpx.AsyncClient, accounts: Accounts
+) -> None:
     other = await accounts.workspace("other")
     user_id = await accounts.user("ada@example.com", Role.VIEWER)
     await accounts.member(user_id, Role.ADMIN, other)
@@ -82,7 +90,8 @@ async def test_a_token_for_another_workspace_sees_that_workspace(
 
 
 async def test_a_token_dies_with_its_membership(
-        client: httpx.AsyncClient, accounts: Accounts, settings: Settings) -> None:
+    client: httpx.AsyncClient, accounts: Accounts, settings: Settings
+) -> None:
     other = await accounts.workspace("other")
     user_id = await accounts.user("ada@example.com", Role.EDITOR)
     # A valid signature for a workspace the user is not a member of is still refused.
@@ -91,18 +100,36 @@ async def test_a_token_dies_with_its_membership(
     assert "no longer a member" in str(body["msg"])
 
 
-@pytest.mark.parametrize("how", ["expired", "tampered", "alg none", "alg HS512",
-                                 "other key", "no ws claim", "garbage", "empty"])
-async def test_bad_tokens_are_401(client: httpx.AsyncClient, accounts: Accounts,
-                                  settings: Settings, how: str) -> None:
+@pytest.mark.parametrize(
+    "how",
+    [
+        "expired",
+        "tampered",
+        "alg none",
+        "alg HS512",
+        "other key",
+        "no ws claim",
+        "garbage",
+        "empty",
+    ],
+)
+async def test_bad_tokens_are_401(
+    client: httpx.AsyncClient, accounts: Accounts, settings: Settings, how: str
+) -> None:
     user_id = await accounts.user("ada@example.com")
     now = datetime.now(UTC)
-    payload = {"sub": str(user_id), "ws": 1, "jti": "x", "iat": int(now.timestamp()),
-               "exp": int((now + timedelta(minutes=5)).timestamp())}
+    payload = {
+        "sub": str(user_id),
+        "ws": 1,
+        "jti": "x",
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=5)).timestamp()),
+    }
     key = purpose_key(settings.secret_key, "jwt")
     if how == "expired":
-        token, _ = issue_access_token(settings.secret_key, user_id, 1, timedelta(minutes=5),
-                                      now=now - timedelta(minutes=10))
+        token, _ = issue_access_token(
+            settings.secret_key, user_id, 1, timedelta(minutes=5), now=now - timedelta(minutes=10)
+        )
     elif how == "tampered":
         good, _ = issue_access_token(settings.secret_key, user_id, 1, timedelta(minutes=5))
         head, body, signature = good.split(".")
@@ -117,8 +144,7 @@ async def test_bad_tokens_are_401(client: httpx.AsyncClient, accounts: Accounts,
     elif how == "other key":
         token = jwt.encode(payload, b"k" * 32, algorithm="HS256")
     elif how == "no ws claim":
-        token = jwt.encode({k: v for k, v in payload.items() if k != "ws"}, key,
-                           algorithm="HS256")
+        token = jwt.encode({k: v for k, v in payload.items() if k != "ws"}, key, algorithm="HS256")
     elif how == "garbage":
         token = "not-a-jwt"
     else:
@@ -140,7 +166,8 @@ async def test_no_credential_is_401_with_www_authenticate(client: httpx.AsyncCli
 
 
 async def test_an_api_key_is_its_workspaces_principal(
-        client: httpx.AsyncClient, accounts: Accounts) -> None:
+    client: httpx.AsyncClient, accounts: Accounts
+) -> None:
     other = await accounts.workspace("other")
     key = await accounts.api_key(Role.EDITOR, workspace_id=other, name="ci")
     me = data(await client.get(ME, headers=bearer(key)))
@@ -149,8 +176,9 @@ async def test_an_api_key_is_its_workspaces_principal(
 
 
 @pytest.mark.parametrize("how", ["revoked", "expired", "unknown", "malformed"])
-async def test_bad_api_keys_are_401(client: httpx.AsyncClient, accounts: Accounts,
-                                    db: AsyncEngine, how: str) -> None:
+async def test_bad_api_keys_are_401(
+    client: httpx.AsyncClient, accounts: Accounts, db: AsyncEngine, how: str
+) -> None:
     past = datetime.now(UTC) - timedelta(seconds=1)
     key = await accounts.api_key(Role.OWNER)
     if how == "revoked":
@@ -167,7 +195,8 @@ async def test_bad_api_keys_are_401(client: httpx.AsyncClient, accounts: Account
 
 
 async def test_last_used_at_is_written_at_most_once_a_minute(
-        client: httpx.AsyncClient, accounts: Accounts, db: AsyncEngine) -> None:
+    client: httpx.AsyncClient, accounts: Accounts, db: AsyncEngine
+) -> None:
     key = await accounts.api_key(Role.VIEWER, name="watched")
 
     async def last_used() -> datetime | None:
@@ -189,8 +218,9 @@ async def test_last_used_at_is_written_at_most_once_a_minute(
     assert later is not None and later > first
 
 
-async def test_only_a_hash_of_the_key_is_stored(client: httpx.AsyncClient, accounts: Accounts,
-                                                db: AsyncEngine) -> None:
+async def test_only_a_hash_of_the_key_is_stored(
+    client: httpx.AsyncClient, accounts: Accounts, db: AsyncEngine
+) -> None:
     key = await accounts.api_key(Role.OWNER)
     from tests.support.database import dump_database
 
@@ -242,6 +272,9 @@ async def test_a_successful_sign_in_clears_the_failures(clean_db: str, tmp_path:
 async def test_openapi_declares_the_bearer_scheme(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     schemes = spec["components"]["securitySchemes"]
-    assert schemes["bearer"] == {"type": "http", "scheme": "bearer",
-                                 "description": schemes["bearer"]["description"]}
+    assert schemes["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schemes["bearer"]["description"],
+    }
     assert spec["paths"]["/api/v1/Auth/me"]["get"]["security"] == [{"bearer": []}]

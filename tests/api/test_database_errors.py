@@ -24,8 +24,11 @@ def _app(error: Exception) -> FastAPI:
 
 
 async def test_a_lost_database_connection_is_a_503_to_retry() -> None:
-    lost = OperationalError("SELECT secret FROM t WHERE k = %s", ("sk-hidden",),
-                            Exception("(2013, 'Lost connection to MySQL server')"))
+    lost = OperationalError(
+        "SELECT secret FROM t WHERE k = %s",
+        ("sk-hidden",),
+        Exception("(2013, 'Lost connection to MySQL server')"),
+    )
     transport = httpx.ASGITransport(app=_app(lost))
     async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as http:
         response = await http.get("/boom")

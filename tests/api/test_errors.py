@@ -25,8 +25,9 @@ def assert_request_id(response: httpx.Response) -> str:
 
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     for raw in (b'{"name": "x",}', b'{"name": ', b"not json at all"):
-        response = await client.post("/api/v1/Agent/", content=raw,
-                                     headers={"content-type": "application/json"})
+        response = await client.post(
+            "/api/v1/Agent/", content=raw, headers={"content-type": "application/json"}
+        )
         body = error(response, 400)
         assert body["msg"].startswith("request body is not valid JSON: ")
         assert "(at character" in body["msg"]
@@ -41,49 +42,69 @@ async def test_missing_body_is_422(client: httpx.AsyncClient) -> None:
 
 
 async def test_json_sent_without_a_json_content_type_is_explained(
-        client: httpx.AsyncClient) -> None:
+    client: httpx.AsyncClient,
+) -> None:
     for content_type in ("text/plain", "application/x-www-form-urlencoded"):  # curl -d
-        response = await client.post("/api/v1/Agent/", content=b'{"name": "x"}',
-                                     headers={"content-type": content_type})
+        response = await client.post(
+            "/api/v1/Agent/", content=b'{"name": "x"}', headers={"content-type": content_type}
+        )
         body = error(response, 422)
-        assert body["msg"] == ("send the body as JSON with Content-Type: application/json "
-                               f"(got {content_type})")
-    data(await client.post("/api/v1/Agent/", content=b'{"name": "x"}',
-                           headers={"content-type": "application/json; charset=utf-8"}), 201)
+        assert body["msg"] == (
+            f"send the body as JSON with Content-Type: application/json (got {content_type})"
+        )
+    data(
+        await client.post(
+            "/api/v1/Agent/",
+            content=b'{"name": "x"}',
+            headers={"content-type": "application/json; charset=utf-8"},
+        ),
+        201,
+    )
 
 
 async def test_nan_is_not_json(client: httpx.AsyncClient) -> None:
-    response = await client.post("/api/v1/Workflow/", content=b'{"name": "w", "definition": {'
-                                 b'"nodes": [{"id": "t", "type": "tool", "tool_id": 1, '
-                                 b'"arguments": {"limit": -Infinity}}]}}',
-                                 headers={"content-type": "application/json"})
+    response = await client.post(
+        "/api/v1/Workflow/",
+        content=b'{"name": "w", "definition": {'
+        b'"nodes": [{"id": "t", "type": "tool", "tool_id": 1, '
+        b'"arguments": {"limit": -Infinity}}]}}',
+        headers={"content-type": "application/json"},
+    )
     body = error(response, 422)
-    assert body["data"] == [{"loc": ["body", "definition", "nodes", 0, "arguments", "limit"],
-                             "msg": "NaN and Infinity are not JSON numbers",
-                             "type": "json_number"}]
+    assert body["data"] == [
+        {
+            "loc": ["body", "definition", "nodes", 0, "arguments", "limit"],
+            "msg": "NaN and Infinity are not JSON numbers",
+            "type": "json_number",
+        }
+    ]
 
 
 async def test_oversized_body_with_content_length_is_413(client: httpx.AsyncClient) -> None:
     payload = {"name": "big", "system_prompt": "x" * LIMIT}
     response = await client.post("/api/v1/Agent/", json=payload)
     body = error(response, 413)
-    assert body == {"code": 413, "data": None,
-                    "msg": f"request body is larger than the limit of {LIMIT} bytes "
-                           "(KEEL_MAX_REQUEST_BYTES)"}
+    assert body == {
+        "code": 413,
+        "data": None,
+        "msg": f"request body is larger than the limit of {LIMIT} bytes (KEEL_MAX_REQUEST_BYTES)",
+    }
     assert_request_id(response)
     assert data(await client.get("/api/v1/Agent/"))["total"] == 0
 
 
 async def test_oversized_streamed_body_without_content_length_is_413(
-        client: httpx.AsyncClient) -> None:
+    client: httpx.AsyncClient,
+) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"name": "big", "system_prompt": "'
         for _ in range(10):
             yield b"x" * 8192
         yield b'"}'
 
-    request = client.build_request("POST", "/api/v1/Agent/", content=chunks(),
-                                   headers={"content-type": "application/json"})
+    request = client.build_request(
+        "POST", "/api/v1/Agent/", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert "content-length" not in request.headers
     response = await client.send(request)
     body = error(response, 413)
@@ -99,16 +120,19 @@ async def test_streamed_body_under_the_limit_is_accepted(client: httpx.AsyncClie
             yield b"y" * 8192
         yield b'"}'
 
-    created = data(await client.post("/api/v1/Agent/", content=chunks(),
-                                     headers={"content-type": "application/json"}), 201)
+    created = data(
+        await client.post(
+            "/api/v1/Agent/", content=chunks(), headers={"content-type": "application/json"}
+        ),
+        201,
+    )
     assert created["system_prompt"] == "y" * 8192 * 7
 
 
 async def test_unknown_route_is_404_envelope(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/Nothing/here")
     body = error(response, 404)
-    assert body == {"code": 404, "msg": "no such endpoint: GET /api/v1/Nothing/here",
-                    "data": None}
+    assert body == {"code": 404, "msg": "no such endpoint: GET /api/v1/Nothing/here", "data": None}
     assert_request_id(response)
 
 
@@ -135,20 +159,25 @@ async def failing_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
 
 
 async def test_unhandled_error_is_500_envelope_with_request_id(
-        failing_client: httpx.AsyncClient) -> None:
+    failing_client: httpx.AsyncClient,
+) -> None:
     response = await failing_client.get("/api/v1/_test/explode")
     body = error(response, 500)
     request_id = assert_request_id(response)
-    assert body == {"code": 500, "msg": "internal error; report this request id to the operator",
-                    "data": {"request_id": request_id}}
+    assert body == {
+        "code": 500,
+        "msg": "internal error; report this request id to the operator",
+        "data": {"request_id": request_id},
+    }
     for leak in ("Traceback", "kaboom", "RuntimeError", "explode", ".py"):
         assert leak not in response.text
     # The app keeps serving.
     assert data(await failing_client.get("/api/v1/Agent/"))["total"] == 0
 
 
-async def test_500_is_logged_with_its_request_id(settings: Settings,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+async def test_500_is_logged_with_its_request_id(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
     app = app_client(settings)
 
     async def explode() -> None:
@@ -160,8 +189,9 @@ async def test_500_is_logged_with_its_request_id(settings: Settings,
             response = await http.get("/explode", headers={"X-Request-ID": "trace-500-abc"})
     finally:
         root = logging.getLogger()
-        root.handlers[:] = [h for h in root.handlers
-                            if getattr(h, "stream", None) is not sys.stderr]
+        root.handlers[:] = [
+            h for h in root.handlers if getattr(h, "stream", None) is not sys.stderr
+        ]
     assert response.status_code == 500
     assert response.json()["data"] == {"request_id": "trace-500-abc"}
     logged = capsys.readouterr().err
@@ -185,8 +215,7 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     assert first != assert_request_id(await client.get("/api/v1/Agent/"))
 
 
-async def test_collection_paths_work_without_the_trailing_slash(client: httpx.AsyncClient
-                                                                ) -> None:
+async def test_collection_paths_work_without_the_trailing_slash(client: httpx.AsyncClient) -> None:
     created = await client.post("/api/v1/Agent", json={"name": "no-slash"})
     assert created.status_code == 201, created.text
     listed = await client.get("/api/v1/Agent")

@@ -42,38 +42,62 @@ class HealthProbe:
         return None
 
 
-async def test_degraded_without_a_worker_then_ok(temporal_env: WorkflowEnvironment,
-                                                 clean_db: str, tmp_path: Path) -> None:
+async def test_degraded_without_a_worker_then_ok(
+    temporal_env: WorkflowEnvironment, clean_db: str, tmp_path: Path
+) -> None:
     queue = f"health-{uuid.uuid4().hex[:8]}"
     settings = make_settings(
-        clean_db, tmp_path, task_queue=queue,
-        temporal_address=temporal_env.client.service_client.config.target_host)
+        clean_db,
+        tmp_path,
+        task_queue=queue,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+    )
     async with app_client(settings) as client:
         # Runs would be accepted and wait: degraded until a worker polls.
         body = error(await client.get("/health"), 503)
-        assert body["data"] == {"status": "degraded", "db": "ok", "temporal": "ok", "workers": 0,
-                                "runs_with_problems": 0}
+        assert body["data"] == {
+            "status": "degraded",
+            "db": "ok",
+            "temporal": "ok",
+            "workers": 0,
+            "runs_with_problems": 0,
+        }
         assert body["msg"] == f"degraded: no worker polls the task queue '{queue}'"
 
         # A worker polling the task queue is counted, and the platform is healthy.
-        async with Worker(temporal_env.client, task_queue=queue, workflows=[HealthProbe],
-                          workflow_runner=UnsandboxedWorkflowRunner()):
+        async with Worker(
+            temporal_env.client,
+            task_queue=queue,
+            workflows=[HealthProbe],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+
             async def one_worker() -> httpx.Response | None:
                 response = await client.get("/health")
                 return response if response.json()["data"]["workers"] == 1 else None
 
-            response = await wait_for(one_worker, timeout=20,
-                                      what="the worker to show up in /health")
-            assert data(response) == {"status": "ok", "db": "ok", "temporal": "ok",
-                                      "workers": 1, "runs_with_problems": 0}
+            response = await wait_for(
+                one_worker, timeout=20, what="the worker to show up in /health"
+            )
+            assert data(response) == {
+                "status": "ok",
+                "db": "ok",
+                "temporal": "ok",
+                "workers": 1,
+                "runs_with_problems": 0,
+            }
             assert response.json()["msg"] == "success"
 
 
 async def test_unknown_namespace_is_an_error_not_unreachable(
-        temporal_env: WorkflowEnvironment, clean_db: str, tmp_path: Path) -> None:
+    temporal_env: WorkflowEnvironment, clean_db: str, tmp_path: Path
+) -> None:
     settings = make_settings(
-        clean_db, tmp_path, temporal_namespace="no-such-namespace",
-        temporal_address=temporal_env.client.service_client.config.target_host)
+        clean_db,
+        tmp_path,
+        temporal_namespace="no-such-namespace",
+        temporal_address=temporal_env.client.service_client.config.target_host,
+    )
     async with app_client(settings, key="") as client:  # /health needs no credential
         health = error(await client.get("/health"), 503)["data"]
     assert health["db"] == "ok"

@@ -38,10 +38,14 @@ async def test_openapi_documents_errors_as_the_envelope(client: httpx.AsyncClien
                 if status.startswith("4"):
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/ErrorEnvelope"}, (
-                        path, method, status)
+                        path,
+                        method,
+                        status,
+                    )
     assert spec["components"]["schemas"]["ErrorEnvelope"]["required"] == ["code", "msg"]
     assert "HTTPValidationError" not in str(
-        {p: spec["paths"][p] for p in CONTRACT if p.startswith("/api/v1/")})
+        {p: spec["paths"][p] for p in CONTRACT if p.startswith("/api/v1/")}
+    )
 
 
 async def test_docs_and_redoc_serve_html(client: httpx.AsyncClient) -> None:

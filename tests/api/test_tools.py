@@ -24,10 +24,17 @@ ENV_SECRET = "mcp-env-secret-5544"
 
 
 def http_tool(name: str = "search", **config: Any) -> dict[str, Any]:
-    return {"name": name, "type": "http", "description": "Searches.",
-            "input_schema": {"type": "object", "properties": {"q": {"type": "string"}},
-                             "required": ["q"]},
-            "config": {"url": "https://api.example.com/search", **config}}
+    return {
+        "name": name,
+        "type": "http",
+        "description": "Searches.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"q": {"type": "string"}},
+            "required": ["q"],
+        },
+        "config": {"url": "https://api.example.com/search", **config},
+    }
 
 
 async def create(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
@@ -44,8 +51,13 @@ async def stored_config(db: AsyncEngine, tool_id: int) -> dict[str, Any]:
 async def test_crud(client: httpx.AsyncClient) -> None:
     created = await create(client)
     assert created["name"] == "search" and created["type"] == "http"
-    assert created["config"] == {"method": "POST", "url": "https://api.example.com/search",
-                                 "headers": {}, "timeout_s": 30.0, "delivery": "at_least_once"}
+    assert created["config"] == {
+        "method": "POST",
+        "url": "https://api.example.com/search",
+        "headers": {},
+        "timeout_s": 30.0,
+        "delivery": "at_least_once",
+    }
     assert created["input_schema"]["required"] == ["q"]
     assert created["created_at"].endswith("+00:00")
     url = f"{URL}{created['id']}"
@@ -54,7 +66,8 @@ async def test_crud(client: httpx.AsyncClient) -> None:
     updated = data(await client.put(url, json={"description": "Finds things."}))
     assert updated["description"] == "Finds things."
     assert {k: updated[k] for k in ("name", "type", "config", "input_schema")} == {
-        k: created[k] for k in ("name", "type", "config", "input_schema")}
+        k: created[k] for k in ("name", "type", "config", "input_schema")
+    }
     cleared = data(await client.put(url, json={"input_schema": None}))
     assert cleared["input_schema"] is None
 
@@ -99,87 +112,144 @@ async def test_name_pattern(client: httpx.AsyncClient) -> None:
 
 async def test_body_validation(client: httpx.AsyncClient) -> None:
     body = error(await client.post(URL, json={**http_tool(), "colour": 1}), 422)
-    assert body["data"][0] == {"loc": ["body", "colour"], "msg": "Extra inputs are not permitted",
-                               "type": "extra_forbidden"}
+    assert body["data"][0] == {
+        "loc": ["body", "colour"],
+        "msg": "Extra inputs are not permitted",
+        "type": "extra_forbidden",
+    }
     body = error(await client.post(URL, json={"name": "t", "config": {"url": "http://x"}}), 422)
     assert ["body", "type"] in [e["loc"] for e in body["data"]]
     error(await client.post(URL, json={**http_tool(), "type": "grpc"}), 422)
     body = error(await client.post(URL, json={"name": "t", "type": "http"}), 422)
-    assert body["data"] == [{"loc": ["body", "config"], "msg": "Field required",
-                             "type": "missing"}]
+    assert body["data"] == [{"loc": ["body", "config"], "msg": "Field required", "type": "missing"}]
     body = error(await client.post(URL, json={**http_tool(), "description": 7}), 422)
     assert body["data"][0]["loc"] == ["body", "description"]
 
 
-@pytest.mark.parametrize(("config", "loc", "hint"), [
-    ({"url": "ftp://example.com/x"}, ["body", "config", "url"], "http:// or https://"),
-    ({"url": "http://"}, ["body", "config", "url"], "with a host"),
-    ({"url": "example.com/search"}, ["body", "config", "url"], "http:// or https://"),
-    ({}, ["body", "config", "url"], "Field required"),
-    ({"url": "http://x", "method": "TRACE"}, ["body", "config", "method"], "GET"),
-    ({"url": "http://x", "timeout_s": 0}, ["body", "config", "timeout_s"], "greater than 0"),
-    ({"url": "http://x", "delivery": "exactly_once"}, ["body", "config", "delivery"], "once"),
-    ({"url": "http://x", "headers": {"A": 5}}, ["body", "config", "headers", "A", "str"], ""),
-    ({"url": "http://x", "transport": "stdio"}, ["body", "config", "transport"], "Extra"),
-])
-async def test_http_config_validation(client: httpx.AsyncClient, config: dict[str, Any],
-                                      loc: list[str], hint: str) -> None:
-    body = error(await client.post(URL, json={"name": "t", "type": "http", "config": config}),
-                 422)
+@pytest.mark.parametrize(
+    ("config", "loc", "hint"),
+    [
+        ({"url": "ftp://example.com/x"}, ["body", "config", "url"], "http:// or https://"),
+        ({"url": "http://"}, ["body", "config", "url"], "with a host"),
+        ({"url": "example.com/search"}, ["body", "config", "url"], "http:// or https://"),
+        ({}, ["body", "config", "url"], "Field required"),
+        ({"url": "http://x", "method": "TRACE"}, ["body", "config", "method"], "GET"),
+        ({"url": "http://x", "timeout_s": 0}, ["body", "config", "timeout_s"], "greater than 0"),
+        ({"url": "http://x", "delivery": "exactly_once"}, ["body", "config", "delivery"], "once"),
+        ({"url": "http://x", "headers": {"A": 5}}, ["body", "config", "headers", "A", "str"], ""),
+        ({"url": "http://x", "transport": "stdio"}, ["body", "config", "transport"], "Extra"),
+    ],
+)
+async def test_http_config_validation(
+    client: httpx.AsyncClient, config: dict[str, Any], loc: list[str], hint: str
+) -> None:
+    body = error(await client.post(URL, json={"name": "t", "type": "http", "config": config}), 422)
     assert body["data"][0]["loc"] == loc, body
     assert hint in body["data"][0]["msg"]
     assert data(await client.get(URL))["total"] == 0
 
 
-@pytest.mark.parametrize(("config", "loc", "hint"), [
-    ({"transport": "stdio"}, ["body", "config"], "stdio transport needs a command"),
-    ({"transport": "streamable_http"}, ["body", "config"], "streamable_http transport needs a url"),
-    ({"transport": "sse", "command": "x"}, ["body", "config"], "sse transport needs a url"),
-    ({"command": "mcp-server"}, ["body", "config", "transport"], "Field required"),
-    ({"transport": "websocket", "url": "http://x"}, ["body", "config", "transport"], "stdio"),
-    ({"transport": "streamable_http", "url": "file:///tmp/x"}, ["body", "config", "url"], "http"),
-])
-async def test_mcp_config_validation(client: httpx.AsyncClient, config: dict[str, Any],
-                                     loc: list[str], hint: str) -> None:
+@pytest.mark.parametrize(
+    ("config", "loc", "hint"),
+    [
+        ({"transport": "stdio"}, ["body", "config"], "stdio transport needs a command"),
+        (
+            {"transport": "streamable_http"},
+            ["body", "config"],
+            "streamable_http transport needs a url",
+        ),
+        ({"transport": "sse", "command": "x"}, ["body", "config"], "sse transport needs a url"),
+        ({"command": "mcp-server"}, ["body", "config", "transport"], "Field required"),
+        ({"transport": "websocket", "url": "http://x"}, ["body", "config", "transport"], "stdio"),
+        (
+            {"transport": "streamable_http", "url": "file:///tmp/x"},
+            ["body", "config", "url"],
+            "http",
+        ),
+    ],
+)
+async def test_mcp_config_validation(
+    client: httpx.AsyncClient, config: dict[str, Any], loc: list[str], hint: str
+) -> None:
     body = error(await client.post(URL, json={"name": "m", "type": "mcp", "config": config}), 422)
     assert body["data"][0]["loc"] == loc, body
     assert hint in body["data"][0]["msg"]
 
 
 async def test_mcp_tools(client: httpx.AsyncClient) -> None:
-    stdio = data(await client.post(URL, json={"name": "files", "type": "mcp", "config": {
-        "transport": "stdio", "command": "mcp-files", "args": ["--root", "/srv"],
-        "env": {"FILES_TOKEN": ENV_SECRET}, "tool_name": "read_file"}}), 201)
+    stdio = data(
+        await client.post(
+            URL,
+            json={
+                "name": "files",
+                "type": "mcp",
+                "config": {
+                    "transport": "stdio",
+                    "command": "mcp-files",
+                    "args": ["--root", "/srv"],
+                    "env": {"FILES_TOKEN": ENV_SECRET},
+                    "tool_name": "read_file",
+                },
+            },
+        ),
+        201,
+    )
     assert stdio["config"]["env"] == {"FILES_TOKEN": MASKED}
     assert stdio["config"]["args"] == ["--root", "/srv"]
     assert stdio["input_schema"] is None
     # With its schema given, saving it looks nothing up (tests talk to loopback only).
-    remote = data(await client.post(URL, json={"name": "remote", "type": "mcp",
-        "input_schema": {"type": "object"}, "config": {
-        "transport": "streamable_http", "url": "https://mcp.example.com/mcp",
-        "headers": {"Authorization": {"value": TOKEN, "secret": True}}}}), 201)
+    remote = data(
+        await client.post(
+            URL,
+            json={
+                "name": "remote",
+                "type": "mcp",
+                "input_schema": {"type": "object"},
+                "config": {
+                    "transport": "streamable_http",
+                    "url": "https://mcp.example.com/mcp",
+                    "headers": {"Authorization": {"value": TOKEN, "secret": True}},
+                },
+            },
+        ),
+        201,
+    )
     assert remote["config"]["headers"] == {"Authorization": MASKED}
     assert ENV_SECRET not in json.dumps(stdio) and TOKEN not in json.dumps(remote)
 
 
 async def test_secret_headers_are_masked_and_plain_ones_shown(client: httpx.AsyncClient) -> None:
-    created = await create(client, config={
-        "url": "https://api.example.com/search",
-        "headers": {"Authorization": {"value": TOKEN, "secret": True},
-                    "X-Team": "research",
-                    "X-Plain": {"value": "visible", "secret": False}}})
-    assert created["config"]["headers"] == {"Authorization": MASKED, "X-Team": "research",
-                                            "X-Plain": "visible"}
+    created = await create(
+        client,
+        config={
+            "url": "https://api.example.com/search",
+            "headers": {
+                "Authorization": {"value": TOKEN, "secret": True},
+                "X-Team": "research",
+                "X-Plain": {"value": "visible", "secret": False},
+            },
+        },
+    )
+    assert created["config"]["headers"] == {
+        "Authorization": MASKED,
+        "X-Team": "research",
+        "X-Plain": "visible",
+    }
     for response in (await client.get(f"{URL}{created['id']}"), await client.get(URL)):
         assert TOKEN not in response.text and "tok-9f8e7d6c5b4a" not in response.text
     assert data(await client.get(f"{URL}{created['id']}"))["config"] == created["config"]
 
 
-async def test_masked_secret_sent_back_is_kept(client: httpx.AsyncClient, db: AsyncEngine,
-                                               settings: Settings) -> None:
-    created = await create(client, config={
-        "url": "https://api.example.com/search",
-        "headers": {"Authorization": {"value": TOKEN, "secret": True}, "X-Team": "a"}})
+async def test_masked_secret_sent_back_is_kept(
+    client: httpx.AsyncClient, db: AsyncEngine, settings: Settings
+) -> None:
+    created = await create(
+        client,
+        config={
+            "url": "https://api.example.com/search",
+            "headers": {"Authorization": {"value": TOKEN, "secret": True}, "X-Team": "a"},
+        },
+    )
     url = f"{URL}{created['id']}"
     before = (await stored_config(db, created["id"]))["headers"]["Authorization"]
     assert before["secret"] is True and TOKEN not in before["value"]
@@ -204,8 +274,10 @@ async def test_masked_secret_sent_back_is_kept(client: httpx.AsyncClient, db: As
     assert (await stored_config(db, created["id"]))["headers"]["Authorization"] == before
 
     # A new value replaces it.
-    rotated = {**edited, "headers": {"Authorization": {"value": "Bearer new-token-42"},
-                                     "X-Team": "b"}}
+    rotated = {
+        **edited,
+        "headers": {"Authorization": {"value": "Bearer new-token-42"}, "X-Team": "b"},
+    }
     data(await client.put(url, json={"config": rotated}))
     now = (await stored_config(db, created["id"]))["headers"]["Authorization"]
     assert now["value"] != before["value"]
@@ -217,8 +289,13 @@ async def test_mask_without_a_stored_secret_is_refused(client: httpx.AsyncClient
     assert body["data"][0]["loc"] == ["body", "config", "headers", "Authorization"]
     assert "send the real value" in body["msg"]
     created = await create(client)
-    body = error(await client.put(f"{URL}{created['id']}", json={"config": {
-        "url": "http://x", "headers": {"X-New": MASKED}}}), 422)
+    body = error(
+        await client.put(
+            f"{URL}{created['id']}",
+            json={"config": {"url": "http://x", "headers": {"X-New": MASKED}}},
+        ),
+        422,
+    )
     assert "X-New" in body["msg"]
 
 
@@ -231,49 +308,77 @@ async def test_update_config_and_type(client: httpx.AsyncClient) -> None:
     # An http config is not an mcp config: changing the type needs a new config.
     body = error(await client.put(url, json={"type": "mcp"}), 422)
     assert ["body", "config", "transport"] in [e["loc"] for e in body["data"]]
-    changed = data(await client.put(url, json={"type": "mcp", "config": {
-        "transport": "stdio", "command": "mcp-search"}}))
+    changed = data(
+        await client.put(
+            url, json={"type": "mcp", "config": {"transport": "stdio", "command": "mcp-search"}}
+        )
+    )
     assert changed["type"] == "mcp" and changed["config"]["command"] == "mcp-search"
     assert data(await client.get(url))["type"] == "mcp"
     error(await client.put(url, json={"type": None}), 422)
     error(await client.put(url, json={"config": None}), 422)
 
 
-@pytest.mark.parametrize(("schema", "hint"), [
-    ({"type": "string"}, "object"),
-    ({"type": "array", "items": {"type": "string"}}, "object"),
-    ({"type": "object", "properties": {"q": {"type": "text"}}}, "not a valid JSON Schema"),
-    ({"type": "object", "required": "q"}, "not a valid JSON Schema"),
-    ({"type": "object", "properties": 5}, "not a valid JSON Schema"),
-])
-async def test_input_schema_must_be_an_object_schema(client: httpx.AsyncClient,
-                                                     schema: dict[str, Any], hint: str) -> None:
+@pytest.mark.parametrize(
+    ("schema", "hint"),
+    [
+        ({"type": "string"}, "object"),
+        ({"type": "array", "items": {"type": "string"}}, "object"),
+        ({"type": "object", "properties": {"q": {"type": "text"}}}, "not a valid JSON Schema"),
+        ({"type": "object", "required": "q"}, "not a valid JSON Schema"),
+        ({"type": "object", "properties": 5}, "not a valid JSON Schema"),
+    ],
+)
+async def test_input_schema_must_be_an_object_schema(
+    client: httpx.AsyncClient, schema: dict[str, Any], hint: str
+) -> None:
     body = error(await client.post(URL, json={**http_tool(), "input_schema": schema}), 422)
     assert body["data"][0]["loc"] == ["body", "input_schema"]
     assert hint in body["msg"]
     created = await create(client)
     error(await client.put(f"{URL}{created['id']}", json={"input_schema": schema}), 422)
-    assert data(await client.get(f"{URL}{created['id']}"))["input_schema"] == (
-        created["input_schema"])
+    assert (
+        data(await client.get(f"{URL}{created['id']}"))["input_schema"] == (created["input_schema"])
+    )
 
 
-async def test_secrets_are_stored_encrypted_only(client: httpx.AsyncClient,
-                                                 db: AsyncEngine) -> None:
-    await create(client, config={"url": "https://x.example", "headers": {
-        "Authorization": {"value": TOKEN, "secret": True}}})
-    data(await client.post(URL, json={"name": "mcp", "type": "mcp", "config": {
-        "transport": "stdio", "command": "srv", "env": {"API_TOKEN": ENV_SECRET}}}), 201)
-    data(await client.post("/api/v1/Agent/", json={"name": "a", "api_key": "sk-agent-key-777"}),
-         201)
+async def test_secrets_are_stored_encrypted_only(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    await create(
+        client,
+        config={
+            "url": "https://x.example",
+            "headers": {"Authorization": {"value": TOKEN, "secret": True}},
+        },
+    )
+    data(
+        await client.post(
+            URL,
+            json={
+                "name": "mcp",
+                "type": "mcp",
+                "config": {
+                    "transport": "stdio",
+                    "command": "srv",
+                    "env": {"API_TOKEN": ENV_SECRET},
+                },
+            },
+        ),
+        201,
+    )
+    data(
+        await client.post("/api/v1/Agent/", json={"name": "a", "api_key": "sk-agent-key-777"}), 201
+    )
     dump = await dump_database(db)
     assert "enc:" in dump  # the rows are there, as ciphertext
     for secret in (TOKEN, "tok-9f8e7d6c5b4a", ENV_SECRET, "sk-agent-key-777"):
         assert secret not in dump
 
 
-async def test_secrets_never_reach_the_logs(settings: Settings,
-                                            capsys: pytest.CaptureFixture[str],
-                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_secrets_never_reach_the_logs(
+    settings: Settings, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     # The app starts inside the test, so the JSON log handler its lifespan installs
     # writes to the stderr capsys captures.
     try:
@@ -281,15 +386,21 @@ async def test_secrets_never_reach_the_logs(settings: Settings,
             await exercise_secrets(client)
     finally:
         root = logging.getLogger()
-        root.handlers[:] = [h for h in root.handlers if getattr(h, "stream", None) is not
-                            sys.stderr]
+        root.handlers[:] = [
+            h for h in root.handlers if getattr(h, "stream", None) is not sys.stderr
+        ]
     output = capsys.readouterr().err
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line.get("event") == "request"]
     assert len(requests) == 7, output  # the capture really holds this test's request log
     assert all(line["request_id"] for line in requests)
     assert {(line["method"], line["status"]) for line in requests} == {
-        ("POST", 201), ("PUT", 200), ("PUT", 422), ("POST", 422), ("GET", 200)}
+        ("POST", 201),
+        ("PUT", 200),
+        ("PUT", 422),
+        ("POST", 422),
+        ("GET", 200),
+    }
     for secret in (TOKEN, "tok-9f8e7d6c5b4a", ENV_SECRET, "sk-agent-key-777"):
         assert secret not in output
         assert secret not in caplog.text
@@ -306,17 +417,29 @@ async def exercise_secrets(client: httpx.AsyncClient) -> None:
     too_long = {"Authorization": {"value": TOKEN + "x" * 9000, "secret": True}}
     invalid = await client.post(URL, json=http_tool("other", headers=too_long))
     assert invalid.status_code == 422 and TOKEN not in invalid.text
-    data(await client.post(URL, json={"name": "m", "type": "mcp", "config": {
-        "transport": "stdio", "command": "srv", "env": {"TOKEN": ENV_SECRET}}}), 201)
-    data(await client.post("/api/v1/Agent/", json={"name": "a", "api_key": "sk-agent-key-777"}),
-         201)
+    data(
+        await client.post(
+            URL,
+            json={
+                "name": "m",
+                "type": "mcp",
+                "config": {"transport": "stdio", "command": "srv", "env": {"TOKEN": ENV_SECRET}},
+            },
+        ),
+        201,
+    )
+    data(
+        await client.post("/api/v1/Agent/", json={"name": "a", "api_key": "sk-agent-key-777"}), 201
+    )
     data(await client.get(URL))
 
 
 async def test_delete_refused_while_an_agent_lists_the_tool(client: httpx.AsyncClient) -> None:
     tool = await create(client)
-    agent = data(await client.post("/api/v1/Agent/", json={
-        "name": "searcher", "tool_ids": [tool["id"]]}), 201)
+    agent = data(
+        await client.post("/api/v1/Agent/", json={"name": "searcher", "tool_ids": [tool["id"]]}),
+        201,
+    )
     body = error(await client.delete(f"{URL}{tool['id']}"), 409)
     assert f"agent {agent['id']} ('searcher')" in body["msg"]
     assert "tool_ids" in body["msg"]
@@ -326,12 +449,19 @@ async def test_delete_refused_while_an_agent_lists_the_tool(client: httpx.AsyncC
 
 
 async def test_delete_refused_while_a_published_version_uses_the_tool(
-        client: httpx.AsyncClient) -> None:
+    client: httpx.AsyncClient,
+) -> None:
     tool = await create(client)
-    definition = {"nodes": [{"id": "look", "type": "tool", "tool_id": tool["id"]}],
-                  "edges": [{"from": "START", "to": "look"}, {"from": "look", "to": "END"}]}
-    workflow = data(await client.post("/api/v1/Workflow/", json={
-        "name": "lookup flow", "definition": definition}), 201)
+    definition = {
+        "nodes": [{"id": "look", "type": "tool", "tool_id": tool["id"]}],
+        "edges": [{"from": "START", "to": "look"}, {"from": "look", "to": "END"}],
+    }
+    workflow = data(
+        await client.post(
+            "/api/v1/Workflow/", json={"name": "lookup flow", "definition": definition}
+        ),
+        201,
+    )
     # A draft does not hold the tool...
     data(await client.put(f"{URL}{tool['id']}", json={"description": "still here"}))
     data(await client.post(f"/api/v1/Workflow/{workflow['id']}/publish"))

@@ -32,12 +32,18 @@ async def make_tool(client: httpx.AsyncClient, name: str = "lookup") -> int:
 
 
 def one_agent(agent_id: int, text: str = "Write about {{ input.topic }}") -> dict[str, Any]:
-    return {"nodes": [{"id": "write", "type": "agent", "agent_id": agent_id, "input": text}],
-            "edges": chain("write")}
+    return {
+        "nodes": [{"id": "write", "type": "agent", "agent_id": agent_id, "input": text}],
+        "edges": chain("write"),
+    }
 
 
-async def create(client: httpx.AsyncClient, definition: dict[str, Any] | None = None,
-                 name: str = "pipeline", **fields: Any) -> dict[str, Any]:
+async def create(
+    client: httpx.AsyncClient,
+    definition: dict[str, Any] | None = None,
+    name: str = "pipeline",
+    **fields: Any,
+) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, **fields}
     if definition is not None:
         body["definition"] = definition
@@ -71,8 +77,9 @@ async def test_list_filter_and_paginate(client: httpx.AsyncClient) -> None:
 
     assert data(await client.get(URL, params={"q": "DIGEST"}))["total"] == 2
     assert data(await client.get(URL, params={"q": "y_d"}))["total"] == 1  # "_" is literal
-    assert [w["name"] for w in data(await client.get(URL, params={"status": "published"}))[
-        "items"]] == ["alerts"]
+    assert [
+        w["name"] for w in data(await client.get(URL, params={"status": "published"}))["items"]
+    ] == ["alerts"]
     assert data(await client.get(URL, params={"status": "draft"}))["total"] == 2
     error(await client.get(URL, params={"status": "archived"}), 422)
     page = data(await client.get(URL, params={"page": 2, "page_size": 2}))
@@ -83,9 +90,14 @@ async def test_list_filter_and_paginate(client: httpx.AsyncClient) -> None:
 
 
 async def test_unknown_ids_and_names(client: httpx.AsyncClient) -> None:
-    for method, path in (("GET", "424242"), ("PUT", "424242"), ("DELETE", "424242"),
-                         ("POST", "424242/publish"), ("GET", "424242/versions"),
-                         ("GET", "424242/versions/1")):
+    for method, path in (
+        ("GET", "424242"),
+        ("PUT", "424242"),
+        ("DELETE", "424242"),
+        ("POST", "424242/publish"),
+        ("GET", "424242/versions"),
+        ("GET", "424242/versions/1"),
+    ):
         kwargs = {"json": {"name": "x"}} if method == "PUT" else {}
         body = error(await client.request(method, f"{URL}{path}", **kwargs), 404)
         assert body["msg"] == "workflow 424242 does not exist"
@@ -98,7 +110,8 @@ async def test_unknown_ids_and_names(client: httpx.AsyncClient) -> None:
     body = error(await client.put(f"{URL}{second['id']}", json={"name": "nightly"}), 409)
     assert "'nightly' already exists" in body["msg"]
     assert data(await client.put(f"{URL}{first['id']}", json={"name": "nightly"}))["name"] == (
-        "nightly")
+        "nightly"
+    )
 
 
 async def test_body_validation(client: httpx.AsyncClient) -> None:
@@ -108,21 +121,25 @@ async def test_body_validation(client: httpx.AsyncClient) -> None:
     assert body["data"] == [{"loc": ["body", "name"], "msg": "Field required", "type": "missing"}]
     body = error(await client.post(URL, json={"name": "x", "definition": {"nodes": "many"}}), 422)
     assert body["data"][0]["loc"] == ["body", "definition", "nodes"]
-    body = error(await client.post(URL, json={"name": "x", "definition": {
-        "nodes": [], "edges": [], "layout": {}}}), 422)
+    body = error(
+        await client.post(
+            URL, json={"name": "x", "definition": {"nodes": [], "edges": [], "layout": {}}}
+        ),
+        422,
+    )
     assert body["data"][0]["loc"] == ["body", "definition", "layout"]
     created = await create(client)
     for nulled in ("name", "description", "definition"):
         body = error(await client.put(f"{URL}{created['id']}", json={nulled: None}), 422)
         # Refused while the body is validated, so worded like every other field error.
         assert body["msg"] == f"invalid {nulled}: cannot be null"
-        assert body["data"] == [{"loc": ["body", nulled], "msg": "cannot be null",
-                                 "type": "null"}]
+        assert body["data"] == [{"loc": ["body", nulled], "msg": "cannot be null", "type": "null"}]
 
 
 @pytest.mark.parametrize("node_id", ["Research", "1st", "has-dash", "with space", "x" * 65, ""])
-async def test_invalid_node_id_is_refused_at_create(client: httpx.AsyncClient,
-                                                    node_id: str) -> None:
+async def test_invalid_node_id_is_refused_at_create(
+    client: httpx.AsyncClient, node_id: str
+) -> None:
     definition = {"nodes": [{"id": node_id, "type": "agent", "agent_id": 1}]}
     body = error(await client.post(URL, json={"name": "x", "definition": definition}), 422)
     assert body["data"][0]["loc"] == ["body", "definition", "nodes", 0, "agent", "id"]
@@ -139,14 +156,22 @@ async def test_draft_publish_and_versions(client: httpx.AsyncClient) -> None:
 
     published = data(await client.post(f"{url}/publish"))
     assert (published["status"], published["version"], published["has_unpublished_changes"]) == (
-        "published", 1, False)
+        "published",
+        1,
+        False,
+    )
     body = error(await client.post(f"{url}/publish"), 409)
-    assert body["msg"] == (f"workflow {created['id']} has no changes since version 1; "
-                           "edit the draft before publishing again")
+    assert body["msg"] == (
+        f"workflow {created['id']} has no changes since version 1; "
+        "edit the draft before publishing again"
+    )
 
     # Renaming, or saving the same definition again, is not a change to publish.
-    renamed = data(await client.put(url, json={"name": "renamed", "description": "d",
-                                               "definition": v1_definition}))
+    renamed = data(
+        await client.put(
+            url, json={"name": "renamed", "description": "d", "definition": v1_definition}
+        )
+    )
     assert renamed["has_unpublished_changes"] is False and renamed["name"] == "renamed"
     error(await client.post(f"{url}/publish"), 409)
 
@@ -154,7 +179,10 @@ async def test_draft_publish_and_versions(client: httpx.AsyncClient) -> None:
     v2_definition = one_agent(agent, "Second {{ input.topic }}")
     edited = data(await client.put(url, json={"definition": v2_definition}))
     assert (edited["status"], edited["version"], edited["has_unpublished_changes"]) == (
-        "published", 1, True)
+        "published",
+        1,
+        True,
+    )
     assert edited["definition"] == v2_definition
     v1 = data(await client.get(f"{url}/versions/1"))
     assert v1["definition"]["nodes"][0]["input"] == "First {{ input.topic }}"
@@ -171,10 +199,14 @@ async def test_draft_publish_and_versions(client: httpx.AsyncClient) -> None:
     assert v1["workflow_id"] == created["id"] and v1["version"] == 1
     node = v1["definition"]["nodes"][0]
     assert (node["input"], node["retry"], node["timeout_s"]) == (
-        "First {{ input.topic }}", None, None)
+        "First {{ input.topic }}",
+        None,
+        None,
+    )
     assert v1["definition"]["edges"] == chain("write")
     assert data(await client.get(f"{url}/versions/2"))["definition"]["nodes"][0]["input"] == (
-        "Second {{ input.topic }}")
+        "Second {{ input.topic }}"
+    )
 
     versions = data(await client.get(f"{url}/versions"))
     assert [v["version"] for v in versions["items"]] == [3, 2, 1]
@@ -194,25 +226,37 @@ async def test_publish_reports_every_problem_at_once(client: httpx.AsyncClient) 
     tool = await make_tool(client)
     definition = {
         "nodes": [
-            {"id": "start_here", "type": "agent", "agent_id": agent,
-             "input": "{{ nodes.nope.output }}"},                                    # 0
-            {"id": "ghost_agent", "type": "agent", "agent_id": 9999},                # 1
-            {"id": "ghost_tool", "type": "tool", "tool_id": 8888},                   # 2
-            {"id": "start_here", "type": "tool", "tool_id": tool},                   # 3
-            {"id": "island", "type": "agent", "agent_id": agent},                    # 4
-            {"id": "stuck", "type": "agent", "agent_id": agent},                     # 5
-            {"id": "ping", "type": "agent", "agent_id": agent},                      # 6
-            {"id": "pong", "type": "agent", "agent_id": agent},                      # 7
-            {"id": "check", "type": "condition",                                     # 8
-             "routes": [{"when": {"path": "input.x", "op": "exists"}, "to": "nowhere"}],
-             "default": "END"},
+            {
+                "id": "start_here",
+                "type": "agent",
+                "agent_id": agent,
+                "input": "{{ nodes.nope.output }}",
+            },  # 0
+            {"id": "ghost_agent", "type": "agent", "agent_id": 9999},  # 1
+            {"id": "ghost_tool", "type": "tool", "tool_id": 8888},  # 2
+            {"id": "start_here", "type": "tool", "tool_id": tool},  # 3
+            {"id": "island", "type": "agent", "agent_id": agent},  # 4
+            {"id": "stuck", "type": "agent", "agent_id": agent},  # 5
+            {"id": "ping", "type": "agent", "agent_id": agent},  # 6
+            {"id": "pong", "type": "agent", "agent_id": agent},  # 7
+            {
+                "id": "check",
+                "type": "condition",  # 8
+                "routes": [{"when": {"path": "input.x", "op": "exists"}, "to": "nowhere"}],
+                "default": "END",
+            },
         ],
         "edges": [
-            {"from": "START", "to": "start_here"}, {"from": "start_here", "to": "ghost_agent"},
-            {"from": "ghost_agent", "to": "ghost_tool"}, {"from": "ghost_tool", "to": "END"},
-            {"from": "island", "to": "END"}, {"from": "start_here", "to": "stuck"},
-            {"from": "start_here", "to": "ping"}, {"from": "ping", "to": "pong"},
-            {"from": "pong", "to": "ping"}, {"from": "pong", "to": "check"},
+            {"from": "START", "to": "start_here"},
+            {"from": "start_here", "to": "ghost_agent"},
+            {"from": "ghost_agent", "to": "ghost_tool"},
+            {"from": "ghost_tool", "to": "END"},
+            {"from": "island", "to": "END"},
+            {"from": "start_here", "to": "stuck"},
+            {"from": "start_here", "to": "ping"},
+            {"from": "ping", "to": "pong"},
+            {"from": "pong", "to": "ping"},
+            {"from": "pong", "to": "check"},
             {"from": "start_here", "to": "missing"},
         ],
     }
@@ -234,26 +278,44 @@ async def test_publish_reports_every_problem_at_once(client: httpx.AsyncClient) 
     assert body["msg"].startswith(f"workflow {created['id']} cannot be published: ")
     assert body["msg"].endswith(f"(and {len(body['data']) - 1} more problems)")
     messages = " | ".join(p["msg"] for p in body["data"])
-    for expected in ("agent 9999 does not exist", "tool 8888 does not exist",
-                     "'island' cannot be reached from START", "'stuck' never leads to END",
-                     "cycle ping -> pong -> ping has no bound", "reads nodes.nope",
-                     "'nowhere', which is not a node", "'missing', which is not a node"):
+    for expected in (
+        "agent 9999 does not exist",
+        "tool 8888 does not exist",
+        "'island' cannot be reached from START",
+        "'stuck' never leads to END",
+        "cycle ping -> pong -> ping has no bound",
+        "reads nodes.nope",
+        "'nowhere', which is not a node",
+        "'missing', which is not a node",
+    ):
         assert expected in messages
     after = data(await client.get(f"{URL}{created['id']}"))
     assert (after["status"], after["version"]) == ("draft", 0)
 
 
-@pytest.mark.parametrize(("build", "kinds"), [
-    (lambda agent: {}, ["empty"]),
-    (lambda agent: {"nodes": [{"id": "a", "type": "agent", "agent_id": agent}],
-                    "edges": [{"from": "a", "to": "END"}]}, ["no_start", "unreachable"]),
-    (lambda agent: one_agent(agent, "{{ nodes.nope.output }}"), ["unknown_reference"]),
-    (lambda agent: {"nodes": one_agent(agent)["nodes"],
-                    "edges": [*chain("write"), {"from": "write", "to": "write"}]},
-     ["unbounded_cycle"]),
-])
+@pytest.mark.parametrize(
+    ("build", "kinds"),
+    [
+        (lambda agent: {}, ["empty"]),
+        (
+            lambda agent: {
+                "nodes": [{"id": "a", "type": "agent", "agent_id": agent}],
+                "edges": [{"from": "a", "to": "END"}],
+            },
+            ["no_start", "unreachable"],
+        ),
+        (lambda agent: one_agent(agent, "{{ nodes.nope.output }}"), ["unknown_reference"]),
+        (
+            lambda agent: {
+                "nodes": one_agent(agent)["nodes"],
+                "edges": [*chain("write"), {"from": "write", "to": "write"}],
+            },
+            ["unbounded_cycle"],
+        ),
+    ],
+)
 async def test_publish_refuses_single_problems(
-        client: httpx.AsyncClient, build: Callable[[int], dict[str, Any]], kinds: list[str]
+    client: httpx.AsyncClient, build: Callable[[int], dict[str, Any]], kinds: list[str]
 ) -> None:
     created = await create(client, build(await make_agent(client)))
     body = error(await client.post(f"{URL}{created['id']}/publish"), 422)
@@ -265,17 +327,27 @@ async def test_bounded_loop_publishes(client: httpx.AsyncClient) -> None:
     definition = {
         "nodes": [
             {"id": "draft", "type": "agent", "agent_id": agent},
-            {"id": "review", "type": "condition", "max_visits": 3,
-             "routes": [{"when": {"path": "nodes.draft.output", "op": "contains",
-                                  "value": "TODO"}, "to": "draft"}],
-             "default": "END"},
+            {
+                "id": "review",
+                "type": "condition",
+                "max_visits": 3,
+                "routes": [
+                    {
+                        "when": {"path": "nodes.draft.output", "op": "contains", "value": "TODO"},
+                        "to": "draft",
+                    }
+                ],
+                "default": "END",
+            },
         ],
         "edges": [{"from": "START", "to": "draft"}, {"from": "draft", "to": "review"}],
     }
     created = await create(client, definition)
     assert data(await client.post(f"{URL}{created['id']}/publish"))["version"] == 1
-    unbounded = {**definition, "nodes": [definition["nodes"][0],
-                                         {**definition["nodes"][1], "max_visits": None}]}
+    unbounded = {
+        **definition,
+        "nodes": [definition["nodes"][0], {**definition["nodes"][1], "max_visits": None}],
+    }
     data(await client.put(f"{URL}{created['id']}", json={"definition": unbounded}))
     body = error(await client.post(f"{URL}{created['id']}/publish"), 422)
     assert [p["type"] for p in body["data"]] == ["unbounded_cycle"]
@@ -289,7 +361,8 @@ async def test_delete_agent_used_by_a_published_version(client: httpx.AsyncClien
     data(await client.post(f"{URL}{created['id']}/publish"))
     body = error(await client.delete(f"/api/v1/Agent/{agent}"), 409)
     assert body["msg"].startswith(
-        f"agent {agent} is used by workflow {created['id']} ('newsletter') version 1")
+        f"agent {agent} is used by workflow {created['id']} ('newsletter') version 1"
+    )
     assert body["data"] == {"workflow_id": created["id"], "version": 1}
     assert data(await client.get(f"/api/v1/Agent/{agent}"))["id"] == agent
 
@@ -301,22 +374,33 @@ async def test_delete_agent_used_by_a_published_version(client: httpx.AsyncClien
 
 async def add_execution(db: AsyncEngine, workflow_id: int, status: str) -> int:
     async with db.begin() as conn:
-        result = await conn.execute(insert(Execution).values(
-            workspace_id=DEFAULT_WORKSPACE_ID, workflow_id=workflow_id, workflow_version=1,
-            status=status, input={},
-            created_at=datetime.now(UTC)))
+        result = await conn.execute(
+            insert(Execution).values(
+                workspace_id=DEFAULT_WORKSPACE_ID,
+                workflow_id=workflow_id,
+                workflow_version=1,
+                status=status,
+                input={},
+                created_at=datetime.now(UTC),
+            )
+        )
         return int(result.inserted_primary_key[0])
 
 
 async def count(db: AsyncEngine, model: Any, workflow_id: int) -> int:
     async with db.connect() as conn:
-        return int(await conn.scalar(
-            select(func.count()).select_from(model).where(model.workflow_id == workflow_id)) or 0)
+        return int(
+            await conn.scalar(
+                select(func.count()).select_from(model).where(model.workflow_id == workflow_id)
+            )
+            or 0
+        )
 
 
 @pytest.mark.parametrize("status", ["running", "pending", "waiting"])
 async def test_delete_refused_while_an_execution_is_active(
-        client: httpx.AsyncClient, db: AsyncEngine, status: str) -> None:
+    client: httpx.AsyncClient, db: AsyncEngine, status: str
+) -> None:
     agent = await make_agent(client)
     created = await create(client, one_agent(agent))
     data(await client.post(f"{URL}{created['id']}/publish"))
@@ -329,8 +413,11 @@ async def test_delete_refused_while_an_execution_is_active(
     assert data(await client.get(f"{URL}{created['id']}"))["version"] == 1
 
     async with db.begin() as conn:
-        await conn.execute(Execution.__table__.update().where(Execution.id == execution_id)
-                           .values(status=ExecutionStatus.CANCELLED))
+        await conn.execute(
+            Execution.__table__.update()
+            .where(Execution.id == execution_id)
+            .values(status=ExecutionStatus.CANCELLED)
+        )
     data(await client.delete(f"{URL}{created['id']}"))
     # Versions and finished executions go with the workflow.
     assert await count(db, Execution, created["id"]) == 0

@@ -40,8 +40,9 @@ def with_probe(app: FastAPI) -> FastAPI:
             await websocket.close(CLOSE_UNAUTHORIZED, "a valid credential is needed")
             return
         async with websocket.app.state.socket_guard.watching(caller, websocket):
-            await websocket.send_json({"type": caller.principal.type,
-                                       "workspace_id": caller.workspace_id})
+            await websocket.send_json(
+                {"type": caller.principal.type, "workspace_id": caller.workspace_id}
+            )
             with contextlib.suppress(Exception):
                 while True:
                     await websocket.receive_text()
@@ -53,8 +54,11 @@ def with_probe(app: FastAPI) -> FastAPI:
 async def server(settings: Settings) -> AsyncIterator[str]:
     port = free_port()
     app = with_probe(create_app(settings))
-    served = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="on", ws="websockets-sansio"))
+    served = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws="websockets-sansio"
+        )
+    )
     task = asyncio.create_task(served.serve())
 
     async def started() -> bool:
@@ -75,8 +79,7 @@ async def closed_code(ws: websockets.ClientConnection) -> int | None:
     return ws.close_code
 
 
-async def test_the_authorization_header_opens_the_socket(server: str,
-                                                         accounts: Accounts) -> None:
+async def test_the_authorization_header_opens_the_socket(server: str, accounts: Accounts) -> None:
     key = await accounts.api_key(Role.VIEWER)
     async with websockets.connect(f"ws://{server}/probe", additional_headers=bearer(key)) as ws:
         assert (await ws.recv()) == '{"type":"api_key","workspace_id":1}'
@@ -94,7 +97,8 @@ async def test_without_a_valid_credential_it_closes_4401_first(server: str, how:
 
 
 async def test_a_ticket_works_once_and_for_60_seconds(
-        server: str, accounts: Accounts, db: AsyncEngine) -> None:
+    server: str, accounts: Accounts, db: AsyncEngine
+) -> None:
     key = await accounts.api_key(Role.VIEWER)
     async with httpx.AsyncClient(base_url=f"http://{server}", headers=bearer(key)) as http:
         made = data(await http.post("/api/v1/Auth/ws-ticket"))
@@ -106,40 +110,43 @@ async def test_a_ticket_works_once_and_for_60_seconds(
 
         stale = data(await http.post("/api/v1/Auth/ws-ticket"))["ticket"]
         async with db.begin() as conn:
-            await conn.execute(update(WsTicket).values(
-                expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+            await conn.execute(
+                update(WsTicket).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
         async with websockets.connect(f"ws://{server}/probe?ticket={stale}") as ws:
             assert await closed_code(ws) == CLOSE_UNAUTHORIZED
         # No ticket without a credential.
-        assert (await http.post("/api/v1/Auth/ws-ticket", headers={"Authorization": ""})
-                ).status_code == 401
+        assert (
+            await http.post("/api/v1/Auth/ws-ticket", headers={"Authorization": ""})
+        ).status_code == 401
 
 
-async def test_revoking_a_key_closes_its_sockets(server: str, accounts: Accounts,
-                                                 db: AsyncEngine) -> None:
+async def test_revoking_a_key_closes_its_sockets(
+    server: str, accounts: Accounts, db: AsyncEngine
+) -> None:
     admin = await accounts.api_key(Role.ADMIN, name="admin")
     watcher = await accounts.api_key(Role.VIEWER, name="watcher")
     async with httpx.AsyncClient(base_url=f"http://{server}", headers=bearer(admin)) as http:
-        watcher_id = data(await http.get("/api/v1/Auth/me", headers=bearer(watcher))
-                          )["principal"]["id"]
-        async with websockets.connect(f"ws://{server}/probe",
-                                      additional_headers=bearer(watcher)) as ws:
+        watcher_id = data(await http.get("/api/v1/Auth/me", headers=bearer(watcher)))["principal"][
+            "id"
+        ]
+        async with websockets.connect(
+            f"ws://{server}/probe", additional_headers=bearer(watcher)
+        ) as ws:
             await ws.recv()
             data(await http.delete(f"/api/v1/ApiKey/{watcher_id}"))
             assert await closed_code(ws) == CLOSE_UNAUTHORIZED
 
 
 async def test_a_key_revoked_elsewhere_closes_within_the_check_interval(
-        server: str, accounts: Accounts, db: AsyncEngine) -> None:
+    server: str, accounts: Accounts, db: AsyncEngine
+) -> None:
     """Another replica revoked it: only the database knows; the guard's check finds it."""
     from infra.models import ApiKey
 
     watcher = await accounts.api_key(Role.VIEWER, name="watcher")
-    async with websockets.connect(f"ws://{server}/probe",
-                                  additional_headers=bearer(watcher)) as ws:
+    async with websockets.connect(f"ws://{server}/probe", additional_headers=bearer(watcher)) as ws:
         await ws.recv()
         async with db.begin() as conn:
             await conn.execute(update(ApiKey).values(revoked_at=datetime.now(UTC)))
         assert await closed_code(ws) == CLOSE_UNAUTHORIZED
-
-

@@ -19,19 +19,22 @@ def _overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def platform(request: pytest.FixtureRequest, clean_db: str, tmp_path: Path,
-                   temporal_env: WorkflowEnvironment) -> AsyncIterator[Platform]:
+async def platform(
+    request: pytest.FixtureRequest, clean_db: str, tmp_path: Path, temporal_env: WorkflowEnvironment
+) -> AsyncIterator[Platform]:
     """The API and an in-process worker."""
-    async with running_platform(clean_db, tmp_path, temporal_env, with_worker=True,
-                                **_overrides(request)) as p:
+    async with running_platform(
+        clean_db, tmp_path, temporal_env, with_worker=True, **_overrides(request)
+    ) as p:
         yield p
 
 
 @pytest.fixture
-async def platform_without_worker(request: pytest.FixtureRequest, clean_db: str,
-                                  tmp_path: Path, temporal_env: WorkflowEnvironment
-                                  ) -> AsyncIterator[Platform]:
+async def platform_without_worker(
+    request: pytest.FixtureRequest, clean_db: str, tmp_path: Path, temporal_env: WorkflowEnvironment
+) -> AsyncIterator[Platform]:
     """The API only: the test runs its own worker processes (to kill them)."""
-    async with running_platform(clean_db, tmp_path, temporal_env, with_worker=False,
-                                **_overrides(request)) as p:
+    async with running_platform(
+        clean_db, tmp_path, temporal_env, with_worker=False, **_overrides(request)
+    ) as p:
         yield p

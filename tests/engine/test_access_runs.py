@@ -21,12 +21,15 @@ from workflows.status import ExecutionStatus
 V1 = "/api/v1"
 
 
-async def _socket(platform: Platform, execution_id: int, headers: dict[str, str]
-                  ) -> tuple[list[dict[str, Any]], int | None]:
+async def _socket(
+    platform: Platform, execution_id: int, headers: dict[str, str]
+) -> tuple[list[dict[str, Any]], int | None]:
     """Every event the socket sends until it closes, and its close code."""
     events: list[dict[str, Any]] = []
-    async with asyncio.timeout(30), websockets.connect(
-            platform.ws_url(execution_id), additional_headers=headers) as ws:
+    async with (
+        asyncio.timeout(30),
+        websockets.connect(platform.ws_url(execution_id), additional_headers=headers) as ws,
+    ):
         with contextlib.suppress(websockets.ConnectionClosed):
             async for message in ws:
                 events.append(json.loads(message))
@@ -40,10 +43,15 @@ async def _key_id(platform: Platform, name: str) -> int:
 
 async def _gated_run(platform: Platform) -> dict[str, Any]:
     agent = await platform.agent("a")
-    workflow_id = await platform.workflow({
-        "nodes": [{"id": "a", "type": "agent", "agent_id": agent},
-                  {"id": "gate", "type": "human", "prompt": "go?"}],
-        "edges": chain("a", "gate")})
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {"id": "a", "type": "agent", "agent_id": agent},
+                {"id": "gate", "type": "human", "prompt": "go?"},
+            ],
+            "edges": chain("a", "gate"),
+        }
+    )
     execution = await platform.run(workflow_id)
     await platform.wait_status(execution["id"], ExecutionStatus.WAITING)
     return execution
@@ -60,8 +68,9 @@ async def test_the_websocket_in_the_role_matrix(platform: Platform) -> None:
         await accounts.close()
     data(await platform.http.delete(f"{V1}/ApiKey/{await _key_id(platform, 'revoked')}"))
     agent = await platform.agent("a")
-    workflow_id = await platform.workflow({
-        "nodes": [{"id": "a", "type": "agent", "agent_id": agent}], "edges": chain("a")})
+    workflow_id = await platform.workflow(
+        {"nodes": [{"id": "a", "type": "agent", "agent_id": agent}], "edges": chain("a")}
+    )
     execution = await platform.run(workflow_id)
     await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED)
 
@@ -81,12 +90,19 @@ async def test_human_responded_names_who_answered(platform: Platform) -> None:
     finally:
         await accounts.close()
     execution = await _gated_run(platform)
-    data(await platform.http.post(f"{V1}/Execution/{execution['id']}/signal",
-                                  json={"node_id": "gate", "action": "approve"},
-                                  headers=bearer(editor)))
+    data(
+        await platform.http.post(
+            f"{V1}/Execution/{execution['id']}/signal",
+            json={"node_id": "gate", "action": "approve"},
+            headers=bearer(editor),
+        )
+    )
     events = await platform.watch_until(execution["id"], EventType.HUMAN_RESPONDED, "gate")
     assert events[-1]["data"]["by"] == {
-        "type": "api_key", "id": await _key_id(platform, "responder"), "name": "responder"}
+        "type": "api_key",
+        "id": await _key_id(platform, "responder"),
+        "name": "responder",
+    }
 
 
 async def test_cancel_through_the_api_names_the_caller(platform: Platform) -> None:
@@ -94,8 +110,10 @@ async def test_cancel_through_the_api_names_the_caller(platform: Platform) -> No
     data(await platform.http.post(f"{V1}/Execution/{execution['id']}/cancel"))
     events = await platform.watch_until(execution["id"], EventType.EXECUTION_CANCELLED)
     assert events[-1]["data"]["by"] == {
-        "type": "api_key", "id": await _key_id(platform, "platform owner"),
-        "name": "platform owner"}
+        "type": "api_key",
+        "id": await _key_id(platform, "platform owner"),
+        "name": "platform owner",
+    }
 
 
 async def test_cancel_in_temporal_names_the_operator(platform: Platform) -> None:

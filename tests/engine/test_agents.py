@@ -16,24 +16,41 @@ from workflows.status import ExecutionStatus
 API_KEY = "sk-test-secret-key-12345"
 
 
-async def openai_agent(platform: Platform, llm: FakeOpenAI, name: str = "assistant",
-                       **fields: Any) -> int:
-    return await platform.agent(name, provider="openai", model="gpt-4o-mini",
-                                base_url=llm.base_url, api_key=API_KEY,
-                                system_prompt="You are terse.", **fields)
+async def openai_agent(
+    platform: Platform, llm: FakeOpenAI, name: str = "assistant", **fields: Any
+) -> int:
+    return await platform.agent(
+        name,
+        provider="openai",
+        model="gpt-4o-mini",
+        base_url=llm.base_url,
+        api_key=API_KEY,
+        system_prompt="You are terse.",
+        **fields,
+    )
 
 
 async def one_node(platform: Platform, agent_id: int, **node: Any) -> int:
-    return await platform.workflow({
-        "nodes": [{"id": "agent", "type": "agent", "agent_id": agent_id,
-                   "input": "Tell me about {{ input.topic }}", **node}],
-        "edges": chain("agent"),
-    })
+    return await platform.workflow(
+        {
+            "nodes": [
+                {
+                    "id": "agent",
+                    "type": "agent",
+                    "agent_id": agent_id,
+                    "input": "Tell me about {{ input.topic }}",
+                    **node,
+                }
+            ],
+            "edges": chain("agent"),
+        }
+    )
 
 
 async def test_openai_agent_streams_tokens_and_reports_usage(platform: Platform) -> None:
-    async with FakeOpenAI([Turn(content="The tide is high", prompt_tokens=12,
-                                completion_tokens=4)]) as llm:
+    async with FakeOpenAI(
+        [Turn(content="The tide is high", prompt_tokens=12, completion_tokens=4)]
+    ) as llm:
         agent = await openai_agent(platform, llm)
         execution = await platform.run(await one_node(platform, agent), {"topic": "tides"})
         events, code = await platform.watch(execution["id"])
@@ -52,13 +69,15 @@ async def test_openai_agent_streams_tokens_and_reports_usage(platform: Platform)
     assert request["body"]["model"] == "gpt-4o-mini" and request["body"]["stream"] is True
     assert request["body"]["messages"] == [
         {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "Tell me about tides"}]
+        {"role": "user", "content": "Tell me about tides"},
+    ]
     final = await platform.wait_status(execution["id"], "completed")
     assert final["output"] == "The tide is high"
 
     # The key is ciphertext everywhere Temporal keeps the run.
     history = await platform.client.get_workflow_handle(
-        execution["temporal"]["workflow_id"]).fetch_history()
+        execution["temporal"]["workflow_id"]
+    ).fetch_history()
     assert API_KEY not in history.to_json()
 
 
@@ -75,8 +94,9 @@ async def test_agent_without_streaming(platform: Platform) -> None:
 async def test_rate_limit_is_retried(platform: Platform) -> None:
     async with FakeOpenAI([Turn(status=429), Turn(content="second time lucky")]) as llm:
         agent = await openai_agent(platform, llm)
-        execution = await platform.run(await one_node(
-            platform, agent, retry={"max_attempts": 3, "initial_interval_s": 0.1}))
+        execution = await platform.run(
+            await one_node(platform, agent, retry={"max_attempts": 3, "initial_interval_s": 0.1})
+        )
         final = await platform.wait_status(execution["id"], "completed", "failed")
         events, _ = await platform.watch(execution["id"])
     assert final["status"] == ExecutionStatus.COMPLETED and final["output"] == "second time lucky"
@@ -89,8 +109,9 @@ async def test_rate_limit_is_retried(platform: Platform) -> None:
 async def test_bad_credentials_fail_at_once_with_a_clear_error(platform: Platform) -> None:
     async with FakeOpenAI([Turn(status=401)]) as llm:
         agent = await openai_agent(platform, llm)
-        execution = await platform.run(await one_node(
-            platform, agent, retry={"max_attempts": 5, "initial_interval_s": 0.1}))
+        execution = await platform.run(
+            await one_node(platform, agent, retry={"max_attempts": 5, "initial_interval_s": 0.1})
+        )
         final = await platform.wait_status(execution["id"], "failed")
     assert len(llm.requests) == 1
     assert "refused the credentials (401)" in final["error"]
@@ -99,15 +120,21 @@ async def test_bad_credentials_fail_at_once_with_a_clear_error(platform: Platfor
 
 
 async def test_agent_calls_a_tool_as_its_own_activity(platform: Platform) -> None:
-    async with HttpToolService() as service, FakeOpenAI([
-        Turn(tool_calls=[{"name": "lookup", "args": {"q": "tides"}}]),
-        Turn(content="High tide at noon"),
-    ]) as llm:
+    async with (
+        HttpToolService() as service,
+        FakeOpenAI(
+            [
+                Turn(tool_calls=[{"name": "lookup", "args": {"q": "tides"}}]),
+                Turn(content="High tide at noon"),
+            ]
+        ) as llm,
+    ):
         service.behaviours["lookup"] = Behaviour(fail_times=1, body={"high": "12:00"})
         tool = await platform.tool("lookup", service.url("lookup"))
         agent = await openai_agent(platform, llm, tool_ids=[tool])
-        execution = await platform.run(await one_node(
-            platform, agent, retry={"max_attempts": 3, "initial_interval_s": 0.1}))
+        execution = await platform.run(
+            await one_node(platform, agent, retry={"max_attempts": 3, "initial_interval_s": 0.1})
+        )
         final = await platform.wait_status(execution["id"], "completed", "failed")
         events, _ = await platform.watch(execution["id"])
 
@@ -126,21 +153,31 @@ async def test_agent_calls_a_tool_as_its_own_activity(platform: Platform) -> Non
     assert called["data"]["tool"] == "lookup" and called["data"]["ok"] is True
 
     history = await platform.client.get_workflow_handle(
-        execution["temporal"]["workflow_id"]).fetch_history()
+        execution["temporal"]["workflow_id"]
+    ).fetch_history()
     scheduled = "activity_task_scheduled_event_attributes"
-    activity_ids = [getattr(e, scheduled).activity_id
-                    for e in history.events if e.HasField(scheduled)]
+    activity_ids = [
+        getattr(e, scheduled).activity_id for e in history.events if e.HasField(scheduled)
+    ]
     assert [a for a in activity_ids if a.startswith("agent/")] == [
-        "agent/1/llm/0", "agent/1/tool/0/0", "agent/1/llm/1"]
+        "agent/1/llm/0",
+        "agent/1/tool/0/0",
+        "agent/1/llm/1",
+    ]
 
 
 async def test_invalid_arguments_go_back_to_the_model(platform: Platform) -> None:
     schema = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
-    async with HttpToolService() as service, FakeOpenAI([
-        Turn(tool_calls=[{"name": "lookup", "args": {"q": 5}}]),
-        Turn(tool_calls=[{"name": "lookup", "args": {"q": "five"}}]),
-        Turn(content="fixed it"),
-    ]) as llm:
+    async with (
+        HttpToolService() as service,
+        FakeOpenAI(
+            [
+                Turn(tool_calls=[{"name": "lookup", "args": {"q": 5}}]),
+                Turn(tool_calls=[{"name": "lookup", "args": {"q": "five"}}]),
+                Turn(content="fixed it"),
+            ]
+        ) as llm,
+    ):
         tool = await platform.tool("lookup", service.url("lookup"))
         await platform.http.put(f"/api/v1/Tool/{tool}", json={"input_schema": schema})
         agent = await openai_agent(platform, llm, tool_ids=[tool])
@@ -154,15 +191,21 @@ async def test_invalid_arguments_go_back_to_the_model(platform: Platform) -> Non
 
 
 async def test_at_most_once_tool_is_never_retried(platform: Platform) -> None:
-    async with HttpToolService() as service, FakeOpenAI([
-        Turn(tool_calls=[{"name": "charge", "args": {"amount": 5}}]),
-        Turn(content="could not charge"),
-    ]) as llm:
+    async with (
+        HttpToolService() as service,
+        FakeOpenAI(
+            [
+                Turn(tool_calls=[{"name": "charge", "args": {"amount": 5}}]),
+                Turn(content="could not charge"),
+            ]
+        ) as llm,
+    ):
         service.behaviours["charge"] = Behaviour(fail_times=99)
         tool = await platform.tool("charge", service.url("charge"), delivery="at_most_once")
         agent = await openai_agent(platform, llm, tool_ids=[tool])
-        execution = await platform.run(await one_node(
-            platform, agent, retry={"max_attempts": 5, "initial_interval_s": 0.1}))
+        execution = await platform.run(
+            await one_node(platform, agent, retry={"max_attempts": 5, "initial_interval_s": 0.1})
+        )
         final = await platform.wait_status(execution["id"], "completed", "failed")
     assert service.calls["charge"] == 1
     assert final["status"] == ExecutionStatus.COMPLETED and final["output"] == "could not charge"
@@ -170,9 +213,14 @@ async def test_at_most_once_tool_is_never_retried(platform: Platform) -> None:
 
 
 async def test_max_iterations_fails_the_node(platform: Platform) -> None:
-    async with HttpToolService() as service, FakeOpenAI([
-        Turn(tool_calls=[{"name": "lookup", "args": {"q": "again"}}]),
-    ]) as llm:
+    async with (
+        HttpToolService() as service,
+        FakeOpenAI(
+            [
+                Turn(tool_calls=[{"name": "lookup", "args": {"q": "again"}}]),
+            ]
+        ) as llm,
+    ):
         tool = await platform.tool("lookup", service.url("lookup"))
         agent = await openai_agent(platform, llm, tool_ids=[tool], max_iterations=2)
         execution = await platform.run(await one_node(platform, agent))
@@ -185,8 +233,15 @@ async def test_offline_model_scripts_tool_calls(platform: Platform) -> None:
     async with HttpToolService() as service:
         service.behaviours["lookup"] = Behaviour(body={"answer": 42})
         tool = await platform.tool("lookup", service.url("lookup"))
-        agent = await platform.agent("offline", tool_ids=[tool], metadata={"fake": {"script": [
-            {"tool_calls": [{"name": "lookup", "args": {"q": "meaning"}}]}, {}]}})
+        agent = await platform.agent(
+            "offline",
+            tool_ids=[tool],
+            metadata={
+                "fake": {
+                    "script": [{"tool_calls": [{"name": "lookup", "args": {"q": "meaning"}}]}, {}]
+                }
+            },
+        )
         execution = await platform.run(await one_node(platform, agent))
         events, _ = await platform.watch(execution["id"])
         final = await platform.wait_status(execution["id"], "completed")

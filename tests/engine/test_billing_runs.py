@@ -25,17 +25,25 @@ def priced_turn(content: str = "done") -> Turn:
 
 
 async def agent(platform: Platform, llm: FakeOpenAI, name: str) -> int:
-    return await platform.agent(name, provider="openai", model="keel-test-model",
-                                base_url=llm.base_url, api_key="sk-test",
-                                metadata={"stream": False})
+    return await platform.agent(
+        name,
+        provider="openai",
+        model="keel-test-model",
+        base_url=llm.base_url,
+        api_key="sk-test",
+        metadata={"stream": False},
+    )
 
 
 async def ledger_rows(platform: Platform, kind: str = "llm") -> list[UsageRecord]:
     engine = create_engine(platform.settings.resolved_database_url)
     try:
         async with session_factory(engine)() as session:
-            return list(await session.scalars(
-                select(UsageRecord).where(UsageRecord.kind == kind).order_by(UsageRecord.id)))
+            return list(
+                await session.scalars(
+                    select(UsageRecord).where(UsageRecord.kind == kind).order_by(UsageRecord.id)
+                )
+            )
     finally:
         await engine.dispose()
 
@@ -43,20 +51,30 @@ async def ledger_rows(platform: Platform, kind: str = "llm") -> list[UsageRecord
 async def test_exact_usage_in_every_report(platform: Platform) -> None:
     async with FakeOpenAI([priced_turn()]) as llm:
         first, second = await agent(platform, llm, "first"), await agent(platform, llm, "second")
-        workflow_id = await platform.workflow({
-            "nodes": [{"id": "a", "type": "agent", "agent_id": first},
-                      {"id": "b", "type": "agent", "agent_id": second}],
-            "edges": chain("a", "b")})
+        workflow_id = await platform.workflow(
+            {
+                "nodes": [
+                    {"id": "a", "type": "agent", "agent_id": first},
+                    {"id": "b", "type": "agent", "agent_id": second},
+                ],
+                "edges": chain("a", "b"),
+            }
+        )
         execution = await platform.run(workflow_id)
         final = await platform.wait_status(execution["id"], "completed")
         events, _ = await platform.watch(execution["id"])
 
     assert len(llm.requests) == 2
-    assert final["usage"] == {"prompt_tokens": 2400, "completion_tokens": 600,
-                              "cost_usd": "0.012000"}
+    assert final["usage"] == {
+        "prompt_tokens": 2400,
+        "completion_tokens": 600,
+        "cost_usd": "0.012000",
+    }
     recorded = [e["data"] for e in events if e["type"] == EventType.USAGE_RECORDED]
     assert [(r["prompt_tokens"], r["completion_tokens"], r["cost_usd"]) for r in recorded] == [
-        (1200, 300, "0.006000"), (1200, 300, "0.006000")]
+        (1200, 300, "0.006000"),
+        (1200, 300, "0.006000"),
+    ]
 
     usage = data(await platform.http.get("/api/v1/Billing/usage"))
     assert usage["prompt_tokens"] == 2400 and usage["completion_tokens"] == 600
@@ -65,13 +83,15 @@ async def test_exact_usage_in_every_report(platform: Platform) -> None:
 
     breakdown = data(await platform.http.get("/api/v1/Billing/agent-breakdown"))["items"]
     assert [(i["agent_name"], i["cost_usd"], i["llm_calls"]) for i in breakdown] == [
-        ("first", "0.006000", 1), ("second", "0.006000", 1)]
-    only_first = data(await platform.http.get("/api/v1/Billing/usage",
-                                              params={"agent_id": first}))
+        ("first", "0.006000", 1),
+        ("second", "0.006000", 1),
+    ]
+    only_first = data(await platform.http.get("/api/v1/Billing/usage", params={"agent_id": first}))
     assert only_first["cost_usd"] == "0.006000"
 
-    history = data(await platform.http.get("/api/v1/Billing/usage/history",
-                                           params={"granularity": "day"}))["items"]
+    history = data(
+        await platform.http.get("/api/v1/Billing/usage/history", params={"granularity": "day"})
+    )["items"]
     assert sum(int(b["prompt_tokens"]) for b in history) == 2400
     assert [b["cost_usd"] for b in history if b["cost_usd"] != "0.000000"] == ["0.012000"]
 
@@ -81,14 +101,21 @@ async def test_ledger_has_one_row_per_real_model_call_across_a_crash(
 ) -> None:
     platform = platform_without_worker
     async with FakeOpenAI([priced_turn("planned"), priced_turn("summed up")]) as llm:
-        planner, closer = await agent(platform, llm, "planner"), await agent(platform, llm,
-                                                                              "closer")
+        planner, closer = (
+            await agent(platform, llm, "planner"),
+            await agent(platform, llm, "closer"),
+        )
         slow = await platform.agent("slow", metadata={"fake": {"delay_s": 3}})
-        workflow_id = await platform.workflow({
-            "nodes": [{"id": "plan", "type": "agent", "agent_id": planner},
-                      {"id": "think", "type": "agent", "agent_id": slow},
-                      {"id": "close", "type": "agent", "agent_id": closer}],
-            "edges": chain("plan", "think", "close")})
+        workflow_id = await platform.workflow(
+            {
+                "nodes": [
+                    {"id": "plan", "type": "agent", "agent_id": planner},
+                    {"id": "think", "type": "agent", "agent_id": slow},
+                    {"id": "close", "type": "agent", "agent_id": closer},
+                ],
+                "edges": chain("plan", "think", "close"),
+            }
+        )
         execution = await platform.run(workflow_id)
         _, final = await crash_worker_during(platform, execution["id"], "think")
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
@@ -103,20 +130,28 @@ async def test_budget_stops_a_run_at_its_next_model_call_and_refuses_new_runs(
     data(await platform.http.put("/api/v1/Billing/budget", json={"monthly_usd": "0.001"}))
     async with FakeOpenAI([priced_turn()]) as llm:
         spender = await agent(platform, llm, "spender")
-        workflow_id = await platform.workflow({
-            "nodes": [{"id": "a", "type": "agent", "agent_id": spender},
-                      {"id": "b", "type": "agent", "agent_id": spender}],
-            "edges": chain("a", "b")})
+        workflow_id = await platform.workflow(
+            {
+                "nodes": [
+                    {"id": "a", "type": "agent", "agent_id": spender},
+                    {"id": "b", "type": "agent", "agent_id": spender},
+                ],
+                "edges": chain("a", "b"),
+            }
+        )
         execution = await platform.run(workflow_id)
         final = await platform.wait_status(execution["id"], "failed")
 
     # The first call was within budget and crossed it; the second was never made.
     assert len(llm.requests) == 1
     assert final["error"].startswith("budget_exceeded")
-    assert {n["node_id"]: n["status"] for n in final["nodes"]} == {"a": "completed",
-                                                                   "b": "failed"}
-    body = error(await platform.http.post("/api/v1/Execution/", json={
-        "workflow_id": workflow_id, "start": True}), 402)
+    assert {n["node_id"]: n["status"] for n in final["nodes"]} == {"a": "completed", "b": "failed"}
+    body = error(
+        await platform.http.post(
+            "/api/v1/Execution/", json={"workflow_id": workflow_id, "start": True}
+        ),
+        402,
+    )
     assert "budget" in body["msg"]
     budget = data(await platform.http.get("/api/v1/Billing/budget"))
     assert budget["workspace"]["spent_usd"] == "0.006000"

@@ -66,41 +66,72 @@ async def run_number(platform: Platform, execution_id: int, at_least: int) -> di
     return await wait_for(check, timeout=120, interval=0.1, what=f"run {at_least} of the chain")
 
 
-async def counting_loop(platform: Platform, service: HttpToolService, turns: int,
-                        then: str = "END", think_delay_s: float = 0) -> int:
+async def counting_loop(
+    platform: Platform,
+    service: HttpToolService,
+    turns: int,
+    then: str = "END",
+    think_delay_s: float = 0,
+) -> int:
     """tick (a counting tool) -> think (an agent) -> again (loops while tick < turns)."""
     tick = await platform.tool("tick", service.url("tick"))
     agent = await platform.agent("thinker", metadata={"fake": {"delay_s": think_delay_s}})
     nodes: list[dict[str, Any]] = [
         {"id": "tick", "type": "tool", "tool_id": tick},
-        {"id": "think", "type": "agent", "agent_id": agent,
-         "input": "turn {{ nodes.tick.output.body.n }}"},
-        {"id": "again", "type": "condition", "max_visits": 1000, "default": then,
-         "routes": [{"when": {"path": "nodes.tick.output.body.n", "op": "lt", "value": turns},
-                     "to": "tick"}]},
+        {
+            "id": "think",
+            "type": "agent",
+            "agent_id": agent,
+            "input": "turn {{ nodes.tick.output.body.n }}",
+        },
+        {
+            "id": "again",
+            "type": "condition",
+            "max_visits": 1000,
+            "default": then,
+            "routes": [
+                {
+                    "when": {"path": "nodes.tick.output.body.n", "op": "lt", "value": turns},
+                    "to": "tick",
+                }
+            ],
+        },
     ]
-    edges = [{"from": "START", "to": "tick"}, {"from": "tick", "to": "think"},
-             {"from": "think", "to": "again"}]
+    edges = [
+        {"from": "START", "to": "tick"},
+        {"from": "tick", "to": "think"},
+        {"from": "think", "to": "again"},
+    ]
     if then != "END":
-        nodes.append({"id": then, "type": "human",
-                      "prompt": "after {{ nodes.tick.output.body.n }}"})
+        nodes.append(
+            {"id": then, "type": "human", "prompt": "after {{ nodes.tick.output.body.n }}"}
+        )
         edges.append({"from": then, "to": "END"})
     return await platform.workflow({"nodes": nodes, "edges": edges})
 
 
 # -- loops ---------------------------------------------------------------------------------
 
+
 async def test_a_loop_runs_to_its_bound_then_fails_naming_the_condition(
     platform: Platform,
 ) -> None:
     agent = await platform.agent("worker")
-    workflow_id = await platform.workflow({
-        "nodes": [{"id": "work", "type": "agent", "agent_id": agent, "input": "{{ input.x }}"},
-                  {"id": "again", "type": "condition", "max_visits": 1000, "default": "END",
-                   "routes": [{"when": {"path": "input.x", "op": "eq", "value": 1},
-                               "to": "work"}]}],
-        "edges": [{"from": "START", "to": "work"}, {"from": "work", "to": "again"}],
-    })
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {"id": "work", "type": "agent", "agent_id": agent, "input": "{{ input.x }}"},
+                {
+                    "id": "again",
+                    "type": "condition",
+                    "max_visits": 1000,
+                    "default": "END",
+                    "routes": [{"when": {"path": "input.x", "op": "eq", "value": 1}, "to": "work"}],
+                },
+            ],
+            "edges": [{"from": "START", "to": "work"}, {"from": "work", "to": "again"}],
+        }
+    )
     execution = await platform.run(workflow_id, {"x": 1})
     final = await platform.wait_status(execution["id"], *ENDED, timeout=600)
 
@@ -117,13 +148,30 @@ async def test_a_loop_runs_to_its_bound_then_fails_naming_the_condition(
 async def test_a_loop_whose_exit_is_data_driven_completes(platform: Platform) -> None:
     async with CountingService() as service:
         poll = await platform.tool("poll", service.url("poll"))
-        workflow_id = await platform.workflow({
-            "nodes": [{"id": "poll", "type": "tool", "tool_id": poll},
-                      {"id": "ready", "type": "condition", "max_visits": 10, "default": "END",
-                       "routes": [{"when": {"path": "nodes.poll.output.body.n", "op": "lt",
-                                            "value": 5}, "to": "poll"}]}],
-            "edges": [{"from": "START", "to": "poll"}, {"from": "poll", "to": "ready"}],
-        })
+        workflow_id = await platform.workflow(
+            {
+                "nodes": [
+                    {"id": "poll", "type": "tool", "tool_id": poll},
+                    {
+                        "id": "ready",
+                        "type": "condition",
+                        "max_visits": 10,
+                        "default": "END",
+                        "routes": [
+                            {
+                                "when": {
+                                    "path": "nodes.poll.output.body.n",
+                                    "op": "lt",
+                                    "value": 5,
+                                },
+                                "to": "poll",
+                            }
+                        ],
+                    },
+                ],
+                "edges": [{"from": "START", "to": "poll"}, {"from": "poll", "to": "ready"}],
+            }
+        )
         execution = await platform.run(workflow_id)
         final = await platform.wait_status(execution["id"], *ENDED, timeout=60)
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
@@ -133,20 +181,29 @@ async def test_a_loop_whose_exit_is_data_driven_completes(platform: Platform) ->
 
 # -- no run stuck --------------------------------------------------------------------------
 
+
 async def test_an_unexpected_error_in_workflow_code_fails_the_run_at_once(
-    platform: Platform, monkeypatch: pytest.MonkeyPatch,
+    platform: Platform,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def broken(*_: object) -> bool:
         raise RuntimeError("condition evaluator exploded")
 
     # workflows.templates is passed through the sandbox: the workflow sees this too.
     monkeypatch.setattr(workflows.templates, "matches", broken)
-    workflow_id = await platform.workflow({
-        "nodes": [{"id": "check", "type": "condition", "default": "END",
-                   "routes": [{"when": {"path": "input.x", "op": "eq", "value": 1},
-                               "to": "END"}]}],
-        "edges": [{"from": "START", "to": "check"}],
-    })
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {
+                    "id": "check",
+                    "type": "condition",
+                    "default": "END",
+                    "routes": [{"when": {"path": "input.x", "op": "eq", "value": 1}, "to": "END"}],
+                }
+            ],
+            "edges": [{"from": "START", "to": "check"}],
+        }
+    )
     execution = await platform.run(workflow_id, {"x": 1})
     final = await platform.wait_status(execution["id"], ExecutionStatus.FAILED, timeout=10)
     assert final["error"] == "the engine failed: RuntimeError: condition evaluator exploded"
@@ -155,6 +212,7 @@ async def test_an_unexpected_error_in_workflow_code_fails_the_run_at_once(
 
 
 # -- continue-as-new -----------------------------------------------------------------------
+
 
 @pytest.mark.settings(history_events_per_run=100)
 async def test_continue_as_new_is_invisible_to_watchers(platform: Platform) -> None:
@@ -174,10 +232,10 @@ async def test_continue_as_new_is_invisible_to_watchers(platform: Platform) -> N
     assert final["temporal"]["run_id"] == runs[-1].run_id != execution["temporal"]["run_id"]
     if os.environ.get("KEEL_RECORD_HISTORIES") == "1":
         # The last run of the chain is recorded anyway; keep the first, which hands over.
-        first = await platform.client.get_workflow_handle(runs[0].id, run_id=runs[0].run_id) \
-            .fetch_history()
-        (HISTORIES / "test_continue_as_new_hands_over-first-run.json").write_text(
-            first.to_json())
+        first = await platform.client.get_workflow_handle(
+            runs[0].id, run_id=runs[0].run_id
+        ).fetch_history()
+        (HISTORIES / "test_continue_as_new_hands_over-first-run.json").write_text(first.to_json())
     stored = data(await platform.http.get(f"/api/v1/Execution/{execution['id']}/events"))
     assert [e["seq"] for e in stored["items"]] == [e["seq"] for e in events]
     usage = data(await platform.http.get("/api/v1/Billing/usage"))
@@ -193,8 +251,12 @@ async def test_signal_reaches_a_human_node_in_the_third_run(platform: Platform) 
         runs = await temporal_runs(platform, execution["temporal"]["workflow_id"])
         assert len(runs) >= 3
         assert waiting["temporal"]["run_id"] == runs[-1].run_id
-        data(await platform.http.post(f"/api/v1/Execution/{execution['id']}/signal",
-                                      json={"node_id": "gate", "action": "approve"}))
+        data(
+            await platform.http.post(
+                f"/api/v1/Execution/{execution['id']}/signal",
+                json={"node_id": "gate", "action": "approve"},
+            )
+        )
         final = await platform.wait_status(execution["id"], *ENDED)
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     events, code = await platform.watch(execution["id"])
@@ -222,8 +284,9 @@ async def test_operator_terminate_after_continue_as_new(platform: Platform) -> N
         workflow_id = await counting_loop(platform, service, turns=1000, think_delay_s=0.05)
         execution = await platform.run(workflow_id)
         await run_number(platform, execution["id"], 2)
-        await platform.client.get_workflow_handle(
-            execution["temporal"]["workflow_id"]).terminate(reason="operator")
+        await platform.client.get_workflow_handle(execution["temporal"]["workflow_id"]).terminate(
+            reason="operator"
+        )
         final = await platform.wait_status(execution["id"], ExecutionStatus.FAILED)
     assert final["error"] == "terminated by an operator in Temporal"
     events, code = await platform.watch(execution["id"])
@@ -243,8 +306,7 @@ async def test_sigkill_of_the_worker_after_continue_as_new(
             first.send_signal(signal.SIGKILL)
             await first.wait()
         async with worker_process(platform, **LOOPBACK_TOOLS):
-            final = await platform.wait_status(execution["id"], *ENDED,
-                                               timeout=180)
+            final = await platform.wait_status(execution["id"], *ENDED, timeout=180)
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     # A tool call in flight at the kill may be retried; none before it ran again.
     assert 40 <= service.calls["tick"] <= 41
@@ -268,12 +330,19 @@ async def test_a_non_deterministic_deploy_shows_in_temporal_problems(
 ) -> None:
     platform = platform_without_worker
     agent = await platform.agent("a")
-    workflow_id = await platform.workflow({
-        "nodes": [{"id": "a", "type": "agent", "agent_id": agent},
-                  {"id": "gate", "type": "human", "prompt": "go?"}],
-        "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "gate"},
-                  {"from": "gate", "to": "END"}],
-    })
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {"id": "a", "type": "agent", "agent_id": agent},
+                {"id": "gate", "type": "human", "prompt": "go?"},
+            ],
+            "edges": [
+                {"from": "START", "to": "a"},
+                {"from": "a", "to": "gate"},
+                {"from": "gate", "to": "END"},
+            ],
+        }
+    )
     engine = create_engine(platform.settings.resolved_database_url)
     sessions = session_factory(engine)
     nodes, record = NodeActivities(platform.settings, sessions), RecordActivities(sessions)
@@ -282,14 +351,18 @@ async def test_a_non_deterministic_deploy_shows_in_temporal_problems(
         waiting = await platform.wait_status(execution["id"], ExecutionStatus.WAITING)
     assert waiting["temporal"]["problems"] == []
 
-    changed = Worker(platform.client, task_queue=platform.settings.task_queue,
-                     workflows=[ChangedWorkflow],
-                     activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
-                     workflow_runner=UnsandboxedWorkflowRunner())
+    changed = Worker(
+        platform.client,
+        task_queue=platform.settings.task_queue,
+        workflows=[ChangedWorkflow],
+        activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
     async with changed:
         # Anything that wakes the run makes the new code replay its history, and fail.
-        await platform.client.get_workflow_handle(
-            execution["temporal"]["workflow_id"]).signal("nudge")
+        await platform.client.get_workflow_handle(execution["temporal"]["workflow_id"]).signal(
+            "nudge"
+        )
 
         async def stuck() -> dict[str, Any] | None:
             found = await platform.get(execution["id"])
@@ -301,16 +374,15 @@ async def test_a_non_deterministic_deploy_shows_in_temporal_problems(
         assert "workflow task has failed" in problem and "determinis" in problem.lower()
 
         async def listed() -> list[int] | None:
-            page = data(await platform.http.get("/api/v1/Execution/",
-                                                params={"problems": "true"}))
+            page = data(await platform.http.get("/api/v1/Execution/", params={"problems": "true"}))
             return [e["id"] for e in page["items"]] or None
 
-        assert await wait_for(listed, timeout=60, what="the problems filter") == \
-            [execution["id"]]
+        assert await wait_for(listed, timeout=60, what="the problems filter") == [execution["id"]]
         health = data(await platform.http.get("/health"))
         assert health["runs_with_problems"] == 1
-        await platform.client.get_workflow_handle(
-            execution["temporal"]["workflow_id"]).terminate(reason="test finished")
+        await platform.client.get_workflow_handle(execution["temporal"]["workflow_id"]).terminate(
+            reason="test finished"
+        )
     await engine.dispose()
 
 
@@ -329,36 +401,71 @@ class LongRun:
     inputs: list[dict[str, Any]]  # each run's input, as recorded in its history
 
 
-async def long_run(platform: Platform, service: HttpToolService, turns: int,
-                   tool_calls: int = 7, timeout: float = 600) -> LongRun:
+async def long_run(
+    platform: Platform,
+    service: HttpToolService,
+    turns: int,
+    tool_calls: int = 7,
+    timeout: float = 600,
+) -> LongRun:
     tick = await platform.tool("tick", service.url("tick"))
     probe = await platform.tool("probe", service.url("probe"))
-    script = [{"tool_calls": [{"name": "probe", "args": {"i": i}} for i in range(tool_calls)]},
-              {"reply": "done"}]
+    script = [
+        {"tool_calls": [{"name": "probe", "args": {"i": i}} for i in range(tool_calls)]},
+        {"reply": "done"},
+    ]
     agent = await platform.agent("prober", tool_ids=[probe], metadata={"fake": {"script": script}})
-    workflow_id = await platform.workflow({
-        "nodes": [
-            {"id": "tick", "type": "tool", "tool_id": tick},
-            {"id": "probe_all", "type": "agent", "agent_id": agent,
-             "input": "turn {{ nodes.tick.output.body.n }}"},
-            {"id": "again", "type": "condition", "max_visits": 1000, "default": "END",
-             "routes": [{"when": {"path": "nodes.tick.output.body.n", "op": "lt",
-                                  "value": turns}, "to": "tick"}]},
-        ],
-        "edges": [{"from": "START", "to": "tick"}, {"from": "tick", "to": "probe_all"},
-                  {"from": "probe_all", "to": "again"}],
-    })
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {"id": "tick", "type": "tool", "tool_id": tick},
+                {
+                    "id": "probe_all",
+                    "type": "agent",
+                    "agent_id": agent,
+                    "input": "turn {{ nodes.tick.output.body.n }}",
+                },
+                {
+                    "id": "again",
+                    "type": "condition",
+                    "max_visits": 1000,
+                    "default": "END",
+                    "routes": [
+                        {
+                            "when": {
+                                "path": "nodes.tick.output.body.n",
+                                "op": "lt",
+                                "value": turns,
+                            },
+                            "to": "tick",
+                        }
+                    ],
+                },
+            ],
+            "edges": [
+                {"from": "START", "to": "tick"},
+                {"from": "tick", "to": "probe_all"},
+                {"from": "probe_all", "to": "again"},
+            ],
+        }
+    )
     began = time.monotonic()
     execution = await platform.run(workflow_id)
     events, code = await platform.watch(execution["id"], timeout=timeout)
     seconds = time.monotonic() - began
     final = await platform.wait_status(execution["id"], *ENDED)
     runs = await temporal_runs(platform, execution["temporal"]["workflow_id"])
-    histories = [await platform.client.get_workflow_handle(r.id, run_id=r.run_id)
-                 .fetch_history() for r in runs]
+    histories = [
+        await platform.client.get_workflow_handle(r.id, run_id=r.run_id).fetch_history()
+        for r in runs
+    ]
     return LongRun(
         calls=turns * (2 + tool_calls + 1),  # two model calls, the tool calls, the tick
-        seconds=seconds, events=events, close_code=code, final=final, runs=runs,
+        seconds=seconds,
+        events=events,
+        close_code=code,
+        final=final,
+        runs=runs,
         history_lengths=[len(h.events) for h in histories],
         inputs=[_run_input(h) for h in histories],
     )
@@ -375,8 +482,9 @@ def first_scheduled_visit(history_input: dict[str, Any]) -> int:
     return int(resume["visits"].get("tick", 0)) + 1 if resume else 1
 
 
-def assert_long_run_is_whole(run: LongRun, service: HttpToolService, turns: int,
-                             tool_calls: int = 7) -> None:
+def assert_long_run_is_whole(
+    run: LongRun, service: HttpToolService, turns: int, tool_calls: int = 7
+) -> None:
     assert run.final["status"] == ExecutionStatus.COMPLETED, run.final["error"]
     assert run.close_code == 1000 and contiguous(run.events)
     assert kinds(run.events).count((EventType.EXECUTION_STARTED, None)) == 1
@@ -403,9 +511,10 @@ async def test_a_long_run_continues_as_new_at_a_constant_cost(platform: Platform
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("KEEL_TEST_LONG_RUN") != "1",
-                    reason="10,000 calls: 5-10 minutes on a busy 2-core machine; "
-                           "KEEL_TEST_LONG_RUN=1")
+@pytest.mark.skipif(
+    os.environ.get("KEEL_TEST_LONG_RUN") != "1",
+    reason="10,000 calls: 5-10 minutes on a busy 2-core machine; KEEL_TEST_LONG_RUN=1",
+)
 async def test_ten_thousand_calls_continue_as_new_and_a_watcher_sees_every_event_once(
     platform_without_worker: Platform,
 ) -> None:
@@ -418,6 +527,9 @@ async def test_ten_thousand_calls_continue_as_new_and_a_watcher_sees_every_event
     usage = data(await platform.http.get("/api/v1/Billing/usage"))
     assert usage["llm_calls"] == turns * 2 and usage["tool_calls"] == turns * 8
     execution_id = run.final["id"]
-    stored = data(await platform.http.get(f"/api/v1/Execution/{execution_id}/events",
-                                          params={"after": len(run.events) - 5}))
+    stored = data(
+        await platform.http.get(
+            f"/api/v1/Execution/{execution_id}/events", params={"after": len(run.events) - 5}
+        )
+    )
     assert [e["seq"] for e in stored["items"]] == [e["seq"] for e in run.events[-5:]]

@@ -27,8 +27,12 @@ API_TOKEN = "run-env-token-0a9b8c7d6e"
 async def mcp_tool(platform: Platform, name: str, config: dict[str, Any]) -> dict[str, Any]:
     """Save an MCP tool, then test it: nothing runs on save, and the test (an editor's
     explicit action) discovers its input schema and stores it."""
-    tool = data(await platform.http.post("/api/v1/Tool/", json={
-        "name": name, "type": "mcp", "config": config}), 201)
+    tool = data(
+        await platform.http.post(
+            "/api/v1/Tool/", json={"name": name, "type": "mcp", "config": config}
+        ),
+        201,
+    )
     assert tool["input_schema"] is None
     tested = data(await platform.http.post(f"/api/v1/Tool/{tool['id']}/test", json={}))
     assert tested["ok"], tested["error"]
@@ -36,43 +40,75 @@ async def mcp_tool(platform: Platform, name: str, config: dict[str, Any]) -> dic
 
 
 async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
-        caplog: pytest.LogCaptureFixture, platform: Platform, db: AsyncEngine) -> None:
+    caplog: pytest.LogCaptureFixture, platform: Platform, db: AsyncEngine
+) -> None:
     caplog.set_level(logging.INFO)
     async with McpHttpService() as remote:
-        local_tool = await mcp_tool(platform, "check_env", stdio_config(
-            tool_name="env_status", env={"API_TOKEN": API_TOKEN}))
+        local_tool = await mcp_tool(
+            platform,
+            "check_env",
+            stdio_config(tool_name="env_status", env={"API_TOKEN": API_TOKEN}),
+        )
         remote_tool = await mcp_tool(platform, "echo", remote.config())
         # Discovered from the servers when the tools were tested.
         assert local_tool["input_schema"]["required"] == ["name"]
         assert remote_tool["input_schema"]["required"] == ["text"]
-        workflow_id = await platform.workflow({
-            "nodes": [
-                {"id": "local", "type": "tool", "tool_id": local_tool["id"],
-                 "arguments": {"name": "API_TOKEN"}},
-                {"id": "check", "type": "condition",
-                 "routes": [{"when": {"path": "nodes.local.output.set", "op": "eq",
-                                      "value": True}, "to": "remote"}],
-                 "default": "END"},
-                {"id": "remote", "type": "tool", "tool_id": remote_tool["id"],
-                 "arguments": {"text": "{{ input.q }}"}},
-            ],
-            "edges": [{"from": "START", "to": "local"}, {"from": "local", "to": "check"},
-                      {"from": "remote", "to": "END"}],
-        })
+        workflow_id = await platform.workflow(
+            {
+                "nodes": [
+                    {
+                        "id": "local",
+                        "type": "tool",
+                        "tool_id": local_tool["id"],
+                        "arguments": {"name": "API_TOKEN"},
+                    },
+                    {
+                        "id": "check",
+                        "type": "condition",
+                        "routes": [
+                            {
+                                "when": {
+                                    "path": "nodes.local.output.set",
+                                    "op": "eq",
+                                    "value": True,
+                                },
+                                "to": "remote",
+                            }
+                        ],
+                        "default": "END",
+                    },
+                    {
+                        "id": "remote",
+                        "type": "tool",
+                        "tool_id": remote_tool["id"],
+                        "arguments": {"text": "{{ input.q }}"},
+                    },
+                ],
+                "edges": [
+                    {"from": "START", "to": "local"},
+                    {"from": "local", "to": "check"},
+                    {"from": "remote", "to": "END"},
+                ],
+            }
+        )
         execution = await platform.run(workflow_id, {"q": "tides"})
         events, code = await platform.watch(execution["id"])
-        final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
-                                          ExecutionStatus.FAILED)
+        final = await platform.wait_status(
+            execution["id"], ExecutionStatus.COMPLETED, ExecutionStatus.FAILED
+        )
 
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert code == 1000
     assert final["output"] == {"result": "echo: tides"}
-    outputs = {e["node_id"]: e["data"]["output"] for e in events
-               if e["type"] == EventType.NODE_COMPLETED}
+    outputs = {
+        e["node_id"]: e["data"]["output"] for e in events if e["type"] == EventType.NODE_COMPLETED
+    }
     assert outputs["local"] == {"name": "API_TOKEN", "set": True}  # the env reached it
     called = [e["data"] for e in events if e["type"] == EventType.TOOL_CALLED]
     assert [(c["tool"], c["ok"], c["attempts"]) for c in called] == [
-        ("check_env", True, 1), ("echo", True, 1)]
+        ("check_env", True, 1),
+        ("echo", True, 1),
+    ]
     assert remote.tool_calls == {"echo": 1}
 
     seen = json.dumps([events, final, data(await platform.http.get("/api/v1/Tool/"))])
@@ -84,72 +120,122 @@ async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
 
 
 async def test_agent_calls_mcp_tools_each_as_its_own_activity(platform: Platform) -> None:
-    async with McpHttpService(fail_calls=1) as remote, FakeOpenAI([
-        Turn(tool_calls=[{"name": "check_env", "args": {"name": "API_TOKEN"}},
-                         {"name": "echo", "args": {"text": "tides"}}]),
-        Turn(content="all set"),
-    ]) as llm:
-        local = await mcp_tool(platform, "check_env", stdio_config(
-            tool_name="env_status", env={"API_TOKEN": API_TOKEN}))
+    async with (
+        McpHttpService(fail_calls=1) as remote,
+        FakeOpenAI(
+            [
+                Turn(
+                    tool_calls=[
+                        {"name": "check_env", "args": {"name": "API_TOKEN"}},
+                        {"name": "echo", "args": {"text": "tides"}},
+                    ]
+                ),
+                Turn(content="all set"),
+            ]
+        ) as llm,
+    ):
+        local = await mcp_tool(
+            platform,
+            "check_env",
+            stdio_config(tool_name="env_status", env={"API_TOKEN": API_TOKEN}),
+        )
         echo = await mcp_tool(platform, "echo", remote.config())
-        agent = await platform.agent("assistant", provider="openai", model="gpt-4o-mini",
-                                     base_url=llm.base_url, api_key="sk-test-key-0000",
-                                     tool_ids=[local["id"], echo["id"]])
-        workflow_id = await platform.workflow({
-            "nodes": [{"id": "agent", "type": "agent", "agent_id": agent, "input": "go",
-                       "retry": {"max_attempts": 3, "initial_interval_s": 0.1}}],
-            "edges": chain("agent"),
-        })
+        agent = await platform.agent(
+            "assistant",
+            provider="openai",
+            model="gpt-4o-mini",
+            base_url=llm.base_url,
+            api_key="sk-test-key-0000",
+            tool_ids=[local["id"], echo["id"]],
+        )
+        workflow_id = await platform.workflow(
+            {
+                "nodes": [
+                    {
+                        "id": "agent",
+                        "type": "agent",
+                        "agent_id": agent,
+                        "input": "go",
+                        "retry": {"max_attempts": 3, "initial_interval_s": 0.1},
+                    }
+                ],
+                "edges": chain("agent"),
+            }
+        )
         execution = await platform.run(workflow_id)
-        final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
-                                          ExecutionStatus.FAILED)
+        final = await platform.wait_status(
+            execution["id"], ExecutionStatus.COMPLETED, ExecutionStatus.FAILED
+        )
 
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert final["output"] == "all set"
     # The model was offered the schemas discovered from the MCP servers.
-    offered = {t["function"]["name"]: t["function"]["parameters"]
-               for t in llm.requests[0]["body"]["tools"]}
+    offered = {
+        t["function"]["name"]: t["function"]["parameters"] for t in llm.requests[0]["body"]["tools"]
+    }
     assert offered["check_env"]["required"] == ["name"]
     assert offered["echo"]["required"] == ["text"]
     # echo failed once (503) and was retried on its own: the model was asked only twice.
     assert len(llm.requests) == 2 and remote.tool_calls == {"echo": 2}
     results = [m["content"] for m in llm.requests[1]["body"]["messages"] if m["role"] == "tool"]
-    assert [json.loads(r) for r in results] == [{"name": "API_TOKEN", "set": True},
-                                                 {"result": "echo: tides"}]
+    assert [json.loads(r) for r in results] == [
+        {"name": "API_TOKEN", "set": True},
+        {"result": "echo: tides"},
+    ]
     history = await platform.client.get_workflow_handle(
-        execution["temporal"]["workflow_id"]).fetch_history()
+        execution["temporal"]["workflow_id"]
+    ).fetch_history()
     scheduled = "activity_task_scheduled_event_attributes"
-    activity_ids = [getattr(e, scheduled).activity_id
-                    for e in history.events if e.HasField(scheduled)]
+    activity_ids = [
+        getattr(e, scheduled).activity_id for e in history.events if e.HasField(scheduled)
+    ]
     assert sorted(a for a in activity_ids if a.startswith("agent/")) == [
-        "agent/1/llm/0", "agent/1/llm/1", "agent/1/tool/0/0", "agent/1/tool/0/1"]
+        "agent/1/llm/0",
+        "agent/1/llm/1",
+        "agent/1/tool/0/0",
+        "agent/1/tool/0/1",
+    ]
     assert API_TOKEN not in history.to_json()
 
 
 async def test_retryable_mcp_failure_is_retried_by_temporal(platform: Platform) -> None:
     async with McpHttpService(fail_calls=1) as remote:
         tool = await mcp_tool(platform, "echo", remote.config())
-        workflow_id = await platform.workflow({
-            "nodes": [{"id": "call", "type": "tool", "tool_id": tool["id"],
-                       "arguments": {"text": "again"},
-                       "retry": {"max_attempts": 3, "initial_interval_s": 0.1}}],
-            "edges": chain("call"),
-        })
+        workflow_id = await platform.workflow(
+            {
+                "nodes": [
+                    {
+                        "id": "call",
+                        "type": "tool",
+                        "tool_id": tool["id"],
+                        "arguments": {"text": "again"},
+                        "retry": {"max_attempts": 3, "initial_interval_s": 0.1},
+                    }
+                ],
+                "edges": chain("call"),
+            }
+        )
         execution = await platform.run(workflow_id)
         events, _ = await platform.watch(execution["id"])
-        final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
-                                          ExecutionStatus.FAILED)
+        final = await platform.wait_status(
+            execution["id"], ExecutionStatus.COMPLETED, ExecutionStatus.FAILED
+        )
 
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert kinds(events) == [
-        (EventType.EXECUTION_STARTED, None), (EventType.NODE_STARTED, "call"),
+        (EventType.EXECUTION_STARTED, None),
+        (EventType.NODE_STARTED, "call"),
         (EventType.NODE_RETRYING, "call"),
-        (EventType.TOOL_CALLED, "call"), (EventType.NODE_COMPLETED, "call"),
-        (EventType.EXECUTION_COMPLETED, None)]
+        (EventType.TOOL_CALLED, "call"),
+        (EventType.NODE_COMPLETED, "call"),
+        (EventType.EXECUTION_COMPLETED, None),
+    ]
     retrying = events[2]["data"]
     assert retrying["attempt"] == 2
-    assert retrying["error"] == f"echo: HTTP 503 from {remote.url}: the MCP endpoint " \
-                                "refused the request"
+    assert (
+        retrying["error"] == f"echo: HTTP 503 from {remote.url}: the MCP endpoint "
+        "refused the request"
+    )
     assert final["nodes"][0]["attempts"] == 2
     assert final["output"] == {"result": "echo: again"}
     assert remote.tool_calls == {"echo": 2}
@@ -157,29 +243,46 @@ async def test_retryable_mcp_failure_is_retried_by_temporal(platform: Platform) 
 
 async def test_mcp_tool_error_fails_the_node_without_retrying(platform: Platform) -> None:
     tool = await mcp_tool(platform, "weather", stdio_config(tool_name="fail"))
-    workflow_id = await platform.workflow({
-        "nodes": [{"id": "ask", "type": "tool", "tool_id": tool["id"],
-                   "arguments": {"reason": "no such city"},
-                   "retry": {"max_attempts": 3, "initial_interval_s": 0.1}}],
-        "edges": chain("ask"),
-    })
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {
+                    "id": "ask",
+                    "type": "tool",
+                    "tool_id": tool["id"],
+                    "arguments": {"reason": "no such city"},
+                    "retry": {"max_attempts": 3, "initial_interval_s": 0.1},
+                }
+            ],
+            "edges": chain("ask"),
+        }
+    )
     execution = await platform.run(workflow_id)
     final = await platform.wait_status(execution["id"], "failed")
-    assert final["error"].endswith("weather: the MCP tool 'fail' reported an error: "
-                                   "Error executing tool fail: refused: no such city")
+    assert final["error"].endswith(
+        "weather: the MCP tool 'fail' reported an error: "
+        "Error executing tool fail: refused: no such city"
+    )
     assert final["nodes"][0]["attempts"] == 1
 
 
-async def test_cancelling_the_run_stops_the_stdio_server(platform: Platform,
-                                                         tmp_path: Path) -> None:
+async def test_cancelling_the_run_stops_the_stdio_server(
+    platform: Platform, tmp_path: Path
+) -> None:
     pidfile = tmp_path / "pid"
-    tool = await mcp_tool(platform, "nap", stdio_config(
-        tool_name="slow", timeout_s=120, env={"PIDFILE": str(pidfile)}))
-    workflow_id = await platform.workflow({
-        "nodes": [{"id": "nap", "type": "tool", "tool_id": tool["id"],
-                   "arguments": {"seconds": 120}}],
-        "edges": chain("nap"),
-    })
+    tool = await mcp_tool(
+        platform,
+        "nap",
+        stdio_config(tool_name="slow", timeout_s=120, env={"PIDFILE": str(pidfile)}),
+    )
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {"id": "nap", "type": "tool", "tool_id": tool["id"], "arguments": {"seconds": 120}}
+            ],
+            "edges": chain("nap"),
+        }
+    )
     execution = await platform.run(workflow_id)
 
     async def napping() -> bool:

@@ -40,22 +40,42 @@ def sampler() -> Callable[[str, dict[str, str] | None], float]:
 
 async def test_a_run_is_counted_by_model_tool_node_and_status(platform: Platform) -> None:
     grew = sampler()
-    async with HttpToolService() as service, FakeOpenAI([
-        Turn(tool_calls=[{"name": "lookup", "args": {"q": "tides"}}], prompt_tokens=20,
-             completion_tokens=7),
-        Turn(content="High tide at noon", prompt_tokens=30, completion_tokens=4),
-    ]) as llm:
+    async with (
+        HttpToolService() as service,
+        FakeOpenAI(
+            [
+                Turn(
+                    tool_calls=[{"name": "lookup", "args": {"q": "tides"}}],
+                    prompt_tokens=20,
+                    completion_tokens=7,
+                ),
+                Turn(content="High tide at noon", prompt_tokens=30, completion_tokens=4),
+            ]
+        ) as llm,
+    ):
         service.behaviours["lookup"] = Behaviour(fail_times=1, body={"high": "12:00"})
         tool = await platform.tool("lookup", service.url("lookup"))
-        agent = await platform.agent("assistant", base_url=llm.base_url, api_key="sk-test-1",
-                                     tool_ids=[tool], **MODEL)
-        workflow = await platform.workflow({
-            "nodes": [{"id": "agent", "type": "agent", "agent_id": agent, "input": "tides?",
-                       "retry": {"max_attempts": 3, "initial_interval_s": 0.1}}],
-            "edges": chain("agent")})
+        agent = await platform.agent(
+            "assistant", base_url=llm.base_url, api_key="sk-test-1", tool_ids=[tool], **MODEL
+        )
+        workflow = await platform.workflow(
+            {
+                "nodes": [
+                    {
+                        "id": "agent",
+                        "type": "agent",
+                        "agent_id": agent,
+                        "input": "tides?",
+                        "retry": {"max_attempts": 3, "initial_interval_s": 0.1},
+                    }
+                ],
+                "edges": chain("agent"),
+            }
+        )
         execution = await platform.run(workflow)
-        final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED,
-                                           ExecutionStatus.FAILED)
+        final = await platform.wait_status(
+            execution["id"], ExecutionStatus.COMPLETED, ExecutionStatus.FAILED
+        )
         events, _ = await platform.watch(execution["id"])
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
 
@@ -73,8 +93,11 @@ async def test_a_run_is_counted_by_model_tool_node_and_status(platform: Platform
     assert grew("keel_events_delivered_total") >= len(events)
     # Nobody watches any more: the gauges are back where they were.
     assert REGISTRY.get_sample_value("keel_websocket_watchers") == 0
-    await wait_for(lambda: asyncio.sleep(0, REGISTRY.get_sample_value("keel_event_feeds") == 0),
-                   timeout=10, what="the feed to be dropped")
+    await wait_for(
+        lambda: asyncio.sleep(0, REGISTRY.get_sample_value("keel_event_feeds") == 0),
+        timeout=10,
+        what="the feed to be dropped",
+    )
 
 
 def families(text: str) -> set[str]:
@@ -85,16 +108,26 @@ async def test_a_worker_process_serves_keel_and_temporal_metrics(platform: Platf
     settings = platform.settings
     keel_port, temporal_port = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "keel", "worker",
-        env={**os.environ, "KEEL_ENVIRONMENT": "test",
-             "KEEL_DATABASE_URL": settings.resolved_database_url,
-             "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
-             "KEEL_TASK_QUEUE": settings.task_queue, "KEEL_SECRET_KEY": settings.secret_key,
-             "KEEL_WORKER_METRICS_PORT": str(keel_port),
-             "KEEL_TEMPORAL_METRICS_PORT": str(temporal_port)},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "keel",
+        "worker",
+        env={
+            **os.environ,
+            "KEEL_ENVIRONMENT": "test",
+            "KEEL_DATABASE_URL": settings.resolved_database_url,
+            "KEEL_TEMPORAL_ADDRESS": settings.temporal_address,
+            "KEEL_TASK_QUEUE": settings.task_queue,
+            "KEEL_SECRET_KEY": settings.secret_key,
+            "KEEL_WORKER_METRICS_PORT": str(keel_port),
+            "KEEL_TEMPORAL_METRICS_PORT": str(temporal_port),
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         async with httpx.AsyncClient(timeout=5) as http:
+
             async def scrape(port: int, wanted: str) -> set[str] | None:
                 try:
                     names = families((await http.get(f"http://127.0.0.1:{port}/metrics")).text)
@@ -102,14 +135,25 @@ async def test_a_worker_process_serves_keel_and_temporal_metrics(platform: Platf
                     return None
                 return names if any(name.startswith(wanted) for name in names) else None
 
-            keel = await wait_for(lambda: scrape(keel_port, "keel_model_calls"), timeout=30,
-                                  what="the worker's Keel metrics")
-            temporal = await wait_for(lambda: scrape(temporal_port, "temporal_"), timeout=30,
-                                      what="the worker's Temporal SDK metrics")
+            keel = await wait_for(
+                lambda: scrape(keel_port, "keel_model_calls"),
+                timeout=30,
+                what="the worker's Keel metrics",
+            )
+            temporal = await wait_for(
+                lambda: scrape(temporal_port, "temporal_"),
+                timeout=30,
+                what="the worker's Temporal SDK metrics",
+            )
     finally:
         process.terminate()
         await process.wait()
-    assert {"keel_model_calls", "keel_model_tokens", "keel_model_cost_usd", "keel_tool_calls",
-            "keel_node_duration_seconds"} <= keel
+    assert {
+        "keel_model_calls",
+        "keel_model_tokens",
+        "keel_model_cost_usd",
+        "keel_tool_calls",
+        "keel_node_duration_seconds",
+    } <= keel
     # The SDK's own: its worker polls the task queue once it runs.
     assert any(name.startswith("temporal_") for name in temporal), temporal

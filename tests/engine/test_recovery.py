@@ -21,12 +21,16 @@ async def test_sigkill_worker_mid_run_then_new_worker_finishes(
         before = await platform.tool("before", service.url("before"))
         after = await platform.tool("after", service.url("after"))
         slow = await platform.agent("slow", metadata={"fake": {"delay_s": 3}})
-        workflow_id = await platform.workflow({
-            "nodes": [{"id": "before", "type": "tool", "tool_id": before},
-                      {"id": "think", "type": "agent", "agent_id": slow, "input": "x"},
-                      {"id": "after", "type": "tool", "tool_id": after}],
-            "edges": chain("before", "think", "after"),
-        })
+        workflow_id = await platform.workflow(
+            {
+                "nodes": [
+                    {"id": "before", "type": "tool", "tool_id": before},
+                    {"id": "think", "type": "agent", "agent_id": slow, "input": "x"},
+                    {"id": "after", "type": "tool", "tool_id": after},
+                ],
+                "edges": chain("before", "think", "after"),
+            }
+        )
         execution = await platform.run(workflow_id)
 
         progress, final = await crash_worker_during(platform, execution["id"], "think")
@@ -47,11 +51,15 @@ async def test_sigterm_lets_the_running_activity_finish(
 ) -> None:
     platform = platform_without_worker
     slow = await platform.agent("slow", metadata={"fake": {"delay_s": 2}})
-    workflow_id = await platform.workflow({
-        "nodes": [{"id": "think", "type": "agent", "agent_id": slow, "input": "x"},
-                  {"id": "next", "type": "agent", "agent_id": slow, "input": "y"}],
-        "edges": chain("think", "next"),
-    })
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {"id": "think", "type": "agent", "agent_id": slow, "input": "x"},
+                {"id": "next", "type": "agent", "agent_id": slow, "input": "y"},
+            ],
+            "edges": chain("think", "next"),
+        }
+    )
     execution = await platform.run(workflow_id)
 
     async with worker_process(platform) as first:

@@ -61,22 +61,41 @@ def logs(platform: Platform) -> Iterator[io.StringIO]:
     root.removeHandler(handler)
 
 
-async def test_an_echoed_api_key_appears_nowhere(platform: Platform,
-                                                 logs: io.StringIO) -> None:
-    async with HttpToolService() as service, FakeOpenAI([
-        Turn(status=429, echo_key=True),  # retried: node.retrying carries the error
-        Turn(status=401, echo_key=True),  # for good: node.failed, execution.failed
-    ]) as llm:
-        tool = await platform.tool("lookup", service.url("lookup"),
-                                   headers={"X-Api-Key": TOOL_SECRET})
-        agent = await platform.agent("assistant", provider="openai", model="gpt-4o-mini",
-                                     base_url=llm.base_url, api_key=AGENT_KEY)
-        workflow = await platform.workflow({
-            "nodes": [{"id": "fetch", "type": "tool", "tool_id": tool},
-                      {"id": "agent", "type": "agent", "agent_id": agent, "input": "hi",
-                       "retry": {"max_attempts": 3, "initial_interval_s": 0.1}}],
-            "edges": chain("fetch", "agent"),
-        })
+async def test_an_echoed_api_key_appears_nowhere(platform: Platform, logs: io.StringIO) -> None:
+    async with (
+        HttpToolService() as service,
+        FakeOpenAI(
+            [
+                Turn(status=429, echo_key=True),  # retried: node.retrying carries the error
+                Turn(status=401, echo_key=True),  # for good: node.failed, execution.failed
+            ]
+        ) as llm,
+    ):
+        tool = await platform.tool(
+            "lookup", service.url("lookup"), headers={"X-Api-Key": TOOL_SECRET}
+        )
+        agent = await platform.agent(
+            "assistant",
+            provider="openai",
+            model="gpt-4o-mini",
+            base_url=llm.base_url,
+            api_key=AGENT_KEY,
+        )
+        workflow = await platform.workflow(
+            {
+                "nodes": [
+                    {"id": "fetch", "type": "tool", "tool_id": tool},
+                    {
+                        "id": "agent",
+                        "type": "agent",
+                        "agent_id": agent,
+                        "input": "hi",
+                        "retry": {"max_attempts": 3, "initial_interval_s": 0.1},
+                    },
+                ],
+                "edges": chain("fetch", "agent"),
+            }
+        )
         execution = await platform.run(workflow)
         final = await platform.wait_status(execution["id"], "failed")
         events, _ = await platform.watch(execution["id"])
@@ -92,7 +111,8 @@ async def test_an_echoed_api_key_appears_nowhere(platform: Platform,
 
     stored_events = data(await platform.http.get(f"/api/v1/Execution/{execution['id']}/events"))
     history = await platform.client.get_workflow_handle(
-        execution["temporal"]["workflow_id"]).fetch_history()
+        execution["temporal"]["workflow_id"]
+    ).fetch_history()
     history_json = history.to_json()
     logged = logs.getvalue()
     places = {
@@ -112,24 +132,43 @@ async def test_an_echoed_api_key_appears_nowhere(platform: Platform,
 
 
 async def test_a_run_never_sends_a_secret_to_a_destination_changed_since_it_started(
-        platform: Platform, db: AsyncEngine) -> None:
+    platform: Platform, db: AsyncEngine
+) -> None:
     """The run's snapshot points at the old URL; the stored tool now points elsewhere with
     new secrets: the activity refuses rather than mixing the two."""
     async with HttpToolService() as service:
-        tool = await platform.tool("lookup", service.url("lookup"),
-                                   headers={"X-Api-Key": TOOL_SECRET})
-        workflow = await platform.workflow({
-            "nodes": [{"id": "human", "type": "human", "prompt": "go?"},
-                      {"id": "fetch", "type": "tool", "tool_id": tool}],
-            "edges": chain("human", "fetch"),
-        })
+        tool = await platform.tool(
+            "lookup", service.url("lookup"), headers={"X-Api-Key": TOOL_SECRET}
+        )
+        workflow = await platform.workflow(
+            {
+                "nodes": [
+                    {"id": "human", "type": "human", "prompt": "go?"},
+                    {"id": "fetch", "type": "tool", "tool_id": tool},
+                ],
+                "edges": chain("human", "fetch"),
+            }
+        )
         execution = await platform.run(workflow)
         await platform.watch_until(execution["id"], EventType.HUMAN_WAITING)
-        data(await platform.http.put(f"/api/v1/Tool/{tool}", json={"config": {
-            "url": "http://127.0.0.1:9/elsewhere", "method": "POST",
-            "headers": {"X-Api-Key": "another-secret-2718281828"}}}))
-        data(await platform.http.post(f"/api/v1/Execution/{execution['id']}/signal",
-                                      json={"node_id": "human", "action": "approve"}))
+        data(
+            await platform.http.put(
+                f"/api/v1/Tool/{tool}",
+                json={
+                    "config": {
+                        "url": "http://127.0.0.1:9/elsewhere",
+                        "method": "POST",
+                        "headers": {"X-Api-Key": "another-secret-2718281828"},
+                    }
+                },
+            )
+        )
+        data(
+            await platform.http.post(
+                f"/api/v1/Execution/{execution['id']}/signal",
+                json={"node_id": "human", "action": "approve"},
+            )
+        )
         final = await platform.wait_status(execution["id"], "failed", "completed")
     assert final["status"] == ExecutionStatus.FAILED
     assert "points elsewhere" in final["error"]

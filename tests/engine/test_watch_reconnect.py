@@ -25,19 +25,28 @@ from workflows.events import EventType
 
 def api_env(platform: Platform, port: int, data_dir: Path) -> dict[str, str]:
     settings = platform.settings.model_copy(update={"data_dir": data_dir})
-    return process_env(settings, KEEL_API_HOST="127.0.0.1", KEEL_API_PORT=str(port),
-                       KEEL_API_KEY=platform.api_key)  # the key: what keel watch sends
+    return process_env(
+        settings, KEEL_API_HOST="127.0.0.1", KEEL_API_PORT=str(port), KEEL_API_KEY=platform.api_key
+    )  # the key: what keel watch sends
 
 
 @asynccontextmanager
 async def api_process(env: dict[str, str], cwd: Path) -> AsyncIterator[asyncio.subprocess.Process]:
     """``keel api`` in its own process, serving once this yields."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "keel", "api", env=env, cwd=cwd,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "keel",
+        "api",
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{env['KEEL_API_PORT']}/health"
     try:
         async with httpx.AsyncClient(timeout=5) as http:
+
             async def answers() -> bool:
                 assert process.returncode is None, "keel api exited"
                 try:
@@ -54,13 +63,15 @@ async def api_process(env: dict[str, str], cwd: Path) -> AsyncIterator[asyncio.s
             await process.wait()
 
 
-async def test_keel_watch_resumes_across_api_restarts(platform: Platform, tmp_path: Path
-                                                      ) -> None:
+async def test_keel_watch_resumes_across_api_restarts(platform: Platform, tmp_path: Path) -> None:
     slow = await platform.agent("slow", metadata={"fake": {"delay_s": 3}})
     nodes = ["a", "b", "c", "d", "e"]
-    workflow_id = await platform.workflow({
-        "nodes": [{"id": n, "type": "agent", "agent_id": slow} for n in nodes],
-        "edges": chain(*nodes)})
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [{"id": n, "type": "agent", "agent_id": slow} for n in nodes],
+            "edges": chain(*nodes),
+        }
+    )
     port = free_port()
     env = api_env(platform, port, tmp_path)
 
@@ -70,9 +81,18 @@ async def test_keel_watch_resumes_across_api_restarts(platform: Platform, tmp_pa
         execution = await platform.run(workflow_id)
         with watch_log.open("wb") as err:
             watcher = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "keel", "watch", str(execution["id"]),
-                "--api", f"http://127.0.0.1:{port}", env=env, cwd=tmp_path,
-                stdout=asyncio.subprocess.PIPE, stderr=err)
+                sys.executable,
+                "-m",
+                "keel",
+                "watch",
+                str(execution["id"]),
+                "--api",
+                f"http://127.0.0.1:{port}",
+                env=env,
+                cwd=tmp_path,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+            )
 
         async def read_stdout() -> None:
             assert watcher.stdout is not None
@@ -82,8 +102,9 @@ async def test_keel_watch_resumes_across_api_restarts(platform: Platform, tmp_pa
         reader = asyncio.create_task(read_stdout())
 
         async def node_started(node_id: str) -> bool:
-            return any(e["type"] == EventType.NODE_STARTED and e["node_id"] == node_id
-                       for e in printed)
+            return any(
+                e["type"] == EventType.NODE_STARTED and e["node_id"] == node_id for e in printed
+            )
 
         # A replica that stops: drains, closes 1012.
         await wait_for(lambda: node_started("a"), timeout=60, what="node a to start")

@@ -30,37 +30,55 @@ PROBES = {"/health"}
 def _fuzz(base_url: str, key: str) -> int:
     """Every operation gets its share of the cases; returns how many were sent."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
-    operations = [op for op in (result.ok() for result in schema.get_all_operations())
-                  if op.path not in PROBES]
+    operations = [
+        op
+        for op in (result.ok() for result in schema.get_all_operations())
+        if op.path not in PROBES
+    ]
     per_operation = max(3, TOTAL_CASES // len(operations))
     auth = {"Authorization": f"Bearer {key}"}
     sent = 0
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @run_settings(max_examples=per_operation, deadline=None, database=None,
-                      phases=[Phase.explicit, Phase.generate],
-                      suppress_health_check=list(HealthCheck))
+        @run_settings(
+            max_examples=per_operation,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         def check(case: schemathesis.Case) -> None:
             nonlocal sent
             sent += 1
-            case.call_and_validate(base_url=base_url, headers=auth, timeout=30,
-                                   checks=[not_a_server_error, response_schema_conformance])
+            case.call_and_validate(
+                base_url=base_url,
+                headers=auth,
+                timeout=30,
+                checks=[not_a_server_error, response_schema_conformance],
+            )
 
         check()
     return sent
 
 
 async def test_no_request_gives_a_5xx_or_breaks_the_schema(
-        clean_db: str, tmp_path: Path, owner_key: str,
-        temporal_env: WorkflowEnvironment) -> None:
+    clean_db: str, tmp_path: Path, owner_key: str, temporal_env: WorkflowEnvironment
+) -> None:
     port = free_port()
     settings = make_settings(
-        clean_db, tmp_path, api_port=port,
+        clean_db,
+        tmp_path,
+        api_port=port,
         temporal_address=temporal_env.client.service_client.config.target_host,
-        task_queue=f"keel-fuzz-{uuid.uuid4().hex[:8]}", log_level="WARNING")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_config=None, lifespan="on"))
+        task_queue=f"keel-fuzz-{uuid.uuid4().hex[:8]}",
+        log_level="WARNING",
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+        )
+    )
     serving = asyncio.create_task(server.serve())
 
     async def started() -> bool:

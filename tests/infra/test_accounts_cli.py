@@ -17,13 +17,21 @@ from tests.support.accounts import bearer
 from tests.support.settings import app_client
 
 
-def keel(*args: str, data_dir: Path, stdin: str = "", **env: str
-         ) -> subprocess.CompletedProcess[str]:
+def keel(
+    *args: str, data_dir: Path, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     environment.update(KEEL_DATA_DIR=str(data_dir), KEEL_LOG_FORMAT="json", **env)
-    return subprocess.run([sys.executable, "-c", "from keel.cli import run; run()", *args],
-                          env=environment, cwd=data_dir.parent, input=stdin,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", "from keel.cli import run; run()", *args],
+        env=environment,
+        cwd=data_dir.parent,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def mode(path: Path) -> int:
@@ -36,9 +44,12 @@ def credentials(path: Path) -> dict[str, str]:
 
 
 async def me(data_dir: Path, key: str) -> httpx.Response:
-    settings = Settings(_env_file=None, data_dir=data_dir,  # type: ignore[call-arg]
-                        secret_key=(data_dir / "secret_key").read_text().strip(),
-                        temporal_address="127.0.0.1:1")
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,  # type: ignore[call-arg]
+        secret_key=(data_dir / "secret_key").read_text().strip(),
+        temporal_address="127.0.0.1:1",
+    )
     async with app_client(settings) as client:
         return await client.get("/api/v1/Auth/me", headers=bearer(key))
 
@@ -87,8 +98,16 @@ def test_user_and_apikey_commands(tmp_path: Path) -> None:
     password = made.stdout.split("password: ")[1].strip()
     assert password not in made.stderr
 
-    typed = keel("user", "create", "dev@example.com", "--role", "editor", "--password-stdin",
-                 data_dir=data_dir, stdin="a long typed password\n")
+    typed = keel(
+        "user",
+        "create",
+        "dev@example.com",
+        "--role",
+        "editor",
+        "--password-stdin",
+        data_dir=data_dir,
+        stdin="a long typed password\n",
+    )
     assert typed.returncode == 0, typed.stderr
     assert "password" not in typed.stdout
 
@@ -97,8 +116,9 @@ def test_user_and_apikey_commands(tmp_path: Path) -> None:
     nowhere = keel("user", "create", "x@example.com", "--workspace", "9", data_dir=data_dir)
     assert nowhere.returncode == 1 and "workspace 9 does not exist" in nowhere.stderr
 
-    key = keel("apikey", "create", "ci", "--role", "editor", "--expires-days", "30",
-               data_dir=data_dir)
+    key = keel(
+        "apikey", "create", "ci", "--role", "editor", "--expires-days", "30", data_dir=data_dir
+    )
     assert key.returncode == 0, key.stderr
     response = asyncio.run(me(data_dir, key.stdout.strip()))
     assert response.json()["data"]["role"] == "editor"

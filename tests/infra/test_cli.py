@@ -59,10 +59,18 @@ def keel_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def run_keel(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120
-             ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(KEEL), *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+def run_keel(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(KEEL), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
@@ -143,8 +151,9 @@ def test_up_refuses_two_settings_on_one_port(tmp_path: Path) -> None:
     env = keel_env(tmp_path, KEEL_API_PORT=str(port), KEEL_TEMPORAL_UI_PORT=str(port))
     result = run_keel("up", env=env, cwd=tmp_path, timeout=30)
     assert result.returncode == 2
-    assert result.stderr == (f"keel: KEEL_TEMPORAL_UI_PORT and KEEL_API_PORT are both {port}; "
-                             "give each its own port\n")
+    assert result.stderr == (
+        f"keel: KEEL_TEMPORAL_UI_PORT and KEEL_API_PORT are both {port}; give each its own port\n"
+    )
 
 
 # -- keel up, end to end ---------------------------------------------------------------------
@@ -166,14 +175,19 @@ class Up:
         return [json.loads(line) for line in lines if line.startswith("{")]
 
     def child_pids(self) -> dict[str, int]:
-        return {line["process"]: line["pid"] for line in self.logs()
-                if line.get("logger") == "keel.up" and line["event"] == "started"}
+        return {
+            line["process"]: line["pid"]
+            for line in self.logs()
+            if line.get("logger") == "keel.up" and line["event"] == "started"
+        }
 
     def wait_until_up(self, timeout: float = 120) -> str:
         def banner() -> str | None:
             if self.process.poll() is not None:
-                raise AssertionError(f"keel up exited with {self.process.returncode}:\n"
-                                     f"{self.stderr.read_text()[-4000:]}")
+                raise AssertionError(
+                    f"keel up exited with {self.process.returncode}:\n"
+                    f"{self.stderr.read_text()[-4000:]}"
+                )
             text = self.stdout.read_text()
             return text if "Keel is up" in text else None
 
@@ -188,8 +202,9 @@ class Up:
 def keel_up(env: dict[str, str], cwd: Path, name: str) -> Iterator[Up]:
     stdout, stderr = cwd / f"{name}.out", cwd / f"{name}.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen([str(KEEL), "up"], env=env, cwd=cwd, stdout=out, stderr=err,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [str(KEEL), "up"], env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+        )
     up = Up(process, stdout, stderr, env)
     try:
         yield up
@@ -235,8 +250,12 @@ def test_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         assert httpx.get(ui, timeout=10).status_code == 200
         assert httpx.get(f"{up.api}/docs", timeout=10).status_code == 200
 
-        created = httpx.post(f"{up.api}/api/v1/Agent/", timeout=10, headers=owner_auth(data_dir),
-                             json={"name": "persist-me", "provider": "fake", "model": "fake-echo"})
+        created = httpx.post(
+            f"{up.api}/api/v1/Agent/",
+            timeout=10,
+            headers=owner_auth(data_dir),
+            json={"name": "persist-me", "provider": "fake", "model": "fake-echo"},
+        )
         assert created.status_code == 201, created.text
         agent_id = created.json()["data"]["id"]
 
@@ -245,8 +264,11 @@ def test_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
         assert up.interrupt() == 0, up.stderr.read_text()[-4000:]
         assert_gone(pids)
         # Stopped in reverse order of starting: API, worker (when there is one), Temporal.
-        stopped = [line["process"] for line in up.logs()
-                   if line.get("logger") == "keel.up" and line["event"] == "stopped"]
+        stopped = [
+            line["process"]
+            for line in up.logs()
+            if line.get("logger") == "keel.up" and line["event"] == "stopped"
+        ]
         assert stopped == [name for name in ("api", "worker", "temporal") if name in pids]
 
     assert (data_dir / "keel.db").exists()
@@ -255,8 +277,9 @@ def test_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
 
     with keel_up(env, tmp_path, "second") as up:
         up.wait_until_up()
-        agent = httpx.get(f"{up.api}/api/v1/Agent/{agent_id}", timeout=10,
-                          headers=owner_auth(data_dir))
+        agent = httpx.get(
+            f"{up.api}/api/v1/Agent/{agent_id}", timeout=10, headers=owner_auth(data_dir)
+        )
         assert agent.status_code == 200, agent.text
         assert agent.json()["data"]["name"] == "persist-me"
         pids = up.child_pids()
@@ -267,13 +290,15 @@ def test_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
 def owner_auth(data_dir: Path) -> dict[str, str]:
     """The first owner key `keel up` wrote to <data dir>/credentials, as a header."""
     text = (data_dir / "credentials").read_text()
-    key = next(line.split("=", 1)[1] for line in text.splitlines()
-               if line.startswith("KEEL_API_KEY="))
+    key = next(
+        line.split("=", 1)[1] for line in text.splitlines() if line.startswith("KEEL_API_KEY=")
+    )
     return {"Authorization": f"Bearer {key.strip()}"}
 
 
-def post(url: str, body: dict[str, Any], status: int = 201,
-         headers: dict[str, str] | None = None) -> dict[str, Any]:
+def post(
+    url: str, body: dict[str, Any], status: int = 201, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     response = httpx.post(url, json=body, timeout=10, headers=headers)
     assert response.status_code == status, response.text
     result: dict[str, Any] = response.json()["data"]
@@ -287,19 +312,36 @@ def test_up_restarts_a_killed_worker_and_the_run_in_flight_completes(tmp_path: P
         up.wait_until_up()
         api = f"{up.api}/api/v1"
         auth = owner_auth(tmp_path / "data")
-        agent = post(f"{api}/Agent/", {"name": "slow", "provider": "fake", "model": "fake-echo",
-                                       "metadata": {"fake": {"delay_s": 4}}}, headers=auth)
-        workflow = post(f"{api}/Workflow/", {"name": "one", "definition": {
-            "nodes": [{"id": "a", "type": "agent", "agent_id": agent["id"]}],
-            "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}},
-            headers=auth)
+        agent = post(
+            f"{api}/Agent/",
+            {
+                "name": "slow",
+                "provider": "fake",
+                "model": "fake-echo",
+                "metadata": {"fake": {"delay_s": 4}},
+            },
+            headers=auth,
+        )
+        workflow = post(
+            f"{api}/Workflow/",
+            {
+                "name": "one",
+                "definition": {
+                    "nodes": [{"id": "a", "type": "agent", "agent_id": agent["id"]}],
+                    "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}],
+                },
+            },
+            headers=auth,
+        )
         post(f"{api}/Workflow/{workflow['id']}/publish", {}, status=200, headers=auth)
-        execution = post(f"{api}/Execution/", {"workflow_id": workflow["id"], "start": True},
-                         headers=auth)
+        execution = post(
+            f"{api}/Execution/", {"workflow_id": workflow["id"], "start": True}, headers=auth
+        )
 
         def node_started() -> bool:
-            events = httpx.get(f"{api}/Execution/{execution['id']}/events", timeout=10,
-                               headers=auth)
+            events = httpx.get(
+                f"{api}/Execution/{execution['id']}/events", timeout=10, headers=auth
+            )
             return any(e["type"] == EventType.NODE_STARTED for e in events.json()["data"]["items"])
 
         wait_until(node_started, timeout=60, what="the agent node to start")
@@ -313,7 +355,8 @@ def test_up_restarts_a_killed_worker_and_the_run_in_flight_completes(tmp_path: P
         second_worker = wait_until(restarted, timeout=30, what="a new worker")
         died = [line for line in up.logs() if line["event"].startswith("child exited")]
         assert [(d["process"], d["reason"]) for d in died] == [
-            ("worker", "worker killed by SIGKILL")], died
+            ("worker", "worker killed by SIGKILL")
+        ], died
         assert died[0]["event"] == "child exited unexpectedly; restarting"
         assert up.process.poll() is None  # everything else kept running
 
@@ -324,8 +367,9 @@ def test_up_restarts_a_killed_worker_and_the_run_in_flight_completes(tmp_path: P
         wait_until(healthy, timeout=60, what="/health to be ok again")
 
         def finished() -> dict[str, Any] | None:
-            found = httpx.get(f"{api}/Execution/{execution['id']}", timeout=10,
-                              headers=auth).json()["data"]
+            found = httpx.get(
+                f"{api}/Execution/{execution['id']}", timeout=10, headers=auth
+            ).json()["data"]
             return found if found["status"] in FINISHED else None
 
         final = wait_until(finished, timeout=90, what="the run to finish")
@@ -336,6 +380,9 @@ def test_up_restarts_a_killed_worker_and_the_run_in_flight_completes(tmp_path: P
         assert pids["worker"] == second_worker
         assert up.interrupt() == 0, up.stderr.read_text()[-4000:]
         assert_gone({**pids, "killed worker": first["worker"]})
-        stopped = [line["process"] for line in up.logs()
-                   if line.get("logger") == "keel.up" and line["event"] == "stopped"]
+        stopped = [
+            line["process"]
+            for line in up.logs()
+            if line.get("logger") == "keel.up" and line["event"] == "stopped"
+        ]
         assert stopped == ["api", "worker", "temporal"]

@@ -125,8 +125,9 @@ def test_no_secret_is_written_in_the_file(services: dict[str, Any]) -> None:
     for name, service in services.items():
         for key, value in env(service).items():
             if SECRETISH.search(key):
-                assert REQUIRED_REF.match(value) or OPTIONAL_SECRET_REF.match(value), \
+                assert REQUIRED_REF.match(value) or OPTIONAL_SECRET_REF.match(value), (
                     f"{name}.{key} must come from the environment"
+                )
             if "://" in value and "@" in value:  # a URL with credentials
                 password = value.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
                 assert REQUIRED_REF.match(password), f"{name}.{key} embeds a literal password"
@@ -135,8 +136,11 @@ def test_no_secret_is_written_in_the_file(services: dict[str, Any]) -> None:
 def test_keel_commands_exist(services: dict[str, Any]) -> None:
     commands = keel_subcommands()
     assert commands == {"migrate", "api", "worker", "up", "watch", "user", "apikey"}
-    expected = {"api": ["keel", "api"], "worker": ["keel", "worker"],
-                "migrate": ["keel", "migrate"]}
+    expected = {
+        "api": ["keel", "api"],
+        "worker": ["keel", "worker"],
+        "migrate": ["keel", "migrate"],
+    }
     for name, command in expected.items():
         assert services[name]["command"] == command
         assert command[1] in commands
@@ -147,8 +151,11 @@ def test_keel_commands_exist(services: dict[str, Any]) -> None:
 def dockerfile_instructions() -> list[tuple[str, str]]:
     text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines()]
-    return [tuple(line.split(None, 1)) for line in lines  # type: ignore[misc]
-            if line and not line.startswith("#")]
+    return [
+        tuple(line.split(None, 1))
+        for line in lines  # type: ignore[misc]
+        if line and not line.startswith("#")
+    ]
 
 
 def test_dockerfile_default_command_is_a_keel_command() -> None:
@@ -190,7 +197,12 @@ def test_temporal_cloud_override_turns_the_local_temporal_off(services: dict[str
             assert services[name]["depends_on"][dep]["required"] is False, (name, dep)
     assert set(changed) <= set(services)
     keel_env = env(services["worker"])
-    for setting in ("KEEL_TEMPORAL_NAMESPACE", "KEEL_TEMPORAL_TLS_CERT", "KEEL_TEMPORAL_TLS_KEY",
-                    "KEEL_TEMPORAL_TLS_CA", "KEEL_TEMPORAL_API_KEY",
-                    "KEEL_WORKER_SHUTDOWN_GRACE_S"):
+    for setting in (
+        "KEEL_TEMPORAL_NAMESPACE",
+        "KEEL_TEMPORAL_TLS_CERT",
+        "KEEL_TEMPORAL_TLS_KEY",
+        "KEEL_TEMPORAL_TLS_CA",
+        "KEEL_TEMPORAL_API_KEY",
+        "KEEL_WORKER_SHUTDOWN_GRACE_S",
+    ):
         assert keel_env[setting].startswith(f"${{{setting}:-"), setting

@@ -32,15 +32,17 @@ def matched(pricing: Pricing, model: str) -> str | None:
 
 
 def test_the_most_specific_pattern_wins() -> None:
-    pricing = Pricing({
-        "*": p("9", "9"),
-        "gpt-*": p("5", "5"),
-        "gpt-4o*": p("2.50", "10"),
-        "gpt-4o-mini*": p("0.15", "0.60"),
-        "gpt-4o-mini": p("0.10", "0.50"),
-        "gpt-4o-mini-2024-??-??": p("0.12", "0.55"),
-        "gpt-4o-mini-2024-*": p("0.13", "0.56"),
-    })
+    pricing = Pricing(
+        {
+            "*": p("9", "9"),
+            "gpt-*": p("5", "5"),
+            "gpt-4o*": p("2.50", "10"),
+            "gpt-4o-mini*": p("0.15", "0.60"),
+            "gpt-4o-mini": p("0.10", "0.50"),
+            "gpt-4o-mini-2024-??-??": p("0.12", "0.55"),
+            "gpt-4o-mini-2024-*": p("0.13", "0.56"),
+        }
+    )
     assert matched(pricing, "gpt-4o-mini") == "gpt-4o-mini"  # exact beats everything
     # "?" matches one character but is no literal: 18 literal characters beat 17.
     assert matched(pricing, "gpt-4o-mini-2024-07-18") == "gpt-4o-mini-2024-??-??"
@@ -84,8 +86,9 @@ def test_cost_is_exact_decimal_arithmetic() -> None:
     assert (cost, price.pattern, unpriced) == (Decimal("0.000435"), "m", False)
     assert isinstance(cost, Decimal)
     # A huge call stays exact to the ledger's 10 places.
-    assert pricing.cost(Tokens(123_456_789_012, 987_654_321, 0), "big").cost_usd == \
-        Decimal("1925925.909255")
+    assert pricing.cost(Tokens(123_456_789_012, 987_654_321, 0), "big").cost_usd == Decimal(
+        "1925925.909255"
+    )
 
 
 def test_costs_round_half_even_at_ten_places() -> None:
@@ -122,66 +125,84 @@ def test_the_built_in_table() -> None:
         name = pattern.replace("*", "")
         assert matched(pricing, name) == pattern, name
     for model, pattern in {
-        "gpt-4o-mini-2024-07-18": "gpt-4o-mini*", "gpt-4o-2024-05-13": "gpt-4o-2024-05-13",
-        "gpt-4.1-nano-2025-04-14": "gpt-4.1-nano*", "o3-mini-2025-01-31": "o3-mini*",
-        "o4-mini": "o4-mini*", "claude-3-5-sonnet-20241022": "claude-3-5-sonnet*",
-        "claude-opus-4-5-20251101": "claude-opus-4-5*", "claude-opus-4-1": "claude-opus-4*",
+        "gpt-4o-mini-2024-07-18": "gpt-4o-mini*",
+        "gpt-4o-2024-05-13": "gpt-4o-2024-05-13",
+        "gpt-4.1-nano-2025-04-14": "gpt-4.1-nano*",
+        "o3-mini-2025-01-31": "o3-mini*",
+        "o4-mini": "o4-mini*",
+        "claude-3-5-sonnet-20241022": "claude-3-5-sonnet*",
+        "claude-opus-4-5-20251101": "claude-opus-4-5*",
+        "claude-opus-4-1": "claude-opus-4*",
         "claude-sonnet-4-5": "claude-sonnet-4*",
         "meta-llama/Meta-Llama-3.1-8B-Instruct": "*llama-3.1-8b*",
         "llama-3.3-70b-versatile": "*llama-3.3-70b*",
     }.items():
         assert matched(pricing, model) == pattern, model
-    assert pricing.price("gpt-4o-mini") == Price(Decimal("0.15"), Decimal("0.60"),
-                                                  Decimal("0.075"), "gpt-4o-mini*")
+    assert pricing.price("gpt-4o-mini") == Price(
+        Decimal("0.15"), Decimal("0.60"), Decimal("0.075"), "gpt-4o-mini*"
+    )
     assert matched(pricing, "llama3.1:8b") is None  # self-hosted: unpriced
 
 
 def test_a_json_pricing_file_reads_numbers_as_decimals(tmp_path: Path) -> None:
     path = tmp_path / "prices.json"
-    path.write_text('{"models": {"acme-*": {"input": 0.1, "output": "0.3", '
-                    '"cached_input": 0.05}, "gpt-4o": {"input": 1, "output": 2}}}')
+    path.write_text(
+        '{"models": {"acme-*": {"input": 0.1, "output": "0.3", '
+        '"cached_input": 0.05}, "gpt-4o": {"input": 1, "output": 2}}}'
+    )
     pricing = Pricing.load(path)
-    assert pricing.price("acme-1") == Price(Decimal("0.1"), Decimal("0.3"), Decimal("0.05"),
-                                            "acme-*")
+    assert pricing.price("acme-1") == Price(
+        Decimal("0.1"), Decimal("0.3"), Decimal("0.05"), "acme-*"
+    )
     assert pricing.price("gpt-4o") == Price(Decimal(1), Decimal(2), None, "gpt-4o")
     assert matched(pricing, "gpt-4o-mini") == "gpt-4o-mini*"  # the defaults are still there
     assert pricing.cost(Tokens(3, 0, 0), "acme-1").cost_usd == Decimal("3E-7")
 
-    path.write_text(json.dumps({"replace_defaults": True,
-                                "models": {"acme-*": {"input": "1", "output": "1"}}}))
+    path.write_text(
+        json.dumps({"replace_defaults": True, "models": {"acme-*": {"input": "1", "output": "1"}}})
+    )
     replaced = Pricing.load(path)
     assert replaced.patterns == ["acme-*"] and replaced.price("gpt-4o") is None
 
 
 def test_a_toml_pricing_file(tmp_path: Path) -> None:
     path = tmp_path / "prices.toml"
-    path.write_text('replace_defaults = true\n[models."llama3*"]\ninput = 0\noutput = 0\n'
-                    '[models.big]\ninput = 0.1\noutput = "3"\n')
+    path.write_text(
+        'replace_defaults = true\n[models."llama3*"]\ninput = 0\noutput = 0\n'
+        '[models.big]\ninput = 0.1\noutput = "3"\n'
+    )
     pricing = Pricing.load(path)
     assert pricing.cost(Tokens(5, 5, 0), "llama3.1:8b") == (
-        Decimal(0), Price(Decimal(0), Decimal(0), None, "llama3*"), False)
+        Decimal(0),
+        Price(Decimal(0), Decimal(0), None, "llama3*"),
+        False,
+    )
     assert pricing.price("big") == Price(Decimal("0.1"), Decimal(3), None, "big")
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("{", "is not valid JSON"),
-    ("[]", "expected an object with \"models\""),
-    ('{"model": {}}', "unknown key 'model'"),
-    ('{"models": []}', "\"models\" must be an object"),
-    ('{"models": {}, "replace_defaults": "yes"}', "replace_defaults must be true or false"),
-    ('{"models": {"m": {"input": 1}}}', "models.m: output (USD per million tokens) is missing"),
-    ('{"models": {"m": {"input": -1, "output": 1}}}', "models.m.input must be between 0"),
-    ('{"models": {"m": {"input": "abc", "output": 1}}}', "models.m.input is not a number"),
-    ('{"models": {"m": {"input": "NaN", "output": 1}}}', "models.m.input must be between"),
-    ('{"models": {"m": {"input": true, "output": 1}}}', "models.m.input must be a number"),
-    ('{"models": {"m": {"input": 1, "output": 1, "cache": 1}}}', "unknown key 'cache'"),
-    ('{"models": {"m": 5}}', "models.m must be an object"),
-    ('{"models": {"M": {"input": 1, "output": 1}, "m": {"input": 1, "output": 1}}}',
-     "listed twice"),
-    ('{"models": {" ": {"input": 1, "output": 1}}}', "a pattern is 1 to 200 characters"),
-])
-def test_a_bad_pricing_file_says_what_and_where(tmp_path: Path, content: str,
-                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "is not valid JSON"),
+        ("[]", 'expected an object with "models"'),
+        ('{"model": {}}', "unknown key 'model'"),
+        ('{"models": []}', '"models" must be an object'),
+        ('{"models": {}, "replace_defaults": "yes"}', "replace_defaults must be true or false"),
+        ('{"models": {"m": {"input": 1}}}', "models.m: output (USD per million tokens) is missing"),
+        ('{"models": {"m": {"input": -1, "output": 1}}}', "models.m.input must be between 0"),
+        ('{"models": {"m": {"input": "abc", "output": 1}}}', "models.m.input is not a number"),
+        ('{"models": {"m": {"input": "NaN", "output": 1}}}', "models.m.input must be between"),
+        ('{"models": {"m": {"input": true, "output": 1}}}', "models.m.input must be a number"),
+        ('{"models": {"m": {"input": 1, "output": 1, "cache": 1}}}', "unknown key 'cache'"),
+        ('{"models": {"m": 5}}', "models.m must be an object"),
+        (
+            '{"models": {"M": {"input": 1, "output": 1}, "m": {"input": 1, "output": 1}}}',
+            "listed twice",
+        ),
+        ('{"models": {" ": {"input": 1, "output": 1}}}', "a pattern is 1 to 200 characters"),
+    ],
+)
+def test_a_bad_pricing_file_says_what_and_where(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "prices.json"
     path.write_text(content)
     with pytest.raises(PricingError) as caught:
@@ -195,13 +216,16 @@ def test_a_pricing_file_that_does_not_load_stops_the_worker(tmp_path: Path) -> N
         return Settings(_env_file=None, pricing_file=value)  # type: ignore[call-arg]
 
     # Settings see only that the file is there (they import no domain module) ...
-    with pytest.raises(ValidationError, match=r"KEEL_PRICING_FILE: cannot read the pricing "
-                                              r"file .*missing\.json"):
+    with pytest.raises(
+        ValidationError,
+        match=r"KEEL_PRICING_FILE: cannot read the pricing "
+        r"file .*missing\.json",
+    ):
         make(tmp_path / "missing.json")
     # ... the worker reads it as it starts, and a bad one stops it.
     bad = tmp_path / "bad.toml"
     bad.write_text("models = 3\n")
-    with pytest.raises(PricingError, match="\"models\" must be an object"):
+    with pytest.raises(PricingError, match='"models" must be an object'):
         NodeActivities(make(bad), async_sessionmaker())
     good = tmp_path / "good.json"
     good.write_text('{"models": {}}')

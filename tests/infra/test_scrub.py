@@ -13,11 +13,18 @@ KEY = "Kx9-unusual-secret"
 
 def test_known_secrets_and_credential_shapes_are_masked() -> None:
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
-    text = (f"bad key {KEY}; also sk-proj-abcdefghijklmnop1234, keel_{'a' * 43}, "
-            f"Authorization: Bearer abc.def.ghi-123456 and {jwt}")
+    text = (
+        f"bad key {KEY}; also sk-proj-abcdefghijklmnop1234, keel_{'a' * 43}, "
+        f"Authorization: Bearer abc.def.ghi-123456 and {jwt}"
+    )
     scrubbed = scrub_text(text, [KEY])
-    for secret in (KEY, "sk-proj-abcdefghijklmnop1234", "keel_aaaa", "abc.def.ghi-123456",
-                   "eyJhbGciOi"):
+    for secret in (
+        KEY,
+        "sk-proj-abcdefghijklmnop1234",
+        "keel_aaaa",
+        "abc.def.ghi-123456",
+        "eyJhbGciOi",
+    ):
         assert secret not in scrubbed
     assert scrubbed.startswith("bad key ***;") and "Bearer ***" in scrubbed
 
@@ -39,8 +46,9 @@ SECRET_KEY = "test-server-key-for-sealing-000000000000"
 
 
 def _stored(url: str, secret: str) -> dict:
-    return seal_config({"url": url, "headers": {"X-Api-Key": secret, "Accept": "json"}},
-                       None, SECRET_KEY)
+    return seal_config(
+        {"url": url, "headers": {"X-Api-Key": secret, "Accept": "json"}}, None, SECRET_KEY
+    )
 
 
 def test_a_run_snapshot_gets_its_secrets_back_only_from_the_same_destination() -> None:
@@ -60,9 +68,13 @@ def test_the_memo_key_does_not_depend_on_secrets() -> None:
     node = ToolNode.model_validate({"id": "t", "type": "tool", "tool_id": 1})
 
     def key(config: dict) -> str:
-        params = ExecutionInput(execution_id=1, workflow_id=1, workflow_version=1,
-                                definition={}, tools={"1": ToolSpec(id=1, name="t",
-                                                                    type="http", config=config)})
+        params = ExecutionInput(
+            execution_id=1,
+            workflow_id=1,
+            workflow_version=1,
+            definition={},
+            tools={"1": ToolSpec(id=1, name="t", type="http", config=config)},
+        )
         return memo_key(node, 1, {}, params)
 
     stored = _stored("https://a.example/x", "s3cret-value")

@@ -12,14 +12,26 @@ MASKED = {"value": SECRET_MASK, "secret": True}
 
 
 def test_secret_values_are_encrypted_and_plain_ones_kept() -> None:
-    stored = seal_config({"url": "http://x", "headers": {
-        "Authorization": {"value": "Bearer t", "secret": True},
-        "X-Plain": {"value": "shown", "secret": False}, "X-Bare": "also shown"}}, None, KEY)
+    stored = seal_config(
+        {
+            "url": "http://x",
+            "headers": {
+                "Authorization": {"value": "Bearer t", "secret": True},
+                "X-Plain": {"value": "shown", "secret": False},
+                "X-Bare": "also shown",
+            },
+        },
+        None,
+        KEY,
+    )
     auth = stored["headers"]["Authorization"]
     assert auth["secret"] is True and decrypt(auth["value"], KEY) == "Bearer t"
     assert stored["headers"]["X-Plain"] == "shown" and stored["headers"]["X-Bare"] == "also shown"
     assert masked_config(stored)["headers"] == {
-        "Authorization": MASKED, "X-Plain": "shown", "X-Bare": "also shown"}
+        "Authorization": MASKED,
+        "X-Plain": "shown",
+        "X-Bare": "also shown",
+    }
     assert stored["url"] == "http://x"
 
 

@@ -38,7 +38,8 @@ def test_production_refuses_the_placeholder_secret_key() -> None:
 
 
 def test_production_refuses_the_placeholder_from_the_environment(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("KEEL_ENVIRONMENT", "production")
     monkeypatch.setenv("KEEL_SECRET_KEY", PLACEHOLDER_SECRET_KEY)
     with pytest.raises(ValidationError, match="development placeholder"):
@@ -59,7 +60,8 @@ def test_development_allows_the_placeholder() -> None:
 
 
 def test_cors_origins_parse_from_a_comma_separated_variable(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("KEEL_CORS_ORIGINS", " http://localhost:3000, https://app.example.com ,")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.cors_origins == ["http://localhost:3000", "https://app.example.com"]
@@ -92,7 +94,8 @@ def test_an_explicit_database_url_wins() -> None:
 
 
 def test_a_dotenv_file_is_read_and_the_environment_wins(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     (tmp_path / ".env").write_text("KEEL_API_PORT=9001\nKEEL_TASK_QUEUE=from-file\n")
     monkeypatch.setenv("KEEL_TASK_QUEUE", "from-env")
     settings = Settings()

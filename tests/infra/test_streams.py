@@ -26,5 +26,8 @@ def test_wire_items_decode_as_the_sdk_encodes_them() -> None:
     payload = pydantic_data_converter.payload_converter.to_payloads([sent])[0]
     wire = _types._encode_payload(payload)  # private: the SDK's own encoder
     assert decode_wire_item(ConverterOnly(), wire, Event) == sent  # type: ignore[arg-type]
-    assert {f.name for f in dataclasses.fields(PollResult)} >= {"items", "next_offset",
-                                                                "more_ready"}
+    assert {f.name for f in dataclasses.fields(PollResult)} >= {
+        "items",
+        "next_offset",
+        "more_ready",
+    }

@@ -42,9 +42,15 @@ def test_mtls_reads_the_certificate_files(tmp_path: Path) -> None:
     for name in ("cert", "key", "ca"):
         files[name] = tmp_path / f"{name}.pem"
         files[name].write_bytes(f"-- {name} --".encode())
-    config = tls_config(settings(
-        tmp_path, temporal_tls_cert=files["cert"], temporal_tls_key=files["key"],
-        temporal_tls_ca=files["ca"], temporal_tls_server_name="temporal.internal"))
+    config = tls_config(
+        settings(
+            tmp_path,
+            temporal_tls_cert=files["cert"],
+            temporal_tls_key=files["key"],
+            temporal_tls_ca=files["ca"],
+            temporal_tls_server_name="temporal.internal",
+        )
+    )
     assert isinstance(config, TLSConfig)
     assert config.client_cert == b"-- cert --"
     assert config.client_private_key == b"-- key --"
@@ -76,33 +82,52 @@ def test_the_register_command_says_exactly_what_to_run(tmp_path: Path) -> None:
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     cert.write_text("x")
     key.write_text("x")
-    mtls = settings(tmp_path, temporal_address="ns.acct.tmprl.cloud:7233",
-                    temporal_namespace="ns.acct", temporal_tls_cert=cert, temporal_tls_key=key)
+    mtls = settings(
+        tmp_path,
+        temporal_address="ns.acct.tmprl.cloud:7233",
+        temporal_namespace="ns.acct",
+        temporal_tls_cert=cert,
+        temporal_tls_key=key,
+    )
     assert register_command(mtls) == (
         "temporal operator search-attribute create --address ns.acct.tmprl.cloud:7233 "
         f"--namespace ns.acct --tls-cert-path {cert} --tls-key-path {key} --tls "
         "--name KeelExecutionId --type Int --name KeelWorkflowId --type Int "
-        "--name KeelWorkflowVersion --type Int --name KeelWorkspaceId --type Keyword")
-    cloud = settings(tmp_path, temporal_address="eu-west-1.aws.api.temporal.io:7233",
-                     temporal_namespace="ns.acct", temporal_api_key="k" * 20)
+        "--name KeelWorkflowVersion --type Int --name KeelWorkspaceId --type Keyword"
+    )
+    cloud = settings(
+        tmp_path,
+        temporal_address="eu-west-1.aws.api.temporal.io:7233",
+        temporal_namespace="ns.acct",
+        temporal_api_key="k" * 20,
+    )
     assert "--api-key $KEEL_TEMPORAL_API_KEY --tls " in register_command(cloud)
 
 
 async def test_registers_missing_search_attributes_on_a_cluster(
-        temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     namespace = f"keel-{uuid.uuid4().hex[:8]}"
-    await temporal_env.client.workflow_service.register_namespace(RegisterNamespaceRequest(
-        namespace=namespace,
-        workflow_execution_retention_period=Duration(
-            seconds=int(timedelta(days=1).total_seconds()))))
-    config = settings(tmp_path, temporal_namespace=namespace,
-                      temporal_address=temporal_env.client.service_client.config.target_host)
+    await temporal_env.client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(
+            namespace=namespace,
+            workflow_execution_retention_period=Duration(
+                seconds=int(timedelta(days=1).total_seconds())
+            ),
+        )
+    )
+    config = settings(
+        tmp_path,
+        temporal_namespace=namespace,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+    )
     client = await connect(config)
 
     async def listed_names() -> tuple[set[str]] | None:
         try:
             listed = await client.operator_service.list_search_attributes(
-                ListSearchAttributesRequest(namespace=namespace))
+                ListSearchAttributesRequest(namespace=namespace)
+            )
         except RPCError:  # the new namespace is not everywhere yet
             return None
         return (set(listed.custom_attributes),)
@@ -113,7 +138,8 @@ async def test_registers_missing_search_attributes_on_a_cluster(
     async def registered() -> set[str]:
         await ensure_search_attributes(client, config)  # idempotent: safe to repeat
         listed = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=namespace))
+            ListSearchAttributesRequest(namespace=namespace)
+        )
         return set(listed.custom_attributes) & {key.name for key in SEARCH_ATTRIBUTES}
 
     names = await wait_for(registered, timeout=30, what="the attributes to be registered")

@@ -37,8 +37,11 @@ REPRESENTATIVE: list[tuple[str, str, Any]] = [
 def _tampered(token: str) -> str:
     """The token with its claims rewritten (another workspace) and the old signature."""
     header, _claims, signature = token.split(".")
-    claims = base64.urlsafe_b64encode(
-        b'{"sub":"1","ws":999,"jti":"x","iat":0,"exp":4102444800}').rstrip(b"=").decode()
+    claims = (
+        base64.urlsafe_b64encode(b'{"sub":"1","ws":999,"jti":"x","iat":0,"exp":4102444800}')
+        .rstrip(b"=")
+        .decode()
+    )
     return f"{header}.{claims}.{signature}"
 
 
@@ -50,16 +53,21 @@ async def _revoked_key(client: httpx.AsyncClient, accounts: Accounts) -> str:
     return key
 
 
-async def test_bad_credentials_are_401_everywhere(client: httpx.AsyncClient,
-                                                  accounts: Accounts) -> None:
+async def test_bad_credentials_are_401_everywhere(
+    client: httpx.AsyncClient, accounts: Accounts
+) -> None:
     ids = await fixtures(client)
     secret = accounts.settings.secret_key
     user = await accounts.user("owner@example.com")
     live, _ = issue_access_token(secret, user, 1, timedelta(minutes=5))
-    expired, _ = issue_access_token(secret, user, 1, timedelta(minutes=5),
-                                    now=datetime.now(UTC) - timedelta(hours=1))
-    credentials = {"revoked key": await _revoked_key(client, accounts),
-                   "expired token": expired, "tampered token": _tampered(live)}
+    expired, _ = issue_access_token(
+        secret, user, 1, timedelta(minutes=5), now=datetime.now(UTC) - timedelta(hours=1)
+    )
+    credentials = {
+        "revoked key": await _revoked_key(client, accounts),
+        "expired token": expired,
+        "tampered token": _tampered(live),
+    }
     assert (await client.get(f"{V1}/Agent/", headers=bearer(live))).status_code == 200
     for method, path, body in REPRESENTATIVE:
         url = V1 + path.format(**ids)
@@ -69,16 +77,17 @@ async def test_bad_credentials_are_401_everywhere(client: httpx.AsyncClient,
             assert response.headers["www-authenticate"].startswith("Bearer")
 
 
-async def test_another_workspaces_token_finds_nothing(client: httpx.AsyncClient,
-                                                      accounts: Accounts) -> None:
+async def test_another_workspaces_token_finds_nothing(
+    client: httpx.AsyncClient, accounts: Accounts
+) -> None:
     ids = await fixtures(client)
     other_ws = await accounts.workspace("other")
     outsider = await accounts.user("outsider@example.com", workspace_id=other_ws)
-    token, _ = issue_access_token(accounts.settings.secret_key, outsider, other_ws,
-                                  timedelta(minutes=5))
+    token, _ = issue_access_token(
+        accounts.settings.secret_key, outsider, other_ws, timedelta(minutes=5)
+    )
     # The token names a workspace its user is not a member of: not a credential here.
-    stray, _ = issue_access_token(accounts.settings.secret_key, outsider, 1,
-                                  timedelta(minutes=5))
+    stray, _ = issue_access_token(accounts.settings.secret_key, outsider, 1, timedelta(minutes=5))
     assert (await client.get(f"{V1}/Agent/", headers=bearer(stray))).status_code == 401
     for method, path, body in REPRESENTATIVE:
         if "{" not in path:
@@ -90,7 +99,8 @@ async def test_another_workspaces_token_finds_nothing(client: httpx.AsyncClient,
 
 @pytest.mark.parametrize("report", ["usage", "agent-breakdown", "usage/history"])
 async def test_billing_filters_of_another_workspace_are_404(
-        client: httpx.AsyncClient, accounts: Accounts, report: str) -> None:
+    client: httpx.AsyncClient, accounts: Accounts, report: str
+) -> None:
     mine = await fixtures(client)
     other_ws = await accounts.workspace("other")
     other = bearer(await accounts.api_key(Role.OWNER, workspace_id=other_ws))

@@ -26,8 +26,9 @@ def test_a_token_bucket_allows_bursts_then_the_rate() -> None:
     assert RateLimiter(per_s=0, burst=1).take("k") is None  # 0: off
 
 
-async def test_too_many_requests_are_429_with_retry_after(settings: Settings,
-                                                          accounts: Accounts) -> None:
+async def test_too_many_requests_are_429_with_retry_after(
+    settings: Settings, accounts: Accounts
+) -> None:
     limited = settings.model_copy(update={"rate_limit_per_s": 0.5, "rate_limit_burst": 3})
     first = await accounts.api_key(Role.VIEWER, name="busy")
     second = await accounts.api_key(Role.VIEWER, name="calm")
@@ -43,21 +44,41 @@ async def test_too_many_requests_are_429_with_retry_after(settings: Settings,
 
 
 async def test_the_running_executions_cap_is_429_and_the_execution_stays_pending(
-        settings: Settings, owner_key: str) -> None:
+    settings: Settings, owner_key: str
+) -> None:
     capped = settings.model_copy(update={"max_running_executions": 1})
     async with app_client(capped, owner_key) as http:
-        agent = data(await http.post("/api/v1/Agent/", json={
-            "name": "echo", "provider": "fake", "model": "fake-echo"}), 201)
-        flow = data(await http.post("/api/v1/Workflow/", json={"name": "f", "definition": {
-            "nodes": [{"id": "a", "type": "agent", "agent_id": agent["id"], "input": "hi"}],
-            "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}}), 201)
+        agent = data(
+            await http.post(
+                "/api/v1/Agent/", json={"name": "echo", "provider": "fake", "model": "fake-echo"}
+            ),
+            201,
+        )
+        flow = data(
+            await http.post(
+                "/api/v1/Workflow/",
+                json={
+                    "name": "f",
+                    "definition": {
+                        "nodes": [
+                            {"id": "a", "type": "agent", "agent_id": agent["id"], "input": "hi"}
+                        ],
+                        "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}],
+                    },
+                },
+            ),
+            201,
+        )
         data(await http.post(f"/api/v1/Workflow/{flow['id']}/publish"))
         # One execution counts as running (as the worker would have it).
-        running = data(await http.post("/api/v1/Execution/", json={
-            "workflow_id": flow["id"], "start": False}), 201)
+        running = data(
+            await http.post("/api/v1/Execution/", json={"workflow_id": flow["id"], "start": False}),
+            201,
+        )
         await _set_status(capped, running["id"], "running")
-        refused = await http.post("/api/v1/Execution/", json={"workflow_id": flow["id"],
-                                                           "start": True})
+        refused = await http.post(
+            "/api/v1/Execution/", json={"workflow_id": flow["id"], "start": True}
+        )
         assert refused.status_code == 429, refused.json()
         body = refused.json()
         assert "cap is 1" in body["msg"] and refused.headers["Retry-After"]
@@ -69,7 +90,7 @@ async def test_the_running_executions_cap_is_429_and_the_execution_stays_pending
 async def _set_status(settings: Settings, execution_id: int, status: str) -> None:
     engine = create_engine(settings.resolved_database_url)
     async with engine.begin() as conn:
-        await conn.execute(update(Execution).where(Execution.id == execution_id)
-                           .values(status=status))
+        await conn.execute(
+            update(Execution).where(Execution.id == execution_id).values(status=status)
+        )
     await engine.dispose()
-

@@ -21,13 +21,26 @@ async def _all_at_once(send: list) -> Counter[int]:
     return Counter(r.status_code for r in responses)
 
 
-async def test_concurrent_publishes_of_one_workflow_give_no_5xx(
-        client: httpx.AsyncClient) -> None:
-    agent = data(await client.post("/api/v1/Agent/", json={
-        "name": "echo", "provider": "fake", "model": "fake-echo"}), 201)
-    created = data(await client.post("/api/v1/Workflow/", json={"name": "raced", "definition": {
-        "nodes": [{"id": "a", "type": "agent", "agent_id": agent["id"], "input": "hi"}],
-        "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}}), 201)
+async def test_concurrent_publishes_of_one_workflow_give_no_5xx(client: httpx.AsyncClient) -> None:
+    agent = data(
+        await client.post(
+            "/api/v1/Agent/", json={"name": "echo", "provider": "fake", "model": "fake-echo"}
+        ),
+        201,
+    )
+    created = data(
+        await client.post(
+            "/api/v1/Workflow/",
+            json={
+                "name": "raced",
+                "definition": {
+                    "nodes": [{"id": "a", "type": "agent", "agent_id": agent["id"], "input": "hi"}],
+                    "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}],
+                },
+            },
+        ),
+        201,
+    )
     path = f"/api/v1/Workflow/{created['id']}/publish"
     statuses = await _all_at_once([client.post(path) for _ in range(CONCURRENT)])
     assert set(statuses) <= {200, 409}, statuses
@@ -37,14 +50,21 @@ async def test_concurrent_publishes_of_one_workflow_give_no_5xx(
 
 
 async def test_concurrent_creates_of_one_name_give_one_201_and_409s(
-        client: httpx.AsyncClient) -> None:
+    client: httpx.AsyncClient,
+) -> None:
     for path, body in (
         ("/api/v1/Agent/", {"name": "twin", "provider": "fake", "model": "fake-echo"}),
-        ("/api/v1/Tool/", {"name": "twin", "type": "http",
-                           "config": {"url": "http://127.0.0.1:9/x"}}),
-        ("/api/v1/Workflow/", {"name": "twin", "definition": {
-            "nodes": [], "edges": [{"from": "START", "to": "END"}]}}),
+        (
+            "/api/v1/Tool/",
+            {"name": "twin", "type": "http", "config": {"url": "http://127.0.0.1:9/x"}},
+        ),
+        (
+            "/api/v1/Workflow/",
+            {
+                "name": "twin",
+                "definition": {"nodes": [], "edges": [{"from": "START", "to": "END"}]},
+            },
+        ),
     ):
-        statuses = await _all_at_once([client.post(path, json=body)
-                                       for _ in range(CONCURRENT)])
+        statuses = await _all_at_once([client.post(path, json=body) for _ in range(CONCURRENT)])
         assert statuses == Counter({201: 1, 409: CONCURRENT - 1}), (path, statuses)

@@ -47,13 +47,17 @@ class Accounts:
             await session.commit()
             return workspace.id
 
-    async def user(self, email: str, role: Role | None = Role.OWNER,
-                   workspace_id: int = DEFAULT_WORKSPACE_ID, password: str = PASSWORD) -> int:
+    async def user(
+        self,
+        email: str,
+        role: Role | None = Role.OWNER,
+        workspace_id: int = DEFAULT_WORKSPACE_ID,
+        password: str = PASSWORD,
+    ) -> int:
         async with self.sessions() as session:
             user = await create_user(session, email, password)
             if role is not None:
-                session.add(Membership(workspace_id=workspace_id, user_id=user.id,
-                                       role=role.value))
+                session.add(Membership(workspace_id=workspace_id, user_id=user.id, role=role.value))
             await session.commit()
             return user.id
 
@@ -62,12 +66,23 @@ class Accounts:
             session.add(Membership(workspace_id=workspace_id, user_id=user_id, role=role.value))
             await session.commit()
 
-    async def api_key(self, role: Role = Role.OWNER, workspace_id: int = DEFAULT_WORKSPACE_ID,
-                      name: str = "test key", expires_at: datetime | None = None) -> str:
+    async def api_key(
+        self,
+        role: Role = Role.OWNER,
+        workspace_id: int = DEFAULT_WORKSPACE_ID,
+        name: str = "test key",
+        expires_at: datetime | None = None,
+    ) -> str:
         async with self.sessions() as session:
             _row, key = await create_api_key(
-                session, self.settings.secret_key, workspace_id=workspace_id, name=name,
-                role=role, created_by=OPERATOR, expires_at=expires_at)
+                session,
+                self.settings.secret_key,
+                workspace_id=workspace_id,
+                name=name,
+                role=role,
+                created_by=OPERATOR,
+                expires_at=expires_at,
+            )
             await session.commit()
             return key
 
@@ -93,8 +108,9 @@ async def owner_key(accounts: Accounts) -> str:
 
 
 @pytest.fixture
-async def owner_client(client: httpx.AsyncClient, owner_key: str
-                       ) -> AsyncIterator[httpx.AsyncClient]:
+async def owner_client(
+    client: httpx.AsyncClient, owner_key: str
+) -> AsyncIterator[httpx.AsyncClient]:
     """The app client, sending the owner key on every request."""
     client.headers.update(bearer(owner_key))
     yield client

@@ -108,8 +108,10 @@ class Platform:
     ) -> list[dict[str, Any]]:
         """Events from the start up to and including the first ``event_type`` (of node_id)."""
         events: list[dict[str, Any]] = []
-        async with asyncio.timeout(timeout), websockets.connect(
-                self.ws_url(execution_id), additional_headers=self.auth) as ws:
+        async with (
+            asyncio.timeout(timeout),
+            websockets.connect(self.ws_url(execution_id), additional_headers=self.auth) as ws,
+        ):
             async for message in ws:
                 events.append(json.loads(message))
                 if events[-1]["type"] == event_type and (
@@ -129,8 +131,9 @@ class Platform:
         events: list[dict[str, Any]] = []
         async with (
             asyncio.timeout(timeout),
-            websockets.connect(self.ws_url(execution_id, after),
-                               additional_headers=self.auth) as ws,
+            websockets.connect(
+                self.ws_url(execution_id, after), additional_headers=self.auth
+            ) as ws,
         ):
             try:
                 async for message in ws:
@@ -219,17 +222,23 @@ async def _close_runs(client: Client, workflow_ids: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def worker_process(platform: Platform, log: Path | None = None,
-                         **settings_env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+async def worker_process(
+    platform: Platform, log: Path | None = None, **settings_env: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
     """A real ``keel worker`` process on the platform's task queue; its stderr goes to
     ``log`` when given. ``settings_env``: more KEEL_* variables (e.g. the drain grace)."""
     env = process_env(platform.settings, **settings_env)
     with contextlib.ExitStack() as files:
         err = files.enter_context(log.open("wb")) if log else asyncio.subprocess.DEVNULL
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "keel", "worker", env=env,
+            sys.executable,
+            "-m",
+            "keel",
+            "worker",
+            env=env,
             cwd=log.parent if log else None,
-            stdout=asyncio.subprocess.DEVNULL, stderr=err,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
         )
     try:
         yield process

@@ -41,9 +41,14 @@ class HttpToolService:
         name = request.path_params["name"]
         self.calls[name] += 1
         body = json.loads(await request.body() or b"{}")
-        self.requests.append({"name": name, "body": body,
-                              "idempotency_key": request.headers.get("idempotency-key"),
-                              "headers": dict(request.headers)})
+        self.requests.append(
+            {
+                "name": name,
+                "body": body,
+                "idempotency_key": request.headers.get("idempotency-key"),
+                "headers": dict(request.headers),
+            }
+        )
         behaviour = self.behaviours.get(name, Behaviour())
         if self.calls[name] <= behaviour.fail_times:
             return JSONResponse({"error": "temporarily broken"}, status_code=500)
@@ -52,8 +57,9 @@ class HttpToolService:
 
     async def __aenter__(self) -> HttpToolService:
         app = Starlette(routes=[Route("/{name}", self._handle, methods=["GET", "POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_config=None, lifespan="off"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
+        )
         self._task = asyncio.create_task(self._server.serve())
 
         async def started() -> bool:

@@ -44,15 +44,26 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def _message(self, turn: Turn) -> dict[str, Any]:
-        calls = [{"id": f"call_{len(self.requests)}_{i}", "type": "function",
-                  "function": {"name": c["name"], "arguments": json.dumps(c["args"])}}
-                 for i, c in enumerate(turn.tool_calls)]
-        return {"role": "assistant", "content": turn.content or None,
-                **({"tool_calls": calls} if calls else {})}
+        calls = [
+            {
+                "id": f"call_{len(self.requests)}_{i}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["args"])},
+            }
+            for i, c in enumerate(turn.tool_calls)
+        ]
+        return {
+            "role": "assistant",
+            "content": turn.content or None,
+            **({"tool_calls": calls} if calls else {}),
+        }
 
     def _usage(self, turn: Turn) -> dict[str, int]:
-        return {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens,
-                "total_tokens": turn.prompt_tokens + turn.completion_tokens}
+        return {
+            "prompt_tokens": turn.prompt_tokens,
+            "completion_tokens": turn.completion_tokens,
+            "total_tokens": turn.prompt_tokens + turn.completion_tokens,
+        }
 
     def turn_for(self, body: dict[str, Any]) -> Turn:
         """The answer to this request: the next scripted turn (the last one repeats)."""
@@ -64,25 +75,42 @@ class FakeOpenAI:
         turn = self.turn_for(body)
         if turn.status != 200:
             sent = (request.headers.get("authorization") or "").removeprefix("Bearer ")
-            message = (f"Incorrect API key provided: {sent}" if turn.echo_key
-                       else f"scripted {turn.status}")
-            return JSONResponse({"error": {"message": message,
-                                           "type": "scripted", "code": None}},
-                                status_code=turn.status)
+            message = (
+                f"Incorrect API key provided: {sent}"
+                if turn.echo_key
+                else f"scripted {turn.status}"
+            )
+            return JSONResponse(
+                {"error": {"message": message, "type": "scripted", "code": None}},
+                status_code=turn.status,
+            )
         model = body.get("model", "fake")
         finish = "tool_calls" if turn.tool_calls else "stop"
         if not body.get("stream"):
-            return JSONResponse({
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "message": self._message(turn), "finish_reason": finish}],
-                "usage": self._usage(turn)})
+            return JSONResponse(
+                {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": self._message(turn), "finish_reason": finish}
+                    ],
+                    "usage": self._usage(turn),
+                }
+            )
         return StreamingResponse(self._chunks(turn, model, body), media_type="text/event-stream")
 
     async def _chunks(self, turn: Turn, model: str, body: dict[str, Any]) -> AsyncIterator[str]:
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            payload = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
-                       "model": model, "choices": [{"index": 0, "delta": delta,
-                                                    "finish_reason": finish}], **extra}
+            payload = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
             return f"data: {json.dumps(payload)}\n\n"
 
         yield chunk({"role": "assistant", "content": ""})
@@ -93,15 +121,22 @@ class FakeOpenAI:
             yield chunk({"tool_calls": [{"index": i, **call}]})
         yield chunk({}, "tool_calls" if turn.tool_calls else "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
-            usage = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
-                     "model": model, "choices": [], "usage": self._usage(turn)}
+            usage = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": self._usage(turn),
+            }
             yield f"data: {json.dumps(usage)}\n\n"
         yield "data: [DONE]\n\n"
 
     async def __aenter__(self) -> FakeOpenAI:
         app = Starlette(routes=[Route("/v1/chat/completions", self._complete, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_config=None, lifespan="off"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
+        )
         self._task = asyncio.create_task(self._server.serve())
 
         async def started() -> bool:

@@ -34,8 +34,12 @@ Message = dict[str, Any]
 
 def stdio_config(*args: str, **config: Any) -> dict[str, Any]:
     """An MCP tool config that starts the test stdio server (extra ``args`` appended)."""
-    return {"transport": "stdio", "command": sys.executable,
-            "args": [str(STDIO_SERVER), *args], **config}
+    return {
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": [str(STDIO_SERVER), *args],
+        **config,
+    }
 
 
 def process_gone(pid: int) -> bool:
@@ -112,8 +116,13 @@ class McpHttpService:
                 name = request.get("params", {}).get("name", "")
                 self.tool_calls[name] += 1
                 if sum(self.tool_calls.values()) <= self.fail_calls:
-                    await send({"type": "http.response.start", "status": 503,
-                                "headers": [(b"content-type", b"text/plain")]})
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 503,
+                            "headers": [(b"content-type", b"text/plain")],
+                        }
+                    )
                     await send({"type": "http.response.body", "body": b"try again later"})
                     return
             replayed = False
@@ -131,13 +140,23 @@ class McpHttpService:
 
     async def __aenter__(self) -> McpHttpService:
         server = build_server()
-        self._inner = (server.streamable_http_app() if self.transport == "streamable_http"
-                       else server.sse_app())
+        self._inner = (
+            server.streamable_http_app()
+            if self.transport == "streamable_http"
+            else server.sse_app()
+        )
         self._released = asyncio.Event()
-        self._server = uvicorn.Server(uvicorn.Config(
-            self._app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
-            interface="asgi3",
-            timeout_graceful_shutdown=2))
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                self._app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                lifespan="on",
+                interface="asgi3",
+                timeout_graceful_shutdown=2,
+            )
+        )
         self._task = asyncio.create_task(self._server.serve())
 
         async def started() -> bool:

@@ -45,10 +45,18 @@ class KeelProcess:
     async def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "keel", self.role, env=self.env,
-                stdout=out, stderr=out, start_new_session=True)
+                sys.executable,
+                "-m",
+                "keel",
+                self.role,
+                env=self.env,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
         if self.role == "api":
             async with httpx.AsyncClient(timeout=2) as http:
+
                 async def up() -> bool:
                     try:
                         return (await http.get(f"{self.base_url}/health")).status_code < 600
@@ -79,15 +87,18 @@ class KeelProcess:
 
 def api_process(settings: Settings, log_dir: Path, name: str) -> KeelProcess:
     port = free_port()
-    env = process_env(settings, KEEL_API_HOST="127.0.0.1", KEEL_API_PORT=str(port),
-                      KEEL_LOG_LEVEL="WARNING")
+    env = process_env(
+        settings, KEEL_API_HOST="127.0.0.1", KEEL_API_PORT=str(port), KEEL_LOG_LEVEL="WARNING"
+    )
     return KeelProcess("api", env, log_dir / f"{name}.log", port)
 
 
 def worker_process(settings: Settings, log_dir: Path, name: str) -> KeelProcess:
-    return KeelProcess("worker", process_env(settings, KEEL_WORKER_SHUTDOWN_GRACE_S="5",
-                                              KEEL_LOG_LEVEL="WARNING"),
-                       log_dir / f"{name}.log")
+    return KeelProcess(
+        "worker",
+        process_env(settings, KEEL_WORKER_SHUTDOWN_GRACE_S="5", KEEL_LOG_LEVEL="WARNING"),
+        log_dir / f"{name}.log",
+    )
 
 
 @dataclass
@@ -153,8 +164,10 @@ class Watcher:
                 api = next((a for a in self.apis if a.alive), None)
                 if api is None:
                     raise AssertionError("no API left to watch from")
-                url = (api.base_url.replace("http://", "ws://")
-                       + f"/api/v1/Execution/ws/{self.execution_id}?after={self.last_seq}")
+                url = (
+                    api.base_url.replace("http://", "ws://")
+                    + f"/api/v1/Execution/ws/{self.execution_id}?after={self.last_seq}"
+                )
                 try:
                     async with websockets.connect(url, additional_headers=self.headers) as ws:
                         async for message in ws:
@@ -185,8 +198,9 @@ class Client:
         self.apis = apis
         self.http = httpx.AsyncClient(timeout=30, headers=headers)
 
-    async def request(self, preferred: int, method: str, path: str, **kwargs: Any
-                      ) -> httpx.Response:
+    async def request(
+        self, preferred: int, method: str, path: str, **kwargs: Any
+    ) -> httpx.Response:
         """The request on API ``preferred`` (an index), or on another if that one is down."""
         order = self.apis[preferred:] + self.apis[:preferred]
         last: Exception | None = None

@@ -53,7 +53,8 @@ class app_client:
             self.key = await made.api_key(name="app client owner")
             await made.close()
         self.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://keel.test",
+            transport=httpx.ASGITransport(app=self.app),
+            base_url="http://keel.test",
             headers={"Authorization": f"Bearer {self.key}"} if self.key else None,
         )
         return self.http

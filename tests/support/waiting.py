@@ -10,8 +10,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def wait_for(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0,
-                   interval: float = 0.05, what: str = "condition") -> T:
+async def wait_for(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Poll ``check`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

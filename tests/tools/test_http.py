@@ -28,29 +28,41 @@ def tool_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return make_settings("sqlite+aiosqlite:///unused.db", tmp_path, **overrides)
 
 
-async def call(url: str, settings: Settings, arguments: dict[str, Any] | None = None,
-               **config: Any) -> Any:
-    return await call_http("lookup", {"url": url, "method": "POST", **config}, None,
-                           arguments or {"q": "x"}, "call-1", KEY, settings)
+async def call(
+    url: str, settings: Settings, arguments: dict[str, Any] | None = None, **config: Any
+) -> Any:
+    return await call_http(
+        "lookup",
+        {"url": url, "method": "POST", **config},
+        None,
+        arguments or {"q": "x"},
+        "call-1",
+        KEY,
+        settings,
+    )
 
 
-@pytest.mark.parametrize(("address", "reason", "private_allowed"), [
-    ("169.254.169.254", "a cloud metadata address", "a cloud metadata address"),
-    ("fd00:ec2::254", "a cloud metadata address", "a cloud metadata address"),
-    ("::ffff:169.254.169.254", "a cloud metadata address", "a cloud metadata address"),
-    ("169.254.10.1", "a link-local address", "a link-local address"),
-    ("fe80::1", "a link-local address", "a link-local address"),
-    ("127.0.0.1", "a loopback address", None),
-    ("::1", "a loopback address", None),
-    ("::ffff:127.0.0.1", "a loopback address", None),
-    ("10.0.0.5", "a private address", None),
-    ("192.168.1.10", "a private address", None),
-    ("0.0.0.0", "a private address", None),
-    ("100.64.0.1", "a non-public address", None),
-    ("93.184.216.34", None, None),
-])
-def test_blocked_addresses(address: str, reason: str | None, private_allowed: str | None,
-                           tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("address", "reason", "private_allowed"),
+    [
+        ("169.254.169.254", "a cloud metadata address", "a cloud metadata address"),
+        ("fd00:ec2::254", "a cloud metadata address", "a cloud metadata address"),
+        ("::ffff:169.254.169.254", "a cloud metadata address", "a cloud metadata address"),
+        ("169.254.10.1", "a link-local address", "a link-local address"),
+        ("fe80::1", "a link-local address", "a link-local address"),
+        ("127.0.0.1", "a loopback address", None),
+        ("::1", "a loopback address", None),
+        ("::ffff:127.0.0.1", "a loopback address", None),
+        ("10.0.0.5", "a private address", None),
+        ("192.168.1.10", "a private address", None),
+        ("0.0.0.0", "a private address", None),
+        ("100.64.0.1", "a non-public address", None),
+        ("93.184.216.34", None, None),
+    ],
+)
+def test_blocked_addresses(
+    address: str, reason: str | None, private_allowed: str | None, tmp_path: Path
+) -> None:
     strict = tool_settings(tmp_path, tools_allow_private=False)
     found = blocked_reason(ipaddress.ip_address(address), strict)
     assert (found[0] if found else None) == reason
@@ -58,15 +70,19 @@ def test_blocked_addresses(address: str, reason: str | None, private_allowed: st
     assert (found[0] if found else None) == private_allowed
 
 
-@pytest.mark.parametrize("url", [
-    "http://169.254.169.254/latest/meta-data/",
-    "http://[fe80::1]:8080/x",
-    "http://[::ffff:169.254.169.254]/latest",
-    "http://metadata.google.internal/computeMetadata/v1/",
-    "http://METADATA.google.internal./computeMetadata/v1/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]:8080/x",
+        "http://[::ffff:169.254.169.254]/latest",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://METADATA.google.internal./computeMetadata/v1/",
+    ],
+)
 async def test_link_local_and_metadata_are_refused_before_any_request(
-        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with HttpToolService() as proxy:
         # Were a request made, it would go through this loopback proxy and be counted.
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
@@ -81,8 +97,9 @@ async def test_link_local_and_metadata_are_refused_before_any_request(
 
 async def test_the_setting_lets_link_local_through(tmp_path: Path) -> None:
     allowed = tool_settings(tmp_path, tool_allow_link_local=True)
-    assert await resolve_destination("http://169.254.169.254/latest", allowed, 5) == \
-        Destination("169.254.169.254", "169.254.169.254")
+    assert await resolve_destination("http://169.254.169.254/latest", allowed, 5) == Destination(
+        "169.254.169.254", "169.254.169.254"
+    )
 
 
 async def test_private_addresses_are_refused_by_default(tmp_path: Path) -> None:
@@ -97,8 +114,9 @@ async def test_private_addresses_are_refused_by_default(tmp_path: Path) -> None:
         assert service.calls == {}
 
 
-async def test_the_request_goes_to_the_address_checked(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_request_goes_to_the_address_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A DNS answer that changes between the check and the connection (rebinding) does
     not matter: the connection is made to the address checked, the Host header kept."""
     from infra.tools import network
@@ -114,8 +132,9 @@ async def test_the_request_goes_to_the_address_checked(tmp_path: Path,
             return Destination(found.host, next(answers))  # a second lookup would fail
 
         monkeypatch.setattr("infra.tools.http.resolve_destination", once)
-        outcome = await call(service.url("x").replace("127.0.0.1", "localhost"),
-                             tool_settings(tmp_path))
+        outcome = await call(
+            service.url("x").replace("127.0.0.1", "localhost"), tool_settings(tmp_path)
+        )
         assert outcome.ok, outcome.error
         assert service.requests[-1]["headers"]["host"].startswith("localhost:")
 
@@ -126,7 +145,8 @@ async def test_resolve_destination_names_what_it_resolved(tmp_path: Path) -> Non
     assert isinstance(local, Destination) and local.host == "localhost"
     assert local.address in ("127.0.0.1", "::1")
     assert await resolve_destination("http://127.0.0.1:1/x", settings, 5) == Destination(
-        "127.0.0.1", "127.0.0.1")
+        "127.0.0.1", "127.0.0.1"
+    )
     failure = await resolve_destination(f"http://{UNRESOLVABLE_HOST}/x", settings, 5)
     assert isinstance(failure, Failure) and failure.kind == "dns" and not failure.retryable
     assert failure.message.startswith(f"DNS failure: cannot resolve host '{UNRESOLVABLE_HOST}'")
@@ -165,8 +185,9 @@ async def test_failures_are_named(tmp_path: Path) -> None:
             await call(service.url("down"), settings)
     assert tls.error.startswith("lookup: TLS error talking to https://127.0.0.1:")
     assert not gone.ok and gone.output == {"status": 404, "body": {"error": "no such thing"}}
-    assert gone.error == (f"lookup: HTTP 404 from {service.url('gone')}: "
-                          '{"error":"no such thing"}')
+    assert gone.error == (
+        f'lookup: HTTP 404 from {service.url("gone")}: {{"error":"no such thing"}}'
+    )
 
 
 async def test_slow_server_times_out(tmp_path: Path) -> None:

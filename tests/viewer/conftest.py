@@ -25,21 +25,32 @@ from infra.migrate import upgrade
 from tests.support.engine import Platform, running_platform
 
 CHROMIUM = Path(os.environ.get("KEEL_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # Screenshots for people to look at (gitignored); docs/ keeps one for the README.
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "viewer"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # USD per million tokens, so the page has costs to show.
-PRICES = {"models": {"keel-viewer-model": {"input": "2.50", "output": "10.00"},
-                     "fake-echo": {"input": "1.00", "output": "4.00"}}}
+PRICES = {
+    "models": {
+        "keel-viewer-model": {"input": "2.50", "output": "10.00"},
+        "fake-echo": {"input": "1.00", "output": "4.00"},
+    }
+}
 # Where api/viewer/static/js/auth.js keeps the signed-in token.
 CREDENTIAL_KEY = "keel.credential"
 # Chromium logs every 4xx a page's fetch gets; the pages expect some (a refused credential).
 EXPECTED_CONSOLE = re.compile(
-    r"Failed to load resource: the server responded with a status of 4\d\d")
+    r"Failed to load resource: the server responded with a status of 4\d\d"
+)
 
 
 @pytest.fixture(scope="session")
@@ -52,12 +63,14 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 
 @pytest.fixture
-async def platform(clean_db: str, tmp_path: Path, temporal_env: WorkflowEnvironment
-                   ) -> AsyncIterator[Platform]:
+async def platform(
+    clean_db: str, tmp_path: Path, temporal_env: WorkflowEnvironment
+) -> AsyncIterator[Platform]:
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps(PRICES))
-    async with running_platform(clean_db, tmp_path, temporal_env, with_worker=True,
-                                pricing_file=prices) as p:
+    async with running_platform(
+        clean_db, tmp_path, temporal_env, with_worker=True, pricing_file=prices
+    ) as p:
         yield p
 
 
@@ -69,8 +82,9 @@ async def browser() -> AsyncIterator[Browser]:
             pytest.fail(message)
         pytest.skip(message)
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                   args=CHROMIUM_ARGS)
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
         yield browser
         await browser.close()
 
@@ -82,8 +96,9 @@ def allowed_console() -> list[str]:
 
 
 @asynccontextmanager
-async def browser_page(browser: Browser, viewport: dict[str, Any], allowed_console: list[str]
-                       ) -> AsyncIterator[Page]:
+async def browser_page(
+    browser: Browser, viewport: dict[str, Any], allowed_console: list[str]
+) -> AsyncIterator[Page]:
     """A fresh browser context (no stored credential); the test fails on any uncaught
     error or unexpected console error of the page."""
     context = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
@@ -91,12 +106,19 @@ async def browser_page(browser: Browser, viewport: dict[str, Any], allowed_conso
     page.set_default_timeout(20_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-    page.on("console", lambda message: errors.append(f"console: {message.text}")
-            if message.type == "error" else None)
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(f"console: {message.text}") if message.type == "error" else None
+        ),
+    )
     yield page
     await context.close()
-    unexpected = [e for e in errors if not e.startswith("console: ")
-                  or not any(re.search(p, e) for p in allowed_console)]
+    unexpected = [
+        e
+        for e in errors
+        if not e.startswith("console: ") or not any(re.search(p, e) for p in allowed_console)
+    ]
     assert not unexpected, unexpected
 
 
@@ -104,21 +126,24 @@ async def store_credential(page: Page, base_url: str, token: str) -> None:
     """Put a token where the pages' auth.js keeps it: this tab's sessionStorage of Keel's
     origin, as signing in would (once, so signing out really forgets it)."""
     await page.goto(f"{base_url}/static/style.css")
-    await page.evaluate("([key, token]) => sessionStorage.setItem(key, token)",
-                        [CREDENTIAL_KEY, token])
+    await page.evaluate(
+        "([key, token]) => sessionStorage.setItem(key, token)", [CREDENTIAL_KEY, token]
+    )
 
 
 @pytest.fixture
-async def signed_out_page(browser: Browser, request: pytest.FixtureRequest,
-                          allowed_console: list[str]) -> AsyncIterator[Page]:
+async def signed_out_page(
+    browser: Browser, request: pytest.FixtureRequest, allowed_console: list[str]
+) -> AsyncIterator[Page]:
     """A page with no credential, for the tests of signing in."""
     async with browser_page(browser, getattr(request, "param", DESKTOP), allowed_console) as page:
         yield page
 
 
 @pytest.fixture
-async def page(browser: Browser, request: pytest.FixtureRequest, allowed_console: list[str],
-               platform: Platform) -> AsyncIterator[Page]:
+async def page(
+    browser: Browser, request: pytest.FixtureRequest, allowed_console: list[str], platform: Platform
+) -> AsyncIterator[Page]:
     """A page signed in with the platform's owner key (parametrize it with a viewport)."""
     async with browser_page(browser, getattr(request, "param", DESKTOP), allowed_console) as page:
         token = platform.http.headers["Authorization"].removeprefix("Bearer ")

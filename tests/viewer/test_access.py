@@ -53,8 +53,9 @@ async def test_sign_in_with_email_and_password_then_sign_out(
     assert await page.evaluate("sessionStorage.length") == 0
 
 
-async def test_a_wrong_key_is_refused_clearly(platform: Platform, people: Accounts,
-                                              signed_out_page: Page) -> None:
+async def test_a_wrong_key_is_refused_clearly(
+    platform: Platform, people: Accounts, signed_out_page: Page
+) -> None:
     page = signed_out_page
     await page.goto(f"{platform.base_url}/runs")
     await sign_in_with_key(page, "keel_not_a_real_key")
@@ -62,8 +63,9 @@ async def test_a_wrong_key_is_refused_clearly(platform: Platform, people: Accoun
     assert await page.evaluate("sessionStorage.length") == 0
 
 
-async def test_a_viewer_sees_the_run_but_no_actions(platform: Platform, people: Accounts,
-                                                    signed_out_page: Page) -> None:
+async def test_a_viewer_sees_the_run_but_no_actions(
+    platform: Platform, people: Accounts, signed_out_page: Page
+) -> None:
     page = signed_out_page
     viewer_key = await people.api_key(Role.VIEWER, name="viewer")
     echo = await platform.agent("echo")

@@ -16,8 +16,10 @@ from tests.viewer.conftest import screenshot
 from tests.viewer.gated_llm import GatedOpenAI
 from workflows.status import ExecutionStatus
 
-DRAFT = ("Keel runs each node as a Temporal activity so a crash of the worker loses nothing "
-         "and the graph resumes where it stopped")
+DRAFT = (
+    "Keel runs each node as a Temporal activity so a crash of the worker loses nothing "
+    "and the graph resumes where it stopped"
+)
 
 
 def node(page: Page, node_id: str) -> Any:
@@ -25,34 +27,62 @@ def node(page: Page, node_id: str) -> Any:
 
 
 async def review_flow(platform: Platform, llm: GatedOpenAI) -> int:
-    writer = await platform.agent("writer", provider="openai", model="keel-viewer-model",
-                                  base_url=llm.base_url, api_key="sk-test")
+    writer = await platform.agent(
+        "writer",
+        provider="openai",
+        model="keel-viewer-model",
+        base_url=llm.base_url,
+        api_key="sk-test",
+    )
     echo = await platform.agent("checker")
-    return await platform.workflow({
-        "nodes": [
-            {"id": "draft", "type": "agent", "agent_id": writer,
-             "input": "Write about {{ input.topic }}"},
-            {"id": "check_facts", "type": "agent", "agent_id": echo,
-             "input": "Check {{ nodes.draft.output }}"},
-            {"id": "check_style", "type": "agent", "agent_id": echo,
-             "input": "Style of {{ nodes.draft.output }}"},
-            {"id": "approve", "type": "human",
-             "prompt": "Publish the draft about {{ input.topic }}?"},
-            {"id": "publish", "type": "agent", "agent_id": echo, "input": "Publish it"},
-        ],
-        "edges": [
-            {"from": "START", "to": "draft"},
-            {"from": "draft", "to": "check_facts"}, {"from": "draft", "to": "check_style"},
-            {"from": "check_facts", "to": "approve"}, {"from": "check_style", "to": "approve"},
-            {"from": "approve", "to": "publish"}, {"from": "publish", "to": "END"},
-        ],
-    }, name="review")
+    return await platform.workflow(
+        {
+            "nodes": [
+                {
+                    "id": "draft",
+                    "type": "agent",
+                    "agent_id": writer,
+                    "input": "Write about {{ input.topic }}",
+                },
+                {
+                    "id": "check_facts",
+                    "type": "agent",
+                    "agent_id": echo,
+                    "input": "Check {{ nodes.draft.output }}",
+                },
+                {
+                    "id": "check_style",
+                    "type": "agent",
+                    "agent_id": echo,
+                    "input": "Style of {{ nodes.draft.output }}",
+                },
+                {
+                    "id": "approve",
+                    "type": "human",
+                    "prompt": "Publish the draft about {{ input.topic }}?",
+                },
+                {"id": "publish", "type": "agent", "agent_id": echo, "input": "Publish it"},
+            ],
+            "edges": [
+                {"from": "START", "to": "draft"},
+                {"from": "draft", "to": "check_facts"},
+                {"from": "draft", "to": "check_style"},
+                {"from": "check_facts", "to": "approve"},
+                {"from": "check_style", "to": "approve"},
+                {"from": "approve", "to": "publish"},
+                {"from": "publish", "to": "END"},
+            ],
+        },
+        name="review",
+    )
 
 
 async def test_a_live_run_streams_then_waits_for_approval_then_completes(
-        platform: Platform, page: Page) -> None:
-    async with GatedOpenAI(turns=[Turn(content=DRAFT, prompt_tokens=1200,
-                                       completion_tokens=300)]) as llm:
+    platform: Platform, page: Page
+) -> None:
+    async with GatedOpenAI(
+        turns=[Turn(content=DRAFT, prompt_tokens=1200, completion_tokens=300)]
+    ) as llm:
         workflow_id = await review_flow(platform, llm)
         execution = await platform.run(workflow_id, {"topic": "durable agents"})
         await page.goto(f"{platform.base_url}/runs/{execution['id']}")
@@ -83,7 +113,8 @@ async def test_a_live_run_streams_then_waits_for_approval_then_completes(
         await node(page, "approve").focus()
         await page.keyboard.press("Enter")
         await expect(page.locator(".approval .prompt")).to_have_text(
-            "Publish the draft about durable agents?")
+            "Publish the draft about durable agents?"
+        )
         await page.locator("#approval-comment").fill("Looks right")
         await page.locator("#approve").focus()
         await page.keyboard.press("Enter")
@@ -98,8 +129,12 @@ async def test_a_live_run_streams_then_waits_for_approval_then_completes(
         await screenshot(page, "run-completed")
 
         # Every event shown once, in order, with nothing missing.
-        seqs = [int(s) for s in await page.locator("#events li").evaluate_all(
-            "items => items.map(i => i.dataset.seq)")]
+        seqs = [
+            int(s)
+            for s in await page.locator("#events li").evaluate_all(
+                "items => items.map(i => i.dataset.seq)"
+            )
+        ]
         assert seqs == list(range(1, len(seqs) + 1))
         final = await platform.get(execution["id"])
         assert final["status"] == ExecutionStatus.COMPLETED
@@ -112,8 +147,14 @@ async def chain(platform: Platform, *delays: float, name: str = "chain") -> int:
     nodes, edges, previous = [], [], "START"
     for i, delay in enumerate(delays):
         agent = await platform.agent(f"{name}_agent_{i}", metadata={"fake": {"delay_s": delay}})
-        nodes.append({"id": f"step_{i + 1}", "type": "agent", "agent_id": agent,
-                      "input": f"step {i + 1} of {{{{ input.topic }}}}"})
+        nodes.append(
+            {
+                "id": f"step_{i + 1}",
+                "type": "agent",
+                "agent_id": agent,
+                "input": f"step {i + 1} of {{{{ input.topic }}}}",
+            }
+        )
         edges.append({"from": previous, "to": f"step_{i + 1}"})
         previous = f"step_{i + 1}"
     edges.append({"from": previous, "to": "END"})
@@ -121,7 +162,8 @@ async def chain(platform: Platform, *delays: float, name: str = "chain") -> int:
 
 
 async def test_cancel_stops_the_run_and_the_page_shows_it_from_the_stream(
-        platform: Platform, page: Page) -> None:
+    platform: Platform, page: Page
+) -> None:
     workflow_id = await chain(platform, 0, 60)
     execution = await platform.run(workflow_id, {"topic": "x"})
     await page.goto(f"{platform.base_url}/runs/{execution['id']}")
@@ -138,7 +180,8 @@ async def test_cancel_stops_the_run_and_the_page_shows_it_from_the_stream(
 
 
 async def test_a_dropped_stream_resumes_after_the_last_event_without_loss_or_repeats(
-        platform: Platform, page: Page) -> None:
+    platform: Platform, page: Page
+) -> None:
     """The first WebSocket is cut after 3 events; the page reconnects with after=3 and a
     new ticket."""
     urls: list[str] = []
@@ -175,15 +218,20 @@ async def test_a_dropped_stream_resumes_after_the_last_event_without_loss_or_rep
     tickets = [q["ticket"][0] for q in queries]
     assert all(tickets) and tickets[0] != tickets[1]
     assert platform.auth["Authorization"].removeprefix("Bearer ") not in "".join(urls)
-    seqs = [int(s) for s in await page.locator("#events li").evaluate_all(
-        "items => items.map(i => i.dataset.seq)")]
+    seqs = [
+        int(s)
+        for s in await page.locator("#events li").evaluate_all(
+            "items => items.map(i => i.dataset.seq)"
+        )
+    ]
     assert seqs == [e["seq"] for e in events] == list(range(1, len(events) + 1))
     for step in ("step_1", "step_2", "step_3"):
         await expect(node(page, step)).to_contain_text("completed")
 
 
-async def test_a_run_that_does_not_exist_gets_a_clear_message(platform: Platform,
-                                                              page: Page) -> None:
+async def test_a_run_that_does_not_exist_gets_a_clear_message(
+    platform: Platform, page: Page
+) -> None:
     await page.goto(f"{platform.base_url}/runs/987654")
     await expect(page.get_by_role("alert")).to_contain_text("Run 987654 does not exist")
     await page.goto(f"{platform.base_url}/runs/not-a-number")
@@ -192,8 +240,9 @@ async def test_a_run_that_does_not_exist_gets_a_clear_message(platform: Platform
     await expect(page.get_by_role("alert")).to_contain_text("/runs/ followed by its number")
 
 
-async def test_a_500_node_graph_draws_and_pans_and_zooms_and_lists(platform: Platform,
-                                                                   page: Page) -> None:
+async def test_a_500_node_graph_draws_and_pans_and_zooms_and_lists(
+    platform: Platform, page: Page
+) -> None:
     agent = await platform.agent("wide")
     nodes, edges = [], []
     width, depth = 10, 50  # 10 parallel branches, 50 deep, joined at the end
@@ -206,8 +255,9 @@ async def test_a_500_node_graph_draws_and_pans_and_zooms_and_lists(platform: Pla
             previous = node_id
         edges.append({"from": previous, "to": "END"})
     workflow_id = await platform.workflow({"nodes": nodes, "edges": edges}, name="wide")
-    execution = await platform.http.post("/api/v1/Execution/", json={
-        "workflow_id": workflow_id, "input": {}})
+    execution = await platform.http.post(
+        "/api/v1/Execution/", json={"workflow_id": workflow_id, "input": {}}
+    )
     execution_id = execution.json()["data"]["id"]
 
     await page.goto(f"{platform.base_url}/runs/{execution_id}")

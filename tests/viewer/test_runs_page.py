@@ -11,7 +11,8 @@ from tests.viewer.test_run_page import chain, node
 
 
 async def test_the_list_shows_runs_newest_first_filters_them_and_opens_one(
-        platform: Platform, page: Page) -> None:
+    platform: Platform, page: Page
+) -> None:
     quick = await chain(platform, 0, name="quick")
     slow = await chain(platform, 60, name="slow")
     first = await platform.run(quick, {"topic": "a"})
@@ -55,8 +56,9 @@ async def test_the_list_pages_through_many_runs(platform: Platform, page: Page) 
 
 
 @pytest.mark.parametrize("page", [PHONE], indirect=True)
-async def test_a_run_reads_on_a_phone_without_sideways_scrolling(platform: Platform,
-                                                                 page: Page) -> None:
+async def test_a_run_reads_on_a_phone_without_sideways_scrolling(
+    platform: Platform, page: Page
+) -> None:
     workflow_id = await chain(platform, 0, 0, name="phone")
     execution = await platform.run(workflow_id, {"topic": "x"})
     await platform.wait_status(execution["id"], "completed")
@@ -65,22 +67,30 @@ async def test_a_run_reads_on_a_phone_without_sideways_scrolling(platform: Platf
     await node(page, "step_2").click()
     await expect(page.locator("#details h2")).to_have_text("step_2")
     overflow = await page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
     assert overflow <= 0
     await screenshot(page, "run-phone")
     await page.goto(f"{platform.base_url}/runs")
     await expect(page.locator("table.runs tbody tr")).to_have_count(1)
-    assert await page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+    assert (
+        await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        <= 0
+    )
 
 
-@pytest.mark.parametrize("path, ready", [
-    ("/docs", ".swagger-ui .info .title"),
-    ("/redoc", "h1"),
-])
-async def test_the_api_docs_load_from_keel_itself(platform: Platform, page: Page, path: str,
-                                                  ready: str, allowed_console: list[str]
-                                                  ) -> None:
+@pytest.mark.parametrize(
+    "path, ready",
+    [
+        ("/docs", ".swagger-ui .info .title"),
+        ("/redoc", "h1"),
+    ],
+)
+async def test_the_api_docs_load_from_keel_itself(
+    platform: Platform, page: Page, path: str, ready: str, allowed_console: list[str]
+) -> None:
     """Nothing is loaded from another origin: ReDoc's bundle would fetch its vendor's logo,
     which the page's Content-Security-Policy blocks in the browser (and Chromium logs that)."""
     requested: list[str] = []
@@ -88,6 +98,7 @@ async def test_the_api_docs_load_from_keel_itself(platform: Platform, page: Page
     allowed_console.append(r"Loading the image 'https://cdn\.redoc\.ly/.* has been blocked")
     await page.goto(f"{platform.base_url}{path}")
     await expect(page.locator(ready).first).to_contain_text("Keel")
-    elsewhere = [url for url in requested
-                 if not url.startswith((platform.base_url, "data:", "blob:"))]
+    elsewhere = [
+        url for url in requested if not url.startswith((platform.base_url, "data:", "blob:"))
+    ]
     assert not elsewhere, elsewhere

@@ -72,8 +72,10 @@ def test_a_run_that_completes() -> None:
         event(EventType.EXECUTION_COMPLETED, at(4), data=ExecutionCompleted(output="hi")),
     )
     assert run.status == ExecutionStatus.COMPLETED
-    assert (run.started_at, run.finished_at) == (datetime.fromisoformat(at(1)),
-                                                 datetime.fromisoformat(at(4)))
+    assert (run.started_at, run.finished_at) == (
+        datetime.fromisoformat(at(1)),
+        datetime.fromisoformat(at(4)),
+    )
     assert run.output == "hi"
     a = nodes["a"]
     assert (a.status, a.attempts, a.output, a.error) == (NodeStatus.COMPLETED, 2, "hi", None)
@@ -90,8 +92,11 @@ def test_retries_count_attempts_and_a_failure_fails_open_nodes() -> None:
         event(EventType.EXECUTION_FAILED, at(5), "a", ExecutionFailed(error="gave up")),
     )
     assert (run.status, run.error) == (ExecutionStatus.FAILED, "gave up")
-    assert (nodes["a"].status, nodes["a"].attempts, nodes["a"].error) == \
-        (NodeStatus.FAILED, 3, "gave up")
+    assert (nodes["a"].status, nodes["a"].attempts, nodes["a"].error) == (
+        NodeStatus.FAILED,
+        3,
+        "gave up",
+    )
     # b was still running when the run failed.
     assert nodes["b"].status == NodeStatus.FAILED
     assert nodes["b"].finished_at == datetime.fromisoformat(at(5))
@@ -103,8 +108,7 @@ def test_a_human_node_waits_and_a_cancel_cancels_open_nodes() -> None:
         event(EventType.HUMAN_WAITING, at(1), "ask", {"prompt": "ok?", "timeout_s": 60}),
     )
     assert (run.status, nodes["ask"].status) == (ExecutionStatus.WAITING, NodeStatus.WAITING)
-    fold(run, nodes, [event(EventType.HUMAN_RESPONDED, at(2), "ask", {"action": "approve"})],
-         Node)
+    fold(run, nodes, [event(EventType.HUMAN_RESPONDED, at(2), "ask", {"action": "approve"})], Node)
     assert run.status == ExecutionStatus.RUNNING
     fold(run, nodes, [event(EventType.EXECUTION_CANCELLED, at(3))], Node)
     assert run.status == ExecutionStatus.CANCELLED
@@ -123,9 +127,12 @@ def test_events_without_a_record_of_their_own_only_introduce_their_node() -> Non
 
 def test_a_finished_run_is_not_reopened() -> None:
     run = Run(status=ExecutionStatus.COMPLETED)
-    folded(event(EventType.EXECUTION_STARTED, at(1)),
-           event(EventType.HUMAN_WAITING, at(2), "ask"),
-           event(EventType.HUMAN_RESPONDED, at(3), "ask"), run=run)
+    folded(
+        event(EventType.EXECUTION_STARTED, at(1)),
+        event(EventType.HUMAN_WAITING, at(2), "ask"),
+        event(EventType.HUMAN_RESPONDED, at(3), "ask"),
+        run=run,
+    )
     assert run.status == ExecutionStatus.COMPLETED
     assert run.started_at == datetime.fromisoformat(at(1))
 
@@ -136,8 +143,11 @@ def test_a_restarted_node_forgets_its_last_error() -> None:
         event(EventType.NODE_FAILED, at(2), "a", NodeFailed(error="no", attempts=1)),
         event(EventType.NODE_STARTED, at(3), "a"),
     )
-    assert (nodes["a"].status, nodes["a"].error, nodes["a"].finished_at) == \
-        (NodeStatus.RUNNING, None, None)
+    assert (nodes["a"].status, nodes["a"].error, nodes["a"].finished_at) == (
+        NodeStatus.RUNNING,
+        None,
+        None,
+    )
 
 
 # -- the writers' protocol on the database ------------------------------------------------
@@ -148,9 +158,14 @@ def numbered(count: int) -> list[RecordedEvent]:
     items = [event(EventType.EXECUTION_STARTED, T0)]
     for i in range(1, count):
         kind = EventType.NODE_STARTED if i % 2 else EventType.NODE_COMPLETED
-        items.append(event(kind, at(i % 60), f"n{(i + 1) // 2}",
-                           NodeCompleted(output=i) if kind == EventType.NODE_COMPLETED
-                           else None))
+        items.append(
+            event(
+                kind,
+                at(i % 60),
+                f"n{(i + 1) // 2}",
+                NodeCompleted(output=i) if kind == EventType.NODE_COMPLETED else None,
+            )
+        )
     return [RecordedEvent(seq=i + 1, **e.model_dump()) for i, e in enumerate(items)]
 
 
@@ -168,8 +183,13 @@ async def new_execution(engine: AsyncEngine) -> int:
         workflow = Workflow(workspace_id=DEFAULT_WORKSPACE_ID, name="w", definition={})
         session.add(workflow)
         await session.flush()
-        execution = Execution(workspace_id=DEFAULT_WORKSPACE_ID, workflow_id=workflow.id,
-                              workflow_version=1, status=ExecutionStatus.RUNNING, input={})
+        execution = Execution(
+            workspace_id=DEFAULT_WORKSPACE_ID,
+            workflow_id=workflow.id,
+            workflow_version=1,
+            status=ExecutionStatus.RUNNING,
+            input={},
+        )
         session.add(execution)
         await session.commit()
         return execution.id
@@ -186,13 +206,18 @@ async def write(engine: AsyncEngine, execution_id: int, events: list[RecordedEve
 
 async def stored(engine: AsyncEngine, execution_id: int) -> list[int]:
     async with session_factory(engine)() as session:
-        return list(await session.scalars(
-            select(ExecutionEvent.seq).where(ExecutionEvent.execution_id == execution_id)
-            .order_by(ExecutionEvent.seq)))
+        return list(
+            await session.scalars(
+                select(ExecutionEvent.seq)
+                .where(ExecutionEvent.execution_id == execution_id)
+                .order_by(ExecutionEvent.seq)
+            )
+        )
 
 
 async def test_a_second_writer_waits_for_the_first_and_adds_only_the_rest(
-        engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
     first, second = engines
     execution_id = await new_execution(first)
     second_is_locking = asyncio.Event()
@@ -216,18 +241,25 @@ async def test_a_second_writer_waits_for_the_first_and_adds_only_the_rest(
 
 
 async def test_concurrent_writers_store_each_event_once(
-        engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
     first, second = engines
     execution_id = await new_execution(first)
     for count in range(1, 16):
         # Both read the stream up to a point and write what they read, at the same time.
-        added = await asyncio.gather(write(first, execution_id, numbered(count)),
-                                     write(second, execution_id, numbered(count + 1)))
+        added = await asyncio.gather(
+            write(first, execution_id, numbered(count)),
+            write(second, execution_id, numbered(count + 1)),
+        )
         assert sum(added) in (1, 2)
     assert await stored(first, execution_id) == list(range(1, 17))
     async with session_factory(first)() as session:
-        nodes = {n.node_id: n for n in await session.scalars(
-            select(NodeRun).where(NodeRun.execution_id == execution_id))}
+        nodes = {
+            n.node_id: n
+            for n in await session.scalars(
+                select(NodeRun).where(NodeRun.execution_id == execution_id)
+            )
+        }
         execution = await session.get(Execution, execution_id)
     assert execution is not None and execution.status == ExecutionStatus.RUNNING
     assert nodes["n1"].status == NodeStatus.COMPLETED and nodes["n1"].output == 2
@@ -235,7 +267,8 @@ async def test_concurrent_writers_store_each_event_once(
 
 
 async def test_events_that_leave_a_gap_are_refused(
-        engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
     first, _ = engines
     execution_id = await new_execution(first)
     await write(first, execution_id, numbered(2))

@@ -33,8 +33,11 @@ BAD_HISTORIES = sorted((HISTORY_DIR / "nondeterministic").glob("*.json"))
 
 
 def replayer() -> Replayer:
-    return Replayer(workflows=[ExecutionWorkflow], workflow_runner=workflow_runner(),
-                    data_converter=pydantic_data_converter)
+    return Replayer(
+        workflows=[ExecutionWorkflow],
+        workflow_runner=workflow_runner(),
+        data_converter=pydantic_data_converter,
+    )
 
 
 def history(path: Path) -> WorkflowHistory:
@@ -70,8 +73,10 @@ def test_bad_histories_are_kept() -> None:
     assert [p.stem for p in BAD_HISTORIES] == sorted(MISMATCH)
 
 
-MISMATCH = {"activity_id_changed": "Activity id of scheduled event 'write/2/llm/0'",
-            "activity_name_changed": "Activity type of scheduled event 'keel.call_tool'"}
+MISMATCH = {
+    "activity_id_changed": "Activity id of scheduled event 'write/2/llm/0'",
+    "activity_name_changed": "Activity type of scheduled event 'keel.call_tool'",
+}
 
 
 @pytest.mark.parametrize("path", BAD_HISTORIES, ids=[p.stem for p in BAD_HISTORIES])
