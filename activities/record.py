@@ -9,18 +9,16 @@ from temporalio.client import Client
 
 from infra.execution_store import append, last_seq, lock
 from infra.logging import get_logger
-from infra.metrics import NODE_SECONDS, count_finished
+from infra.metrics import count_recorded
 from infra.streams import read_stream
 from workflows.contracts import ActivityName, SyncInput
 from workflows.events import (
     EVENTS_TOPIC,
     Event,
-    EventType,
-    NodeCompleted,
     RecordedEvent,
     recorded,
 )
-from workflows.record import fold
+from workflows.record import completed_durations_s, fold
 from workflows.status import FINISHED
 
 log = get_logger("keel.activity")
@@ -30,15 +28,6 @@ async def read_events(client: Client, temporal_workflow_id: str, after: int) -> 
     """The run's events with ``seq > after``, as retained in its stream now."""
     items = await read_stream(client, temporal_workflow_id, EVENTS_TOPIC, after, Event)
     return [recorded(item.offset, item.data) for item in items]
-
-
-def observe(stored: list[RecordedEvent], status_before: str, status_after: str) -> None:
-    """Metrics of what was just stored: node durations, and the run's end (once: an
-    event is stored by one write only)."""
-    for item in stored:
-        if item.type == EventType.NODE_COMPLETED:
-            NODE_SECONDS.observe(NodeCompleted.model_validate(item.data).duration_ms / 1000)
-    count_finished(status_before, status_after, FINISHED)
 
 
 class RecordActivities:
@@ -69,5 +58,10 @@ class RecordActivities:
             before = execution.status
             added = await append(session, execution, events, fold)
             await session.commit()
-            observe(events[len(events) - added :], before, execution.status)
+            count_recorded(
+                completed_durations_s(events[len(events) - added :]),
+                before,
+                execution.status,
+                FINISHED,
+            )
             return added

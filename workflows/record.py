@@ -125,3 +125,12 @@ def _fold_node(
         node.status = NodeStatus.WAITING
         if not finished:
             execution.status = ExecutionStatus.WAITING
+
+
+def completed_durations_s(events: Iterable[Event]) -> list[float]:
+    """How long each node these events complete took, in seconds (for the metric)."""
+    return [
+        NodeCompleted.model_validate(e.data).duration_ms / 1000
+        for e in events
+        if e.type == EventType.NODE_COMPLETED
+    ]

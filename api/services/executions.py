@@ -35,7 +35,7 @@ from api.errors import Conflict, ServiceUnavailable, TooManyRequests, Unprocessa
 from api.services.problems import reported_problems
 from infra.execution_store import append, last_seq, lock
 from infra.logging import get_logger
-from infra.metrics import EXECUTIONS_STARTED, count_finished
+from infra.metrics import EXECUTIONS_STARTED, count_finished, count_recorded
 from infra.models import Agent, Execution, ExecutionEvent, Tool, WorkflowVersion
 from infra.settings import Settings
 from infra.streams import read_stream
@@ -62,7 +62,7 @@ from workflows.events import (
 )
 from workflows.execution import ExecutionWorkflow
 from workflows.memo import downstream, seed_from_events
-from workflows.record import fold
+from workflows.record import completed_durations_s, fold
 from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 
 log = get_logger("keel.executions")
@@ -408,8 +408,9 @@ async def _refresh(session: AsyncSession, client: Client, execution: Execution) 
     if description.run_id and description.run_id != locked.temporal_run_id:
         locked.temporal_run_id = description.run_id
     before = locked.status
-    await append(session, locked, events, fold)
-    count_finished(before, locked.status, FINISHED)
+    added = await append(session, locked, events, fold)
+    stored = events[len(events) - added :] if added else []
+    count_recorded(completed_durations_s(stored), before, locked.status, FINISHED)
     if closed and locked.status in ACTIVE and description.status is not None:
         # Temporal says the run is over and the record (under the lock, so with
         # everything the worker wrote) does not: record how it ended.
