@@ -151,8 +151,21 @@ class ToolCallResult(BaseModel):
     attempt: int = 1
 
 
+class StreamItem(BaseModel):
+    """One retained item of the run's event stream, as the stream keeps it."""
+
+    offset: int  # 0-based place in the stream (the event's seq is offset + 1)
+    data: str  # base64 of the serialized Payload (the stream's wire form)
+
+
 class SyncInput(BaseModel):
     execution_id: int
+    # The events from stream offset ``after`` on, handed over by the workflow, so the
+    # record is written without reading the stream back (and so the call can be a local
+    # activity: a query would wait for the workflow task it runs in). None: the activity
+    # reads the stream itself (runs recorded before this field existed).
+    events: list[StreamItem] | None = None
+    after: int = 0
 
 
 class HumanResponse(BaseModel):

@@ -25,6 +25,9 @@ class ErrorType(StrEnum):
     # Workflow code raised something unexpected (a bug of ours): the execution fails with
     # it rather than leave Temporal retrying the workflow task forever.
     ENGINE_ERROR = "EngineError"
+    # The record lacks events the workflow handed over as recorded before (a sync's
+    # ``after``): the workflow falls back to the sync that reads the whole stream.
+    RECORD_BEHIND = "RecordBehind"
 
 
 # What no activity retry can fix: the retry policy of every node activity names these.

@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         HumanResponse,
         LlmCallInput,
         MemoEntry,
+        StreamItem,
         SyncInput,
         ToolCallInput,
         ToolCallResult,
@@ -104,7 +105,14 @@ DEFAULT_AGENT_TIMEOUT = timedelta(minutes=5)
 DEFAULT_TOOL_TIMEOUT = timedelta(minutes=2)
 HEARTBEAT_TIMEOUT = timedelta(seconds=5)
 SYNC_TIMEOUT = timedelta(seconds=60)
+SYNC_RETRY = RetryPolicy(
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=[ErrorType.RECORD_BEHIND.value],
+)
 HAND_OVER = "continue as new"  # the reason given to LangGraph's drain
+# The patch that records the run with a local activity given the events (in the workflow
+# task that reached the milestone) instead of an activity that reads the stream back.
+RECORD_IN_TASK = "record-in-workflow-task"
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -172,6 +180,10 @@ class ExecutionWorkflow:
         self.handover = Handover(resume)  # the graph's checkpoint, only ever at the end
         self.control = RunControl()  # asks LangGraph to stop between two supersteps
         self.cancelled_by: dict[str, Any] | None = None
+        # The stream offset up to which the record holds the events: all that a previous
+        # run of the chain published was recorded before it continued as new.
+        prior = params.stream_state
+        self.recorded_up_to = prior.base_offset + len(prior.log) if prior else 0
 
     # -- operator and client interaction ------------------------------------------------
 
@@ -331,7 +343,40 @@ class ExecutionWorkflow:
         self.events.publish(event(kind, workflow.now().isoformat(), node_id, data))
 
     async def _sync(self) -> None:
-        """Fold the events so far into the database record of the run."""
+        """Fold the events so far into the database record of the run: the events not yet
+        recorded go to a local activity, run in this workflow task. Runs started before
+        that (no ``RECORD_IN_TASK`` marker) call the activity that reads the stream."""
+        if not workflow.patched(RECORD_IN_TASK):
+            await self._sync_from_stream()
+            return
+        state = self.stream.get_state()
+        up_to = state.base_offset + len(state.log)
+        items = [
+            StreamItem(offset=offset, data=item.data)
+            for offset, item in enumerate(state.log, start=state.base_offset)
+            if offset >= self.recorded_up_to and item.topic == EVENTS_TOPIC
+        ]
+        try:
+            await workflow.execute_local_activity(
+                sync_execution,
+                SyncInput(
+                    execution_id=self.params.execution_id, events=items, after=self.recorded_up_to
+                ),
+                start_to_close_timeout=SYNC_TIMEOUT,
+                retry_policy=SYNC_RETRY,
+                summary="record execution state",
+            )
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
+            workflow.logger.warning(
+                "recording the events handed over failed; reading them from the stream",
+                extra={"error": str(err.cause or err)},
+            )
+            await self._sync_from_stream()  # reads all that is retained, so at least up_to
+        self.recorded_up_to = up_to
+
+    async def _sync_from_stream(self) -> None:
         await workflow.execute_activity(
             sync_execution,
             SyncInput(execution_id=self.params.execution_id),
