@@ -1,4 +1,5 @@
-"""Reading a run's Temporal workflow stream at once, without waiting for new items.
+"""Reading a run's Temporal workflow stream: at once (``read_stream``) or live
+(``follow_stream``).
 
 The SDK's public reader, ``WorkflowStreamClient.subscribe``, follows a stream
 live: on an open run it long-polls with an *update* (which waits for new items
@@ -7,21 +8,50 @@ stream's poll *query*, which answers at once with what is retained, open or
 closed run alike. The SDK documents that query (``WorkflowStream``'s docstring)
 but exports neither its name nor the decoding of its wire items, so this module
 is the one place Keel relies on them; tests/infra/test_streams.py pins both
-against the installed SDK. Live following stays with ``subscribe`` (the API's
-event hub).
+against the installed SDK.
+
+``follow_stream`` is ``subscribe``'s protocol (the same update, the same handling
+of continue-as-new, a truncated offset and a closed run) with two differences that
+cost Temporal less per poll: the update is sent waiting for its *result* (one
+``UpdateWorkflowExecution`` request, where ``subscribe`` sends one to have it
+accepted and a ``PollWorkflowExecutionUpdate`` for its result), and the pause
+between two polls is asked of the caller each time, so it can follow its load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.contrib.workflow_streams import PollInput, PollResult, WorkflowStreamItem
+from temporalio.service import RPCError
 
-# The stream's query for reading retained items without waiting (private to the SDK).
+# The stream's query (and update: same name) for reading retained items (private to
+# the SDK).
 POLL_QUERY = "__temporal_workflow_stream_poll"
+# The failure types of a poll update (private to the SDK): the offset asked for was
+# dropped from the stream; the run is handing over to its continue-as-new successor.
+TRUNCATED_OFFSET = "TruncatedOffset"
+STREAM_DRAINING = "StreamDraining"
+CLOSED = frozenset(
+    {
+        WorkflowExecutionStatus.COMPLETED,
+        WorkflowExecutionStatus.FAILED,
+        WorkflowExecutionStatus.CANCELED,
+        WorkflowExecutionStatus.TERMINATED,
+        WorkflowExecutionStatus.TIMED_OUT,
+    }
+)
 
 T = TypeVar("T")
 
@@ -61,3 +91,78 @@ async def read_stream(
         offset = result.next_offset
         if not result.more_ready:
             return items
+
+
+async def follow_stream(
+    client: Client,
+    temporal_workflow_id: str,
+    topic: str,
+    after: int,
+    result_type: type[T],
+    cooldown_s: Callable[[], float],
+) -> AsyncIterator[list[WorkflowStreamItem[T]]]:
+    """Every item of ``topic`` at offset ``>= after``, live, one batch per poll, across
+    continue-as-new, until the chain's last run has closed and its retained items are
+    read. ``cooldown_s()``: the pause after a poll that left nothing more ready."""
+    offset = after
+    handle = client.get_workflow_handle(temporal_workflow_id)  # the chain's current run
+    while True:
+        run_id: str | None = None
+        try:
+            update = await handle.start_update(
+                POLL_QUERY,
+                PollInput(topics=[topic], from_offset=offset),
+                wait_for_stage=WorkflowUpdateStage.COMPLETED,
+                result_type=PollResult,
+            )
+            run_id = update.workflow_run_id
+            result = await update.result()
+        except (
+            WorkflowUpdateFailedError,
+            WorkflowUpdateRPCTimeoutOrCancelledError,
+            RPCError,
+        ) as err:
+            if isinstance(err.__cause__, asyncio.CancelledError):
+                raise err.__cause__ from None
+            cause_type = (
+                getattr(err.cause, "type", None)
+                if isinstance(err, WorkflowUpdateFailedError)
+                else None
+            )
+            if cause_type == TRUNCATED_OFFSET:
+                offset = 0  # from what is retained; the caller sees the gap
+                continue
+            if cause_type == STREAM_DRAINING:
+                await asyncio.sleep(cooldown_s())  # until the poll lands on the next run
+                continue
+            try:
+                described = await client.get_workflow_handle(
+                    temporal_workflow_id, run_id=run_id
+                ).describe()
+            except RPCError:
+                raise err from None
+            if described.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+                continue
+            if described.status in CLOSED and described.run_id:
+                rest = await read_stream(
+                    client, temporal_workflow_id, topic, offset, result_type, described.run_id
+                )
+                if rest:
+                    yield rest
+                return
+            if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+                continue  # a long poll's request timed out: poll again
+            raise
+        items = [
+            WorkflowStreamItem(
+                topic=item.topic,
+                offset=item.offset,
+                data=decode_wire_item(client, item.data, result_type),
+            )
+            for item in result.items
+        ]
+        if items:
+            yield items
+        offset = result.next_offset
+        if not result.more_ready:
+            await asyncio.sleep(cooldown_s())

@@ -26,13 +26,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
 from api.metrics import count_feeds_of
 from api.services import executions as execution_service
 from infra.logging import get_logger
 from infra.metrics import EVENTS_DELIVERED, WEBSOCKET_WATCHERS
 from infra.models import Execution, ExecutionEvent
+from infra.streams import follow_stream
 from workflows.events import (
     EVENTS_TOPIC,
     TERMINAL_EVENTS,
@@ -174,13 +174,12 @@ class EventHub:
         try:
             run_key = await self._wait_for_start(feed)
             if run_key is not None:
-                stream = WorkflowStreamClient.create(self.client, run_key)
-                async for item in stream.topic(EVENTS_TOPIC, type=Event).subscribe(
-                    from_offset=len(feed.events), poll_cooldown=POLL_COOLDOWN
+                async for batch in follow_stream(
+                    self.client, run_key, EVENTS_TOPIC, len(feed.events), Event, self.cooldown_s
                 ):
-                    if item.offset > len(feed.events):
+                    if batch[0].offset > len(feed.events):
                         await self._fill_gap(feed)
-                    await feed.add([recorded(item.offset, item.data)])
+                    await feed.add([recorded(item.offset, item.data) for item in batch])
                     if feed.done:
                         return
             # The run closed (or never started) without a terminal event in the stream:
@@ -196,6 +195,10 @@ class EventHub:
         except Exception as exc:
             log.exception("event feed failed", execution_id=feed.execution_id)
             await feed.finish(f"event stream failed: {exc}")
+
+    def cooldown_s(self) -> float:
+        """The pause between two polls of a feed."""
+        return POLL_COOLDOWN.total_seconds()
 
     async def _fill_gap(self, feed: Feed) -> None:
         """Events the stream no longer retains (dropped at continue-as-new once recorded)."""

@@ -1,6 +1,6 @@
 """Pins what infra/streams.py relies on that the SDK does not export: the poll query's
-name and the wire form of a poll result's items. A new temporalio that changes either
-fails here, not in a run."""
+name, the failure types of a poll update and the wire form of a poll result's items. A
+new temporalio that changes any of them fails here, not in a run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import dataclasses
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.contrib.workflow_streams import PollResult, _stream, _types
 
-from infra.streams import POLL_QUERY, decode_wire_item
+from infra.streams import POLL_QUERY, STREAM_DRAINING, TRUNCATED_OFFSET, decode_wire_item
 from workflows.events import Event, EventType, event
 
 
@@ -19,6 +19,11 @@ class ConverterOnly:
 
 def test_the_poll_query_name_is_the_sdks() -> None:
     assert POLL_QUERY == _stream._POLL  # the private name we rely on
+
+
+def test_the_poll_failure_types_are_the_sdks() -> None:
+    assert TRUNCATED_OFFSET == _types.TRUNCATED_OFFSET_ERROR_TYPE
+    assert STREAM_DRAINING == _types.STREAM_DRAINING_ERROR_TYPE
 
 
 def test_wire_items_decode_as_the_sdk_encodes_them() -> None:
