@@ -38,6 +38,7 @@ PASSTHROUGH_MODULES = (
     "workflows.definition",
     "workflows.status",
     "workflows.templates",
+    "workflows.graph",  # its cache of compiled graphs outlives a run
     "workflows.handover",
     "workflows.loops",
     "workflows.memo",

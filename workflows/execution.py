@@ -3,10 +3,11 @@
 Why an interpreter and not the ``temporalio-langgraph`` plugin: the plugin turns
 graphs registered when the worker starts into activities named after their
 nodes. Keel's graphs are user definitions that arrive at run time as workflow
-input, so no node of theirs is known to the worker in advance. Instead, this
-workflow compiles the pinned, published definition into a LangGraph
-``StateGraph`` on every run (a few ms, repeated on replay) whose node functions
-call a small, fixed set of generic activities (model call, tool call). LangGraph
+input, so no node of theirs is known to the worker in advance. Instead, the
+pinned, published definition is compiled into a LangGraph ``StateGraph``
+(``workflows.graph``: once per definition in a worker process, shared by its runs)
+whose nodes hand over to the run, which calls a small, fixed set of generic
+activities (model call, tool call). LangGraph
 gives us the graph semantics (parallel supersteps, join barriers, conditional
 routing); Temporal gives durability, retries, timeouts and cancellation.
 
@@ -42,7 +43,7 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, Any, NoReturn, TypedDict
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -56,7 +57,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from langgraph.errors import GraphDrained
-    from langgraph.graph import END, START, StateGraph
+    from langgraph.graph import END
     from langgraph.runtime import RunControl
     from pydantic import BaseModel
 
@@ -95,6 +96,7 @@ with workflow.unsafe.imports_passed_through():
         NodeFailed,
         event,
     )
+    from workflows.graph import CHECKPOINTER, RUN, RunState, compiled
     from workflows.handover import THREAD, Handover
     from workflows.loops import step_limit
     from workflows.memo import MemoNode, memo_key, still_to_come
@@ -113,16 +115,6 @@ HAND_OVER = "continue as new"  # the reason given to LangGraph's drain
 # The patch that records the run with a local activity given the events (in the workflow
 # task that reached the milestone) instead of an activity that reads the stream back.
 RECORD_IN_TASK = "record-in-workflow-task"
-
-
-def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
-    # Parallel branches each write their own node's entry.
-    return {**(left or {}), **(right or {})}
-
-
-class RunState(TypedDict, total=False):
-    input: dict[str, Any]
-    nodes: Annotated[dict[str, Any], _merge]
 
 
 class NodeFailure(Exception):
@@ -216,7 +208,8 @@ class ExecutionWorkflow:
     async def run(self, params: ExecutionInput) -> ExecutionResult:
         try:
             definition = Definition.model_validate(params.definition)
-            graph = self._compile(definition)
+            graph = compiled(params.definition, definition)
+            self._bind(definition)
             if params.resume is None:
                 self._emit(EventType.EXECUTION_STARTED, data={"input": params.input})
             final = await self._drive(graph, definition)
@@ -264,7 +257,11 @@ class ExecutionWorkflow:
                 start,
                 config={
                     "recursion_limit": step_limit(definition),
-                    "configurable": {"thread_id": THREAD},
+                    "configurable": {
+                        "thread_id": THREAD,
+                        RUN: self,  # the graph is shared: its nodes find this run here
+                        CHECKPOINTER: self.handover,
+                    },
                 },
                 stream_mode="values",
                 durability="exit",
@@ -385,40 +382,30 @@ class ExecutionWorkflow:
             summary="record execution state",
         )
 
-    # -- compiling the definition into a LangGraph ---------------------------------------
+    # -- the definition's nodes, for the shared graph (workflows.graph) -------------------
 
-    def _compile(self, definition: Definition) -> Any:
-        graph = StateGraph(RunState)
-        routers: dict[str, Callable[[RunState], Awaitable[Any]]] = {}
+    def _bind(self, definition: Definition) -> None:
+        """What this run does in each node of the definition, and how its routers choose."""
+        self.node_runs: dict[str, Callable[[RunState], Awaitable[dict[str, Any]]]] = {}
+        self.routers: dict[str, Callable[[RunState], Awaitable[Any]]] = {}
         for node in definition.nodes:
             if isinstance(node, AgentNode):
-                _add_node(graph, node.id, self._tracked(node, self._agent(node)))
+                self.node_runs[node.id] = self._tracked(node, self._agent(node))
             elif isinstance(node, ToolNode):
-                _add_node(graph, node.id, self._tracked(node, self._tool(node)))
+                self.node_runs[node.id] = self._tracked(node, self._tool(node))
             elif isinstance(node, ConditionNode):
-                _add_node(graph, node.id, self._condition(node))
-                routers[node.id] = self._route_condition(node)
+                self.node_runs[node.id] = self._condition(node)
+                self.routers[node.id] = self._route_condition(node)
             elif isinstance(node, HumanNode):
-                _add_node(graph, node.id, self._tracked(node, self._human(node)))
+                self.node_runs[node.id] = self._tracked(node, self._human(node))
                 if node.on_reject:
-                    routers[node.id] = self._route_human(node, definition)
+                    self.routers[node.id] = self._route_human(node, definition)
 
-        incoming: dict[str, list[str]] = defaultdict(list)
-        for edge in definition.edges:
-            if edge.source in routers:
-                continue  # routed by the node's router below
-            incoming[edge.target].append(edge.source)
-        for target, sources in incoming.items():
-            dest = END if target == "END" else target
-            starts = [START if s == "START" else s for s in sources]
-            if len(starts) > 1 and dest != END:
-                graph.add_edge(starts, dest)  # a join: runs once, after all of them
-            else:
-                for source in starts:
-                    graph.add_edge(source, dest)
-        for node_id, router in routers.items():
-            graph.add_conditional_edges(node_id, router)
-        return graph.compile(checkpointer=self.handover)
+    async def run_node(self, node_id: str, state: RunState) -> dict[str, Any]:
+        return await self.node_runs[node_id](state)
+
+    async def route(self, node_id: str, state: RunState) -> Any:
+        return await self.routers[node_id](state)
 
     def _context(self, state: RunState) -> dict[str, Any]:
         return {"input": state.get("input", {}), "nodes": state.get("nodes", {})}
@@ -761,14 +748,6 @@ class ExecutionWorkflow:
     def _fail(self, node_id: str, message: str, attempts: int = 1) -> NodeFailure:
         self._emit(EventType.NODE_FAILED, node_id, NodeFailed(error=message, attempts=attempts))
         return NodeFailure(node_id, message)
-
-
-def _add_node(
-    graph: Any, node_id: str, run: Callable[[RunState], Awaitable[dict[str, Any]]]
-) -> None:
-    # LangGraph's typed overloads want a protocol with a parameter named `state`; our
-    # async closures are exactly that at run time, so the graph is typed loosely here.
-    graph.add_node(node_id, run)
 
 
 def _cancel_requested() -> bool:
