@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 
-from api.deps import CallerDep, SessionDep, SettingsDep
+from api.deps import Member, SessionDep, SettingsDep
 from api.errors import Forbidden, TooManyRequests, Unauthorized
 from api.schemas.accounts import MeOut, PrincipalOut, TokenOut, WsTicketOut
 from api.schemas.common import Envelope, error_responses, ok
@@ -84,7 +84,8 @@ async def token(
 
 
 @router.get("/me", response_model=Envelope[MeOut], summary="Who the credential stands for")
-async def me(caller: CallerDep) -> dict[str, object]:
+async def me(member: Member) -> dict[str, object]:
+    caller = member.caller
     return ok(
         MeOut(
             principal=PrincipalOut(**caller.principal.as_dict()),
@@ -99,6 +100,6 @@ async def me(caller: CallerDep) -> dict[str, object]:
     response_model=Envelope[WsTicketOut],
     summary="A single-use WebSocket ticket (60 s), for browsers",
 )
-async def ws_ticket(caller: CallerDep, session: SessionDep) -> dict[str, object]:
-    ticket = await issue_ws_ticket(session, caller)
+async def ws_ticket(member: Member) -> dict[str, object]:
+    ticket = await issue_ws_ticket(member.session, member.caller)
     return ok(WsTicketOut(ticket=ticket, expires_in=int(WS_TICKET_TTL.total_seconds())))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import AdminWorkspaceDep, SessionDep, ViewerWorkspaceDep
+from api.deps import Admin, Context, Viewer
 from api.errors import NotFound, Unprocessable
 from api.schemas.billing import (
     AgentBreakdown,
@@ -72,77 +72,59 @@ def _instant(raw: str | None, name: str) -> datetime | None:
         raise _bad(name, f"{raw!r} is out of range in UTC") from None
 
 
-class Filters:
-    """start/end (default: the last 30 days, end now), agent_id, workflow_id."""
-
-    def __init__(
-        self,
-        workspace_id: ViewerWorkspaceDep,
-        start: Annotated[
-            str | None,
-            Query(
-                description="Range start, inclusive. " + TIME_HELP + " Default: 30 days before end."
-            ),
-        ] = None,
-        end: Annotated[
-            str | None, Query(description="Range end, exclusive. " + TIME_HELP + " Default: now.")
-        ] = None,
-        agent_id: Annotated[
-            int | None, Query(ge=1, le=MAX_DB_ID, description="Only this agent's usage.")
-        ] = None,
-        workflow_id: Annotated[
-            int | None, Query(ge=1, le=MAX_DB_ID, description="Only this workflow's usage.")
-        ] = None,
-    ) -> None:
-        given_start, given_end = _instant(start, "start"), _instant(end, "end")
-        end_at = given_end or utcnow()
-        try:
-            start_at = given_start or end_at - DEFAULT_RANGE
-        except OverflowError:
-            raise _bad("end", "too early to reach 30 days back; give start as well") from None
-        if end_at <= start_at:
-            said = "" if given_end else " (end defaults to now)"
-            raise _bad(
-                "end",
-                f"end ({end_at.isoformat()}) must be after start ({start_at.isoformat()}){said}",
-                "range",
-            )
-        self.value = ledger.UsageFilter(workspace_id, start_at, end_at, agent_id, workflow_id)
-
-
 async def _named_here(
-    session: SessionDep, workspace_id: int, model: type[Agent | Workflow], column: Any, item_id: int
+    viewer: Context, model: type[Agent | Workflow], column: Any, item_id: int
 ) -> bool:
     """Whether an id names this workspace's object, or one whose usage this workspace kept
     (a deleted agent or workflow): other workspaces' ids are 404, as elsewhere."""
-    if await session.scalar(
-        select(model.id).where(model.id == item_id, model.workspace_id == workspace_id)
-    ):
+    mine = model.id == item_id, model.workspace_id == viewer.workspace_id
+    if await viewer.session.scalar(select(model.id).where(*mine)):
         return True
-    return (
-        await session.scalar(
-            select(UsageRecord.id)
-            .where(column == item_id, UsageRecord.workspace_id == workspace_id)
-            .limit(1)
+    kept = column == item_id, UsageRecord.workspace_id == viewer.workspace_id
+    return await viewer.session.scalar(select(UsageRecord.id).where(*kept).limit(1)) is not None
+
+
+async def _filters(
+    viewer: Viewer,
+    start: Annotated[
+        str | None,
+        Query(description="Range start, inclusive. " + TIME_HELP + " Default: 30 days before end."),
+    ] = None,
+    end: Annotated[
+        str | None, Query(description="Range end, exclusive. " + TIME_HELP + " Default: now.")
+    ] = None,
+    agent_id: Annotated[
+        int | None, Query(ge=1, le=MAX_DB_ID, description="Only this agent's usage.")
+    ] = None,
+    workflow_id: Annotated[
+        int | None, Query(ge=1, le=MAX_DB_ID, description="Only this workflow's usage.")
+    ] = None,
+) -> ledger.UsageFilter:
+    """start/end (default: the last 30 days, end now), agent_id, workflow_id: each
+    agent or workflow named must be this workspace's (404 otherwise)."""
+    given_start, given_end = _instant(start, "start"), _instant(end, "end")
+    end_at = given_end or utcnow()
+    try:
+        start_at = given_start or end_at - DEFAULT_RANGE
+    except OverflowError:
+        raise _bad("end", "too early to reach 30 days back; give start as well") from None
+    if end_at <= start_at:
+        said = "" if given_end else " (end defaults to now)"
+        raise _bad(
+            "end",
+            f"end ({end_at.isoformat()}) must be after start ({start_at.isoformat()}){said}",
+            "range",
         )
-        is not None
-    )
-
-
-async def _scoped(filters: Annotated[Filters, Depends()], session: SessionDep) -> Filters:
-    f = filters.value
-    if f.agent_id is not None and not await _named_here(
-        session, f.workspace_id, Agent, UsageRecord.agent_id, f.agent_id
+    for label, model, column, item_id in (
+        ("agent", Agent, UsageRecord.agent_id, agent_id),
+        ("workflow", Workflow, UsageRecord.workflow_id, workflow_id),
     ):
-        raise NotFound(f"agent {f.agent_id} does not exist")
-    if f.workflow_id is not None and not await _named_here(
-        session, f.workspace_id, Workflow, UsageRecord.workflow_id, f.workflow_id
-    ):
-        raise NotFound(f"workflow {f.workflow_id} does not exist")
-    return filters
+        if item_id is not None and not await _named_here(viewer, model, column, item_id):
+            raise NotFound(f"{label} {item_id} does not exist")
+    return ledger.UsageFilter(viewer.workspace_id, start_at, end_at, agent_id, workflow_id)
 
 
-FiltersDep = Annotated[Filters, Depends(_scoped)]
+FiltersDep = Annotated[ledger.UsageFilter, Depends(_filters)]
 
 
 def _range(filters: ledger.UsageFilter) -> dict[str, datetime]:
@@ -154,12 +136,11 @@ def _range(filters: ledger.UsageFilter) -> dict[str, datetime]:
     response_model=Envelope[UsageReport],
     summary="Tokens, cost and calls over a range (SQL aggregation over the ledger)",
 )
-async def get_usage(session: SessionDep, filters: FiltersDep) -> dict[str, Any]:
-    f = filters.value
-    totals = await ledger.usage_totals(session, f)
+async def get_usage(filters: FiltersDep, viewer: Viewer) -> dict[str, Any]:
+    totals = await ledger.usage_totals(viewer.session, filters)
     return ok(
         UsageReport(
-            **_range(f),
+            **_range(filters),
             prompt_tokens=totals.prompt_tokens,
             completion_tokens=totals.completion_tokens,
             total_tokens=totals.total_tokens,
@@ -168,7 +149,7 @@ async def get_usage(session: SessionDep, filters: FiltersDep) -> dict[str, Any]:
             tool_calls=totals.tool_calls,
             executions=totals.executions,
             unpriced_calls=totals.unpriced_calls,
-        ).model_dump(mode="json")
+        )
     )
 
 
@@ -177,8 +158,7 @@ async def get_usage(session: SessionDep, filters: FiltersDep) -> dict[str, Any]:
     response_model=Envelope[AgentBreakdown],
     summary="Usage per agent, most expensive first",
 )
-async def get_agent_breakdown(session: SessionDep, filters: FiltersDep) -> dict[str, Any]:
-    f = filters.value
+async def get_agent_breakdown(filters: FiltersDep, viewer: Viewer) -> dict[str, Any]:
     items = [
         AgentUsageItem(
             agent_id=a.agent_id,
@@ -192,9 +172,9 @@ async def get_agent_breakdown(session: SessionDep, filters: FiltersDep) -> dict[
             unpriced=a.unpriced_calls > 0,
             unpriced_models=a.unpriced_models,
         )
-        for a in await ledger.agent_breakdown(session, f)
+        for a in await ledger.agent_breakdown(viewer.session, filters)
     ]
-    return ok(AgentBreakdown(**_range(f), items=items).model_dump(mode="json"))
+    return ok(AgentBreakdown(**_range(filters), items=items))
 
 
 @router.get(
@@ -203,15 +183,14 @@ async def get_agent_breakdown(session: SessionDep, filters: FiltersDep) -> dict[
     summary="Usage per UTC hour or day, every bucket of the range (empty ones too)",
 )
 async def get_usage_history(
-    session: SessionDep,
     filters: FiltersDep,
+    viewer: Viewer,
     granularity: Annotated[
         Literal["hour", "day"],
         Query(description="Bucket size; buckets are aligned to UTC hours or days."),
     ] = "day",
 ) -> dict[str, Any]:
-    f = filters.value
-    count = ledger.bucket_count(f.start, f.end, granularity)
+    count = ledger.bucket_count(filters.start, filters.end, granularity)
     if count > ledger.MAX_BUCKETS:
         raise _bad(
             "granularity",
@@ -220,7 +199,7 @@ async def get_usage_history(
             "granularity=day",
             "too_many_buckets",
         )
-    buckets = await ledger.usage_history(session, f, granularity)
+    buckets = await ledger.usage_history(viewer.session, filters, granularity)
     items = [
         HistoryBucket(
             bucket_start=b.bucket_start,
@@ -233,9 +212,7 @@ async def get_usage_history(
         )
         for b in buckets
     ]
-    return ok(
-        UsageHistory(**_range(f), granularity=granularity, items=items).model_dump(mode="json")
-    )
+    return ok(UsageHistory(**_range(filters), granularity=granularity, items=items))
 
 
 def _line(state: ledger.BudgetState) -> BudgetLine:
@@ -251,13 +228,15 @@ def _line(state: ledger.BudgetState) -> BudgetLine:
     )
 
 
-async def _budgets(session: SessionDep, workspace_id: int) -> dict[str, Any]:
-    report = await ledger.budget_report(session, workspace_id)
-    return BudgetOut(
-        month_start=report.month_start,
-        workspace=_line(report.workspace),
-        agents=[_line(a) for a in report.agents],
-    ).model_dump(mode="json")
+async def _budgets(ctx: Context) -> dict[str, Any]:
+    report = await ledger.budget_report(ctx.session, ctx.workspace_id)
+    return ok(
+        BudgetOut(
+            month_start=report.month_start,
+            workspace=_line(report.workspace),
+            agents=[_line(a) for a in report.agents],
+        )
+    )
 
 
 @router.get(
@@ -265,8 +244,8 @@ async def _budgets(session: SessionDep, workspace_id: int) -> dict[str, Any]:
     response_model=Envelope[BudgetOut],
     summary="Monthly budgets (workspace and per agent) with this month's spend",
 )
-async def get_budget(session: SessionDep, workspace_id: ViewerWorkspaceDep) -> dict[str, Any]:
-    return ok(await _budgets(session, workspace_id))
+async def get_budget(viewer: Viewer) -> dict[str, Any]:
+    return await _budgets(viewer)
 
 
 @router.put(
@@ -274,9 +253,8 @@ async def get_budget(session: SessionDep, workspace_id: ViewerWorkspaceDep) -> d
     response_model=Envelope[BudgetOut],
     summary="Set the workspace's or an agent's monthly budget (null removes it)",
 )
-async def put_budget(
-    body: BudgetIn, session: SessionDep, workspace_id: AdminWorkspaceDep
-) -> dict[str, Any]:
+async def put_budget(body: BudgetIn, admin: Admin) -> dict[str, Any]:
+    session, workspace_id = admin.session, admin.workspace_id
     if (
         body.agent_id is not None
         and await session.scalar(
@@ -294,4 +272,4 @@ async def put_budget(
     except IntegrityError as exc:  # the agent was deleted meanwhile
         await session.rollback()
         raise Unprocessable(f"agent {body.agent_id} does not exist") from exc
-    return ok(await _budgets(session, workspace_id))
+    return await _budgets(admin)

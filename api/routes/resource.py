@@ -16,7 +16,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import ColumnElement
 
-from api.deps import EditorDep, PageDep, SessionDep, SettingsDep, ViewerWorkspaceDep
+from api.deps import Editor, PageDep, Viewer
 from api.resources import Resource
 from api.schemas.common import Envelope, InputModel, OutputModel, Page, PartialUpdate, ok
 from api.schemas.common import error_responses as errors
@@ -56,98 +56,78 @@ def resource_router(
     ItemId = Annotated[int, Path(alias=id_name)]
     router = APIRouter(prefix=prefix, tags=[tag], responses=errors(422))
 
+    one = Envelope[out]  # type: ignore[valid-type]
+    page_of = Envelope[Page[out]]  # type: ignore[valid-type]
+    item_path = f"/{{{id_name}}}"
+    label = resource.label
+
     # Reading needs the viewer role, every change the editor role (and whatever more the
     # resource asks of a particular change: ``Resource.authorize``).
-    async def create_item(
-        body: create,  # type: ignore[valid-type]
-        session: SessionDep,
-        settings: SettingsDep,
-        caller: EditorDep,
-    ) -> dict[str, Any]:
-        resource.authorize(caller, None, dict(cast(InputModel, body)))
-        item = await resource.create(session, caller.workspace_id, body, settings)
+    @router.post(
+        "/",
+        name=f"create_{label}",
+        status_code=201,
+        response_model=one,
+        summary=said["create"],
+        responses=errors(409),
+    )
+    async def create_item(body: create, editor: Editor) -> dict[str, Any]:  # type: ignore[valid-type]
+        resource.authorize(editor.caller, None, dict(cast(InputModel, body)))
+        item = await resource.create(editor.session, editor.workspace_id, body, editor.settings)
         return ok(out.model_validate(item))
 
+    @router.get(
+        "/",
+        name=f"list_{resource.plural}",
+        response_model=page_of,
+        summary=said["list"],
+    )
     async def list_items(
-        session: SessionDep,
-        workspace_id: ViewerWorkspaceDep,
+        viewer: Viewer,
         page: PageDep,
         where: Annotated[Filters, Depends(filters)],
         q: Annotated[
             str | None, Query(max_length=name_max_length, description="Name contains.")
         ] = None,
     ) -> dict[str, Any]:
+        session, workspace_id = viewer.session, viewer.workspace_id
         return ok(await resource.page(session, workspace_id, page, q, out.model_validate, where))
 
-    async def get_item(
-        item_id: ItemId, session: SessionDep, workspace_id: ViewerWorkspaceDep
-    ) -> dict[str, Any]:
-        return ok(out.model_validate(await resource.get(session, item_id, workspace_id)))
-
-    async def update_item(
-        item_id: ItemId,
-        body: update,  # type: ignore[valid-type]
-        session: SessionDep,
-        settings: SettingsDep,
-        caller: EditorDep,
-    ) -> dict[str, Any]:
-        item = await resource.get(session, item_id, caller.workspace_id)
-        sent = cast(PartialUpdate, body).changes()
-        resource.authorize(caller, item, sent)
-        await resource.update(session, item, sent, settings)
-        return ok(out.model_validate(item))
-
-    async def delete_item(
-        item_id: ItemId, session: SessionDep, caller: EditorDep
-    ) -> dict[str, Any]:
-        await resource.delete(session, await resource.get(session, item_id, caller.workspace_id))
-        return ok(None)
-
-    one = Envelope[out]  # type: ignore[valid-type]
-    item_path = f"/{{{id_name}}}"
-    router.add_api_route(
-        "/",
-        create_item,
-        methods=["POST"],
-        name=f"create_{resource.label}",
-        status_code=201,
-        response_model=one,
-        summary=said["create"],
-        responses=errors(409),
-    )
-    router.add_api_route(
-        "/",
-        list_items,
-        methods=["GET"],
-        name=f"list_{resource.plural}",
-        response_model=Envelope[Page[out]],  # type: ignore[valid-type]
-        summary=said["list"],
-    )
-    router.add_api_route(
+    @router.get(
         item_path,
-        get_item,
-        methods=["GET"],
-        name=f"get_{resource.label}",
+        name=f"get_{label}",
         response_model=one,
         summary=said["get"],
         responses=errors(404),
     )
-    router.add_api_route(
+    async def get_item(item_id: ItemId, viewer: Viewer) -> dict[str, Any]:
+        item = await resource.get(viewer.session, item_id, viewer.workspace_id)
+        return ok(out.model_validate(item))
+
+    @router.put(
         item_path,
-        update_item,
-        methods=["PUT"],
-        name=f"update_{resource.label}",
+        name=f"update_{label}",
         response_model=one,
         summary=said["update"],
         responses=errors(404, 409),
     )
-    router.add_api_route(
+    async def update_item(item_id: ItemId, body: update, editor: Editor) -> dict[str, Any]:  # type: ignore[valid-type]
+        item = await resource.get(editor.session, item_id, editor.workspace_id)
+        sent = cast(PartialUpdate, body).changes()
+        resource.authorize(editor.caller, item, sent)
+        await resource.update(editor.session, item, sent, editor.settings)
+        return ok(out.model_validate(item))
+
+    @router.delete(
         item_path,
-        delete_item,
-        methods=["DELETE"],
-        name=f"delete_{resource.label}",
+        name=f"delete_{label}",
         response_model=Envelope[None],
         summary=said["delete"],
         responses=errors(404, 409),
     )
+    async def delete_item(item_id: ItemId, editor: Editor) -> dict[str, Any]:
+        item = await resource.get(editor.session, item_id, editor.workspace_id)
+        await resource.delete(editor.session, item)
+        return ok(None)
+
     return router

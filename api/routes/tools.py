@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import EditorWorkspaceDep, SessionDep, SettingsDep
+from api.deps import Editor
 from api.errors import Conflict, Forbidden, Unprocessable, field_errors
 from api.resources import Resource, refuse_if_published
 from api.routes.resource import resource_router
@@ -190,19 +190,17 @@ router = resource_router(
     responses=error_responses(404),
 )
 async def try_tool(
-    tool_id: int,
-    session: SessionDep,
-    settings: SettingsDep,
-    workspace_id: EditorWorkspaceDep,
-    body: ToolTestRequest | None = None,
+    tool_id: int, editor: Editor, body: ToolTestRequest | None = None
 ) -> dict[str, Any]:
     """A failed connection is ``ok: false`` with the reason (DNS, refused, timeout, TLS,
     HTTP status, MCP protocol error), never an error status. An MCP tool saved without
     input_schema gets the one its server lists here."""
-    tool = await tools.get(session, tool_id, workspace_id)
+    session = editor.session
+    tool = await tools.get(session, tool_id, editor.workspace_id)
     # Give the connection back to the pool: the test may wait on the network.
     await session.close()
-    result = await try_connection(tool, body.arguments if body is not None else None, settings)
+    arguments = body.arguments if body is not None else None
+    result = await try_connection(tool, arguments, editor.settings)
     schema = discovered_schema(tool, result.tools) if tool.input_schema is None else None
     if schema is not None:
         await session.execute(update(Tool).where(Tool.id == tool.id).values(input_schema=schema))

@@ -6,7 +6,7 @@ from fastapi import Query
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import EditorWorkspaceDep, PageDep, SessionDep, ViewerWorkspaceDep
+from api.deps import Editor, PageDep, Viewer
 from api.errors import Conflict, NotFound, Unprocessable
 from api.resources import Resource, commit_unique, paginate
 from api.routes.resource import resource_router
@@ -104,9 +104,8 @@ router = resource_router(
     summary="Validate the draft and publish it as the next immutable version",
     responses=error_responses(404, 409),
 )
-async def publish_workflow(
-    workflow_id: int, session: SessionDep, workspace_id: EditorWorkspaceDep
-) -> dict[str, Any]:
+async def publish_workflow(workflow_id: int, editor: Editor) -> dict[str, Any]:
+    session, workspace_id = editor.session, editor.workspace_id
     workflow = await workflows.get(session, workflow_id, workspace_id)
     if workflow.version > 0 and not workflow.has_unpublished_changes:
         raise Conflict(
@@ -168,16 +167,14 @@ async def publish_workflow(
     summary="List published versions, newest first",
     responses=error_responses(404),
 )
-async def list_versions(
-    workflow_id: int, session: SessionDep, workspace_id: ViewerWorkspaceDep, page: PageDep
-) -> dict[str, Any]:
-    await workflows.get(session, workflow_id, workspace_id)
+async def list_versions(workflow_id: int, viewer: Viewer, page: PageDep) -> dict[str, Any]:
+    await workflows.get(viewer.session, workflow_id, viewer.workspace_id)
     stmt = (
         select(WorkflowVersion)
         .where(WorkflowVersion.workflow_id == workflow_id)
         .order_by(WorkflowVersion.version.desc())
     )
-    return ok(await paginate(session, stmt, page, WorkflowVersionOut.model_validate))
+    return ok(await paginate(viewer.session, stmt, page, WorkflowVersionOut.model_validate))
 
 
 @router.get(
@@ -186,13 +183,11 @@ async def list_versions(
     summary="Get one published version",
     responses=error_responses(404),
 )
-async def get_version(
-    workflow_id: int, version: int, session: SessionDep, workspace_id: ViewerWorkspaceDep
-) -> dict[str, Any]:
-    await workflows.get(session, workflow_id, workspace_id)
+async def get_version(workflow_id: int, version: int, viewer: Viewer) -> dict[str, Any]:
+    await workflows.get(viewer.session, workflow_id, viewer.workspace_id)
     row = None
     if 1 <= version <= MAX_DB_ID:
-        row = await session.scalar(
+        row = await viewer.session.scalar(
             select(WorkflowVersion).where(
                 WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version
             )

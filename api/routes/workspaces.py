@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from sqlalchemy import func, select
 
-from api.deps import AdminDep, CallerDep, PageDep, SessionDep, ViewerDep
+from api.deps import Admin, Context, Member, PageDep, Viewer
 from api.errors import Conflict, Forbidden, NotFound
 from api.resources import commit_unique
 from api.schemas.accounts import MemberIn, MemberOut, MemberUpdate, WorkspaceIn, WorkspaceOut
@@ -33,7 +33,8 @@ router = APIRouter(
     response_model=Envelope[Page[WorkspaceOut]],
     summary="The caller's workspaces and its role in each",
 )
-async def list_workspaces(caller: CallerDep, session: SessionDep, page: PageDep) -> dict[str, Any]:
+async def list_workspaces(member: Member, page: PageDep) -> dict[str, Any]:
+    caller, session = member.caller, member.session
     if caller.principal.type == "user":
         rows = (
             await session.execute(
@@ -63,9 +64,8 @@ async def list_workspaces(caller: CallerDep, session: SessionDep, page: PageDep)
     summary="Create a workspace; the user who creates it owns it",
     responses=error_responses(409),
 )
-async def create_workspace(
-    body: WorkspaceIn, caller: CallerDep, session: SessionDep
-) -> dict[str, Any]:
+async def create_workspace(body: WorkspaceIn, member: Member) -> dict[str, Any]:
+    caller, session = member.caller, member.session
     if caller.principal.type != "user" or caller.principal.id is None:
         raise Forbidden("only a user can create a workspace (an API key belongs to one)")
     taken = f"a workspace named {body.name!r} already exists; choose another name"
@@ -114,13 +114,14 @@ def _members(workspace_id: int) -> Any:
     response_model=Envelope[Page[MemberOut]],
     summary="Members of the caller's workspace",
 )
-async def list_members(caller: ViewerDep, session: SessionDep, page: PageDep) -> dict[str, Any]:
-    stmt = _members(caller.workspace_id)
+async def list_members(viewer: Viewer, page: PageDep) -> dict[str, Any]:
+    session, workspace_id = viewer.session, viewer.workspace_id
+    stmt = _members(workspace_id)
     total = (
         await session.scalar(
             select(func.count())
             .select_from(Membership)
-            .where(Membership.workspace_id == caller.workspace_id)
+            .where(Membership.workspace_id == workspace_id)
         )
         or 0
     )
@@ -147,20 +148,26 @@ def _may_touch(caller: Caller, member: Membership) -> None:
         raise Forbidden("only an owner can change or remove an owner")
 
 
-async def _member_or_404(session: Any, workspace_id: int, user_id: int) -> tuple[Membership, User]:
-    row = (
-        (await session.execute(_members(workspace_id).where(Membership.user_id == user_id))).first()
-        if 1 <= user_id <= MAX_DB_ID
-        else None
-    )
+async def _member_to_change(user_id: int, admin: Admin) -> tuple[Membership, User]:
+    """The member named in the path, if this admin may change or remove them."""
+    stmt = _members(admin.workspace_id).where(Membership.user_id == user_id)
+    row = (await admin.session.execute(stmt)).first() if 1 <= user_id <= MAX_DB_ID else None
     if row is None:
         raise NotFound(f"user {user_id} is not a member of this workspace")
-    return row[0], row[1]
+    member, user = row
+    _may_touch(admin.caller, member)
+    return member, user
 
 
-async def _keep_an_owner(session: Any, workspace_id: int, member: Membership) -> None:
-    await lock_workspace(session, workspace_id)
-    if Role(member.role) is Role.OWNER and await owner_count(session, workspace_id) <= 1:
+MemberToChange = Annotated[tuple[Membership, User], Depends(_member_to_change)]
+
+
+async def _keep_an_owner(admin: Context, member: Membership) -> None:
+    await lock_workspace(admin.session, admin.workspace_id)
+    if (
+        Role(member.role) is Role.OWNER
+        and await owner_count(admin.session, admin.workspace_id) <= 1
+    ):
         raise Conflict("this is the workspace's last owner; make another member owner first")
 
 
@@ -171,7 +178,8 @@ async def _keep_an_owner(session: Any, workspace_id: int, member: Membership) ->
     summary="Add a user to the workspace (created when a password is given)",
     responses=error_responses(404, 409),
 )
-async def add_member(body: MemberIn, caller: AdminDep, session: SessionDep) -> dict[str, Any]:
+async def add_member(body: MemberIn, admin: Admin) -> dict[str, Any]:
+    caller, session = admin.caller, admin.session
     _may_grant(caller, body.role)
     user = await user_by_email(session, body.email)
     if user is None:
@@ -204,15 +212,14 @@ async def add_member(body: MemberIn, caller: AdminDep, session: SessionDep) -> d
     responses=error_responses(404, 409),
 )
 async def change_member(
-    user_id: int, body: MemberUpdate, caller: AdminDep, session: SessionDep
+    body: MemberUpdate, admin: Admin, changed: MemberToChange
 ) -> dict[str, Any]:
-    member, user = await _member_or_404(session, caller.workspace_id, user_id)
-    _may_touch(caller, member)
-    _may_grant(caller, body.role)
+    member, user = changed
+    _may_grant(admin.caller, body.role)
     if body.role is not Role.OWNER:
-        await _keep_an_owner(session, caller.workspace_id, member)
+        await _keep_an_owner(admin, member)
     member.role = body.role.value
-    await session.commit()
+    await admin.session.commit()
     return ok(_member_out(member, user))
 
 
@@ -222,10 +229,9 @@ async def change_member(
     summary="Remove a member from the workspace",
     responses=error_responses(404, 409),
 )
-async def remove_member(user_id: int, caller: AdminDep, session: SessionDep) -> dict[str, Any]:
-    member, _user = await _member_or_404(session, caller.workspace_id, user_id)
-    _may_touch(caller, member)
-    await _keep_an_owner(session, caller.workspace_id, member)
-    await session.delete(member)
-    await session.commit()
+async def remove_member(admin: Admin, removed: MemberToChange) -> dict[str, Any]:
+    member, _user = removed
+    await _keep_an_owner(admin, member)
+    await admin.session.delete(member)
+    await admin.session.commit()
     return ok(None)
