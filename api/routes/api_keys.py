@@ -51,10 +51,9 @@ WorkspaceKey = Annotated[ApiKey, Depends(_key)]
 @router.post(
     "/",
     status_code=201,
-    response_model=Envelope[NewApiKeyOut],
     summary="Create an API key (the response is the only time the key is shown)",
 )
-async def create(body: ApiKeyIn, admin: Admin) -> dict[str, Any]:
+async def create(body: ApiKeyIn, admin: Admin) -> Envelope[NewApiKeyOut]:
     caller = admin.caller
     if not caller.may(body.role):
         raise Forbidden(
@@ -84,29 +83,27 @@ async def create(body: ApiKeyIn, admin: Admin) -> dict[str, Any]:
     return ok(NewApiKeyOut(**render(row), key=key))
 
 
-@router.get("/", response_model=Envelope[Page[ApiKeyOut]], summary="List API keys")
-async def list_keys(admin: Admin, page: PageDep) -> dict[str, Any]:
+@router.get("/", summary="List API keys")
+async def list_keys(admin: Admin, page: PageDep) -> Envelope[Page[ApiKeyOut]]:
     stmt = select(ApiKey).where(ApiKey.workspace_id == admin.workspace_id).order_by(ApiKey.id)
     return ok(await paginate(admin.session, stmt, page, lambda k: ApiKeyOut(**render(k))))
 
 
 @router.get(
     "/{key_id}",
-    response_model=Envelope[ApiKeyOut],
     summary="Get an API key",
     responses=error_responses(404),
 )
-async def get_key(key: WorkspaceKey) -> dict[str, Any]:
+async def get_key(key: WorkspaceKey) -> Envelope[ApiKeyOut]:
     return ok(ApiKeyOut(**render(key)))
 
 
 @router.delete(
     "/{key_id}",
-    response_model=Envelope[ApiKeyOut],
     summary="Revoke an API key at once (runs it started go on)",
     responses=error_responses(404),
 )
-async def revoke(key: WorkspaceKey, admin: Admin, request: Request) -> dict[str, Any]:
+async def revoke(key: WorkspaceKey, admin: Admin, request: Request) -> Envelope[ApiKeyOut]:
     caller = admin.caller
     if not caller.may(Role(key.role)):
         raise Forbidden(f"this key's role ({key.role}) is above yours ({caller.role.value})")

@@ -35,7 +35,6 @@ def _throttle(request: Request) -> FailureThrottle:
 
 @router.post(
     "/token",
-    response_model=Envelope[TokenOut],
     summary="Sign in: an access token",
     responses=error_responses(403, 429),
 )
@@ -48,7 +47,7 @@ async def token(
     workspace_id: Annotated[
         int | None, Form(ge=1, le=2**31 - 1, description="Default: the user's first workspace.")
     ] = None,
-) -> dict[str, object]:
+) -> Envelope[TokenOut]:
     throttle = _throttle(request)
     who = normalize_email(username)
     wait = throttle.retry_after(who)
@@ -83,8 +82,8 @@ async def token(
     )
 
 
-@router.get("/me", response_model=Envelope[MeOut], summary="Who the credential stands for")
-async def me(member: Member) -> dict[str, object]:
+@router.get("/me", summary="Who the credential stands for")
+async def me(member: Member) -> Envelope[MeOut]:
     caller = member.caller
     return ok(
         MeOut(
@@ -97,9 +96,8 @@ async def me(member: Member) -> dict[str, object]:
 
 @router.post(
     "/ws-ticket",
-    response_model=Envelope[WsTicketOut],
     summary="A single-use WebSocket ticket (60 s), for browsers",
 )
-async def ws_ticket(member: Member) -> dict[str, object]:
+async def ws_ticket(member: Member) -> Envelope[WsTicketOut]:
     ticket = await issue_ws_ticket(member.session, member.caller)
     return ok(WsTicketOut(ticket=ticket, expires_in=int(WS_TICKET_TTL.total_seconds())))

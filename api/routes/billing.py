@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -15,7 +16,6 @@ from api.schemas.billing import (
     AgentBreakdown,
     AgentUsageItem,
     BudgetIn,
-    BudgetLine,
     BudgetOut,
     HistoryBucket,
     UsageHistory,
@@ -25,7 +25,6 @@ from api.schemas.common import MAX_DB_ID, Envelope, error_responses, ok
 from infra import ledger
 from infra.dbtypes import utcnow
 from infra.models import Agent, UsageRecord, Workflow
-from infra.usd import usd_text
 
 router = APIRouter(prefix="/api/v1/Billing", tags=["Billing"], responses=error_responses(404, 422))
 
@@ -133,53 +132,26 @@ def _range(filters: ledger.UsageFilter) -> dict[str, datetime]:
 
 @router.get(
     "/usage",
-    response_model=Envelope[UsageReport],
     summary="Tokens, cost and calls over a range (SQL aggregation over the ledger)",
 )
-async def get_usage(filters: FiltersDep, viewer: Viewer) -> dict[str, Any]:
+async def get_usage(filters: FiltersDep, viewer: Viewer) -> Envelope[UsageReport]:
     totals = await ledger.usage_totals(viewer.session, filters)
-    return ok(
-        UsageReport(
-            **_range(filters),
-            prompt_tokens=totals.prompt_tokens,
-            completion_tokens=totals.completion_tokens,
-            total_tokens=totals.total_tokens,
-            cost_usd=usd_text(totals.cost_usd),
-            llm_calls=totals.llm_calls,
-            tool_calls=totals.tool_calls,
-            executions=totals.executions,
-            unpriced_calls=totals.unpriced_calls,
-        )
-    )
+    return ok(UsageReport.model_validate({**_range(filters), **asdict(totals)}))
 
 
 @router.get(
     "/agent-breakdown",
-    response_model=Envelope[AgentBreakdown],
     summary="Usage per agent, most expensive first",
 )
-async def get_agent_breakdown(filters: FiltersDep, viewer: Viewer) -> dict[str, Any]:
-    items = [
-        AgentUsageItem(
-            agent_id=a.agent_id,
-            agent_name=a.agent_name,
-            prompt_tokens=a.prompt_tokens,
-            completion_tokens=a.completion_tokens,
-            total_tokens=a.total_tokens,
-            cost_usd=usd_text(a.cost_usd),
-            llm_calls=a.llm_calls,
-            tool_calls=a.tool_calls,
-            unpriced=a.unpriced_calls > 0,
-            unpriced_models=a.unpriced_models,
-        )
-        for a in await ledger.agent_breakdown(viewer.session, filters)
-    ]
+async def get_agent_breakdown(filters: FiltersDep, viewer: Viewer) -> Envelope[AgentBreakdown]:
+    rows = await ledger.agent_breakdown(viewer.session, filters)
+    # unpriced_calls is a count here, a flag there.
+    items = [AgentUsageItem(**asdict(a), unpriced=a.unpriced_calls > 0) for a in rows]
     return ok(AgentBreakdown(**_range(filters), items=items))
 
 
 @router.get(
     "/usage/history",
-    response_model=Envelope[UsageHistory],
     summary="Usage per UTC hour or day, every bucket of the range (empty ones too)",
 )
 async def get_usage_history(
@@ -189,7 +161,7 @@ async def get_usage_history(
         Literal["hour", "day"],
         Query(description="Bucket size; buckets are aligned to UTC hours or days."),
     ] = "day",
-) -> dict[str, Any]:
+) -> Envelope[UsageHistory]:
     count = ledger.bucket_count(filters.start, filters.end, granularity)
     if count > ledger.MAX_BUCKETS:
         raise _bad(
@@ -200,60 +172,27 @@ async def get_usage_history(
             "too_many_buckets",
         )
     buckets = await ledger.usage_history(viewer.session, filters, granularity)
-    items = [
-        HistoryBucket(
-            bucket_start=b.bucket_start,
-            prompt_tokens=b.prompt_tokens,
-            completion_tokens=b.completion_tokens,
-            total_tokens=b.total_tokens,
-            cost_usd=usd_text(b.cost_usd),
-            llm_calls=b.llm_calls,
-            tool_calls=b.tool_calls,
-        )
-        for b in buckets
-    ]
+    items = [HistoryBucket.model_validate(b) for b in buckets]
     return ok(UsageHistory(**_range(filters), granularity=granularity, items=items))
 
 
-def _line(state: ledger.BudgetState) -> BudgetLine:
-    remaining = state.remaining_usd
-    return BudgetLine(
-        agent_id=state.agent_id,
-        agent_name=state.agent_name,
-        monthly_usd=None if state.monthly_usd is None else usd_text(state.monthly_usd),
-        spent_usd=usd_text(state.spent_usd),
-        remaining_usd=None if remaining is None else usd_text(remaining),
-        exhausted=state.exhausted,
-        updated_at=state.updated_at,
-    )
-
-
-async def _budgets(ctx: Context) -> dict[str, Any]:
-    report = await ledger.budget_report(ctx.session, ctx.workspace_id)
-    return ok(
-        BudgetOut(
-            month_start=report.month_start,
-            workspace=_line(report.workspace),
-            agents=[_line(a) for a in report.agents],
-        )
-    )
+async def _budgets(ctx: Context) -> Envelope[BudgetOut]:
+    return ok(BudgetOut.model_validate(await ledger.budget_report(ctx.session, ctx.workspace_id)))
 
 
 @router.get(
     "/budget",
-    response_model=Envelope[BudgetOut],
     summary="Monthly budgets (workspace and per agent) with this month's spend",
 )
-async def get_budget(viewer: Viewer) -> dict[str, Any]:
+async def get_budget(viewer: Viewer) -> Envelope[BudgetOut]:
     return await _budgets(viewer)
 
 
 @router.put(
     "/budget",
-    response_model=Envelope[BudgetOut],
     summary="Set the workspace's or an agent's monthly budget (null removes it)",
 )
-async def put_budget(body: BudgetIn, admin: Admin) -> dict[str, Any]:
+async def put_budget(body: BudgetIn, admin: Admin) -> Envelope[BudgetOut]:
     session, workspace_id = admin.session, admin.workspace_id
     if (
         body.agent_id is not None

@@ -40,6 +40,7 @@ from workflows.contracts import HumanResponse
 from workflows.status import FINISHED, ExecutionStatus, NodeStatus
 
 router = APIRouter(prefix="/api/v1/Execution", tags=["Execution"])
+CANCEL_REQUESTED = "cancellation requested; the execution ends as cancelled"
 
 NODE_COLUMNS = (
     NodeRun.execution_id,
@@ -153,11 +154,15 @@ async def refuse_over_budget(
         raise PaymentRequired(f"{refused}: {blocked}")
 
 
-async def _answer(ctx: Context, execution: Execution) -> dict[str, Any]:
-    return ok(await render(ctx.session, ctx.settings, execution))
+async def _answer(
+    ctx: Context, execution: Execution, msg: str = "success"
+) -> Envelope[ExecutionOut]:
+    return ok(await render(ctx.session, ctx.settings, execution), msg)
 
 
-async def _commit_and_start(editor: Context, execution: Execution, start: bool) -> dict[str, Any]:
+async def _commit_and_start(
+    editor: Context, execution: Execution, start: bool
+) -> Envelope[ExecutionOut]:
     """Store the execution, start its Temporal run when asked, and answer with it."""
     await editor.session.commit()
     if start:
@@ -169,11 +174,10 @@ async def _commit_and_start(editor: Context, execution: Execution, start: bool) 
 @router.post(
     "/",
     status_code=201,
-    response_model=Envelope[ExecutionOut],
     summary="Create an execution of a published version (and start it if asked)",
-    responses=error_responses(402),
+    responses=error_responses(402, 404, 409),
 )
-async def create_execution(body: ExecutionCreate, editor: Editor) -> dict[str, Any]:
+async def create_execution(body: ExecutionCreate, editor: Editor) -> Envelope[ExecutionOut]:
     session = editor.session
     workflow = await get_or_404(
         session, Workflow, body.workflow_id, editor.workspace_id, "workflow"
@@ -210,9 +214,7 @@ def _created_by(execution: Execution, editor: Context) -> None:
     execution.created_by_name = principal.name
 
 
-@router.get(
-    "/", response_model=Envelope[Page[ExecutionOut]], summary="List executions, newest first"
-)
+@router.get("/", summary="List executions, newest first")
 async def list_executions(
     viewer: Viewer,
     page: PageDep,
@@ -225,7 +227,7 @@ async def list_executions(
             "(temporal.problems); false: only the others."
         ),
     ] = None,
-) -> dict[str, Any]:
+) -> Envelope[Page[ExecutionOut]]:
     where = [Execution.workspace_id == viewer.workspace_id]
     if problems is not None:
         try:
@@ -243,22 +245,15 @@ async def list_executions(
         where.append(Execution.workflow_id == workflow_id)
     session, settings = viewer.session, viewer.settings
     found = await execution_page(session, where, page.offset, page.page_size)
-    return ok(
-        {
-            "items": [await render(session, settings, e, e.nodes, e.usage) for e in found.items],
-            "total": found.total,
-            "page": page.page,
-            "page_size": page.page_size,
-        }
-    )
+    items = [await render(session, settings, e, e.nodes, e.usage) for e in found.items]
+    return ok(Page(items=items, total=found.total, page=page.page, page_size=page.page_size))
 
 
 @router.get(
     "/{execution_id}",
-    response_model=Envelope[ExecutionOut],
     summary="Get an execution (reconciled with Temporal while it is open)",
 )
-async def get_execution(execution: ViewedExecution, viewer: Viewer) -> dict[str, Any]:
+async def get_execution(execution: ViewedExecution, viewer: Viewer) -> Envelope[ExecutionOut]:
     problems = await execution_service.refresh(viewer.session, viewer.temporal, execution)
     return ok(await render(viewer.session, viewer.settings, execution, problems=problems))
 
@@ -266,13 +261,12 @@ async def get_execution(execution: ViewedExecution, viewer: Viewer) -> dict[str,
 @router.post(
     "/{execution_id}/rerun",
     status_code=201,
-    response_model=Envelope[ExecutionOut],
     summary="Run a finished execution again, reusing the node results that still hold",
-    responses=error_responses(402),
+    responses=error_responses(402, 404, 409),
 )
 async def rerun_execution(
     parent: EditedExecution, body: RerunBody, editor: Editor
-) -> dict[str, Any]:
+) -> Envelope[ExecutionOut]:
     await execution_service.refresh(editor.session, editor.temporal, parent)
     execution = await execution_service.create_rerun(
         editor.session, parent, body.version, body.input, body.from_node
@@ -284,10 +278,9 @@ async def rerun_execution(
 
 @router.post(
     "/{execution_id}/start",
-    response_model=Envelope[ExecutionOut],
     summary="Start a pending execution",
 )
-async def start_execution(execution: EditedExecution, editor: Editor) -> dict[str, Any]:
+async def start_execution(execution: EditedExecution, editor: Editor) -> Envelope[ExecutionOut]:
     if execution.status == ExecutionStatus.PENDING:
         await refuse_over_budget(
             editor.session, execution, f"execution {execution.id} cannot start"
@@ -297,26 +290,23 @@ async def start_execution(execution: EditedExecution, editor: Editor) -> dict[st
 
 @router.post(
     "/{execution_id}/cancel",
-    response_model=Envelope[ExecutionOut],
     summary="Cancel an execution; running work is stopped",
 )
-async def cancel_execution(execution: EditedExecution, editor: Editor) -> dict[str, Any]:
+async def cancel_execution(execution: EditedExecution, editor: Editor) -> Envelope[ExecutionOut]:
     by = editor.caller.principal.as_dict()
     asked = await execution_service.cancel(editor.session, editor.temporal, execution, by)
-    response = await _answer(editor, execution)
     if asked:
-        response["msg"] = "cancellation requested; the execution ends as cancelled"
-    return response
+        return await _answer(editor, execution, CANCEL_REQUESTED)
+    return await _answer(editor, execution)
 
 
 @router.post(
     "/{execution_id}/signal",
-    response_model=Envelope[ExecutionOut],
     summary="Answer a human node that is waiting",
 )
 async def signal_execution(
     execution: EditedExecution, body: SignalBody, editor: Editor
-) -> dict[str, Any]:
+) -> Envelope[ExecutionOut]:
     response = HumanResponse(**body.model_dump(), by=editor.caller.principal.as_dict())
     await execution_service.respond(editor.session, editor.temporal, execution, response)
     return await _answer(editor, execution)
@@ -324,14 +314,13 @@ async def signal_execution(
 
 @router.get(
     "/{execution_id}/events",
-    response_model=Envelope[EventPage],
     summary="Events after seq N (from the record once the run has finished)",
 )
 async def list_events(
     execution: ViewedExecution,
     viewer: Viewer,
     after: Annotated[int, Query(ge=0, le=MAX_DB_ID, description="Last seq seen.")] = 0,
-) -> dict[str, Any]:
+) -> Envelope[EventPage]:
     items = await stored_events(viewer.session, execution.id, after)
     stored_up_to = await last_seq(viewer.session, execution.id)
     if execution.status not in FINISHED and execution.temporal_workflow_id:
@@ -343,12 +332,9 @@ async def list_events(
                 execution_service.TEMPORAL_TIMEOUT_S,
             )
             items.extend(live)
-    return ok(
-        {
-            "items": [public_event(execution.id, i) for i in items],
-            "next": items[-1].seq if items else after,
-        }
-    )
+    events = [public_event(execution.id, i) for i in items]
+    next_seq = items[-1].seq if items else after
+    return ok(EventPage.model_validate({"items": events, "next": next_seq}))
 
 
 @router.websocket("/ws/{execution_id}")

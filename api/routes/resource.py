@@ -32,29 +32,26 @@ async def no_filters() -> Filters:
 def resource_router(
     resource: Resource[Any],
     *,
-    prefix: str,
-    tag: str,
     out: type[OutputModel],
     create: type[InputModel],
     update: type[PartialUpdate],
-    name_max_length: int,
     filters: Callable[..., Awaitable[Filters]] = no_filters,
-    summaries: dict[str, str] | None = None,
 ) -> APIRouter:
-    """A router at ``prefix`` serving ``resource``. ``filters``: a dependency that gives
-    more conditions for the list (from its own query parameters); ``summaries``: the
-    OpenAPI summary of a route ("create", "update", "delete") where the default won't do."""
+    """A router serving ``resource`` at ``/api/v1/<Label>`` (``/api/v1/Agent``), tagged
+    ``<Label>``. ``filters``: a dependency that gives more conditions for the list (from
+    its own query parameters)."""
+    tag = resource.label.capitalize()
     said = {
         "create": f"Create {resource.one}",
         "list": f"List {resource.plural}",
         "get": f"Get {resource.one}",
         "delete": f"Delete {resource.one}",
         "update": f"Update {resource.one} (partial updates allowed)",
-        **(summaries or {}),
+        **resource.summaries,
     }
     id_name = f"{resource.label}_id"
     ItemId = Annotated[int, Path(alias=id_name)]
-    router = APIRouter(prefix=prefix, tags=[tag], responses=errors(422))
+    router = APIRouter(prefix=f"/api/v1/{tag}", tags=[tag], responses=errors(422))
 
     one = Envelope[out]  # type: ignore[valid-type]
     page_of = Envelope[Page[out]]  # type: ignore[valid-type]
@@ -71,7 +68,7 @@ def resource_router(
         summary=said["create"],
         responses=errors(409),
     )
-    async def create_item(body: create, editor: Editor) -> dict[str, Any]:  # type: ignore[valid-type]
+    async def create_item(body: create, editor: Editor) -> Envelope[Any]:  # type: ignore[valid-type]
         resource.authorize(editor.caller, None, dict(cast(InputModel, body)))
         item = await resource.create(editor.session, editor.workspace_id, body, editor.settings)
         return ok(out.model_validate(item))
@@ -87,9 +84,9 @@ def resource_router(
         page: PageDep,
         where: Annotated[Filters, Depends(filters)],
         q: Annotated[
-            str | None, Query(max_length=name_max_length, description="Name contains.")
+            str | None, Query(max_length=resource.name_max_length, description="Name contains.")
         ] = None,
-    ) -> dict[str, Any]:
+    ) -> Envelope[Any]:
         session, workspace_id = viewer.session, viewer.workspace_id
         return ok(await resource.page(session, workspace_id, page, q, out.model_validate, where))
 
@@ -100,7 +97,7 @@ def resource_router(
         summary=said["get"],
         responses=errors(404),
     )
-    async def get_item(item_id: ItemId, viewer: Viewer) -> dict[str, Any]:
+    async def get_item(item_id: ItemId, viewer: Viewer) -> Envelope[Any]:
         item = await resource.get(viewer.session, item_id, viewer.workspace_id)
         return ok(out.model_validate(item))
 
@@ -111,7 +108,7 @@ def resource_router(
         summary=said["update"],
         responses=errors(404, 409),
     )
-    async def update_item(item_id: ItemId, body: update, editor: Editor) -> dict[str, Any]:  # type: ignore[valid-type]
+    async def update_item(item_id: ItemId, body: update, editor: Editor) -> Envelope[Any]:  # type: ignore[valid-type]
         item = await resource.get(editor.session, item_id, editor.workspace_id)
         sent = cast(PartialUpdate, body).changes()
         resource.authorize(editor.caller, item, sent)
@@ -125,7 +122,7 @@ def resource_router(
         summary=said["delete"],
         responses=errors(404, 409),
     )
-    async def delete_item(item_id: ItemId, editor: Editor) -> dict[str, Any]:
+    async def delete_item(item_id: ItemId, editor: Editor) -> Envelope[Any]:
         item = await resource.get(editor.session, item_id, editor.workspace_id)
         await resource.delete(editor.session, item)
         return ok(None)

@@ -112,6 +112,8 @@ class Tools(Resource[Tool]):
     """Nothing runs when a tool is saved: an MCP tool without input_schema gets the one
     its server lists at ``POST /Tool/{id}/test``, an editor's explicit action."""
 
+    summaries = {"update": 'Update a tool (partial; secrets sent as "***" are kept)'}
+
     def authorize(self, caller: Caller, item: Tool | None, sent: dict[str, Any]) -> None:
         """MCP stdio tools run a command on the worker's host: admins only."""
         if (
@@ -170,28 +172,18 @@ class Tools(Resource[Tool]):
 
 
 tools = Tools(Tool, "tool")
-router = resource_router(
-    tools,
-    prefix="/api/v1/Tool",
-    tag="Tool",
-    out=ToolOut,
-    create=ToolCreate,
-    update=ToolUpdate,
-    name_max_length=100,
-    summaries={"update": 'Update a tool (partial; secrets sent as "***" are kept)'},
-)
+router = resource_router(tools, out=ToolOut, create=ToolCreate, update=ToolUpdate)
 
 
 @router.post(
     "/{tool_id}/test",
-    response_model=Envelope[ToolTestResult],
     summary="Test a tool: really connect (HTTP: make the request; MCP: list the "
     "tools, and call the tool when arguments are given)",
     responses=error_responses(404),
 )
 async def try_tool(
     tool_id: int, editor: Editor, body: ToolTestRequest | None = None
-) -> dict[str, Any]:
+) -> Envelope[ToolTestResult]:
     """A failed connection is ``ok: false`` with the reason (DNS, refused, timeout, TLS,
     HTTP status, MCP protocol error), never an error status. An MCP tool saved without
     input_schema gets the one its server lists here."""
@@ -205,4 +197,4 @@ async def try_tool(
     if schema is not None:
         await session.execute(update(Tool).where(Tool.id == tool.id).values(input_schema=schema))
         await session.commit()
-    return ok(result.model_dump(mode="json"))
+    return ok(result)

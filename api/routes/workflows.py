@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Query
+from fastapi import Depends, Query
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,13 @@ def draft_json(definition: Definition) -> dict[str, Any]:
 
 
 class Workflows(Resource[Workflow]):
+    name_max_length = 200
+    summaries = {
+        "create": "Create a workflow (as a draft)",
+        "update": "Edit the draft (published versions never change)",
+        "delete": "Delete a workflow, its versions and finished executions",
+    }
+
     async def new(
         self, session: AsyncSession, workspace_id: int, body: WorkflowCreate, settings: Settings
     ) -> Workflow:
@@ -82,29 +89,16 @@ async def _by_status(
 
 workflows = Workflows(Workflow, "workflow")
 router = resource_router(
-    workflows,
-    prefix="/api/v1/Workflow",
-    tag="Workflow",
-    out=WorkflowOut,
-    create=WorkflowCreate,
-    update=WorkflowUpdate,
-    name_max_length=200,
-    filters=_by_status,
-    summaries={
-        "create": "Create a workflow (as a draft)",
-        "update": "Edit the draft (published versions never change)",
-        "delete": "Delete a workflow, its versions and finished executions",
-    },
+    workflows, out=WorkflowOut, create=WorkflowCreate, update=WorkflowUpdate, filters=_by_status
 )
 
 
 @router.post(
     "/{workflow_id}/publish",
-    response_model=Envelope[WorkflowOut],
     summary="Validate the draft and publish it as the next immutable version",
     responses=error_responses(404, 409),
 )
-async def publish_workflow(workflow_id: int, editor: Editor) -> dict[str, Any]:
+async def publish_workflow(workflow_id: int, editor: Editor) -> Envelope[WorkflowOut]:
     session, workspace_id = editor.session, editor.workspace_id
     workflow = await workflows.get(session, workflow_id, workspace_id)
     if workflow.version > 0 and not workflow.has_unpublished_changes:
@@ -161,17 +155,40 @@ async def publish_workflow(workflow_id: int, editor: Editor) -> dict[str, Any]:
     return ok(WorkflowOut.model_validate(workflow))
 
 
+async def _viewed(workflow_id: int, viewer: Viewer) -> Workflow:
+    return await workflows.get(viewer.session, workflow_id, viewer.workspace_id)
+
+
+# The workflow named in the path, in a viewer's workspace.
+ViewedWorkflow = Annotated[Workflow, Depends(_viewed)]
+
+
+async def _published(workflow_id: int, version: int, viewer: Viewer) -> WorkflowVersion:
+    """The published version named in the path."""
+    workflow = await _viewed(workflow_id, viewer)
+    row = None
+    if 1 <= version <= MAX_DB_ID:
+        row = await viewer.session.scalar(
+            select(WorkflowVersion).where(
+                WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == version
+            )
+        )
+    if row is None:
+        raise NotFound(f"workflow {workflow.id} has no version {version}")
+    return row
+
+
 @router.get(
     "/{workflow_id}/versions",
-    response_model=Envelope[Page[WorkflowVersionOut]],
     summary="List published versions, newest first",
     responses=error_responses(404),
 )
-async def list_versions(workflow_id: int, viewer: Viewer, page: PageDep) -> dict[str, Any]:
-    await workflows.get(viewer.session, workflow_id, viewer.workspace_id)
+async def list_versions(
+    workflow: ViewedWorkflow, viewer: Viewer, page: PageDep
+) -> Envelope[Page[WorkflowVersionOut]]:
     stmt = (
         select(WorkflowVersion)
-        .where(WorkflowVersion.workflow_id == workflow_id)
+        .where(WorkflowVersion.workflow_id == workflow.id)
         .order_by(WorkflowVersion.version.desc())
     )
     return ok(await paginate(viewer.session, stmt, page, WorkflowVersionOut.model_validate))
@@ -179,19 +196,10 @@ async def list_versions(workflow_id: int, viewer: Viewer, page: PageDep) -> dict
 
 @router.get(
     "/{workflow_id}/versions/{version}",
-    response_model=Envelope[WorkflowVersionOut],
     summary="Get one published version",
     responses=error_responses(404),
 )
-async def get_version(workflow_id: int, version: int, viewer: Viewer) -> dict[str, Any]:
-    await workflows.get(viewer.session, workflow_id, viewer.workspace_id)
-    row = None
-    if 1 <= version <= MAX_DB_ID:
-        row = await viewer.session.scalar(
-            select(WorkflowVersion).where(
-                WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version
-            )
-        )
-    if row is None:
-        raise NotFound(f"workflow {workflow_id} has no version {version}")
-    return ok(WorkflowVersionOut.model_validate(row))
+async def get_version(
+    published: Annotated[WorkflowVersion, Depends(_published)],
+) -> Envelope[WorkflowVersionOut]:
+    return ok(WorkflowVersionOut.model_validate(published))

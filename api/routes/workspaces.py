@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from api.deps import Admin, Context, Member, PageDep, Viewer
 from api.errors import Conflict, Forbidden, NotFound
@@ -30,10 +31,9 @@ router = APIRouter(
 
 @router.get(
     "/",
-    response_model=Envelope[Page[WorkspaceOut]],
     summary="The caller's workspaces and its role in each",
 )
-async def list_workspaces(member: Member, page: PageDep) -> dict[str, Any]:
+async def list_workspaces(member: Member, page: PageDep) -> Envelope[Page[WorkspaceOut]]:
     caller, session = member.caller, member.session
     if caller.principal.type == "user":
         rows = (
@@ -52,19 +52,16 @@ async def list_workspaces(member: Member, page: PageDep) -> dict[str, Any]:
         WorkspaceOut(id=w.id, name=w.name, role=role, created_at=w.created_at) for w, role in mine
     ]
     window = items[page.offset : page.offset + page.page_size]
-    return ok(
-        {"items": window, "total": len(items), "page": page.page, "page_size": page.page_size}
-    )
+    return ok(Page(items=window, total=len(items), page=page.page, page_size=page.page_size))
 
 
 @router.post(
     "/",
     status_code=201,
-    response_model=Envelope[WorkspaceOut],
     summary="Create a workspace; the user who creates it owns it",
     responses=error_responses(409),
 )
-async def create_workspace(body: WorkspaceIn, member: Member) -> dict[str, Any]:
+async def create_workspace(body: WorkspaceIn, member: Member) -> Envelope[WorkspaceOut]:
     caller, session = member.caller, member.session
     if caller.principal.type != "user" or caller.principal.id is None:
         raise Forbidden("only a user can create a workspace (an API key belongs to one)")
@@ -90,31 +87,26 @@ async def create_workspace(body: WorkspaceIn, member: Member) -> dict[str, Any]:
     )
 
 
-def _member_out(member: Membership, user: User) -> MemberOut:
-    return MemberOut(
-        user_id=user.id,
-        email=user.email,
-        name=user.name,
-        role=Role(member.role),
-        created_at=member.created_at,
-    )
-
-
-def _members(workspace_id: int) -> Any:
+def _members(workspace_id: int) -> Select[int, str, str, str, datetime]:
+    """The workspace's members, by email, as MemberOut reads them."""
     return (
-        select(Membership, User)
+        select(Membership.user_id, User.email, User.name, Membership.role, Membership.created_at)
         .join(User, User.id == Membership.user_id)
         .where(Membership.workspace_id == workspace_id)
         .order_by(User.email)
     )
 
 
+async def _member_out(ctx: Context, user_id: int) -> Envelope[MemberOut]:
+    stmt = _members(ctx.workspace_id).where(Membership.user_id == user_id)
+    return ok(MemberOut.model_validate((await ctx.session.execute(stmt)).one()))
+
+
 @router.get(
     "/members",
-    response_model=Envelope[Page[MemberOut]],
     summary="Members of the caller's workspace",
 )
-async def list_members(viewer: Viewer, page: PageDep) -> dict[str, Any]:
+async def list_members(viewer: Viewer, page: PageDep) -> Envelope[Page[MemberOut]]:
     session, workspace_id = viewer.session, viewer.workspace_id
     stmt = _members(workspace_id)
     total = (
@@ -126,14 +118,8 @@ async def list_members(viewer: Viewer, page: PageDep) -> dict[str, Any]:
         or 0
     )
     rows = (await session.execute(stmt.offset(page.offset).limit(page.page_size))).all()
-    return ok(
-        {
-            "items": [_member_out(m, u) for m, u in rows],
-            "total": total,
-            "page": page.page,
-            "page_size": page.page_size,
-        }
-    )
+    members = [MemberOut.model_validate(row) for row in rows]
+    return ok(Page(items=members, total=total, page=page.page, page_size=page.page_size))
 
 
 def _may_grant(caller: Caller, role: Role) -> None:
@@ -148,18 +134,17 @@ def _may_touch(caller: Caller, member: Membership) -> None:
         raise Forbidden("only an owner can change or remove an owner")
 
 
-async def _member_to_change(user_id: int, admin: Admin) -> tuple[Membership, User]:
+async def _member_to_change(user_id: int, admin: Admin) -> Membership:
     """The member named in the path, if this admin may change or remove them."""
-    stmt = _members(admin.workspace_id).where(Membership.user_id == user_id)
-    row = (await admin.session.execute(stmt)).first() if 1 <= user_id <= MAX_DB_ID else None
-    if row is None:
+    known = 1 <= user_id <= MAX_DB_ID
+    member = await admin.session.get(Membership, (admin.workspace_id, user_id)) if known else None
+    if member is None:
         raise NotFound(f"user {user_id} is not a member of this workspace")
-    member, user = row
     _may_touch(admin.caller, member)
-    return member, user
+    return member
 
 
-MemberToChange = Annotated[tuple[Membership, User], Depends(_member_to_change)]
+MemberToChange = Annotated[Membership, Depends(_member_to_change)]
 
 
 async def _keep_an_owner(admin: Context, member: Membership) -> None:
@@ -174,11 +159,10 @@ async def _keep_an_owner(admin: Context, member: Membership) -> None:
 @router.post(
     "/members",
     status_code=201,
-    response_model=Envelope[MemberOut],
     summary="Add a user to the workspace (created when a password is given)",
     responses=error_responses(404, 409),
 )
-async def add_member(body: MemberIn, admin: Admin) -> dict[str, Any]:
+async def add_member(body: MemberIn, admin: Admin) -> Envelope[MemberOut]:
     caller, session = admin.caller, admin.session
     _may_grant(caller, body.role)
     user = await user_by_email(session, body.email)
@@ -202,35 +186,31 @@ async def add_member(body: MemberIn, admin: Admin) -> dict[str, Any]:
     member = Membership(workspace_id=caller.workspace_id, user_id=user.id, role=body.role.value)
     session.add(member)
     await commit_unique(session, f"{user.email} is already a member")
-    return ok(_member_out(member, user))
+    return await _member_out(admin, user.id)
 
 
 @router.put(
     "/members/{user_id}",
-    response_model=Envelope[MemberOut],
     summary="Change a member's role",
     responses=error_responses(404, 409),
 )
 async def change_member(
-    body: MemberUpdate, admin: Admin, changed: MemberToChange
-) -> dict[str, Any]:
-    member, user = changed
+    body: MemberUpdate, admin: Admin, member: MemberToChange
+) -> Envelope[MemberOut]:
     _may_grant(admin.caller, body.role)
     if body.role is not Role.OWNER:
         await _keep_an_owner(admin, member)
     member.role = body.role.value
     await admin.session.commit()
-    return ok(_member_out(member, user))
+    return await _member_out(admin, member.user_id)
 
 
 @router.delete(
     "/members/{user_id}",
-    response_model=Envelope[None],
     summary="Remove a member from the workspace",
     responses=error_responses(404, 409),
 )
-async def remove_member(admin: Admin, removed: MemberToChange) -> dict[str, Any]:
-    member, _user = removed
+async def remove_member(admin: Admin, member: MemberToChange) -> Envelope[None]:
     await _keep_an_owner(admin, member)
     await admin.session.delete(member)
     await admin.session.commit()
