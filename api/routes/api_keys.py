@@ -89,11 +89,7 @@ async def list_keys(admin: Admin, page: PageDep) -> Envelope[Page[ApiKeyOut]]:
     return ok(await paginate(admin.session, stmt, page, lambda k: ApiKeyOut(**render(k))))
 
 
-@router.get(
-    "/{key_id}",
-    summary="Get an API key",
-    responses=error_responses(404),
-)
+@router.get("/{key_id}", summary="Get an API key", responses=error_responses(404))
 async def get_key(key: WorkspaceKey) -> Envelope[ApiKeyOut]:
     return ok(ApiKeyOut(**render(key)))
 

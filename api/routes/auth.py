@@ -33,11 +33,7 @@ def _throttle(request: Request) -> FailureThrottle:
     return throttle
 
 
-@router.post(
-    "/token",
-    summary="Sign in: an access token",
-    responses=error_responses(403, 429),
-)
+@router.post("/token", summary="Sign in: an access token", responses=error_responses(403, 429))
 async def token(
     request: Request,
     session: SessionDep,
@@ -94,10 +90,7 @@ async def me(member: Member) -> Envelope[MeOut]:
     )
 
 
-@router.post(
-    "/ws-ticket",
-    summary="A single-use WebSocket ticket (60 s), for browsers",
-)
+@router.post("/ws-ticket", summary="A single-use WebSocket ticket (60 s), for browsers")
 async def ws_ticket(member: Member) -> Envelope[WsTicketOut]:
     ticket = await issue_ws_ticket(member.session, member.caller)
     return ok(WsTicketOut(ticket=ticket, expires_in=int(WS_TICKET_TTL.total_seconds())))

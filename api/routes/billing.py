@@ -139,10 +139,7 @@ async def get_usage(filters: FiltersDep, viewer: Viewer) -> Envelope[UsageReport
     return ok(UsageReport.model_validate({**_range(filters), **asdict(totals)}))
 
 
-@router.get(
-    "/agent-breakdown",
-    summary="Usage per agent, most expensive first",
-)
+@router.get("/agent-breakdown", summary="Usage per agent, most expensive first")
 async def get_agent_breakdown(filters: FiltersDep, viewer: Viewer) -> Envelope[AgentBreakdown]:
     rows = await ledger.agent_breakdown(viewer.session, filters)
     # unpriced_calls is a count here, a flag there.
@@ -180,18 +177,12 @@ async def _budgets(ctx: Context) -> Envelope[BudgetOut]:
     return ok(BudgetOut.model_validate(await ledger.budget_report(ctx.session, ctx.workspace_id)))
 
 
-@router.get(
-    "/budget",
-    summary="Monthly budgets (workspace and per agent) with this month's spend",
-)
+@router.get("/budget", summary="Monthly budgets (workspace and per agent) with this month's spend")
 async def get_budget(viewer: Viewer) -> Envelope[BudgetOut]:
     return await _budgets(viewer)
 
 
-@router.put(
-    "/budget",
-    summary="Set the workspace's or an agent's monthly budget (null removes it)",
-)
+@router.put("/budget", summary="Set the workspace's or an agent's monthly budget (null removes it)")
 async def put_budget(body: BudgetIn, admin: Admin) -> Envelope[BudgetOut]:
     session, workspace_id = admin.session, admin.workspace_id
     if (

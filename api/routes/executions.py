@@ -276,10 +276,7 @@ async def rerun_execution(
     return await _commit_and_start(editor, execution, body.start)
 
 
-@router.post(
-    "/{execution_id}/start",
-    summary="Start a pending execution",
-)
+@router.post("/{execution_id}/start", summary="Start a pending execution")
 async def start_execution(execution: EditedExecution, editor: Editor) -> Envelope[ExecutionOut]:
     if execution.status == ExecutionStatus.PENDING:
         await refuse_over_budget(
@@ -288,10 +285,7 @@ async def start_execution(execution: EditedExecution, editor: Editor) -> Envelop
     return await _commit_and_start(editor, execution, start=True)
 
 
-@router.post(
-    "/{execution_id}/cancel",
-    summary="Cancel an execution; running work is stopped",
-)
+@router.post("/{execution_id}/cancel", summary="Cancel an execution; running work is stopped")
 async def cancel_execution(execution: EditedExecution, editor: Editor) -> Envelope[ExecutionOut]:
     by = editor.caller.principal.as_dict()
     asked = await execution_service.cancel(editor.session, editor.temporal, execution, by)
@@ -300,10 +294,7 @@ async def cancel_execution(execution: EditedExecution, editor: Editor) -> Envelo
     return await _answer(editor, execution)
 
 
-@router.post(
-    "/{execution_id}/signal",
-    summary="Answer a human node that is waiting",
-)
+@router.post("/{execution_id}/signal", summary="Answer a human node that is waiting")
 async def signal_execution(
     execution: EditedExecution, body: SignalBody, editor: Editor
 ) -> Envelope[ExecutionOut]:

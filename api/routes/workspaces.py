@@ -29,10 +29,7 @@ router = APIRouter(
 )
 
 
-@router.get(
-    "/",
-    summary="The caller's workspaces and its role in each",
-)
+@router.get("/", summary="The caller's workspaces and its role in each")
 async def list_workspaces(member: Member, page: PageDep) -> Envelope[Page[WorkspaceOut]]:
     caller, session = member.caller, member.session
     if caller.principal.type == "user":
@@ -102,10 +99,7 @@ async def _member_out(ctx: Context, user_id: int) -> Envelope[MemberOut]:
     return ok(MemberOut.model_validate((await ctx.session.execute(stmt)).one()))
 
 
-@router.get(
-    "/members",
-    summary="Members of the caller's workspace",
-)
+@router.get("/members", summary="Members of the caller's workspace")
 async def list_members(viewer: Viewer, page: PageDep) -> Envelope[Page[MemberOut]]:
     session, workspace_id = viewer.session, viewer.workspace_id
     stmt = _members(workspace_id)
