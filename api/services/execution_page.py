@@ -3,8 +3,9 @@
 The first reads the page (newest first): a CTE picks the page's ids with the count
 of all matches (a window count, so no separate COUNT query), joined back to the
 executions and to each one's usage summed from the ledger (for the page's
-executions only); the second reads the page's node runs. Plain rows, no ORM objects: the list only reads. SQLite 3.25+ and MySQL 8 /
-MariaDB 10.2+ have the CTEs and window functions this needs.
+executions only); the second reads the page's node runs. Plain rows, no ORM
+objects: the list only reads. SQLite 3.25+ and MySQL 8 / MariaDB 10.2+ have the
+CTEs and window functions this needs.
 
 One single query (node runs joined too) measured slower than these two: every node
 run's row then repeats all of its execution's columns (bench/api_layers.py).
