@@ -47,7 +47,9 @@ async def _presented_caller(
     None without one. Resolved once per request (FastAPI caches dependencies)."""
     if credentials is None:
         return None
-    caller = await caller_from_bearer(session, settings, credentials.credentials)
+    caller = await caller_from_bearer(
+        session, settings, credentials.credentials, request.app.state.callers
+    )
     # Logs carry who acted (type and id), never the credential.
     structlog.contextvars.bind_contextvars(
         principal_type=caller.principal.type, principal_id=caller.principal.id
