@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,15 +22,27 @@ from workflows.events import EVENTS_TOPIC, Event, EventType, NodeRetrying, event
 log = get_logger("keel.activity")
 HEARTBEAT_EVERY_S = 1.0
 DELTA_BATCH = timedelta(milliseconds=200)
+# Attempts that earlier schedules of this call used up before their worker was lost
+# (the workflow schedules the call again then: workflows.execution).
+_attempts_before: contextvars.ContextVar[int] = contextvars.ContextVar("attempts_before", default=0)
+
+
+def node_attempt() -> int:
+    """This attempt's number among all attempts of the call, lost schedules included:
+    what events report and, with the call's place in the run, the usage ledger's key."""
+    return _attempts_before.get() + activity.info().attempt
 
 
 @asynccontextmanager
-async def node_activity(execution_id: int, node_id: str) -> AsyncIterator[None]:
+async def node_activity(
+    execution_id: int, node_id: str, attempts_before: int = 0
+) -> AsyncIterator[None]:
     """Heartbeat in the background so a cancel reaches the work within the heartbeat
     timeout (the cancel arrives as CancelledError wherever the work is awaiting, so an
     in-flight HTTP call is aborted, not waited out). An unexpected error leaves scrubbed."""
+    _attempts_before.set(attempts_before)
     structlog.contextvars.bind_contextvars(
-        execution_id=execution_id, node_id=node_id, attempt=activity.info().attempt
+        execution_id=execution_id, node_id=node_id, attempt=node_attempt()
     )
 
     async def beat() -> None:
@@ -85,7 +98,7 @@ async def fail(
     Temporal's history. Raise it ``from None``: a chained cause would carry the raw text
     into the history."""
     message = scrub_text(message)
-    attempt = activity.info().attempt
+    attempt = node_attempt()
     if will_retry(non_retryable):
         log.warning("node attempt failed; retrying", error=message)
         try:

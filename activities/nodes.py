@@ -10,7 +10,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.common import fail, node_activity, token_stream
+from activities.common import fail, node_activity, node_attempt, token_stream
 from activities.secrets import AgentRepointed, agent_api_key, tool_config
 from infra.ledger import (
     budget_block,
@@ -54,9 +54,9 @@ class NodeActivities:
     async def llm_call(self, params: LlmCallInput) -> LlmCallResult:
         """One model call of an agent node: checked against the budget first, streamed to
         watchers as llm.delta, and recorded in the usage ledger once it has answered."""
-        attempt = activity.info().attempt
         spec = params.agent
-        async with node_activity(params.execution_id, params.node_id):
+        async with node_activity(params.execution_id, params.node_id, params.attempts_before):
+            attempt = node_attempt()
             async with self.sessions() as session:
                 blocked = await budget_block(session, params.workspace_id, spec.id)
             if blocked:
@@ -164,8 +164,8 @@ class NodeActivities:
     @activity.defn(name=ActivityName.CALL_TOOL.value)
     async def call_tool(self, params: ToolCallInput) -> ToolCallResult:
         """One tool call (HTTP or MCP); every attempt that reached the tool is recorded."""
-        attempt = activity.info().attempt
-        async with node_activity(params.execution_id, params.node_id):
+        async with node_activity(params.execution_id, params.node_id, params.attempts_before):
+            attempt = node_attempt()
             tool = params.tool
             if tool.type not in ("http", "mcp"):
                 raise await fail(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import structlog
@@ -46,7 +47,9 @@ async def _presented_caller(
     None without one. Resolved once per request (FastAPI caches dependencies)."""
     if credentials is None:
         return None
-    caller = await caller_from_bearer(session, settings, credentials.credentials)
+    caller = await caller_from_bearer(
+        session, settings, credentials.credentials, request.app.state.callers
+    )
     # Logs carry who acted (type and id), never the credential.
     structlog.contextvars.bind_contextvars(
         principal_type=caller.principal.type, principal_id=caller.principal.id
@@ -75,8 +78,7 @@ async def _caller(caller: Annotated[Caller | None, Depends(_presented_caller)]) 
 
 def require(role: Role) -> Any:
     """A dependency: the caller, if its role includes ``role``; 401 without a credential,
-    403 with too low a role. ``caller: Annotated[Caller, require(Role.EDITOR)]`` or
-    ``@router.post(..., dependencies=[require(Role.EDITOR)])``."""
+    403 with too low a role. Routes take it in their Context (``Viewer``, ``Editor``...)."""
 
     async def caller_with_role(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
         if not caller.may(role):
@@ -87,18 +89,6 @@ def require(role: Role) -> Any:
         return caller
 
     return Depends(caller_with_role)
-
-
-def workspace_for(role: Role) -> Any:
-    """A dependency: the workspace of a caller whose role includes ``role`` (401/403 as
-    ``require``). For routes that need only the workspace to scope their queries."""
-
-    checked = require(role)
-
-    async def workspace_id(caller: Caller = checked) -> int:
-        return caller.workspace_id
-
-    return Depends(workspace_id)
 
 
 class PageParams:
@@ -119,16 +109,42 @@ async def _page(
     return PageParams(page, page_size)
 
 
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a route works with: the request's database session, the settings, the Temporal
+    client and the caller, whose role the alias that gave it has checked."""
+
+    session: AsyncSession
+    settings: Settings
+    temporal: Client
+    caller: Caller
+
+    @property
+    def workspace_id(self) -> int:
+        return self.caller.workspace_id
+
+
+def context_for(role: Role | None) -> Any:
+    """A dependency: the Context of a caller whose role includes ``role`` (any valid
+    credential for None); 401/403 as ``require``."""
+    checked = Depends(_caller) if role is None else require(role)
+
+    async def context(
+        session: Annotated[AsyncSession, Depends(_session)],
+        settings: Annotated[Settings, Depends(_settings)],
+        temporal: Annotated[Client, Depends(_temporal)],
+        caller: Caller = checked,
+    ) -> Context:
+        return Context(session, settings, temporal, caller)
+
+    return Depends(context)
+
+
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
-TemporalDep = Annotated[Client, Depends(_temporal)]
-CallerDep = Annotated[Caller, Depends(_caller)]  # any valid credential
-ViewerDep = Annotated[Caller, require(Role.VIEWER)]
-EditorDep = Annotated[Caller, require(Role.EDITOR)]
-AdminDep = Annotated[Caller, require(Role.ADMIN)]
-OwnerDep = Annotated[Caller, require(Role.OWNER)]
-# The caller's workspace, for a caller with at least that role.
-ViewerWorkspaceDep = Annotated[int, workspace_for(Role.VIEWER)]
-EditorWorkspaceDep = Annotated[int, workspace_for(Role.EDITOR)]
-AdminWorkspaceDep = Annotated[int, workspace_for(Role.ADMIN)]
 PageDep = Annotated[PageParams, Depends(_page)]
+# One parameter per route says who may call it and gives it what it works with.
+Member = Annotated[Context, context_for(None)]  # any valid credential, whatever its role
+Viewer = Annotated[Context, context_for(Role.VIEWER)]
+Editor = Annotated[Context, context_for(Role.EDITOR)]
+Admin = Annotated[Context, context_for(Role.ADMIN)]

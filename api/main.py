@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+from api.caller_cache import CallerCache
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.middleware.body_limit import BodyLimitMiddleware
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.login_throttle = FailureThrottle(
             settings.login_max_failures, settings.login_lockout_s
         )
+        # Credentials verified in the last few seconds (KEEL_CREDENTIAL_CACHE_S).
+        app.state.callers = CallerCache(settings.credential_cache_s)
         app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         log.info(
             "api started",

@@ -11,14 +11,23 @@ from fastapi import WebSocket
 from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.caller_cache import CallerCache
 from api.errors import Unauthorized
-from infra.accounts import Caller, caller_for_api_key, caller_for_user, redeem_ws_ticket
-from infra.security.api_keys import looks_like_api_key
+from infra.accounts import (
+    Caller,
+    api_key_caller,
+    caller_for_user,
+    redeem_ws_ticket,
+    usable_api_key,
+)
+from infra.security.api_keys import hash_api_key, looks_like_api_key, well_formed
 from infra.security.tokens import InvalidToken, read_access_token
 from infra.settings import Settings
 
 # WebSocket close code for a missing or invalid credential (the HTTP 401 of sockets).
 CLOSE_UNAUTHORIZED = 4401
+
+INVALID_API_KEY = "the API key is not valid: unknown, revoked or expired"
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -27,23 +36,39 @@ bearer_scheme = HTTPBearer(
 )
 
 
-async def caller_from_bearer(session: AsyncSession, settings: Settings, token: str) -> Caller:
-    """The caller a bearer token stands for; Unauthorized when it stands for nobody."""
+async def caller_from_bearer(
+    session: AsyncSession, settings: Settings, token: str, callers: CallerCache
+) -> Caller:
+    """The caller a bearer token stands for; Unauthorized when it stands for nobody.
+    A credential verified in the last few seconds is not queried again (``callers``)."""
     if looks_like_api_key(token):
-        caller = await caller_for_api_key(session, settings.secret_key, token)
+        if not well_formed(token):
+            raise Unauthorized(INVALID_API_KEY)
+        key_hash = hash_api_key(settings.secret_key, token)
+        caller = callers.get(key_hash)
         if caller is None:
-            raise Unauthorized("the API key is not valid: unknown, revoked or expired")
+            row = await usable_api_key(session, key_hash)
+            if row is None:
+                raise Unauthorized(INVALID_API_KEY)
+            caller = api_key_caller(row)
+            callers.put(key_hash, caller, row.expires_at)
         return caller
     try:
         claims = read_access_token(settings.secret_key, token)
     except InvalidToken as exc:
         raise Unauthorized(str(exc)) from None
-    caller = await caller_for_user(session, claims.user_id, claims.workspace_id)
+    # The token itself is checked above on every request; what is remembered is that its
+    # user is a member of the workspace, with that role.
+    member_key = f"user:{claims.user_id}:{claims.workspace_id}"
+    caller = callers.get(member_key)
     if caller is None:
-        raise Unauthorized(
-            f"the access token's user is no longer a member of workspace "
-            f"{claims.workspace_id}; sign in again"
-        )
+        caller = await caller_for_user(session, claims.user_id, claims.workspace_id)
+        if caller is None:
+            raise Unauthorized(
+                f"the access token's user is no longer a member of workspace "
+                f"{claims.workspace_id}; sign in again"
+            )
+        callers.put(member_key, caller)
     return caller
 
 
@@ -66,7 +91,7 @@ async def websocket_caller(websocket: WebSocket) -> Caller | None:
     async with state.sessions() as session:
         if token is not None:
             try:
-                return await caller_from_bearer(session, state.settings, token)
+                return await caller_from_bearer(session, state.settings, token, state.callers)
             except Unauthorized:
                 return None
         if ticket:

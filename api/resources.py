@@ -10,7 +10,7 @@ what is special to it. ``get_or_404`` and ``paginate`` serve every other listing
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import PageParams
 from api.errors import Conflict, NotFound
-from api.schemas.common import MAX_DB_ID
+from api.schemas.common import MAX_DB_ID, Page
 from infra.accounts import Caller
 from infra.models import Base, Workflow, WorkflowVersion, WorkflowVersionRef
 from infra.settings import Settings
@@ -38,19 +38,15 @@ async def get_or_404(
 
 async def paginate(
     session: AsyncSession, stmt: Select[Any], params: PageParams, render: Callable[[Any], Any]
-) -> dict[str, Any]:
+) -> Page[Any]:
     total = (
         await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     )
     rows: Sequence[Any] = []
     if params.offset < total:  # a page past the end is empty: no query, no absurd OFFSET
         rows = (await session.scalars(stmt.offset(params.offset).limit(params.page_size))).all()
-    return {
-        "items": [render(row) for row in rows],
-        "total": total,
-        "page": params.page,
-        "page_size": params.page_size,
-    }
+    items = [render(row) for row in rows]
+    return Page(items=items, total=total, page=params.page, page_size=params.page_size)
 
 
 def contains(column: Any, text: str) -> Any:
@@ -65,7 +61,12 @@ class Resource(Generic[M]):
     ``label`` names one in messages ("agent 7 does not exist"), ``one`` with its article
     ("an agent named 'x' already exists"). A subclass says what is special to its kind:
     how a create body becomes a row (``new``), how the fields an update sent become
-    columns (``columns``), and what refuses a delete (``check_deletable``)."""
+    columns (``columns``), and what refuses a delete (``check_deletable``); and, for its
+    routes, the longest name the list's ``q`` takes and the OpenAPI summaries ("create",
+    "update", "delete") where the default won't do."""
+
+    name_max_length: ClassVar[int] = 100
+    summaries: ClassVar[dict[str, str]] = {}
 
     def __init__(self, model: type[M], label: str, *, article: str = "a") -> None:
         self.model = model
@@ -104,7 +105,7 @@ class Resource(Generic[M]):
         q: str | None,
         render: Callable[[M], Any],
         where: Sequence[ColumnElement[bool]] = (),
-    ) -> dict[str, Any]:
+    ) -> Page[Any]:
         """A page of the workspace's rows, oldest first; ``q``: the name contains it."""
         columns = self._columns
         stmt = select(self.model).where(columns.workspace_id == workspace_id, *where)

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.models import ApiKey, Membership, User, Workspace, WsTicket
-from infra.security.api_keys import hash_api_key, make_api_key, well_formed
+from infra.security.api_keys import make_api_key
 from infra.security.passwords import hash_password, verify_password
 from infra.security.roles import Role
 
@@ -176,17 +176,13 @@ def key_usable(key: ApiKey, now: datetime) -> bool:
     return key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
 
 
-async def caller_for_api_key(
-    session: AsyncSession, secret_key: str, key: str, now: datetime | None = None
-) -> Caller | None:
-    """The caller a presented key stands for, or None (unknown, revoked or expired).
+async def usable_api_key(
+    session: AsyncSession, key_hash: str, now: datetime | None = None
+) -> ApiKey | None:
+    """The key row with this hash if it is usable (not revoked, not expired), else None.
     Notes the use, at most once a minute per key."""
-    if not well_formed(key):
-        return None
     now = now or datetime.now(UTC)
-    row: ApiKey | None = await session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == hash_api_key(secret_key, key))
-    )
+    row: ApiKey | None = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
     if row is None or not key_usable(row, now):
         return None
     stale = now - LAST_USED_RESOLUTION
@@ -202,7 +198,7 @@ async def caller_for_api_key(
             .execution_options(synchronize_session=False)
         )
         await session.commit()
-    return api_key_caller(row)
+    return row
 
 
 def api_key_caller(row: ApiKey) -> Caller:

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
 
     # Access control. Access tokens (JWT) live this many seconds; a client signs in again.
     access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    # An API process remembers a verified credential (API key, or a token's membership)
+    # this many seconds instead of querying it on every request: a revocation, role
+    # change or removal made through another process takes effect within this bound
+    # (through this process: at once). 0: check every request against the database.
+    credential_cache_s: float = Field(default=1.0, ge=0, le=60)
     # After this many failed sign-ins for one email within login_lockout_s, the next ones
     # get 429 until the window has passed (counted per API process).
     login_max_failures: int = Field(default=5, ge=1, le=1000)

@@ -117,6 +117,8 @@ class LlmCallInput(BaseModel):
     call_index: int = 0
     visit: int = 1
     workspace_id: int = 1
+    # Attempts used by earlier schedules of this call that lost their worker.
+    attempts_before: int = 0
 
 
 class LlmCallResult(BaseModel):
@@ -141,6 +143,8 @@ class ToolCallInput(BaseModel):
     call_index: str = "0"
     visit: int = 1
     workspace_id: int = 1
+    # Attempts used by earlier schedules of this call that lost their worker.
+    attempts_before: int = 0
 
 
 class ToolCallResult(BaseModel):

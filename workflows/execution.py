@@ -43,7 +43,7 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -52,8 +52,10 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     RetryState,
+    TimeoutType,
     is_cancelled_exception,
 )
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 
 with workflow.unsafe.imports_passed_through():
     from langgraph.errors import GraphDrained
@@ -115,6 +117,13 @@ HAND_OVER = "continue as new"  # the reason given to LangGraph's drain
 # The patch that records the run with a local activity given the events (in the workflow
 # task that reached the milestone) instead of an activity that reads the stream back.
 RECORD_IN_TASK = "record-in-workflow-task"
+# A worker that dies mid-activity (SIGKILL, a lost host, a CPU starved past the heartbeat
+# timeout) shows as a heartbeat timeout, which Temporal's retry policy counts like the
+# node's own errors. The workflow schedules the activity again when its last attempt was
+# lost that way, so lost workers do not use up a node's attempts; bounded, so a worker
+# that dies on this very input (out of memory, say) still fails the node.
+LOST_WORKER_RESCHEDULES = 10
+LOST_WORKER_PATCH = "reschedule-after-lost-worker"
 
 
 class NodeFailure(Exception):
@@ -134,6 +143,59 @@ def _retry_policy(spec: RetrySpec | None, *, at_most_once: bool = False) -> Retr
         maximum_attempts=1 if at_most_once else spec.max_attempts,
         non_retryable_error_types=[str(error_type) for error_type in NON_RETRYABLE],
     )
+
+
+def _lost_worker(err: ActivityError) -> bool:
+    """The activity's last attempt ended because its worker stopped heartbeating."""
+    return (
+        err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
+        and isinstance(err.cause, TemporalTimeout)
+        and err.cause.type == TimeoutType.HEARTBEAT
+    )
+
+
+NodeCallInput = TypeVar("NodeCallInput", LlmCallInput, ToolCallInput)
+Result = TypeVar("Result")
+
+
+async def _execute_node_activity(
+    activity: Callable[[NodeCallInput], Awaitable[Result]],
+    arg: NodeCallInput,
+    *,
+    activity_id: str,
+    retry_policy: RetryPolicy,
+    idempotent: bool = True,
+    **options: Any,
+) -> Result:
+    """``workflow.execute_activity``, scheduled again (as ``<activity_id>/lost-<n>``, with
+    the attempts used so far) when its last attempt lost its worker; not for an
+    at-most-once call, which may have been delivered."""
+    lost = 0
+    while True:
+        try:
+            return await workflow.execute_activity(
+                activity,
+                arg,
+                activity_id=activity_id if lost == 0 else f"{activity_id}/lost-{lost}",
+                retry_policy=retry_policy,
+                **options,
+            )
+        except ActivityError as err:
+            if not (
+                idempotent
+                and lost < LOST_WORKER_RESCHEDULES
+                and _lost_worker(err)
+                and workflow.patched(LOST_WORKER_PATCH)
+            ):
+                raise
+            lost += 1
+            used = arg.attempts_before + (retry_policy.maximum_attempts or 1)
+            arg = arg.model_copy(update={"attempts_before": used})
+            workflow.logger.warning(
+                "activity %s lost its worker after %d attempts; scheduling it again",
+                activity_id,
+                used,
+            )
 
 
 def _failure(err: ActivityError, max_attempts: int) -> tuple[str, int]:
@@ -484,7 +546,7 @@ class ExecutionWorkflow:
             attempts = 1
             for call_index in range(agent.max_iterations):
                 try:
-                    reply = await workflow.execute_activity(
+                    reply = await _execute_node_activity(
                         llm_call,
                         LlmCallInput(
                             execution_id=self.params.execution_id,
@@ -597,7 +659,7 @@ class ExecutionWorkflow:
         with ok=False: a tool node fails on it, an agent hands it back to its model."""
         at_most_once = tool.config.get("delivery") == "at_most_once"
         try:
-            result = await workflow.execute_activity(
+            result = await _execute_node_activity(
                 call_tool,
                 ToolCallInput(
                     execution_id=self.params.execution_id,
@@ -612,6 +674,7 @@ class ExecutionWorkflow:
                     workspace_id=self.params.workspace_id,
                 ),
                 activity_id=activity_id,
+                idempotent=not at_most_once,
                 summary=f"{node_id}: tool {tool.name}",
                 start_to_close_timeout=timedelta(seconds=timeout_s)
                 if timeout_s

@@ -83,11 +83,5 @@ class Agents(Resource[Agent]):
 
 
 router = resource_router(
-    Agents(Agent, "agent", article="an"),
-    prefix="/api/v1/Agent",
-    tag="Agent",
-    out=AgentOut,
-    create=AgentCreate,
-    update=AgentUpdate,
-    name_max_length=100,
+    Agents(Agent, "agent", article="an"), out=AgentOut, create=AgentCreate, update=AgentUpdate
 )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
-from api.deps import AdminDep, PageDep, SessionDep, SettingsDep
+from api.deps import Admin, PageDep
 from api.errors import Forbidden, Unprocessable
 from api.resources import get_or_404, paginate
 from api.schemas.accounts import ApiKeyIn, ApiKeyOut, NewApiKeyOut, PrincipalOut
@@ -40,15 +40,21 @@ def render(key: ApiKey) -> dict[str, Any]:
     }
 
 
+async def _key(key_id: int, admin: Admin) -> ApiKey:
+    return await get_or_404(admin.session, ApiKey, key_id, admin.workspace_id, "API key")
+
+
+# The key named in the path, of the admin's workspace.
+WorkspaceKey = Annotated[ApiKey, Depends(_key)]
+
+
 @router.post(
     "/",
     status_code=201,
-    response_model=Envelope[NewApiKeyOut],
     summary="Create an API key (the response is the only time the key is shown)",
 )
-async def create(
-    body: ApiKeyIn, caller: AdminDep, session: SessionDep, settings: SettingsDep
-) -> dict[str, Any]:
+async def create(body: ApiKeyIn, admin: Admin) -> Envelope[NewApiKeyOut]:
+    caller = admin.caller
     if not caller.may(body.role):
         raise Forbidden(
             f"a key cannot have a higher role than its creator: yours is {caller.role.value}"
@@ -65,49 +71,40 @@ async def create(
             ],
         )
     row, key = await create_api_key(
-        session,
-        settings.secret_key,
+        admin.session,
+        admin.settings.secret_key,
         workspace_id=caller.workspace_id,
         name=body.name,
         role=body.role,
         created_by=caller.principal,
         expires_at=body.expires_at,
     )
-    await session.commit()
+    await admin.session.commit()
     return ok(NewApiKeyOut(**render(row), key=key))
 
 
-@router.get("/", response_model=Envelope[Page[ApiKeyOut]], summary="List API keys")
-async def list_keys(caller: AdminDep, session: SessionDep, page: PageDep) -> dict[str, Any]:
-    stmt = select(ApiKey).where(ApiKey.workspace_id == caller.workspace_id).order_by(ApiKey.id)
-    return ok(await paginate(session, stmt, page, lambda k: ApiKeyOut(**render(k))))
+@router.get("/", summary="List API keys")
+async def list_keys(admin: Admin, page: PageDep) -> Envelope[Page[ApiKeyOut]]:
+    stmt = select(ApiKey).where(ApiKey.workspace_id == admin.workspace_id).order_by(ApiKey.id)
+    return ok(await paginate(admin.session, stmt, page, lambda k: ApiKeyOut(**render(k))))
 
 
-@router.get(
-    "/{key_id}",
-    response_model=Envelope[ApiKeyOut],
-    summary="Get an API key",
-    responses=error_responses(404),
-)
-async def get_key(key_id: int, caller: AdminDep, session: SessionDep) -> dict[str, Any]:
-    key = await get_or_404(session, ApiKey, key_id, caller.workspace_id, "API key")
+@router.get("/{key_id}", summary="Get an API key", responses=error_responses(404))
+async def get_key(key: WorkspaceKey) -> Envelope[ApiKeyOut]:
     return ok(ApiKeyOut(**render(key)))
 
 
 @router.delete(
     "/{key_id}",
-    response_model=Envelope[ApiKeyOut],
     summary="Revoke an API key at once (runs it started go on)",
     responses=error_responses(404),
 )
-async def revoke(
-    key_id: int, request: Request, caller: AdminDep, session: SessionDep
-) -> dict[str, Any]:
-    key = await get_or_404(session, ApiKey, key_id, caller.workspace_id, "API key")
+async def revoke(key: WorkspaceKey, admin: Admin, request: Request) -> Envelope[ApiKeyOut]:
+    caller = admin.caller
     if not caller.may(Role(key.role)):
         raise Forbidden(f"this key's role ({key.role}) is above yours ({caller.role.value})")
     if key.revoked_at is None:
         key.revoked_at = datetime.now(UTC)
-        await session.commit()
+        await admin.session.commit()
     await request.app.state.socket_guard.revoked("api_key", key.id)
     return ok(ApiKeyOut(**render(key)))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 
-from api.deps import CallerDep, SessionDep, SettingsDep
+from api.deps import Member, SessionDep, SettingsDep
 from api.errors import Forbidden, TooManyRequests, Unauthorized
 from api.schemas.accounts import MeOut, PrincipalOut, TokenOut, WsTicketOut
 from api.schemas.common import Envelope, error_responses, ok
@@ -33,12 +33,7 @@ def _throttle(request: Request) -> FailureThrottle:
     return throttle
 
 
-@router.post(
-    "/token",
-    response_model=Envelope[TokenOut],
-    summary="Sign in: an access token",
-    responses=error_responses(403, 429),
-)
+@router.post("/token", summary="Sign in: an access token", responses=error_responses(403, 429))
 async def token(
     request: Request,
     session: SessionDep,
@@ -48,7 +43,7 @@ async def token(
     workspace_id: Annotated[
         int | None, Form(ge=1, le=2**31 - 1, description="Default: the user's first workspace.")
     ] = None,
-) -> dict[str, object]:
+) -> Envelope[TokenOut]:
     throttle = _throttle(request)
     who = normalize_email(username)
     wait = throttle.retry_after(who)
@@ -83,8 +78,9 @@ async def token(
     )
 
 
-@router.get("/me", response_model=Envelope[MeOut], summary="Who the credential stands for")
-async def me(caller: CallerDep) -> dict[str, object]:
+@router.get("/me", summary="Who the credential stands for")
+async def me(member: Member) -> Envelope[MeOut]:
+    caller = member.caller
     return ok(
         MeOut(
             principal=PrincipalOut(**caller.principal.as_dict()),
@@ -94,11 +90,7 @@ async def me(caller: CallerDep) -> dict[str, object]:
     )
 
 
-@router.post(
-    "/ws-ticket",
-    response_model=Envelope[WsTicketOut],
-    summary="A single-use WebSocket ticket (60 s), for browsers",
-)
-async def ws_ticket(caller: CallerDep, session: SessionDep) -> dict[str, object]:
-    ticket = await issue_ws_ticket(session, caller)
+@router.post("/ws-ticket", summary="A single-use WebSocket ticket (60 s), for browsers")
+async def ws_ticket(member: Member) -> Envelope[WsTicketOut]:
+    ticket = await issue_ws_ticket(member.session, member.caller)
     return ok(WsTicketOut(ticket=ticket, expires_in=int(WS_TICKET_TTL.total_seconds())))

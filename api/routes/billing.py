@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -9,13 +10,12 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import AdminWorkspaceDep, SessionDep, ViewerWorkspaceDep
+from api.deps import Admin, Context, Viewer
 from api.errors import NotFound, Unprocessable
 from api.schemas.billing import (
     AgentBreakdown,
     AgentUsageItem,
     BudgetIn,
-    BudgetLine,
     BudgetOut,
     HistoryBucket,
     UsageHistory,
@@ -25,7 +25,6 @@ from api.schemas.common import MAX_DB_ID, Envelope, error_responses, ok
 from infra import ledger
 from infra.dbtypes import utcnow
 from infra.models import Agent, UsageRecord, Workflow
-from infra.usd import usd_text
 
 router = APIRouter(prefix="/api/v1/Billing", tags=["Billing"], responses=error_responses(404, 422))
 
@@ -72,77 +71,59 @@ def _instant(raw: str | None, name: str) -> datetime | None:
         raise _bad(name, f"{raw!r} is out of range in UTC") from None
 
 
-class Filters:
-    """start/end (default: the last 30 days, end now), agent_id, workflow_id."""
-
-    def __init__(
-        self,
-        workspace_id: ViewerWorkspaceDep,
-        start: Annotated[
-            str | None,
-            Query(
-                description="Range start, inclusive. " + TIME_HELP + " Default: 30 days before end."
-            ),
-        ] = None,
-        end: Annotated[
-            str | None, Query(description="Range end, exclusive. " + TIME_HELP + " Default: now.")
-        ] = None,
-        agent_id: Annotated[
-            int | None, Query(ge=1, le=MAX_DB_ID, description="Only this agent's usage.")
-        ] = None,
-        workflow_id: Annotated[
-            int | None, Query(ge=1, le=MAX_DB_ID, description="Only this workflow's usage.")
-        ] = None,
-    ) -> None:
-        given_start, given_end = _instant(start, "start"), _instant(end, "end")
-        end_at = given_end or utcnow()
-        try:
-            start_at = given_start or end_at - DEFAULT_RANGE
-        except OverflowError:
-            raise _bad("end", "too early to reach 30 days back; give start as well") from None
-        if end_at <= start_at:
-            said = "" if given_end else " (end defaults to now)"
-            raise _bad(
-                "end",
-                f"end ({end_at.isoformat()}) must be after start ({start_at.isoformat()}){said}",
-                "range",
-            )
-        self.value = ledger.UsageFilter(workspace_id, start_at, end_at, agent_id, workflow_id)
-
-
 async def _named_here(
-    session: SessionDep, workspace_id: int, model: type[Agent | Workflow], column: Any, item_id: int
+    viewer: Context, model: type[Agent | Workflow], column: Any, item_id: int
 ) -> bool:
     """Whether an id names this workspace's object, or one whose usage this workspace kept
     (a deleted agent or workflow): other workspaces' ids are 404, as elsewhere."""
-    if await session.scalar(
-        select(model.id).where(model.id == item_id, model.workspace_id == workspace_id)
-    ):
+    mine = model.id == item_id, model.workspace_id == viewer.workspace_id
+    if await viewer.session.scalar(select(model.id).where(*mine)):
         return True
-    return (
-        await session.scalar(
-            select(UsageRecord.id)
-            .where(column == item_id, UsageRecord.workspace_id == workspace_id)
-            .limit(1)
+    kept = column == item_id, UsageRecord.workspace_id == viewer.workspace_id
+    return await viewer.session.scalar(select(UsageRecord.id).where(*kept).limit(1)) is not None
+
+
+async def _filters(
+    viewer: Viewer,
+    start: Annotated[
+        str | None,
+        Query(description="Range start, inclusive. " + TIME_HELP + " Default: 30 days before end."),
+    ] = None,
+    end: Annotated[
+        str | None, Query(description="Range end, exclusive. " + TIME_HELP + " Default: now.")
+    ] = None,
+    agent_id: Annotated[
+        int | None, Query(ge=1, le=MAX_DB_ID, description="Only this agent's usage.")
+    ] = None,
+    workflow_id: Annotated[
+        int | None, Query(ge=1, le=MAX_DB_ID, description="Only this workflow's usage.")
+    ] = None,
+) -> ledger.UsageFilter:
+    """start/end (default: the last 30 days, end now), agent_id, workflow_id: each
+    agent or workflow named must be this workspace's (404 otherwise)."""
+    given_start, given_end = _instant(start, "start"), _instant(end, "end")
+    end_at = given_end or utcnow()
+    try:
+        start_at = given_start or end_at - DEFAULT_RANGE
+    except OverflowError:
+        raise _bad("end", "too early to reach 30 days back; give start as well") from None
+    if end_at <= start_at:
+        said = "" if given_end else " (end defaults to now)"
+        raise _bad(
+            "end",
+            f"end ({end_at.isoformat()}) must be after start ({start_at.isoformat()}){said}",
+            "range",
         )
-        is not None
-    )
-
-
-async def _scoped(filters: Annotated[Filters, Depends()], session: SessionDep) -> Filters:
-    f = filters.value
-    if f.agent_id is not None and not await _named_here(
-        session, f.workspace_id, Agent, UsageRecord.agent_id, f.agent_id
+    for label, model, column, item_id in (
+        ("agent", Agent, UsageRecord.agent_id, agent_id),
+        ("workflow", Workflow, UsageRecord.workflow_id, workflow_id),
     ):
-        raise NotFound(f"agent {f.agent_id} does not exist")
-    if f.workflow_id is not None and not await _named_here(
-        session, f.workspace_id, Workflow, UsageRecord.workflow_id, f.workflow_id
-    ):
-        raise NotFound(f"workflow {f.workflow_id} does not exist")
-    return filters
+        if item_id is not None and not await _named_here(viewer, model, column, item_id):
+            raise NotFound(f"{label} {item_id} does not exist")
+    return ledger.UsageFilter(viewer.workspace_id, start_at, end_at, agent_id, workflow_id)
 
 
-FiltersDep = Annotated[Filters, Depends(_scoped)]
+FiltersDep = Annotated[ledger.UsageFilter, Depends(_filters)]
 
 
 def _range(filters: ledger.UsageFilter) -> dict[str, datetime]:
@@ -151,67 +132,34 @@ def _range(filters: ledger.UsageFilter) -> dict[str, datetime]:
 
 @router.get(
     "/usage",
-    response_model=Envelope[UsageReport],
     summary="Tokens, cost and calls over a range (SQL aggregation over the ledger)",
 )
-async def get_usage(session: SessionDep, filters: FiltersDep) -> dict[str, Any]:
-    f = filters.value
-    totals = await ledger.usage_totals(session, f)
-    return ok(
-        UsageReport(
-            **_range(f),
-            prompt_tokens=totals.prompt_tokens,
-            completion_tokens=totals.completion_tokens,
-            total_tokens=totals.total_tokens,
-            cost_usd=usd_text(totals.cost_usd),
-            llm_calls=totals.llm_calls,
-            tool_calls=totals.tool_calls,
-            executions=totals.executions,
-            unpriced_calls=totals.unpriced_calls,
-        ).model_dump(mode="json")
-    )
+async def get_usage(filters: FiltersDep, viewer: Viewer) -> Envelope[UsageReport]:
+    totals = await ledger.usage_totals(viewer.session, filters)
+    return ok(UsageReport.model_validate({**_range(filters), **asdict(totals)}))
 
 
-@router.get(
-    "/agent-breakdown",
-    response_model=Envelope[AgentBreakdown],
-    summary="Usage per agent, most expensive first",
-)
-async def get_agent_breakdown(session: SessionDep, filters: FiltersDep) -> dict[str, Any]:
-    f = filters.value
-    items = [
-        AgentUsageItem(
-            agent_id=a.agent_id,
-            agent_name=a.agent_name,
-            prompt_tokens=a.prompt_tokens,
-            completion_tokens=a.completion_tokens,
-            total_tokens=a.total_tokens,
-            cost_usd=usd_text(a.cost_usd),
-            llm_calls=a.llm_calls,
-            tool_calls=a.tool_calls,
-            unpriced=a.unpriced_calls > 0,
-            unpriced_models=a.unpriced_models,
-        )
-        for a in await ledger.agent_breakdown(session, f)
-    ]
-    return ok(AgentBreakdown(**_range(f), items=items).model_dump(mode="json"))
+@router.get("/agent-breakdown", summary="Usage per agent, most expensive first")
+async def get_agent_breakdown(filters: FiltersDep, viewer: Viewer) -> Envelope[AgentBreakdown]:
+    rows = await ledger.agent_breakdown(viewer.session, filters)
+    # unpriced_calls is a count here, a flag there.
+    items = [AgentUsageItem(**asdict(a), unpriced=a.unpriced_calls > 0) for a in rows]
+    return ok(AgentBreakdown(**_range(filters), items=items))
 
 
 @router.get(
     "/usage/history",
-    response_model=Envelope[UsageHistory],
     summary="Usage per UTC hour or day, every bucket of the range (empty ones too)",
 )
 async def get_usage_history(
-    session: SessionDep,
     filters: FiltersDep,
+    viewer: Viewer,
     granularity: Annotated[
         Literal["hour", "day"],
         Query(description="Bucket size; buckets are aligned to UTC hours or days."),
     ] = "day",
-) -> dict[str, Any]:
-    f = filters.value
-    count = ledger.bucket_count(f.start, f.end, granularity)
+) -> Envelope[UsageHistory]:
+    count = ledger.bucket_count(filters.start, filters.end, granularity)
     if count > ledger.MAX_BUCKETS:
         raise _bad(
             "granularity",
@@ -220,63 +168,23 @@ async def get_usage_history(
             "granularity=day",
             "too_many_buckets",
         )
-    buckets = await ledger.usage_history(session, f, granularity)
-    items = [
-        HistoryBucket(
-            bucket_start=b.bucket_start,
-            prompt_tokens=b.prompt_tokens,
-            completion_tokens=b.completion_tokens,
-            total_tokens=b.total_tokens,
-            cost_usd=usd_text(b.cost_usd),
-            llm_calls=b.llm_calls,
-            tool_calls=b.tool_calls,
-        )
-        for b in buckets
-    ]
-    return ok(
-        UsageHistory(**_range(f), granularity=granularity, items=items).model_dump(mode="json")
-    )
+    buckets = await ledger.usage_history(viewer.session, filters, granularity)
+    items = [HistoryBucket.model_validate(b) for b in buckets]
+    return ok(UsageHistory(**_range(filters), granularity=granularity, items=items))
 
 
-def _line(state: ledger.BudgetState) -> BudgetLine:
-    remaining = state.remaining_usd
-    return BudgetLine(
-        agent_id=state.agent_id,
-        agent_name=state.agent_name,
-        monthly_usd=None if state.monthly_usd is None else usd_text(state.monthly_usd),
-        spent_usd=usd_text(state.spent_usd),
-        remaining_usd=None if remaining is None else usd_text(remaining),
-        exhausted=state.exhausted,
-        updated_at=state.updated_at,
-    )
+async def _budgets(ctx: Context) -> Envelope[BudgetOut]:
+    return ok(BudgetOut.model_validate(await ledger.budget_report(ctx.session, ctx.workspace_id)))
 
 
-async def _budgets(session: SessionDep, workspace_id: int) -> dict[str, Any]:
-    report = await ledger.budget_report(session, workspace_id)
-    return BudgetOut(
-        month_start=report.month_start,
-        workspace=_line(report.workspace),
-        agents=[_line(a) for a in report.agents],
-    ).model_dump(mode="json")
+@router.get("/budget", summary="Monthly budgets (workspace and per agent) with this month's spend")
+async def get_budget(viewer: Viewer) -> Envelope[BudgetOut]:
+    return await _budgets(viewer)
 
 
-@router.get(
-    "/budget",
-    response_model=Envelope[BudgetOut],
-    summary="Monthly budgets (workspace and per agent) with this month's spend",
-)
-async def get_budget(session: SessionDep, workspace_id: ViewerWorkspaceDep) -> dict[str, Any]:
-    return ok(await _budgets(session, workspace_id))
-
-
-@router.put(
-    "/budget",
-    response_model=Envelope[BudgetOut],
-    summary="Set the workspace's or an agent's monthly budget (null removes it)",
-)
-async def put_budget(
-    body: BudgetIn, session: SessionDep, workspace_id: AdminWorkspaceDep
-) -> dict[str, Any]:
+@router.put("/budget", summary="Set the workspace's or an agent's monthly budget (null removes it)")
+async def put_budget(body: BudgetIn, admin: Admin) -> Envelope[BudgetOut]:
+    session, workspace_id = admin.session, admin.workspace_id
     if (
         body.agent_id is not None
         and await session.scalar(
@@ -294,4 +202,4 @@ async def put_budget(
     except IntegrityError as exc:  # the agent was deleted meanwhile
         await session.rollback()
         raise Unprocessable(f"agent {body.agent_id} does not exist") from exc
-    return ok(await _budgets(session, workspace_id))
+    return await _budgets(admin)

@@ -7,18 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from api.deps import (
-    EditorDep,
-    EditorWorkspaceDep,
-    PageDep,
-    SessionDep,
-    SettingsDep,
-    TemporalDep,
-    ViewerWorkspaceDep,
-)
+from api.deps import Context, Editor, PageDep, Viewer
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
 from api.principal import CLOSE_UNAUTHORIZED, websocket_caller
 from api.resources import get_or_404
@@ -46,10 +37,10 @@ from infra.settings import Settings
 from infra.temporal import ui_url
 from infra.usd import usd_text
 from workflows.contracts import HumanResponse
-from workflows.execution import ExecutionWorkflow
 from workflows.status import FINISHED, ExecutionStatus, NodeStatus
 
 router = APIRouter(prefix="/api/v1/Execution", tags=["Execution"])
+CANCEL_REQUESTED = "cancellation requested; the execution ends as cancelled"
 
 NODE_COLUMNS = (
     NodeRun.execution_id,
@@ -135,20 +126,16 @@ async def render(
     )
 
 
-async def _load(session: AsyncSession, execution_id: int, workspace_id: int) -> Execution:
-    return await get_or_404(session, Execution, execution_id, workspace_id, "execution")
+async def _load(execution_id: int, ctx: Context) -> Execution:
+    return await get_or_404(ctx.session, Execution, execution_id, ctx.workspace_id, "execution")
 
 
-async def _viewed(
-    execution_id: int, session: SessionDep, workspace_id: ViewerWorkspaceDep
-) -> Execution:
-    return await _load(session, execution_id, workspace_id)
+async def _viewed(execution_id: int, viewer: Viewer) -> Execution:
+    return await _load(execution_id, viewer)
 
 
-async def _edited(
-    execution_id: int, session: SessionDep, workspace_id: EditorWorkspaceDep
-) -> Execution:
-    return await _load(session, execution_id, workspace_id)
+async def _edited(execution_id: int, editor: Editor) -> Execution:
+    return await _load(execution_id, editor)
 
 
 # The execution named in the path, in the caller's workspace, for a viewer or an editor.
@@ -157,41 +144,44 @@ EditedExecution = Annotated[Execution, Depends(_edited)]
 
 
 async def refuse_over_budget(
-    session: AsyncSession, workspace_id: int, workflow_id: int, version: int, refused: str
+    session: AsyncSession, execution: Execution, refused: str = "new executions are refused"
 ) -> None:
     """402 while the workspace's or a used agent's budget for this month is spent."""
-    blocked = await execution_budget_block(session, workspace_id, workflow_id, version)
+    blocked = await execution_budget_block(
+        session, execution.workspace_id, execution.workflow_id, execution.workflow_version
+    )
     if blocked:
         raise PaymentRequired(f"{refused}: {blocked}")
 
 
+async def _answer(
+    ctx: Context, execution: Execution, msg: str = "success"
+) -> Envelope[ExecutionOut]:
+    return ok(await render(ctx.session, ctx.settings, execution), msg)
+
+
 async def _commit_and_start(
-    session: AsyncSession, temporal: Client, settings: Settings, execution: Execution, start: bool
-) -> dict[str, Any]:
+    editor: Context, execution: Execution, start: bool
+) -> Envelope[ExecutionOut]:
     """Store the execution, start its Temporal run when asked, and answer with it."""
-    await session.commit()
+    await editor.session.commit()
     if start:
-        await execution_service.start(session, temporal, settings, execution)
-        await session.commit()
-    return ok(await render(session, settings, execution))
+        await execution_service.start(editor.session, editor.temporal, editor.settings, execution)
+        await editor.session.commit()
+    return await _answer(editor, execution)
 
 
 @router.post(
     "/",
     status_code=201,
-    response_model=Envelope[ExecutionOut],
     summary="Create an execution of a published version (and start it if asked)",
-    responses=error_responses(402),
+    responses=error_responses(402, 404, 409),
 )
-async def create_execution(
-    body: ExecutionCreate,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
-    caller: EditorDep,
-) -> dict[str, Any]:
-    workspace_id = caller.workspace_id
-    workflow = await get_or_404(session, Workflow, body.workflow_id, workspace_id, "workflow")
+async def create_execution(body: ExecutionCreate, editor: Editor) -> Envelope[ExecutionOut]:
+    session = editor.session
+    workflow = await get_or_404(
+        session, Workflow, body.workflow_id, editor.workspace_id, "workflow"
+    )
     if workflow.version == 0:
         raise Conflict(f"workflow {workflow.id} has no published version; publish it first")
     version = body.version or workflow.version
@@ -204,31 +194,29 @@ async def create_execution(
         raise NotFound(
             f"workflow {workflow.id} has no version {version}; the latest is {workflow.version}"
         )
-    await refuse_over_budget(
-        session, workspace_id, workflow.id, version, "new executions are refused"
-    )
     execution = Execution(
-        workspace_id=workspace_id,
+        workspace_id=editor.workspace_id,
         workflow_id=workflow.id,
         workflow_version=version,
         status=ExecutionStatus.PENDING,
         input=body.input,
-        created_by_type=caller.principal.type,
-        created_by_id=caller.principal.id,
-        created_by_name=caller.principal.name,
     )
+    _created_by(execution, editor)
+    await refuse_over_budget(session, execution)
     session.add(execution)
-    return await _commit_and_start(session, temporal, settings, execution, body.start)
+    return await _commit_and_start(editor, execution, body.start)
 
 
-@router.get(
-    "/", response_model=Envelope[Page[ExecutionOut]], summary="List executions, newest first"
-)
+def _created_by(execution: Execution, editor: Context) -> None:
+    principal = editor.caller.principal
+    execution.created_by_type = principal.type
+    execution.created_by_id = principal.id
+    execution.created_by_name = principal.name
+
+
+@router.get("/", summary="List executions, newest first")
 async def list_executions(
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
-    workspace_id: ViewerWorkspaceDep,
+    viewer: Viewer,
     page: PageDep,
     status: Annotated[ExecutionStatus | None, Query()] = None,
     workflow_id: Annotated[int | None, Query(ge=1, le=MAX_DB_ID)] = None,
@@ -239,11 +227,13 @@ async def list_executions(
             "(temporal.problems); false: only the others."
         ),
     ] = None,
-) -> dict[str, Any]:
-    where = [Execution.workspace_id == workspace_id]
+) -> Envelope[Page[ExecutionOut]]:
+    where = [Execution.workspace_id == viewer.workspace_id]
     if problems is not None:
         try:
-            stuck = await execution_ids_with_problems(temporal, settings.workflow_id_prefix)
+            stuck = await execution_ids_with_problems(
+                viewer.temporal, viewer.settings.workflow_id_prefix
+            )
         except RPCError as exc:
             raise ServiceUnavailable(
                 f"Temporal did not answer which runs have problems: {exc.message}"
@@ -253,186 +243,89 @@ async def list_executions(
         where.append(Execution.status == status)
     if workflow_id is not None:
         where.append(Execution.workflow_id == workflow_id)
+    session, settings = viewer.session, viewer.settings
     found = await execution_page(session, where, page.offset, page.page_size)
-    return ok(
-        {
-            "items": [await render(session, settings, e, e.nodes, e.usage) for e in found.items],
-            "total": found.total,
-            "page": page.page,
-            "page_size": page.page_size,
-        }
-    )
+    items = [await render(session, settings, e, e.nodes, e.usage) for e in found.items]
+    return ok(Page(items=items, total=found.total, page=page.page, page_size=page.page_size))
 
 
 @router.get(
     "/{execution_id}",
-    response_model=Envelope[ExecutionOut],
     summary="Get an execution (reconciled with Temporal while it is open)",
 )
-async def get_execution(
-    execution: ViewedExecution, session: SessionDep, settings: SettingsDep, temporal: TemporalDep
-) -> dict[str, Any]:
-    problems = await execution_service.refresh(session, temporal, execution)
-    return ok(await render(session, settings, execution, problems=problems))
+async def get_execution(execution: ViewedExecution, viewer: Viewer) -> Envelope[ExecutionOut]:
+    problems = await execution_service.refresh(viewer.session, viewer.temporal, execution)
+    return ok(await render(viewer.session, viewer.settings, execution, problems=problems))
 
 
 @router.post(
     "/{execution_id}/rerun",
     status_code=201,
-    response_model=Envelope[ExecutionOut],
     summary="Run a finished execution again, reusing the node results that still hold",
-    responses=error_responses(402),
+    responses=error_responses(402, 404, 409),
 )
 async def rerun_execution(
-    execution_id: int,
-    body: RerunBody,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
-    caller: EditorDep,
-) -> dict[str, Any]:
-    parent = await _load(session, execution_id, caller.workspace_id)
-    await execution_service.refresh(session, temporal, parent)
+    parent: EditedExecution, body: RerunBody, editor: Editor
+) -> Envelope[ExecutionOut]:
+    await execution_service.refresh(editor.session, editor.temporal, parent)
     execution = await execution_service.create_rerun(
-        session, parent, body.version, body.input, body.from_node
+        editor.session, parent, body.version, body.input, body.from_node
     )
-    execution.created_by_type = caller.principal.type
-    execution.created_by_id = caller.principal.id
-    execution.created_by_name = caller.principal.name
-    await refuse_over_budget(
-        session,
-        caller.workspace_id,
-        execution.workflow_id,
-        execution.workflow_version,
-        "new executions are refused",
-    )
-    return await _commit_and_start(session, temporal, settings, execution, body.start)
+    _created_by(execution, editor)
+    await refuse_over_budget(editor.session, execution)
+    return await _commit_and_start(editor, execution, body.start)
 
 
-@router.post(
-    "/{execution_id}/start",
-    response_model=Envelope[ExecutionOut],
-    summary="Start a pending execution",
-)
-async def start_execution(
-    execution: EditedExecution, session: SessionDep, settings: SettingsDep, temporal: TemporalDep
-) -> dict[str, Any]:
+@router.post("/{execution_id}/start", summary="Start a pending execution")
+async def start_execution(execution: EditedExecution, editor: Editor) -> Envelope[ExecutionOut]:
     if execution.status == ExecutionStatus.PENDING:
         await refuse_over_budget(
-            session,
-            execution.workspace_id,
-            execution.workflow_id,
-            execution.workflow_version,
-            f"execution {execution.id} cannot start",
+            editor.session, execution, f"execution {execution.id} cannot start"
         )
-    return await _commit_and_start(session, temporal, settings, execution, start=True)
+    return await _commit_and_start(editor, execution, start=True)
 
 
-@router.post(
-    "/{execution_id}/cancel",
-    response_model=Envelope[ExecutionOut],
-    summary="Cancel an execution; running work is stopped",
-)
-async def cancel_execution(
-    execution_id: int,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
-    caller: EditorDep,
-) -> dict[str, Any]:
-    execution = await _load(session, execution_id, caller.workspace_id)
-    await execution_service.refresh(session, temporal, execution)
-    if execution.status in FINISHED:
-        raise Conflict(
-            f"execution {execution.id} already {execution.status}; there is nothing to cancel"
-        )
-    by = caller.principal.as_dict()
-    if execution.temporal_workflow_id is None:
-        cancelled = await execution_service.cancel_pending(session, execution, by)
-        await session.commit()
-        if cancelled or execution.temporal_workflow_id is None:
-            return ok(await render(session, settings, execution))
-    # No run id: the chain's current run, wherever continue-as-new has got to.
-    handle = temporal.get_workflow_handle_for(ExecutionWorkflow.run, execution.temporal_workflow_id)
-    try:
-        # Who asked, then the cancel itself (the run's execution.cancelled says data.by).
-        with contextlib.suppress(RPCError):
-            await handle.signal(ExecutionWorkflow.cancel_requested, by)
-        await handle.cancel()
-    except RPCError as exc:
-        raise ServiceUnavailable(f"Temporal did not accept the cancel: {exc.message}") from exc
-    response = ok(await render(session, settings, execution))
-    response["msg"] = "cancellation requested; the execution ends as cancelled"
-    return response
+@router.post("/{execution_id}/cancel", summary="Cancel an execution; running work is stopped")
+async def cancel_execution(execution: EditedExecution, editor: Editor) -> Envelope[ExecutionOut]:
+    by = editor.caller.principal.as_dict()
+    asked = await execution_service.cancel(editor.session, editor.temporal, execution, by)
+    if asked:
+        return await _answer(editor, execution, CANCEL_REQUESTED)
+    return await _answer(editor, execution)
 
 
-@router.post(
-    "/{execution_id}/signal",
-    response_model=Envelope[ExecutionOut],
-    summary="Answer a human node that is waiting",
-)
+@router.post("/{execution_id}/signal", summary="Answer a human node that is waiting")
 async def signal_execution(
-    execution_id: int,
-    body: SignalBody,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
-    caller: EditorDep,
-) -> dict[str, Any]:
-    execution = await _load(session, execution_id, caller.workspace_id)
-    if execution.status in FINISHED or execution.temporal_workflow_id is None:
-        raise Conflict(
-            f"execution {execution.id} is {execution.status}; node {body.node_id!r} is not waiting"
-        )
-    # No run id: the chain's current run, wherever continue-as-new has got to.
-    handle = temporal.get_workflow_handle_for(ExecutionWorkflow.run, execution.temporal_workflow_id)
-    try:
-        # By reference to the workflow's update; the SDK types an async update's result as
-        # its coroutine, hence the ignore.
-        await handle.execute_update(  # type: ignore[unused-coroutine]
-            ExecutionWorkflow.respond,
-            HumanResponse(**body.model_dump(), by=caller.principal.as_dict()),
-        )
-    except WorkflowUpdateFailedError as exc:
-        raise Conflict(str(exc.cause) if exc.cause else str(exc)) from exc
-    except RPCError as exc:
-        raise Conflict(
-            f"execution {execution.id} is not accepting responses: {exc.message}"
-        ) from exc
-    await execution_service.refresh(session, temporal, execution)
-    return ok(await render(session, settings, execution))
+    execution: EditedExecution, body: SignalBody, editor: Editor
+) -> Envelope[ExecutionOut]:
+    response = HumanResponse(**body.model_dump(), by=editor.caller.principal.as_dict())
+    await execution_service.respond(editor.session, editor.temporal, execution, response)
+    return await _answer(editor, execution)
 
 
 @router.get(
     "/{execution_id}/events",
-    response_model=Envelope[EventPage],
     summary="Events after seq N (from the record once the run has finished)",
 )
 async def list_events(
-    execution_id: int,
-    session: SessionDep,
-    temporal: TemporalDep,
-    workspace_id: ViewerWorkspaceDep,
+    execution: ViewedExecution,
+    viewer: Viewer,
     after: Annotated[int, Query(ge=0, le=MAX_DB_ID, description="Last seq seen.")] = 0,
-) -> dict[str, Any]:
-    execution = await _load(session, execution_id, workspace_id)
-    items = await stored_events(session, execution.id, after)
-    stored_up_to = await last_seq(session, execution.id)
+) -> Envelope[EventPage]:
+    items = await stored_events(viewer.session, execution.id, after)
+    stored_up_to = await last_seq(viewer.session, execution.id)
     if execution.status not in FINISHED and execution.temporal_workflow_id:
         with contextlib.suppress(RPCError, TimeoutError):
             live = await asyncio.wait_for(
                 execution_service.read_events(
-                    temporal, execution.temporal_workflow_id, max(after, stored_up_to)
+                    viewer.temporal, execution.temporal_workflow_id, max(after, stored_up_to)
                 ),
                 execution_service.TEMPORAL_TIMEOUT_S,
             )
             items.extend(live)
-    return ok(
-        {
-            "items": [public_event(execution.id, i) for i in items],
-            "next": items[-1].seq if items else after,
-        }
-    )
+    events = [public_event(execution.id, i) for i in items]
+    next_seq = items[-1].seq if items else after
+    return ok(EventPage.model_validate({"items": events, "next": next_seq}))
 
 
 @router.websocket("/ws/{execution_id}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.taskqueue.v1 import PollerInfo, TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -26,6 +27,9 @@ from api.services.problems import count_runs_with_problems
 router = APIRouter(tags=["Health"])
 CHECK_TIMEOUT_S = 3.0
 TEMPORAL_CACHE_S = 2.0
+# A live worker starts a new long poll at least once a minute (the server answers an
+# idle poll after 60 s); Temporal keeps listing a dead worker's last poll for minutes.
+POLLER_FRESH_S = 80.0
 
 
 class Health(BaseModel):
@@ -78,14 +82,24 @@ async def _describe_task_queue(request: Request) -> tuple[str, int]:
             ),
             CHECK_TIMEOUT_S,
         )
-        workers = len({poller.identity for poller in response.pollers})
-        return "ok", workers
+        return "ok", live_workers(response.pollers, time.time())
     except Exception as exc:
         reason = str(exc) or type(exc).__name__
         # A server that answers with an error (say, an unknown namespace) is not unreachable.
         answered = isinstance(exc, RPCError) and exc.status != RPCStatusCode.UNAVAILABLE
         where = "error from" if answered else "unreachable at"
         return f"{where} {settings.temporal_address}: {reason}"[:300], 0
+
+
+def live_workers(pollers: Iterable[PollerInfo], now: float) -> int:
+    """Workers (by identity) that polled within POLLER_FRESH_S of ``now`` (epoch s)."""
+    return len(
+        {
+            poller.identity
+            for poller in pollers
+            if now - poller.last_access_time.ToMicroseconds() / 1e6 < POLLER_FRESH_S
+        }
+    )
 
 
 @router.get(

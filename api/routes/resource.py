@@ -16,7 +16,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import ColumnElement
 
-from api.deps import EditorDep, PageDep, SessionDep, SettingsDep, ViewerWorkspaceDep
+from api.deps import Editor, PageDep, Viewer
 from api.resources import Resource
 from api.schemas.common import Envelope, InputModel, OutputModel, Page, PartialUpdate, ok
 from api.schemas.common import error_responses as errors
@@ -32,122 +32,99 @@ async def no_filters() -> Filters:
 def resource_router(
     resource: Resource[Any],
     *,
-    prefix: str,
-    tag: str,
     out: type[OutputModel],
     create: type[InputModel],
     update: type[PartialUpdate],
-    name_max_length: int,
     filters: Callable[..., Awaitable[Filters]] = no_filters,
-    summaries: dict[str, str] | None = None,
 ) -> APIRouter:
-    """A router at ``prefix`` serving ``resource``. ``filters``: a dependency that gives
-    more conditions for the list (from its own query parameters); ``summaries``: the
-    OpenAPI summary of a route ("create", "update", "delete") where the default won't do."""
+    """A router serving ``resource`` at ``/api/v1/<Label>`` (``/api/v1/Agent``), tagged
+    ``<Label>``. ``filters``: a dependency that gives more conditions for the list (from
+    its own query parameters)."""
+    tag = resource.label.capitalize()
     said = {
         "create": f"Create {resource.one}",
         "list": f"List {resource.plural}",
         "get": f"Get {resource.one}",
         "delete": f"Delete {resource.one}",
         "update": f"Update {resource.one} (partial updates allowed)",
-        **(summaries or {}),
+        **resource.summaries,
     }
     id_name = f"{resource.label}_id"
     ItemId = Annotated[int, Path(alias=id_name)]
-    router = APIRouter(prefix=prefix, tags=[tag], responses=errors(422))
+    router = APIRouter(prefix=f"/api/v1/{tag}", tags=[tag], responses=errors(422))
+
+    one = Envelope[out]  # type: ignore[valid-type]
+    page_of = Envelope[Page[out]]  # type: ignore[valid-type]
+    item_path = f"/{{{id_name}}}"
+    label = resource.label
 
     # Reading needs the viewer role, every change the editor role (and whatever more the
     # resource asks of a particular change: ``Resource.authorize``).
-    async def create_item(
-        body: create,  # type: ignore[valid-type]
-        session: SessionDep,
-        settings: SettingsDep,
-        caller: EditorDep,
-    ) -> dict[str, Any]:
-        resource.authorize(caller, None, dict(cast(InputModel, body)))
-        item = await resource.create(session, caller.workspace_id, body, settings)
-        return ok(out.model_validate(item))
-
-    async def list_items(
-        session: SessionDep,
-        workspace_id: ViewerWorkspaceDep,
-        page: PageDep,
-        where: Annotated[Filters, Depends(filters)],
-        q: Annotated[
-            str | None, Query(max_length=name_max_length, description="Name contains.")
-        ] = None,
-    ) -> dict[str, Any]:
-        return ok(await resource.page(session, workspace_id, page, q, out.model_validate, where))
-
-    async def get_item(
-        item_id: ItemId, session: SessionDep, workspace_id: ViewerWorkspaceDep
-    ) -> dict[str, Any]:
-        return ok(out.model_validate(await resource.get(session, item_id, workspace_id)))
-
-    async def update_item(
-        item_id: ItemId,
-        body: update,  # type: ignore[valid-type]
-        session: SessionDep,
-        settings: SettingsDep,
-        caller: EditorDep,
-    ) -> dict[str, Any]:
-        item = await resource.get(session, item_id, caller.workspace_id)
-        sent = cast(PartialUpdate, body).changes()
-        resource.authorize(caller, item, sent)
-        await resource.update(session, item, sent, settings)
-        return ok(out.model_validate(item))
-
-    async def delete_item(
-        item_id: ItemId, session: SessionDep, caller: EditorDep
-    ) -> dict[str, Any]:
-        await resource.delete(session, await resource.get(session, item_id, caller.workspace_id))
-        return ok(None)
-
-    one = Envelope[out]  # type: ignore[valid-type]
-    item_path = f"/{{{id_name}}}"
-    router.add_api_route(
+    @router.post(
         "/",
-        create_item,
-        methods=["POST"],
-        name=f"create_{resource.label}",
+        name=f"create_{label}",
         status_code=201,
         response_model=one,
         summary=said["create"],
         responses=errors(409),
     )
-    router.add_api_route(
+    async def create_item(body: create, editor: Editor) -> Envelope[Any]:  # type: ignore[valid-type]
+        resource.authorize(editor.caller, None, dict(cast(InputModel, body)))
+        item = await resource.create(editor.session, editor.workspace_id, body, editor.settings)
+        return ok(out.model_validate(item))
+
+    @router.get(
         "/",
-        list_items,
-        methods=["GET"],
         name=f"list_{resource.plural}",
-        response_model=Envelope[Page[out]],  # type: ignore[valid-type]
+        response_model=page_of,
         summary=said["list"],
     )
-    router.add_api_route(
+    async def list_items(
+        viewer: Viewer,
+        page: PageDep,
+        where: Annotated[Filters, Depends(filters)],
+        q: Annotated[
+            str | None, Query(max_length=resource.name_max_length, description="Name contains.")
+        ] = None,
+    ) -> Envelope[Any]:
+        session, workspace_id = viewer.session, viewer.workspace_id
+        return ok(await resource.page(session, workspace_id, page, q, out.model_validate, where))
+
+    @router.get(
         item_path,
-        get_item,
-        methods=["GET"],
-        name=f"get_{resource.label}",
+        name=f"get_{label}",
         response_model=one,
         summary=said["get"],
         responses=errors(404),
     )
-    router.add_api_route(
+    async def get_item(item_id: ItemId, viewer: Viewer) -> Envelope[Any]:
+        item = await resource.get(viewer.session, item_id, viewer.workspace_id)
+        return ok(out.model_validate(item))
+
+    @router.put(
         item_path,
-        update_item,
-        methods=["PUT"],
-        name=f"update_{resource.label}",
+        name=f"update_{label}",
         response_model=one,
         summary=said["update"],
         responses=errors(404, 409),
     )
-    router.add_api_route(
+    async def update_item(item_id: ItemId, body: update, editor: Editor) -> Envelope[Any]:  # type: ignore[valid-type]
+        item = await resource.get(editor.session, item_id, editor.workspace_id)
+        sent = cast(PartialUpdate, body).changes()
+        resource.authorize(editor.caller, item, sent)
+        await resource.update(editor.session, item, sent, editor.settings)
+        return ok(out.model_validate(item))
+
+    @router.delete(
         item_path,
-        delete_item,
-        methods=["DELETE"],
-        name=f"delete_{resource.label}",
+        name=f"delete_{label}",
         response_model=Envelope[None],
         summary=said["delete"],
         responses=errors(404, 409),
     )
+    async def delete_item(item_id: ItemId, editor: Editor) -> Envelope[Any]:
+        item = await resource.get(editor.session, item_id, editor.workspace_id)
+        await resource.delete(editor.session, item)
+        return ok(None)
+
     return router

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import EditorWorkspaceDep, SessionDep, SettingsDep
+from api.deps import Editor
 from api.errors import Conflict, Forbidden, Unprocessable, field_errors
 from api.resources import Resource, refuse_if_published
 from api.routes.resource import resource_router
@@ -112,6 +112,8 @@ class Tools(Resource[Tool]):
     """Nothing runs when a tool is saved: an MCP tool without input_schema gets the one
     its server lists at ``POST /Tool/{id}/test``, an editor's explicit action."""
 
+    summaries = {"update": 'Update a tool (partial; secrets sent as "***" are kept)'}
+
     def authorize(self, caller: Caller, item: Tool | None, sent: dict[str, Any]) -> None:
         """MCP stdio tools run a command on the worker's host: admins only."""
         if (
@@ -170,41 +172,29 @@ class Tools(Resource[Tool]):
 
 
 tools = Tools(Tool, "tool")
-router = resource_router(
-    tools,
-    prefix="/api/v1/Tool",
-    tag="Tool",
-    out=ToolOut,
-    create=ToolCreate,
-    update=ToolUpdate,
-    name_max_length=100,
-    summaries={"update": 'Update a tool (partial; secrets sent as "***" are kept)'},
-)
+router = resource_router(tools, out=ToolOut, create=ToolCreate, update=ToolUpdate)
 
 
 @router.post(
     "/{tool_id}/test",
-    response_model=Envelope[ToolTestResult],
     summary="Test a tool: really connect (HTTP: make the request; MCP: list the "
     "tools, and call the tool when arguments are given)",
     responses=error_responses(404),
 )
 async def try_tool(
-    tool_id: int,
-    session: SessionDep,
-    settings: SettingsDep,
-    workspace_id: EditorWorkspaceDep,
-    body: ToolTestRequest | None = None,
-) -> dict[str, Any]:
+    tool_id: int, editor: Editor, body: ToolTestRequest | None = None
+) -> Envelope[ToolTestResult]:
     """A failed connection is ``ok: false`` with the reason (DNS, refused, timeout, TLS,
     HTTP status, MCP protocol error), never an error status. An MCP tool saved without
     input_schema gets the one its server lists here."""
-    tool = await tools.get(session, tool_id, workspace_id)
+    session = editor.session
+    tool = await tools.get(session, tool_id, editor.workspace_id)
     # Give the connection back to the pool: the test may wait on the network.
     await session.close()
-    result = await try_connection(tool, body.arguments if body is not None else None, settings)
+    arguments = body.arguments if body is not None else None
+    result = await try_connection(tool, arguments, editor.settings)
     schema = discovered_schema(tool, result.tools) if tool.input_schema is None else None
     if schema is not None:
         await session.execute(update(Tool).where(Tool.id == tool.id).values(input_schema=schema))
         await session.commit()
-    return ok(result.model_dump(mode="json"))
+    return ok(result)

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Query
+from fastapi import Depends, Query
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import EditorWorkspaceDep, PageDep, SessionDep, ViewerWorkspaceDep
+from api.deps import Editor, PageDep, Viewer
 from api.errors import Conflict, NotFound, Unprocessable
 from api.resources import Resource, commit_unique, paginate
 from api.routes.resource import resource_router
@@ -33,6 +33,13 @@ def draft_json(definition: Definition) -> dict[str, Any]:
 
 
 class Workflows(Resource[Workflow]):
+    name_max_length = 200
+    summaries = {
+        "create": "Create a workflow (as a draft)",
+        "update": "Edit the draft (published versions never change)",
+        "delete": "Delete a workflow, its versions and finished executions",
+    }
+
     async def new(
         self, session: AsyncSession, workspace_id: int, body: WorkflowCreate, settings: Settings
     ) -> Workflow:
@@ -82,31 +89,17 @@ async def _by_status(
 
 workflows = Workflows(Workflow, "workflow")
 router = resource_router(
-    workflows,
-    prefix="/api/v1/Workflow",
-    tag="Workflow",
-    out=WorkflowOut,
-    create=WorkflowCreate,
-    update=WorkflowUpdate,
-    name_max_length=200,
-    filters=_by_status,
-    summaries={
-        "create": "Create a workflow (as a draft)",
-        "update": "Edit the draft (published versions never change)",
-        "delete": "Delete a workflow, its versions and finished executions",
-    },
+    workflows, out=WorkflowOut, create=WorkflowCreate, update=WorkflowUpdate, filters=_by_status
 )
 
 
 @router.post(
     "/{workflow_id}/publish",
-    response_model=Envelope[WorkflowOut],
     summary="Validate the draft and publish it as the next immutable version",
     responses=error_responses(404, 409),
 )
-async def publish_workflow(
-    workflow_id: int, session: SessionDep, workspace_id: EditorWorkspaceDep
-) -> dict[str, Any]:
+async def publish_workflow(workflow_id: int, editor: Editor) -> Envelope[WorkflowOut]:
+    session, workspace_id = editor.session, editor.workspace_id
     workflow = await workflows.get(session, workflow_id, workspace_id)
     if workflow.version > 0 and not workflow.has_unpublished_changes:
         raise Conflict(
@@ -162,41 +155,51 @@ async def publish_workflow(
     return ok(WorkflowOut.model_validate(workflow))
 
 
+async def _viewed(workflow_id: int, viewer: Viewer) -> Workflow:
+    return await workflows.get(viewer.session, workflow_id, viewer.workspace_id)
+
+
+# The workflow named in the path, in a viewer's workspace.
+ViewedWorkflow = Annotated[Workflow, Depends(_viewed)]
+
+
+async def _published(workflow_id: int, version: int, viewer: Viewer) -> WorkflowVersion:
+    """The published version named in the path."""
+    workflow = await _viewed(workflow_id, viewer)
+    row = None
+    if 1 <= version <= MAX_DB_ID:
+        row = await viewer.session.scalar(
+            select(WorkflowVersion).where(
+                WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == version
+            )
+        )
+    if row is None:
+        raise NotFound(f"workflow {workflow.id} has no version {version}")
+    return row
+
+
 @router.get(
     "/{workflow_id}/versions",
-    response_model=Envelope[Page[WorkflowVersionOut]],
     summary="List published versions, newest first",
     responses=error_responses(404),
 )
 async def list_versions(
-    workflow_id: int, session: SessionDep, workspace_id: ViewerWorkspaceDep, page: PageDep
-) -> dict[str, Any]:
-    await workflows.get(session, workflow_id, workspace_id)
+    workflow: ViewedWorkflow, viewer: Viewer, page: PageDep
+) -> Envelope[Page[WorkflowVersionOut]]:
     stmt = (
         select(WorkflowVersion)
-        .where(WorkflowVersion.workflow_id == workflow_id)
+        .where(WorkflowVersion.workflow_id == workflow.id)
         .order_by(WorkflowVersion.version.desc())
     )
-    return ok(await paginate(session, stmt, page, WorkflowVersionOut.model_validate))
+    return ok(await paginate(viewer.session, stmt, page, WorkflowVersionOut.model_validate))
 
 
 @router.get(
     "/{workflow_id}/versions/{version}",
-    response_model=Envelope[WorkflowVersionOut],
     summary="Get one published version",
     responses=error_responses(404),
 )
 async def get_version(
-    workflow_id: int, version: int, session: SessionDep, workspace_id: ViewerWorkspaceDep
-) -> dict[str, Any]:
-    await workflows.get(session, workflow_id, workspace_id)
-    row = None
-    if 1 <= version <= MAX_DB_ID:
-        row = await session.scalar(
-            select(WorkflowVersion).where(
-                WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version
-            )
-        )
-    if row is None:
-        raise NotFound(f"workflow {workflow_id} has no version {version}")
-    return ok(WorkflowVersionOut.model_validate(row))
+    published: Annotated[WorkflowVersion, Depends(_published)],
+) -> Envelope[WorkflowVersionOut]:
+    return ok(WorkflowVersionOut.model_validate(published))

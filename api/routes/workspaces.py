@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
-from sqlalchemy import func, select
+from fastapi import APIRouter, Depends
+from sqlalchemy import Select, func, select
 
-from api.deps import AdminDep, CallerDep, PageDep, SessionDep, ViewerDep
+from api.deps import Admin, Context, Member, PageDep, Viewer
 from api.errors import Conflict, Forbidden, NotFound
 from api.resources import commit_unique
 from api.schemas.accounts import MemberIn, MemberOut, MemberUpdate, WorkspaceIn, WorkspaceOut
@@ -28,12 +29,9 @@ router = APIRouter(
 )
 
 
-@router.get(
-    "/",
-    response_model=Envelope[Page[WorkspaceOut]],
-    summary="The caller's workspaces and its role in each",
-)
-async def list_workspaces(caller: CallerDep, session: SessionDep, page: PageDep) -> dict[str, Any]:
+@router.get("/", summary="The caller's workspaces and its role in each")
+async def list_workspaces(member: Member, page: PageDep) -> Envelope[Page[WorkspaceOut]]:
+    caller, session = member.caller, member.session
     if caller.principal.type == "user":
         rows = (
             await session.execute(
@@ -51,21 +49,17 @@ async def list_workspaces(caller: CallerDep, session: SessionDep, page: PageDep)
         WorkspaceOut(id=w.id, name=w.name, role=role, created_at=w.created_at) for w, role in mine
     ]
     window = items[page.offset : page.offset + page.page_size]
-    return ok(
-        {"items": window, "total": len(items), "page": page.page, "page_size": page.page_size}
-    )
+    return ok(Page(items=window, total=len(items), page=page.page, page_size=page.page_size))
 
 
 @router.post(
     "/",
     status_code=201,
-    response_model=Envelope[WorkspaceOut],
     summary="Create a workspace; the user who creates it owns it",
     responses=error_responses(409),
 )
-async def create_workspace(
-    body: WorkspaceIn, caller: CallerDep, session: SessionDep
-) -> dict[str, Any]:
+async def create_workspace(body: WorkspaceIn, member: Member) -> Envelope[WorkspaceOut]:
+    caller, session = member.caller, member.session
     if caller.principal.type != "user" or caller.principal.id is None:
         raise Forbidden("only a user can create a workspace (an API key belongs to one)")
     taken = f"a workspace named {body.name!r} already exists; choose another name"
@@ -90,49 +84,36 @@ async def create_workspace(
     )
 
 
-def _member_out(member: Membership, user: User) -> MemberOut:
-    return MemberOut(
-        user_id=user.id,
-        email=user.email,
-        name=user.name,
-        role=Role(member.role),
-        created_at=member.created_at,
-    )
-
-
-def _members(workspace_id: int) -> Any:
+def _members(workspace_id: int) -> Select[int, str, str, str, datetime]:
+    """The workspace's members, by email, as MemberOut reads them."""
     return (
-        select(Membership, User)
+        select(Membership.user_id, User.email, User.name, Membership.role, Membership.created_at)
         .join(User, User.id == Membership.user_id)
         .where(Membership.workspace_id == workspace_id)
         .order_by(User.email)
     )
 
 
-@router.get(
-    "/members",
-    response_model=Envelope[Page[MemberOut]],
-    summary="Members of the caller's workspace",
-)
-async def list_members(caller: ViewerDep, session: SessionDep, page: PageDep) -> dict[str, Any]:
-    stmt = _members(caller.workspace_id)
+async def _member_out(ctx: Context, user_id: int) -> Envelope[MemberOut]:
+    stmt = _members(ctx.workspace_id).where(Membership.user_id == user_id)
+    return ok(MemberOut.model_validate((await ctx.session.execute(stmt)).one()))
+
+
+@router.get("/members", summary="Members of the caller's workspace")
+async def list_members(viewer: Viewer, page: PageDep) -> Envelope[Page[MemberOut]]:
+    session, workspace_id = viewer.session, viewer.workspace_id
+    stmt = _members(workspace_id)
     total = (
         await session.scalar(
             select(func.count())
             .select_from(Membership)
-            .where(Membership.workspace_id == caller.workspace_id)
+            .where(Membership.workspace_id == workspace_id)
         )
         or 0
     )
     rows = (await session.execute(stmt.offset(page.offset).limit(page.page_size))).all()
-    return ok(
-        {
-            "items": [_member_out(m, u) for m, u in rows],
-            "total": total,
-            "page": page.page,
-            "page_size": page.page_size,
-        }
-    )
+    members = [MemberOut.model_validate(row) for row in rows]
+    return ok(Page(items=members, total=total, page=page.page, page_size=page.page_size))
 
 
 def _may_grant(caller: Caller, role: Role) -> None:
@@ -147,31 +128,36 @@ def _may_touch(caller: Caller, member: Membership) -> None:
         raise Forbidden("only an owner can change or remove an owner")
 
 
-async def _member_or_404(session: Any, workspace_id: int, user_id: int) -> tuple[Membership, User]:
-    row = (
-        (await session.execute(_members(workspace_id).where(Membership.user_id == user_id))).first()
-        if 1 <= user_id <= MAX_DB_ID
-        else None
-    )
-    if row is None:
+async def _member_to_change(user_id: int, admin: Admin) -> Membership:
+    """The member named in the path, if this admin may change or remove them."""
+    known = 1 <= user_id <= MAX_DB_ID
+    member = await admin.session.get(Membership, (admin.workspace_id, user_id)) if known else None
+    if member is None:
         raise NotFound(f"user {user_id} is not a member of this workspace")
-    return row[0], row[1]
+    _may_touch(admin.caller, member)
+    return member
 
 
-async def _keep_an_owner(session: Any, workspace_id: int, member: Membership) -> None:
-    await lock_workspace(session, workspace_id)
-    if Role(member.role) is Role.OWNER and await owner_count(session, workspace_id) <= 1:
+MemberToChange = Annotated[Membership, Depends(_member_to_change)]
+
+
+async def _keep_an_owner(admin: Context, member: Membership) -> None:
+    await lock_workspace(admin.session, admin.workspace_id)
+    if (
+        Role(member.role) is Role.OWNER
+        and await owner_count(admin.session, admin.workspace_id) <= 1
+    ):
         raise Conflict("this is the workspace's last owner; make another member owner first")
 
 
 @router.post(
     "/members",
     status_code=201,
-    response_model=Envelope[MemberOut],
     summary="Add a user to the workspace (created when a password is given)",
     responses=error_responses(404, 409),
 )
-async def add_member(body: MemberIn, caller: AdminDep, session: SessionDep) -> dict[str, Any]:
+async def add_member(body: MemberIn, admin: Admin) -> Envelope[MemberOut]:
+    caller, session = admin.caller, admin.session
     _may_grant(caller, body.role)
     user = await user_by_email(session, body.email)
     if user is None:
@@ -194,38 +180,32 @@ async def add_member(body: MemberIn, caller: AdminDep, session: SessionDep) -> d
     member = Membership(workspace_id=caller.workspace_id, user_id=user.id, role=body.role.value)
     session.add(member)
     await commit_unique(session, f"{user.email} is already a member")
-    return ok(_member_out(member, user))
+    return await _member_out(admin, user.id)
 
 
 @router.put(
     "/members/{user_id}",
-    response_model=Envelope[MemberOut],
     summary="Change a member's role",
     responses=error_responses(404, 409),
 )
 async def change_member(
-    user_id: int, body: MemberUpdate, caller: AdminDep, session: SessionDep
-) -> dict[str, Any]:
-    member, user = await _member_or_404(session, caller.workspace_id, user_id)
-    _may_touch(caller, member)
-    _may_grant(caller, body.role)
+    body: MemberUpdate, admin: Admin, member: MemberToChange
+) -> Envelope[MemberOut]:
+    _may_grant(admin.caller, body.role)
     if body.role is not Role.OWNER:
-        await _keep_an_owner(session, caller.workspace_id, member)
+        await _keep_an_owner(admin, member)
     member.role = body.role.value
-    await session.commit()
-    return ok(_member_out(member, user))
+    await admin.session.commit()
+    return await _member_out(admin, member.user_id)
 
 
 @router.delete(
     "/members/{user_id}",
-    response_model=Envelope[None],
     summary="Remove a member from the workspace",
     responses=error_responses(404, 409),
 )
-async def remove_member(user_id: int, caller: AdminDep, session: SessionDep) -> dict[str, Any]:
-    member, _user = await _member_or_404(session, caller.workspace_id, user_id)
-    _may_touch(caller, member)
-    await _keep_an_owner(session, caller.workspace_id, member)
-    await session.delete(member)
-    await session.commit()
+async def remove_member(admin: Admin, member: MemberToChange) -> Envelope[None]:
+    await _keep_an_owner(admin, member)
+    await admin.session.delete(member)
+    await admin.session.commit()
     return ok(None)

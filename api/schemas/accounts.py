@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from api.schemas.common import InputModel, Timestamp
+from api.schemas.common import InputModel, OutputModel, Timestamp
 from infra.accounts import email_problem
 from infra.security.roles import Role
 
@@ -77,7 +77,7 @@ class MemberUpdate(InputModel):
     role: Role
 
 
-class MemberOut(BaseModel):
+class MemberOut(OutputModel):
     user_id: int
     email: str
     name: str

@@ -5,12 +5,21 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
-from api.schemas.common import DbId, InputModel, Timestamp
+from api.schemas.common import DbId, InputModel, OutputModel, Timestamp
+from infra.usd import usd_text
 
+
+def _usd_text(value: object) -> object:
+    return usd_text(value) if isinstance(value, Decimal) else value
+
+
+# Built from the ledger's Decimal amounts (``model_validate(row)``), shown as text.
 MoneyStr = Annotated[
-    str, Field(description="USD, a decimal string with 6 places", examples=["0.001250"])
+    str,
+    BeforeValidator(_usd_text),
+    Field(description="USD, a decimal string with 6 places", examples=["0.001250"]),
 ]
 MAX_BUDGET_USD = Decimal(1_000_000_000)
 
@@ -33,7 +42,7 @@ MonthlyUsd = Annotated[
 ]
 
 
-class Range(BaseModel):
+class Range(OutputModel):
     start: Timestamp
     end: Timestamp
 
@@ -51,7 +60,7 @@ class UsageReport(Range):
     )
 
 
-class AgentUsageItem(BaseModel):
+class AgentUsageItem(OutputModel):
     agent_id: int
     agent_name: str | None = Field(description="null when the agent has been deleted.")
     prompt_tokens: int
@@ -68,7 +77,7 @@ class AgentBreakdown(Range):
     items: list[AgentUsageItem]
 
 
-class HistoryBucket(BaseModel):
+class HistoryBucket(OutputModel):
     bucket_start: Timestamp
     prompt_tokens: int
     completion_tokens: int
@@ -90,7 +99,7 @@ class BudgetIn(InputModel):
     )
 
 
-class BudgetLine(BaseModel):
+class BudgetLine(OutputModel):
     agent_id: int | None
     agent_name: str | None
     monthly_usd: MoneyStr | None = Field(description="null: no budget.")
@@ -100,7 +109,7 @@ class BudgetLine(BaseModel):
     updated_at: Timestamp | None
 
 
-class BudgetOut(BaseModel):
+class BudgetOut(OutputModel):
     month_start: Timestamp
     workspace: BudgetLine
     agents: list[BudgetLine]

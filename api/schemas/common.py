@@ -177,5 +177,7 @@ class OutputModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-def ok(data: Any) -> dict[str, Any]:
-    return {"code": 0, "msg": "success", "data": data}
+def ok(data: T, msg: str = "success") -> Envelope[T]:
+    """A route's answer: ``data`` in the envelope. Routes declare ``-> Envelope[X]``, which
+    is also their documented response model."""
+    return Envelope(data=data, msg=msg)

@@ -17,12 +17,18 @@ without a run id, which Temporal resolves to the chain's current run, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -47,7 +53,7 @@ from infra.temporal import (
     temporal_workflow_id,
 )
 from infra.tools.sealing import masked_config
-from workflows.contracts import AgentSpec, ExecutionInput, MemoEntry, ToolSpec
+from workflows.contracts import AgentSpec, ExecutionInput, HumanResponse, MemoEntry, ToolSpec
 from workflows.definition import Definition
 from workflows.events import (
     EVENTS_TOPIC,
@@ -335,6 +341,64 @@ async def cancel_pending(session: AsyncSession, execution: Execution, by: dict[s
         event(EventType.EXECUTION_CANCELLED, datetime.now(UTC).isoformat(), None, {"by": by}),
     )
     return True
+
+
+def _handle(client: Client, execution: Execution) -> WorkflowHandle[Any, Any]:
+    # No run id: the chain's current run, wherever continue-as-new has got to.
+    return client.get_workflow_handle_for(
+        ExecutionWorkflow.run, execution.temporal_workflow_id or ""
+    )
+
+
+async def cancel(
+    session: AsyncSession, client: Client, execution: Execution, by: dict[str, Any]
+) -> bool:
+    """Cancel an open execution (``by``: who asked). One that never started ends here; a
+    run is asked to cancel in Temporal, and True says so (it ends as cancelled soon)."""
+    await refresh(session, client, execution)
+    if execution.status in FINISHED:
+        raise Conflict(
+            f"execution {execution.id} already {execution.status}; there is nothing to cancel"
+        )
+    if execution.temporal_workflow_id is None:
+        cancelled = await cancel_pending(session, execution, by)
+        await session.commit()
+        if cancelled or execution.temporal_workflow_id is None:
+            return False
+    handle = _handle(client, execution)
+    try:
+        # Who asked, then the cancel itself (the run's execution.cancelled says data.by).
+        with contextlib.suppress(RPCError):
+            await handle.signal(ExecutionWorkflow.cancel_requested, by)
+        await handle.cancel()
+    except RPCError as exc:
+        raise ServiceUnavailable(f"Temporal did not accept the cancel: {exc.message}") from exc
+    return True
+
+
+async def respond(
+    session: AsyncSession, client: Client, execution: Execution, response: HumanResponse
+) -> None:
+    """Give a waiting human node its answer (a workflow update, so a refused answer is a
+    409 with the reason), then bring the record up to date."""
+    if execution.status in FINISHED or execution.temporal_workflow_id is None:
+        raise Conflict(
+            f"execution {execution.id} is {execution.status}; "
+            f"node {response.node_id!r} is not waiting"
+        )
+    try:
+        # By reference to the workflow's update; the SDK types an async update's result as
+        # its coroutine, hence the ignore.
+        await _handle(client, execution).execute_update(  # type: ignore[unused-coroutine]
+            ExecutionWorkflow.respond, response
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise Conflict(str(exc.cause) if exc.cause else str(exc)) from exc
+    except RPCError as exc:
+        raise Conflict(
+            f"execution {execution.id} is not accepting responses: {exc.message}"
+        ) from exc
+    await refresh(session, client, execution)
 
 
 async def _close(session: AsyncSession, locked: Execution, closing: Event) -> None:

@@ -195,10 +195,17 @@ async def test_bad_api_keys_are_401(
 
 
 async def test_last_used_at_is_written_at_most_once_a_minute(
-    client: httpx.AsyncClient, accounts: Accounts, db: AsyncEngine
+    settings: Settings, accounts: Accounts, db: AsyncEngine
 ) -> None:
     key = await accounts.api_key(Role.VIEWER, name="watched")
+    # No credential cache: every request reads the key's row (a cached key is not read).
+    async with app_client(settings.model_copy(update={"credential_cache_s": 0}), key) as client:
+        await _last_used_is_written_at_most_once_a_minute(client, key, db)
 
+
+async def _last_used_is_written_at_most_once_a_minute(
+    client: httpx.AsyncClient, key: str, db: AsyncEngine
+) -> None:
     async def last_used() -> datetime | None:
         async with db.connect() as conn:
             return await conn.scalar(select(ApiKey.last_used_at).where(ApiKey.name == "watched"))

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import httpx
 from temporalio import workflow
+from temporalio.api.taskqueue.v1 import PollerInfo
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from api.routes.health import POLLER_FRESH_S, live_workers
 from tests.support.responses import data, error
 from tests.support.settings import app_client, make_settings
 from tests.support.waiting import wait_for
@@ -103,3 +105,18 @@ async def test_unknown_namespace_is_an_error_not_unreachable(
     assert health["db"] == "ok"
     assert health["temporal"].startswith("error from ")
     assert "no-such-namespace" in health["temporal"]
+
+
+def test_a_worker_counts_while_its_polls_are_fresh() -> None:
+    """Temporal lists a killed worker's last poll for minutes: it stops counting once its
+    poll is older than a live worker's renewal allows."""
+    now = 1_800_000_000.0
+
+    def polled(identity: str, seconds_ago: float) -> PollerInfo:
+        info = PollerInfo(identity=identity)
+        info.last_access_time.FromMicroseconds(int((now - seconds_ago) * 1e6))
+        return info
+
+    pollers = [polled("live@a", 1), polled("live@a", 59), polled("idle@b", 70)]
+    assert live_workers([*pollers, polled("killed@c", 120)], now) == 2
+    assert live_workers([polled("killed@c", POLLER_FRESH_S + 1)], now) == 0

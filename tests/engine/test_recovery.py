@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from tests.support.engine import Platform, crash_worker_during, worker_process
 from tests.support.fake_http import HttpToolService
 from tests.support.graphs import chain, kinds
+from tests.support.waiting import wait_for
 from workflows.events import EventType
 from workflows.status import ExecutionStatus
 
@@ -72,3 +77,84 @@ async def test_sigterm_lets_the_running_activity_finish(
         final = await platform.wait_status(execution["id"], "completed", "failed", timeout=60)
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert {n["node_id"]: n["attempts"] for n in final["nodes"]} == {"think": 1, "next": 1}
+
+
+async def test_a_lost_worker_does_not_use_up_the_nodes_attempts(
+    platform_without_worker: Platform,
+) -> None:
+    """One attempt allowed, and the worker dies during it: the call is scheduled again
+    (the lost attempt counted in the node's attempts) instead of failing the run."""
+    platform = platform_without_worker
+    slow = await platform.agent("slow", metadata={"fake": {"delay_s": 3}})
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {
+                    "id": "think",
+                    "type": "agent",
+                    "agent_id": slow,
+                    "input": "x",
+                    "retry": {"max_attempts": 1},
+                }
+            ],
+            "edges": chain("think"),
+        }
+    )
+    execution = await platform.run(workflow_id)
+
+    _, final = await crash_worker_during(platform, execution["id"], "think")
+
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
+    assert {n["node_id"]: n["attempts"] for n in final["nodes"]} == {"think": 2}
+    history = platform.client.get_workflow_handle(final["temporal"]["workflow_id"])
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_id
+        async for e in history.fetch_history_events()
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    # The other activity is the record of the run's state (workflows.execution._sync).
+    assert [a for a in scheduled if a.startswith("think/")] == [
+        "think/1/llm/0",
+        "think/1/llm/0/lost-1",
+    ]
+
+
+@dataclass
+class HangingToolService(HttpToolService):
+    """A tool that holds its answer until the test lets it go."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _handle(self, request: Request) -> JSONResponse:
+        self.calls[request.path_params["name"]] += 1
+        await self.release.wait()
+        return JSONResponse({"charged": True})
+
+
+async def test_an_at_most_once_tool_that_lost_its_worker_is_not_called_again(
+    platform_without_worker: Platform,
+) -> None:
+    platform = platform_without_worker
+    service = HangingToolService()
+    async with service:
+        charge = await platform.tool("charge", service.url("charge"), delivery="at_most_once")
+        workflow_id = await platform.workflow(
+            {"nodes": [{"id": "pay", "type": "tool", "tool_id": charge}], "edges": chain("pay")}
+        )
+        execution = await platform.run(workflow_id)
+        async with worker_process(platform, KEEL_TOOLS_ALLOW_PRIVATE="true") as first:
+
+            async def charging() -> bool | None:
+                return service.calls["charge"] == 1 or None
+
+            await wait_for(charging, timeout=60, what="the charge to reach the tool")
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+        service.release.set()
+        async with worker_process(platform, KEEL_TOOLS_ALLOW_PRIVATE="true"):
+            final = await platform.wait_status(
+                execution["id"], ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, timeout=90
+            )
+    assert final["status"] == ExecutionStatus.FAILED
+    assert "Heartbeat" in final["error"] or "heartbeat" in final["error"]
+    assert service.calls["charge"] == 1

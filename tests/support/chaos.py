@@ -333,6 +333,7 @@ class ChaosClient:
     def __init__(self, base_url: str, headers: dict[str, str]) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30)
         self.retries = 0
+        self.throttled = 0
 
     async def call(
         self,
@@ -351,6 +352,10 @@ class ChaosClient:
                 response = await self.http.request(method, path, **kwargs)
                 if response.status_code in accept:
                     return dict(response.json().get("data") or {})
+                if response.status_code == 429:  # throttled, or the running cap: wait as told
+                    self.throttled += 1
+                    await asyncio.sleep(float(response.headers.get("retry-after") or 1))
+                    continue
                 if response.status_code < 500:
                     raise Unanswered(f"{method} {path}: {response.status_code} {response.text}")
                 last = f"{response.status_code} {response.json().get('msg')}"
@@ -406,6 +411,7 @@ class Report:
     elapsed_s: float
     reconnects: int
     client_retries: int
+    client_throttled: int
 
     @property
     def passed(self) -> bool:
@@ -460,7 +466,10 @@ class Report:
             ),
             ("worker SIGKILLs", str(kills)),
             ("other disruptions", others or "none"),
-            ("watcher reconnects / client retries", f"{self.reconnects} / {self.client_retries}"),
+            (
+                "watcher reconnects / client retries / waits on a 429",
+                f"{self.reconnects} / {self.client_retries} / {self.client_throttled}",
+            ),
             ("wall time", f"{self.elapsed_s:.0f} s"),
         ]
         table = "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -728,8 +737,13 @@ class Chaos:
             run.execution_id = int(made["id"])
             run.created_at = time.time()
             # 409: an earlier attempt started it and its answer was lost.
+            # 429 while the workspace is at its cap of running executions: the run stays
+            # pending and the client starts it once one has finished.
             await client.call(
-                "POST", f"/api/v1/Execution/{run.execution_id}/start", accept=(200, 409)
+                "POST",
+                f"/api/v1/Execution/{run.execution_id}/start",
+                accept=(200, 409),
+                timeout=max(1.0, deadline - time.monotonic()),
             )
             run.watcher = Watcher(run.execution_id, [platform], headers)
             await run.watcher.follow(max(1.0, deadline - time.monotonic()))
@@ -933,6 +947,7 @@ class Chaos:
             elapsed_s=elapsed,
             reconnects=sum(r.watcher.reconnects for r in runs if r.watcher),
             client_retries=client.retries,
+            client_throttled=client.throttled,
         )
 
 
