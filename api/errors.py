@@ -80,7 +80,11 @@ class TooManyRequests(ApiError):
 
 
 class ServiceUnavailable(ApiError):
+    """Something the request needs (Temporal, a worker) cannot answer for the moment:
+    the same request may succeed when retried."""
+
     status = http.HTTP_503_SERVICE_UNAVAILABLE
+    headers = {"Retry-After": "1"}
 
 
 def envelope(

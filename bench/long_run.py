@@ -30,6 +30,7 @@ from temporalio.api.enums.v1 import EventType as HistoryEventType
 
 from bench import keel as k
 from bench.platform import free_port, rss_bytes
+from tests.support.graphs import counting_loop
 from workflows.events import EventType
 
 TOOL_CALLS = 7  # per agent visit: with two model calls and the tick, 10 calls a turn
@@ -148,39 +149,7 @@ async def _workflow(keel: k.Keel, tools: ToolService, turns: int) -> int:
         f"bench-prober-{turns}", tool_ids=[probe], metadata={"fake": {"script": script}}
     )
     return await keel.workflow(
-        f"bench-long-{turns}",
-        {
-            "nodes": [
-                {"id": "tick", "type": "tool", "tool_id": tick},
-                {
-                    "id": "probe_all",
-                    "type": "agent",
-                    "agent_id": agent,
-                    "input": "turn {{ nodes.tick.output.body.n }}",
-                },
-                {
-                    "id": "again",
-                    "type": "condition",
-                    "max_visits": 1000,
-                    "default": "END",
-                    "routes": [
-                        {
-                            "when": {
-                                "path": "nodes.tick.output.body.n",
-                                "op": "lt",
-                                "value": turns,
-                            },
-                            "to": "tick",
-                        }
-                    ],
-                },
-            ],
-            "edges": [
-                {"from": "START", "to": "tick"},
-                {"from": "tick", "to": "probe_all"},
-                {"from": "probe_all", "to": "again"},
-            ],
-        },
+        f"bench-long-{turns}", counting_loop(tick, agent, turns, agent_node="probe_all")
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -28,6 +28,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -35,7 +36,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import Conflict, ServiceUnavailable, TooManyRequests, Unprocessable
 from api.services.problems import reported_problems
@@ -73,6 +74,9 @@ from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 
 log = get_logger("keel.executions")
 TEMPORAL_TIMEOUT_S = 3.0
+# How long an answer to a human node may wait for the run's worker to take it before the
+# client is told (503) to send it again.
+ANSWER_TIMEOUT = timedelta(seconds=10)
 RETRY_AFTER_CAP_S = 5  # what a 429 for the running-executions cap suggests
 
 # How a run that closed without a terminal event of its own is recorded.
@@ -390,13 +394,25 @@ async def respond(
         # By reference to the workflow's update; the SDK types an async update's result as
         # its coroutine, hence the ignore.
         await _handle(client, execution).execute_update(  # type: ignore[unused-coroutine]
-            ExecutionWorkflow.respond, response
+            ExecutionWorkflow.respond, response, rpc_timeout=ANSWER_TIMEOUT
         )
-    except WorkflowUpdateFailedError as exc:
+    except WorkflowUpdateFailedError as exc:  # the run refused it: the node is not waiting
         raise Conflict(str(exc.cause) if exc.cause else str(exc)) from exc
     except RPCError as exc:
-        raise Conflict(
-            f"execution {execution.id} is not accepting responses: {exc.message}"
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the run has ended
+            raise Conflict(
+                f"execution {execution.id} is not accepting responses: {exc.message}"
+            ) from exc
+        # Temporal or the run's worker is busy or restarting (say, the workflow task is
+        # being retried after a worker was lost): the answer was not taken, send it again.
+        raise ServiceUnavailable(
+            f"execution {execution.id} could not take the answer just now "
+            f"({exc.message}); send it again"
+        ) from exc
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        raise ServiceUnavailable(
+            f"execution {execution.id} did not take the answer in time (no worker at hand?); "
+            "send it again: an answer already taken is refused with 409"
         ) from exc
     await refresh(session, client, execution)
 

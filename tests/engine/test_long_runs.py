@@ -19,6 +19,7 @@ import workflows.templates
 from activities.nodes import NodeActivities
 from activities.record import RecordActivities
 from infra.db import create_engine, session_factory
+from tests.support import graphs
 from tests.support.engine import HISTORIES, Platform, worker_process
 from tests.support.fake_http import HttpToolService
 from tests.support.graphs import kinds
@@ -76,38 +77,13 @@ async def counting_loop(
     """tick (a counting tool) -> think (an agent) -> again (loops while tick < turns)."""
     tick = await platform.tool("tick", service.url("tick"))
     agent = await platform.agent("thinker", metadata={"fake": {"delay_s": think_delay_s}})
-    nodes: list[dict[str, Any]] = [
-        {"id": "tick", "type": "tool", "tool_id": tick},
-        {
-            "id": "think",
-            "type": "agent",
-            "agent_id": agent,
-            "input": "turn {{ nodes.tick.output.body.n }}",
-        },
-        {
-            "id": "again",
-            "type": "condition",
-            "max_visits": 1000,
-            "default": then,
-            "routes": [
-                {
-                    "when": {"path": "nodes.tick.output.body.n", "op": "lt", "value": turns},
-                    "to": "tick",
-                }
-            ],
-        },
-    ]
-    edges = [
-        {"from": "START", "to": "tick"},
-        {"from": "tick", "to": "think"},
-        {"from": "think", "to": "again"},
-    ]
+    definition = graphs.counting_loop(tick, agent, turns, then=then)
     if then != "END":
-        nodes.append(
+        definition["nodes"].append(
             {"id": then, "type": "human", "prompt": "after {{ nodes.tick.output.body.n }}"}
         )
-        edges.append({"from": then, "to": "END"})
-    return await platform.workflow({"nodes": nodes, "edges": edges})
+        definition["edges"].append({"from": then, "to": "END"})
+    return await platform.workflow(definition)
 
 
 # -- loops ---------------------------------------------------------------------------------
@@ -308,10 +284,9 @@ async def test_sigkill_of_the_worker_after_continue_as_new(
         async with worker_process(platform, **LOOPBACK_TOOLS):
             final = await platform.wait_status(execution["id"], *ENDED, timeout=180)
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
-    # A tool call in flight at the kill may be retried (the counter then skips a number,
-    # so the loop ends a turn early); no call that had completed ran again.
-    retried = service.calls["tick"] - 40
-    assert retried in (0, 1)
+    # The loop ends when the counter tool answers 40. A call in flight at the kill may be
+    # made again: its first answer is lost with the worker and the counter skips it.
+    assert service.calls["tick"] == 40
     events, code = await platform.watch(execution["id"])
     assert code == 1000 and contiguous(events)
     counts = [
@@ -319,9 +294,10 @@ async def test_sigkill_of_the_worker_after_continue_as_new(
         for e in events
         if (e["type"], e["node_id"]) == (EventType.NODE_COMPLETED, "tick")
     ]
-    # Every turn's completion seen once, in order, up to the bound.
+    # Every turn's completion seen once, in order, up to the bound; one kill skips one
+    # number at most.
     assert counts == sorted(set(counts)) and counts[-1] == 40
-    assert len(counts) == 40 - retried
+    assert len(counts) in (39, 40)
 
 
 @workflow.defn(name="ExecutionWorkflow")
@@ -425,38 +401,7 @@ async def long_run(
     ]
     agent = await platform.agent("prober", tool_ids=[probe], metadata={"fake": {"script": script}})
     workflow_id = await platform.workflow(
-        {
-            "nodes": [
-                {"id": "tick", "type": "tool", "tool_id": tick},
-                {
-                    "id": "probe_all",
-                    "type": "agent",
-                    "agent_id": agent,
-                    "input": "turn {{ nodes.tick.output.body.n }}",
-                },
-                {
-                    "id": "again",
-                    "type": "condition",
-                    "max_visits": 1000,
-                    "default": "END",
-                    "routes": [
-                        {
-                            "when": {
-                                "path": "nodes.tick.output.body.n",
-                                "op": "lt",
-                                "value": turns,
-                            },
-                            "to": "tick",
-                        }
-                    ],
-                },
-            ],
-            "edges": [
-                {"from": "START", "to": "tick"},
-                {"from": "tick", "to": "probe_all"},
-                {"from": "probe_all", "to": "again"},
-            ],
-        }
+        graphs.counting_loop(tick, agent, turns, agent_node="probe_all")
     )
     began = time.monotonic()
     execution = await platform.run(workflow_id)

@@ -158,3 +158,40 @@ async def test_an_at_most_once_tool_that_lost_its_worker_is_not_called_again(
     assert final["status"] == ExecutionStatus.FAILED
     assert "Heartbeat" in final["error"] or "heartbeat" in final["error"]
     assert service.calls["charge"] == 1
+
+
+async def test_an_answer_while_no_worker_runs_is_a_503_to_send_again(
+    platform_without_worker: Platform,
+) -> None:
+    """A human node waits and its worker is gone: the answer cannot be taken now. That
+    is a 503 with Retry-After (send it again), not a 409 (which says: never)."""
+    platform = platform_without_worker
+    workflow_id = await platform.workflow(
+        {"nodes": [{"id": "gate", "type": "human", "prompt": "go?"}], "edges": chain("gate")}
+    )
+    execution = await platform.run(workflow_id)
+    answer = f"/api/v1/Execution/{execution['id']}/signal"
+    async with worker_process(platform) as first:
+        await platform.watch_until(execution["id"], EventType.HUMAN_WAITING, "gate")
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+
+    refused = await platform.http.post(answer, json={"node_id": "gate", "action": "approve"})
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "1"
+    assert "send it again" in refused.json()["msg"]
+
+    async with worker_process(platform):
+
+        async def answered() -> bool | None:
+            # The first answer may still reach the run once a worker takes it: then
+            # sending it again is refused (409), which is how a client knows.
+            response = await platform.http.post(
+                answer, json={"node_id": "gate", "action": "approve"}
+            )
+            return response.status_code in (200, 409) or None
+
+        await wait_for(answered, timeout=90, interval=1, what="the answer to be taken")
+        final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED, timeout=60)
+    events, _ = await platform.watch(final["id"])
+    assert kinds(events).count((EventType.HUMAN_RESPONDED, "gate")) == 1
