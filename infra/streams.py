@@ -53,6 +53,10 @@ CLOSED = frozenset(
     }
 )
 
+# The pauses before polling again a run that refused a poll, doubling up to the max.
+REFUSED_BACKOFF_FIRST_S = 0.2
+REFUSED_BACKOFF_MAX_S = 5.0
+
 T = TypeVar("T")
 
 
@@ -106,6 +110,7 @@ async def follow_stream(
     read. ``cooldown_s()``: the pause after a poll that left nothing more ready."""
     offset = after
     handle = client.get_workflow_handle(temporal_workflow_id)  # the chain's current run
+    refused_backoff = REFUSED_BACKOFF_FIRST_S
     while True:
         run_id: str | None = None
         try:
@@ -152,7 +157,14 @@ async def follow_stream(
                 return
             if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
                 continue  # a long poll's request timed out: poll again
+            if isinstance(err, RPCError):
+                # The run is open but refused the poll for now (its workflow task is being
+                # retried after a worker was lost, say): poll again, less and less often.
+                await asyncio.sleep(refused_backoff)
+                refused_backoff = min(refused_backoff * 2, REFUSED_BACKOFF_MAX_S)
+                continue
             raise
+        refused_backoff = REFUSED_BACKOFF_FIRST_S
         items = [
             WorkflowStreamItem(
                 topic=item.topic,

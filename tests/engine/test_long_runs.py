@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -487,3 +488,67 @@ async def test_ten_thousand_calls_continue_as_new_and_a_watcher_sees_every_event
         )
     )
     assert [e["seq"] for e in stored["items"]] == [e["seq"] for e in run.events[-5:]]
+
+
+async def test_a_watcher_stays_connected_through_a_failing_workflow_task(
+    platform_without_worker: Platform,
+) -> None:
+    """While a run's workflow task fails (a bad deploy here; a lost worker's task being
+    retried in production), Temporal refuses the stream's polls. The watcher's feed polls
+    again later instead of failing: one connection sees the run to its end."""
+    platform = platform_without_worker
+    agent = await platform.agent("a")
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {"id": "a", "type": "agent", "agent_id": agent},
+                {"id": "gate", "type": "human", "prompt": "go?"},
+            ],
+            "edges": [
+                {"from": "START", "to": "a"},
+                {"from": "a", "to": "gate"},
+                {"from": "gate", "to": "END"},
+            ],
+        }
+    )
+    engine = create_engine(platform.settings.resolved_database_url)
+    sessions = session_factory(engine)
+    nodes, record = NodeActivities(platform.settings, sessions), RecordActivities(sessions)
+    execution = await platform.run(workflow_id)
+    async with build_worker(platform.client, platform.settings, sessions):
+        await platform.wait_status(execution["id"], ExecutionStatus.WAITING)
+    watcher = asyncio.create_task(platform.watch(execution["id"], timeout=240))
+
+    changed = Worker(
+        platform.client,
+        task_queue=platform.settings.task_queue,
+        workflows=[ChangedWorkflow],
+        activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    async with changed:
+        await platform.client.get_workflow_handle(execution["temporal"]["workflow_id"]).signal(
+            "nudge"
+        )
+
+        async def failing() -> bool | None:
+            return bool((await platform.get(execution["id"]))["temporal"]["problems"]) or None
+
+        await wait_for(failing, timeout=60, what="the workflow task to fail")
+        assert not watcher.done()
+
+    async with build_worker(platform.client, platform.settings, sessions):
+
+        async def answered() -> bool | None:
+            response = await platform.http.post(
+                f"/api/v1/Execution/{execution['id']}/signal",
+                json={"node_id": "gate", "action": "approve"},
+            )
+            return response.status_code == 200 or None
+
+        await wait_for(answered, timeout=90, interval=1, what="the answer to be taken")
+        events, code = await watcher
+    await engine.dispose()
+    assert code == 1000 and contiguous(events)
+    assert kinds(events)[-1] == (EventType.EXECUTION_COMPLETED, None)
+    assert kinds(events).count((EventType.HUMAN_WAITING, "gate")) == 1
