@@ -25,7 +25,7 @@ from api.schemas.executions import (
 )
 from api.services import executions as execution_service
 from api.services.event_hub import Draining, EventHub, public_event, stored_events
-from api.services.execution_page import ExecutionRow, execution_page
+from api.services.execution_page import ExecutionFilter, ExecutionRow, execution_page
 from api.services.problems import execution_ids_with_problems
 from infra.execution_store import last_seq
 from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage
@@ -239,23 +239,23 @@ async def list_executions(
         ),
     ] = None,
 ) -> Envelope[Page[ExecutionOut]]:
-    where = [Execution.workspace_id == viewer.workspace_id]
+    ids = None
     if problems is not None:
         try:
-            stuck = await execution_ids_with_problems(
-                viewer.temporal, viewer.settings.workflow_id_prefix
+            ids = list(
+                await execution_ids_with_problems(
+                    viewer.temporal, viewer.settings.workflow_id_prefix
+                )
             )
         except RPCError as exc:
             raise ServiceUnavailable(
                 f"Temporal did not answer which runs have problems: {exc.message}"
             ) from exc
-        where.append(Execution.id.in_(stuck) if problems else Execution.id.not_in(stuck))
-    if status:
-        where.append(Execution.status == status)
-    if workflow_id is not None:
-        where.append(Execution.workflow_id == workflow_id)
+    matching = ExecutionFilter(
+        viewer.workspace_id, status, workflow_id, ids, ids_excluded=problems is False
+    )
     session, settings = viewer.session, viewer.settings
-    found = await execution_page(session, where, page.offset, page.page_size)
+    found = await execution_page(session, matching, page.offset, page.page_size)
     items = _EXECUTIONS.validate_python(
         [execution_fields(settings, e, e.nodes, e.usage) for e in found.items]
     )
