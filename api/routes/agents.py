@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -93,7 +94,7 @@ class Agents(Resource[Agent]):
     async def read(self, session: AsyncSession, item_id: int, workspace_id: int) -> Any:
         """The agent with its tool ids in one query (a row per tool link), as plain rows:
         an ORM read takes two (the agent, then its links by selectin)."""
-        rows = []
+        rows: Sequence[Any] = ()
         if 1 <= item_id <= MAX_DB_ID:  # ids outside the column's range name nothing
             table = Agent.__table__.c
             rows = (

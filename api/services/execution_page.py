@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
+from sqlalchemy import BindParameter, ColumnElement, Row, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.ledger import ExecutionUsage
@@ -89,7 +89,7 @@ class ExecutionFilter:
         if self.workflow_id is not None:
             where.append(columns.workflow_id == bindparam("workflow_id"))
         if self.ids is not None:
-            ids = bindparam("ids", expanding=True)
+            ids: BindParameter[int] = bindparam("ids", expanding=True)
             where.append(columns.id.not_in(ids) if self.ids_excluded else columns.id.in_(ids))
         return where
 
