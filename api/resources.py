@@ -97,6 +97,11 @@ class Resource(Generic[M]):
     async def get(self, session: AsyncSession, item_id: int, workspace_id: int) -> M:
         return await get_or_404(session, self.model, item_id, workspace_id, self.label)
 
+    async def read(self, session: AsyncSession, item_id: int, workspace_id: int) -> Any:
+        """What ``GET /<Label>/{id}`` shows, for its out model to validate: the row (or
+        404). A kind whose row needs more than one query may read it in one here."""
+        return await self.get(session, item_id, workspace_id)
+
     async def page(
         self,
         session: AsyncSession,

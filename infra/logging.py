@@ -17,21 +17,10 @@ from typing import Any
 
 import structlog
 
-from infra.security.scrub import scrub, scrub_text
+from infra.security.scrub import scrub_text
 
 SECRET_KEY_PARTS = ("api_key", "apikey", "authorization", "password", "secret", "token")
 MASK = "***"
-
-
-def _mask(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: MASK if _looks_secret(k) and v not in (None, "") else _mask(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_mask(v) for v in value]
-    return value
 
 
 @lru_cache(maxsize=4096)
@@ -43,40 +32,51 @@ def _looks_secret(key: object) -> bool:
     return any(part in lowered for part in SECRET_KEY_PARTS)
 
 
-def mask_secrets(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    for key in list(event_dict):
-        if key == "event":
-            continue
-        if _looks_secret(key):
-            event_dict[key] = MASK
-        else:
-            event_dict[key] = _mask(event_dict[key])
-    return event_dict
+def _redacted(value: Any) -> Any:
+    """A nested value with its secret-looking keys' values masked and every text scrubbed."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {
+            scrub_text(k) if isinstance(k, str) else k: MASK
+            if _looks_secret(k) and v not in (None, "")
+            else _redacted(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
 
 
-def scrub_credentials(
+def redact(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Every text of the line through the one scrubber (infra.security.scrub): the
-    secrets of the work in progress and anything shaped like a credential."""
+    """One pass over a line, after its exception is formatted: values under keys that look
+    like secrets are masked, and every text passes the one scrubber (infra.security.scrub):
+    the secrets of the work in progress and anything shaped like a credential."""
     for key, value in event_dict.items():
-        if isinstance(value, str):
+        if key != "event" and _looks_secret(key):
+            event_dict[key] = MASK
+        elif isinstance(value, str):
             event_dict[key] = scrub_text(value)
         elif isinstance(value, dict | list | tuple):
-            event_dict[key] = scrub(value)
+            event_dict[key] = _redacted(value)
     return event_dict
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and the standard library through one JSON renderer."""
+    """Route structlog and the standard library through one JSON renderer.
+
+    Each line is redacted once: a structlog line at the end of structlog's chain, a
+    standard library line (a library's) at the end of the formatter's pre-chain; the
+    formatter itself only renders."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        mask_secrets,
+        structlog.processors.format_exc_info,
+        redact,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -84,24 +84,14 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            scrub_credentials,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            scrub_credentials,
-            renderer,
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)

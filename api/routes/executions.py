@@ -5,6 +5,7 @@ import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
+from pydantic import TypeAdapter
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
@@ -13,22 +14,18 @@ from api.deps import Context, Editor, PageDep, Viewer
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
 from api.principal import CLOSE_UNAUTHORIZED, websocket_caller
 from api.resources import get_or_404
-from api.schemas.accounts import PrincipalOut
 from api.schemas.common import MAX_DB_ID, Envelope, Page, error_responses, ok
 from api.schemas.executions import (
     CloseCode,
     EventPage,
     ExecutionCreate,
     ExecutionOut,
-    NodeRunOut,
     RerunBody,
     SignalBody,
-    TemporalRef,
-    UsageOut,
 )
 from api.services import executions as execution_service
 from api.services.event_hub import Draining, EventHub, public_event, stored_events
-from api.services.execution_page import ExecutionRow, execution_page
+from api.services.execution_page import ExecutionFilter, ExecutionRow, execution_page
 from api.services.problems import execution_ids_with_problems
 from infra.execution_store import last_seq
 from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage
@@ -37,7 +34,7 @@ from infra.settings import Settings
 from infra.temporal import ui_url
 from infra.usd import usd_text
 from workflows.contracts import HumanResponse
-from workflows.status import FINISHED, ExecutionStatus, NodeStatus
+from workflows.status import FINISHED, ExecutionStatus
 
 router = APIRouter(prefix="/api/v1/Execution", tags=["Execution"])
 CANCEL_REQUESTED = "cancellation requested; the execution ends as cancelled"
@@ -65,64 +62,78 @@ async def node_runs(session: AsyncSession, execution_ids: list[int]) -> dict[int
     return runs
 
 
+def execution_fields(
+    settings: Settings,
+    execution: Execution | ExecutionRow,
+    nodes: list[Row[Any]],
+    usage: ExecutionUsage,
+    problems: list[str] | None = None,
+) -> dict[str, Any]:
+    """An execution as ExecutionOut's fields, as plain values for one validation."""
+    run_key = execution.temporal_workflow_id
+    run_id = execution.temporal_run_id
+    return {
+        "id": execution.id,
+        "workflow_id": execution.workflow_id,
+        "workflow_version": execution.workflow_version,
+        "status": execution.status,
+        "input": execution.input,
+        "output": execution.output,
+        "error": execution.error,
+        "nodes": [
+            {
+                "node_id": n.node_id,
+                "status": n.status,
+                "attempts": n.attempts,
+                "started_at": n.started_at,
+                "finished_at": n.finished_at,
+                "output": n.output,
+                "error": n.error,
+                "reused": bool(n.reused),
+            }
+            for n in nodes
+        ],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cost_usd": usd_text(usage.cost_usd),
+        },
+        "temporal": {
+            "workflow_id": run_key,
+            "run_id": run_id,
+            "ui_url": ui_url(settings, run_key, run_id) if run_key else None,
+            "problems": problems or [],
+        },
+        "created_at": execution.created_at,
+        "started_at": execution.started_at,
+        "finished_at": execution.finished_at,
+        "parent_execution_id": execution.parent_execution_id,
+        "created_by": None
+        if execution.created_by_type is None
+        else {
+            "type": execution.created_by_type,
+            "id": execution.created_by_id,
+            "name": execution.created_by_name or "",
+        },
+    }
+
+
+# A page is validated in one call: ~120 models (executions, node runs, usage, refs) per
+# page of 20 built by pydantic-core, not one Python constructor call each.
+_EXECUTIONS = TypeAdapter(list[ExecutionOut])
+
+
 async def render(
     session: AsyncSession,
     settings: Settings,
-    execution: Execution | ExecutionRow,
-    nodes: list[Row[Any]] | None = None,
-    usage: ExecutionUsage | None = None,
+    execution: Execution,
     problems: list[str] | None = None,
 ) -> ExecutionOut:
-    if nodes is None:
-        nodes = (await node_runs(session, [execution.id]))[execution.id]
-    if usage is None:
-        usage = (await execution_usage(session, [execution.id]))[execution.id]
-    run_key = execution.temporal_workflow_id
-    return ExecutionOut(
-        id=execution.id,
-        workflow_id=execution.workflow_id,
-        workflow_version=execution.workflow_version,
-        status=ExecutionStatus(execution.status),
-        input=execution.input,
-        output=execution.output,
-        error=execution.error,
-        nodes=[
-            NodeRunOut(
-                node_id=n.node_id,
-                status=NodeStatus(n.status),
-                attempts=n.attempts,
-                started_at=n.started_at,
-                finished_at=n.finished_at,
-                output=n.output,
-                error=n.error,
-                reused=bool(n.reused),
-            )
-            for n in nodes
-        ],
-        usage=UsageOut(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cost_usd=usd_text(usage.cost_usd),
-        ),
-        temporal=TemporalRef(
-            workflow_id=run_key,
-            run_id=execution.temporal_run_id,
-            ui_url=ui_url(settings, run_key, execution.temporal_run_id) if run_key else None,
-            problems=problems or [],
-        ),
-        created_at=execution.created_at,
-        started_at=execution.started_at,
-        finished_at=execution.finished_at,
-        parent_execution_id=execution.parent_execution_id,
-        created_by=None
-        if execution.created_by_type is None
-        else PrincipalOut.model_validate(
-            {
-                "type": execution.created_by_type,
-                "id": execution.created_by_id,
-                "name": execution.created_by_name or "",
-            }
-        ),
+    """One execution as the API shows it, with its node runs and usage (two queries)."""
+    nodes = (await node_runs(session, [execution.id]))[execution.id]
+    usage = (await execution_usage(session, [execution.id]))[execution.id]
+    return ExecutionOut.model_validate(
+        execution_fields(settings, execution, nodes, usage, problems)
     )
 
 
@@ -228,24 +239,26 @@ async def list_executions(
         ),
     ] = None,
 ) -> Envelope[Page[ExecutionOut]]:
-    where = [Execution.workspace_id == viewer.workspace_id]
+    ids = None
     if problems is not None:
         try:
-            stuck = await execution_ids_with_problems(
-                viewer.temporal, viewer.settings.workflow_id_prefix
+            ids = list(
+                await execution_ids_with_problems(
+                    viewer.temporal, viewer.settings.workflow_id_prefix
+                )
             )
         except RPCError as exc:
             raise ServiceUnavailable(
                 f"Temporal did not answer which runs have problems: {exc.message}"
             ) from exc
-        where.append(Execution.id.in_(stuck) if problems else Execution.id.not_in(stuck))
-    if status:
-        where.append(Execution.status == status)
-    if workflow_id is not None:
-        where.append(Execution.workflow_id == workflow_id)
+    matching = ExecutionFilter(
+        viewer.workspace_id, status, workflow_id, ids, ids_excluded=problems is False
+    )
     session, settings = viewer.session, viewer.settings
-    found = await execution_page(session, where, page.offset, page.page_size)
-    items = [await render(session, settings, e, e.nodes, e.usage) for e in found.items]
+    found = await execution_page(session, matching, page.offset, page.page_size)
+    items = _EXECUTIONS.validate_python(
+        [execution_fields(settings, e, e.nodes, e.usage) for e in found.items]
+    )
     return ok(Page(items=items, total=found.total, page=page.page, page_size=page.page_size))
 
 

@@ -98,7 +98,7 @@ def resource_router(
         responses=errors(404),
     )
     async def get_item(item_id: ItemId, viewer: Viewer) -> Envelope[Any]:
-        item = await resource.get(viewer.session, item_id, viewer.workspace_id)
+        item = await resource.read(viewer.session, item_id, viewer.workspace_id)
         return ok(out.model_validate(item))
 
     @router.put(

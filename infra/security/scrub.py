@@ -40,8 +40,10 @@ def _usable(secrets: Iterable[str | None]) -> list[str]:
 
 def scrub_text(text: str, secrets: Iterable[str | None] = ()) -> str:
     """``text`` with the given secrets, those in scope and every credential shape masked."""
-    for secret in _usable([*secrets, *_in_scope.get()]):
-        text = text.replace(secret, MASK)
+    in_scope = _in_scope.get()
+    if secrets or in_scope:  # most texts (every log line outside an activity) have none
+        for secret in _usable([*secrets, *in_scope]):
+            text = text.replace(secret, MASK)
     text = _SHAPES.sub(MASK, text)
     return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
 
