@@ -258,6 +258,9 @@ class Platform:
                 "KEEL_LOG_FORMAT": "json",
                 # One key drives all the load: the per-principal rate limit would measure itself.
                 "KEEL_RATE_LIMIT_PER_S": "0",
+                # The memory scenario parks 1,000 runs on a human node in one workspace;
+                # the workspace's cap on runs at once (100 by default) would refuse most.
+                "KEEL_MAX_RUNNING_EXECUTIONS": "0",
             }
         )
         return env
