@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from temporalio import workflow
@@ -311,65 +314,85 @@ class ChangedWorkflow(ExecutionWorkflow):
         return await super().run(params)
 
 
-async def test_a_non_deterministic_deploy_shows_in_temporal_problems(
-    platform_without_worker: Platform,
-) -> None:
-    platform = platform_without_worker
+async def gated_workflow(platform: Platform) -> int:
+    """a (an agent), then gate (a human node)."""
     agent = await platform.agent("a")
-    workflow_id = await platform.workflow(
+    return await platform.workflow(
         {
             "nodes": [
                 {"id": "a", "type": "agent", "agent_id": agent},
                 {"id": "gate", "type": "human", "prompt": "go?"},
             ],
-            "edges": [
-                {"from": "START", "to": "a"},
-                {"from": "a", "to": "gate"},
-                {"from": "gate", "to": "END"},
-            ],
+            "edges": graphs.chain("a", "gate"),
         }
     )
+
+
+@contextlib.asynccontextmanager
+async def waiting_at_the_gate(
+    platform: Platform,
+) -> AsyncIterator[tuple[dict[str, Any], async_sessionmaker[AsyncSession]]]:
+    """A run of gated_workflow waiting at its gate (brought there by a worker that has
+    stopped since), and sessions for the workers the test runs in process next."""
     engine = create_engine(platform.settings.resolved_database_url)
     sessions = session_factory(engine)
-    nodes, record = NodeActivities(platform.settings, sessions), RecordActivities(sessions)
-    execution = await platform.run(workflow_id)
-    async with build_worker(platform.client, platform.settings, sessions):
-        waiting = await platform.wait_status(execution["id"], ExecutionStatus.WAITING)
-    assert waiting["temporal"]["problems"] == []
+    execution = await platform.run(await gated_workflow(platform))
+    try:
+        async with build_worker(platform.client, platform.settings, sessions):
+            waiting = await platform.wait_status(execution["id"], ExecutionStatus.WAITING)
+        yield waiting, sessions
+    finally:
+        await engine.dispose()
 
-    changed = Worker(
+
+def bad_deploy(platform: Platform, sessions: async_sessionmaker[AsyncSession]) -> Worker:
+    """A worker with ChangedWorkflow: any run it replays fails its workflow task."""
+    nodes, record = NodeActivities(platform.settings, sessions), RecordActivities(sessions)
+    return Worker(
         platform.client,
         task_queue=platform.settings.task_queue,
         workflows=[ChangedWorkflow],
         activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
         workflow_runner=UnsandboxedWorkflowRunner(),
     )
-    async with changed:
-        # Anything that wakes the run makes the new code replay its history, and fail.
-        await platform.client.get_workflow_handle(execution["temporal"]["workflow_id"]).signal(
-            "nudge"
-        )
 
-        async def stuck() -> dict[str, Any] | None:
-            found = await platform.get(execution["id"])
-            return found if found["temporal"]["problems"] else None
 
-        found = await wait_for(stuck, timeout=60, what="temporal.problems")
-        assert found["status"] == ExecutionStatus.WAITING
-        [problem] = found["temporal"]["problems"]
-        assert "workflow task has failed" in problem and "determinis" in problem.lower()
+async def test_a_non_deterministic_deploy_shows_in_temporal_problems(
+    platform_without_worker: Platform,
+) -> None:
+    platform = platform_without_worker
+    async with waiting_at_the_gate(platform) as (execution, sessions):
+        assert execution["temporal"]["problems"] == []
 
-        async def listed() -> list[int] | None:
-            page = data(await platform.http.get("/api/v1/Execution/", params={"problems": "true"}))
-            return [e["id"] for e in page["items"]] or None
+        async with bad_deploy(platform, sessions):
+            # Anything that wakes the run makes the new code replay its history, and fail.
+            await platform.client.get_workflow_handle(execution["temporal"]["workflow_id"]).signal(
+                "nudge"
+            )
 
-        assert await wait_for(listed, timeout=60, what="the problems filter") == [execution["id"]]
-        health = data(await platform.http.get("/health"))
-        assert health["runs_with_problems"] == 1
-        await platform.client.get_workflow_handle(execution["temporal"]["workflow_id"]).terminate(
-            reason="test finished"
-        )
-    await engine.dispose()
+            async def stuck() -> dict[str, Any] | None:
+                found = await platform.get(execution["id"])
+                return found if found["temporal"]["problems"] else None
+
+            found = await wait_for(stuck, timeout=60, what="temporal.problems")
+            assert found["status"] == ExecutionStatus.WAITING
+            [problem] = found["temporal"]["problems"]
+            assert "workflow task has failed" in problem and "determinis" in problem.lower()
+
+            async def listed() -> list[int] | None:
+                page = data(
+                    await platform.http.get("/api/v1/Execution/", params={"problems": "true"})
+                )
+                return [e["id"] for e in page["items"]] or None
+
+            assert await wait_for(listed, timeout=60, what="the problems filter") == [
+                execution["id"]
+            ]
+            health = data(await platform.http.get("/health"))
+            assert health["runs_with_problems"] == 1
+            await platform.client.get_workflow_handle(
+                execution["temporal"]["workflow_id"]
+            ).terminate(reason="test finished")
 
 
 @dataclass
@@ -497,58 +520,31 @@ async def test_a_watcher_stays_connected_through_a_failing_workflow_task(
     retried in production), Temporal refuses the stream's polls. The watcher's feed polls
     again later instead of failing: one connection sees the run to its end."""
     platform = platform_without_worker
-    agent = await platform.agent("a")
-    workflow_id = await platform.workflow(
-        {
-            "nodes": [
-                {"id": "a", "type": "agent", "agent_id": agent},
-                {"id": "gate", "type": "human", "prompt": "go?"},
-            ],
-            "edges": [
-                {"from": "START", "to": "a"},
-                {"from": "a", "to": "gate"},
-                {"from": "gate", "to": "END"},
-            ],
-        }
-    )
-    engine = create_engine(platform.settings.resolved_database_url)
-    sessions = session_factory(engine)
-    nodes, record = NodeActivities(platform.settings, sessions), RecordActivities(sessions)
-    execution = await platform.run(workflow_id)
-    async with build_worker(platform.client, platform.settings, sessions):
-        await platform.wait_status(execution["id"], ExecutionStatus.WAITING)
-    watcher = asyncio.create_task(platform.watch(execution["id"], timeout=240))
+    async with waiting_at_the_gate(platform) as (execution, sessions):
+        watcher = asyncio.create_task(platform.watch(execution["id"], timeout=240))
 
-    changed = Worker(
-        platform.client,
-        task_queue=platform.settings.task_queue,
-        workflows=[ChangedWorkflow],
-        activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    )
-    async with changed:
-        await platform.client.get_workflow_handle(execution["temporal"]["workflow_id"]).signal(
-            "nudge"
-        )
-
-        async def failing() -> bool | None:
-            return bool((await platform.get(execution["id"]))["temporal"]["problems"]) or None
-
-        await wait_for(failing, timeout=60, what="the workflow task to fail")
-        assert not watcher.done()
-
-    async with build_worker(platform.client, platform.settings, sessions):
-
-        async def answered() -> bool | None:
-            response = await platform.http.post(
-                f"/api/v1/Execution/{execution['id']}/signal",
-                json={"node_id": "gate", "action": "approve"},
+        async with bad_deploy(platform, sessions):
+            await platform.client.get_workflow_handle(execution["temporal"]["workflow_id"]).signal(
+                "nudge"
             )
-            return response.status_code == 200 or None
 
-        await wait_for(answered, timeout=90, interval=1, what="the answer to be taken")
-        events, code = await watcher
-    await engine.dispose()
+            async def failing() -> bool | None:
+                return bool((await platform.get(execution["id"]))["temporal"]["problems"]) or None
+
+            await wait_for(failing, timeout=60, what="the workflow task to fail")
+            assert not watcher.done()
+
+        async with build_worker(platform.client, platform.settings, sessions):
+
+            async def answered() -> bool | None:
+                response = await platform.http.post(
+                    f"/api/v1/Execution/{execution['id']}/signal",
+                    json={"node_id": "gate", "action": "approve"},
+                )
+                return response.status_code == 200 or None
+
+            await wait_for(answered, timeout=90, interval=1, what="the answer to be taken")
+            events, code = await watcher
     assert code == 1000 and contiguous(events)
     assert kinds(events)[-1] == (EventType.EXECUTION_COMPLETED, None)
     assert kinds(events).count((EventType.HUMAN_WAITING, "gate")) == 1
