@@ -13,6 +13,7 @@ from temporalio import activity
 from activities.common import fail, node_activity, node_attempt, token_stream
 from activities.secrets import AgentRepointed, agent_api_key, tool_config
 from infra.ledger import (
+    Kind,
     budget_block,
     record_llm_call,
     record_tool_call,
@@ -42,6 +43,18 @@ from workflows.contracts import (
 from workflows.errors import ErrorType
 
 log = get_logger("keel.activity")
+
+
+def _ledger_key(params: LlmCallInput | ToolCallInput, attempt: int, kind: Kind) -> str:
+    """The usage ledger's key of this call's attempt, from its place in the run."""
+    return usage_key(
+        params.execution_id,
+        params.node_id,
+        attempt,
+        params.call_index,
+        kind=kind,
+        visit=params.visit,
+    )
 
 
 class NodeActivities:
@@ -114,14 +127,7 @@ class NodeActivities:
         async with self.sessions() as session, session.begin():
             row = await record_llm_call(
                 session,
-                key=usage_key(
-                    params.execution_id,
-                    params.node_id,
-                    attempt,
-                    params.call_index,
-                    kind="llm",
-                    visit=params.visit,
-                ),
+                key=_ledger_key(params, attempt, "llm"),
                 workspace_id=params.workspace_id,
                 execution_id=params.execution_id,
                 workflow_id=params.workflow_id,
@@ -232,14 +238,7 @@ class NodeActivities:
         async with self.sessions() as session, session.begin():
             await record_tool_call(
                 session,
-                key=usage_key(
-                    params.execution_id,
-                    params.node_id,
-                    attempt,
-                    params.call_index,
-                    kind="tool",
-                    visit=params.visit,
-                ),
+                key=_ledger_key(params, attempt, "tool"),
                 workspace_id=params.workspace_id,
                 execution_id=params.execution_id,
                 workflow_id=params.workflow_id,
