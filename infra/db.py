@@ -38,6 +38,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_recycle", 1800)
     if parsed.get_backend_name() == "mysql":
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+        # Under InnoDB's default (REPEATABLE READ) a locking read by execution id also
+        # locks the gaps beside it, so two runs recording events at once deadlock on
+        # each other's neighbours. Keel's writers serialize on row locks (``FOR
+        # UPDATE``), which READ COMMITTED keeps, without the gap locks.
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
     return create_async_engine(parsed, **kwargs)
 
 
