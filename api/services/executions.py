@@ -75,8 +75,10 @@ from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 log = get_logger("keel.executions")
 TEMPORAL_TIMEOUT_S = 3.0
 # How long an answer to a human node may wait for the run's worker to take it before the
-# client is told (503) to send it again.
-ANSWER_TIMEOUT = timedelta(seconds=10)
+# client is told (503) to send it again. Longer than the 10 s a workflow task waits on a
+# lost worker's sticky queue before any worker may take it, so an answer to a run whose
+# worker just died is still taken within the one request.
+ANSWER_TIMEOUT = timedelta(seconds=25)
 RETRY_AFTER_CAP_S = 5  # what a 429 for the running-executions cap suggests
 
 # How a run that closed without a terminal event of its own is recorded.
