@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
@@ -33,7 +34,7 @@ from tests.support.fleet import (
     worker_process,
 )
 from tests.support.graphs import chain
-from tests.support.responses import data
+from tests.support.responses import data, error
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_for
 from workflows.events import EventType
@@ -42,6 +43,7 @@ from workflows.status import FINISHED, ExecutionStatus
 RUNS = 100
 KILL_WORKER_AFTER_ANSWERS = 40  # model calls answered before a worker is killed
 DEADLINE_S = 240
+WATCH_TIMEOUT_S = 120  # for the watchers once the load is on; within DEADLINE_S
 
 
 async def test_two_apis_and_two_workers_lose_nothing_when_one_of_each_is_killed(
@@ -197,7 +199,11 @@ async def _run_the_load(
     await wait_for(lambda: _approvals_pending(runs), timeout=60, what="approvals pending")
     await apis[0].kill()
 
-    await asyncio.gather(*following)
+    _, unfinished = await asyncio.wait(following, timeout=WATCH_TIMEOUT_S)
+    if unfinished:
+        raise AssertionError(
+            await _why_unfinished(prefix, temporal_env, watchers, following, approver)
+        )
     await approver
 
     # The record follows the stream a moment behind (the worker writes it after the
@@ -281,13 +287,47 @@ async def _approve_through_the_other_api(
                 or not any(e["type"] == EventType.HUMAN_WAITING for e in watcher.events)
             ):
                 continue
-            data(
-                await client.request(
+            try:
+                answered = await client.request(
                     1 - run["creator"],
                     "POST",
                     f"/api/v1/Execution/{run['id']}/signal",
                     json={"node_id": "approve", "action": "approve"},
                 )
-            )
+            except httpx.TransportError:  # its API died with the answer in flight
+                run["sent_before"] = True
+                continue
+            if answered.status_code == 503:  # not taken in time: send it again, as asked
+                run["sent_before"] = True
+                continue
+            if answered.status_code == 409 and run.get("sent_before"):
+                error(answered, 409)  # an earlier attempt was taken after all
+            else:
+                data(answered)
             run["approved"] = True
         await asyncio.sleep(0.2)
+
+
+async def _why_unfinished(
+    prefix: str,
+    temporal_env: WorkflowEnvironment,
+    watchers: list[Watcher],
+    following: list[asyncio.Task[None]],
+    approver: asyncio.Task[None],
+) -> str:
+    """Which watchers are still following, where their runs stand, and whether the
+    approver gave up: what a failure of this test needs to say."""
+    stuck = [w for w, task in zip(watchers, following, strict=True) if not task.done()]
+    lines = []
+    for watcher in stuck[:5]:
+        described = await temporal_env.client.get_workflow_handle(
+            f"{prefix}-{watcher.execution_id}"
+        ).describe()
+        last = watcher.events[-1]["type"] if watcher.events else "nothing"
+        lines.append(
+            f"execution {watcher.execution_id}: last seq {watcher.last_seq} ({last}), "
+            f"{watcher.reconnects} reconnects, workflow {described.status}"
+        )
+    if approver.done() and approver.exception():
+        lines.append(f"the approver failed: {approver.exception()!r}")
+    return f"{len(stuck)} watchers still following: " + "; ".join(lines)
