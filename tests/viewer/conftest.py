@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 from temporalio.testing import WorkflowEnvironment
 
 from infra.migrate import upgrade
@@ -45,6 +45,11 @@ PRICES = {
         "fake-echo": {"input": "1.00", "output": "4.00"},
     }
 }
+# What the page is waited for, actions and assertions alike: a run page makes several API
+# calls and opens a WebSocket, which on a busy 2-core CI machine can outlast Playwright's
+# 5 s assertion default.
+WAIT_MS = 20_000
+expect.set_options(timeout=WAIT_MS)
 # Where api/viewer/static/js/auth.js keeps the signed-in token.
 CREDENTIAL_KEY = "keel.credential"
 # Chromium logs every 4xx a page's fetch gets; the pages expect some (a refused credential).
@@ -103,7 +108,7 @@ async def browser_page(
     error or unexpected console error of the page."""
     context = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
     page = await context.new_page()
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(WAIT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
     page.on(
