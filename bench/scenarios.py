@@ -17,9 +17,12 @@ from urllib.parse import urlsplit
 
 from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
+from api.services.event_hub import POLL_COOLDOWN
 from bench import keel as k
 from bench import profiling
+from bench.bare_worker import EVENTS_TOPIC, LAST_EVENT
 from bench.platform import (
     BARE_TASK_QUEUE,
     STREAM_POLL_OPS,
@@ -34,6 +37,10 @@ from workflows.events import EventType
 from workflows.status import ExecutionStatus
 
 SHAPES = {"chain": ("BareChain", 5), "diamond": ("BareDiamond", 4)}
+# The bare shapes that also stream a Keel run's events, followed as Keel's API does
+# (the same pause between polls): bare Temporal doing the same extra work.
+STREAMED = {"chain": "BareStreamedChain", "diamond": "BareStreamedDiamond"}
+SYSTEMS = ("keel", "bare", "streamed")
 CONCURRENCY = (1, 10, 50)
 
 
@@ -195,6 +202,24 @@ def _bare(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
     return one
 
 
+def _streamed(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
+    """The streamed bare run of ``shape``, until its last event has been read."""
+    name, arg = STREAMED[shape], SHAPES[shape][1]
+
+    async def one() -> float:
+        sent = time.time()
+        workflow_id = f"streamed-{uuid.uuid4().hex}"
+        await client.start_workflow(name, arg, id=workflow_id, task_queue=BARE_TASK_QUEUE)
+        async for item in WorkflowStreamClient.create(client, workflow_id).subscribe(
+            EVENTS_TOPIC, result_type=dict, poll_cooldown=POLL_COOLDOWN
+        ):
+            if item.data["type"] == LAST_EVENT:
+                return time.time() - sent
+        raise RuntimeError(f"{workflow_id}: the stream ended before {LAST_EVENT}")
+
+    return one
+
+
 def _keel(ctx: Context, shape: str) -> Callable[[], Awaitable[k.Run]]:
     workflow_id = ctx.workflows[shape]
 
@@ -214,19 +239,18 @@ class EngineResult:
 async def engine(ctx: Context) -> EngineResult:
     result = EngineResult()
     plan = ctx.plan
-    for shape in SHAPES:  # warm both paths (imports, caches, connections) before measuring
+    for shape in SHAPES:  # warm every path (imports, caches, connections) before measuring
         for _ in range(plan.warmup_runs):
-            await _keel(ctx, shape)()
-            await _bare(ctx.client, shape)()
+            for _system, one in _systems(ctx, shape):
+                await one()
     for repeat in range(plan.repeats):
         if repeat and ctx.late():
             ctx.notes.append(f"engine: stopped after {repeat} repeats (time budget)")
             break
         for concurrency in CONCURRENCY:
             for shape in SHAPES:
-                # Keel and bare back to back, so a noisy stretch hits both alike.
-                systems = (("keel", _keel(ctx, shape)), ("bare", _bare(ctx.client, shape)))
-                for system, one in systems:
+                # Keel and the bare ones back to back, so a noisy stretch hits all alike.
+                for system, one in _systems(ctx, shape):
                     batch = await _batch(
                         ctx,
                         one,
@@ -253,7 +277,20 @@ async def engine(ctx: Context) -> EngineResult:
         bare_id = f"bare-shape-{uuid.uuid4().hex}"
         await ctx.client.execute_workflow(name, arg, id=bare_id, task_queue=BARE_TASK_QUEUE)
         result.history[(shape, "bare")] = await k.history_shape(ctx.client, bare_id)
+        streamed_id = f"streamed-shape-{uuid.uuid4().hex}"
+        await ctx.client.execute_workflow(
+            STREAMED[shape], arg, id=streamed_id, task_queue=BARE_TASK_QUEUE
+        )
+        result.history[(shape, "streamed")] = await k.history_shape(ctx.client, streamed_id)
     return result
+
+
+def _systems(ctx: Context, shape: str) -> list[tuple[str, Callable[[], Awaitable[float | k.Run]]]]:
+    return [
+        ("keel", _keel(ctx, shape)),
+        ("bare", _bare(ctx.client, shape)),
+        ("streamed", _streamed(ctx.client, shape)),
+    ]
 
 
 # -- 2: event latency -------------------------------------------------------------------
