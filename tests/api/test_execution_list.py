@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
+from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.schemas.common import Envelope, Page
+from api.schemas.executions import ExecutionOut
 from infra.db import session_factory
 from infra.models import DEFAULT_WORKSPACE_ID, Execution, NodeRun, UsageRecord, Workflow, Workspace
 from tests.support.responses import data
@@ -119,3 +122,19 @@ async def test_a_page_has_its_total_node_runs_and_usage(
     assert done["total"] == 3
     none = data(await client.get(URL, params={"workflow_id": 999}))
     assert none == {"items": [], "total": 0, "page": 1, "page_size": 20}
+
+
+async def test_a_page_is_what_its_response_model_writes(
+    owner_client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    """The list answers its rows in their JSON form without building models
+    (api/schemas/common.ok_json): what it writes must be exactly what the documented
+    response model would write, and each item what the execution's own GET answers."""
+    client = owner_client
+    ids = await seed(db)
+    answered = (await client.get(URL)).json()
+    as_the_model_writes = TypeAdapter(Envelope[Page[ExecutionOut]]).validate_python(answered)
+    assert as_the_model_writes.model_dump(mode="json") == answered
+    for item in answered["data"]["items"]:
+        assert data(await client.get(f"{URL}{item['id']}")) == item
+    assert {item["id"] for item in answered["data"]["items"]} == set(ids)
