@@ -152,6 +152,7 @@ def serve(settings: Settings) -> None:
             host=settings.api_host,
             port=settings.api_port,
             log_config=None,  # our JSON logging (configure_logging), not uvicorn's
+            access_log=False,  # RequestContextMiddleware logs each request, once
             # Open WebSockets must not hold a shutdown forever.
             timeout_graceful_shutdown=5,
             # Events are small JSON; compressing each one per watcher costs more CPU than
