@@ -74,11 +74,12 @@ from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 
 log = get_logger("keel.executions")
 TEMPORAL_TIMEOUT_S = 3.0
-# How long an answer to a human node may wait for the run's worker to take it before the
-# client is told (503) to send it again. Longer than the 10 s a workflow task waits on a
-# lost worker's sticky queue before any worker may take it, so an answer to a run whose
-# worker just died is still taken within the one request.
-ANSWER_TIMEOUT = timedelta(seconds=25)
+# How long an answer to a human node may wait, in all, for the run's worker to take it
+# before the client is told (503) to send it again. Longer than the 10 s a workflow task
+# waits on a lost worker's sticky queue before any worker may take it, so an answer to a
+# run whose worker just died is mostly still taken within the one request; well under
+# the 30 s clients commonly wait for an answer.
+ANSWER_TIMEOUT = timedelta(seconds=15)
 RETRY_AFTER_CAP_S = 5  # what a 429 for the running-executions cap suggests
 
 # How a run that closed without a terminal event of its own is recorded.
@@ -393,11 +394,14 @@ async def respond(
             f"node {response.node_id!r} is not waiting"
         )
     try:
-        # By reference to the workflow's update; the SDK types an async update's result as
-        # its coroutine, hence the ignore.
-        await _handle(client, execution).execute_update(  # type: ignore[unused-coroutine]
-            ExecutionWorkflow.respond, response, rpc_timeout=ANSWER_TIMEOUT
-        )
+        # The SDK's rpc_timeout bounds each request of the update (it may take several):
+        # the whole wait is bounded here.
+        async with asyncio.timeout(ANSWER_TIMEOUT.total_seconds()):
+            # By reference to the workflow's update; the SDK types an async update's
+            # result as its coroutine, hence the ignore.
+            await _handle(client, execution).execute_update(  # type: ignore[unused-coroutine]
+                ExecutionWorkflow.respond, response, rpc_timeout=ANSWER_TIMEOUT
+            )
     except WorkflowUpdateFailedError as exc:  # the run refused it: the node is not waiting
         raise Conflict(str(exc.cause) if exc.cause else str(exc)) from exc
     except RPCError as exc:
@@ -411,7 +415,7 @@ async def respond(
             f"execution {execution.id} could not take the answer just now "
             f"({exc.message}); send it again"
         ) from exc
-    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, TimeoutError) as exc:
         raise ServiceUnavailable(
             f"execution {execution.id} did not take the answer in time (no worker at hand?); "
             "send it again: an answer already taken is refused with 409"
