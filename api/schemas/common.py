@@ -200,4 +200,6 @@ def ok_json(data: Any, msg: str = "success") -> Response:
     writes them), answered as it is: no model is built for it. For a hot read whose
     route keeps its ``response_model`` for the OpenAPI document; the tests hold its
     answers to that model."""
-    return Response(to_json({"code": 0, "msg": msg, "data": data}), media_type=JSON)
+    # NaN and Infinity (a tool's answer may hold them) as null, as the models write them.
+    body = to_json({"code": 0, "msg": msg, "data": data}, inf_nan_mode="null")
+    return Response(body, media_type=JSON)

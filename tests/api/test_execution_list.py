@@ -132,7 +132,21 @@ async def test_a_page_is_what_its_response_model_writes(
     response model would write, and each item what the execution's own GET answers."""
     client = owner_client
     ids = await seed(db)
-    answered = (await client.get(URL)).json()
+    if db.dialect.name == "sqlite":  # its JSON columns take NaN (MariaDB's check refuses it)
+        async with session_factory(db)() as session:
+            session.add(
+                NodeRun(
+                    execution_id=ids[0],
+                    node_id="odd",
+                    status=NodeStatus.COMPLETED,
+                    attempts=1,
+                    output={"ratio": float("nan"), "peak": float("inf")},
+                )
+            )
+            await session.commit()
+    response = await client.get(URL)
+    assert b"NaN" not in response.content and b"Infinity" not in response.content
+    answered = response.json()
     as_the_model_writes = TypeAdapter(Envelope[Page[ExecutionOut]]).validate_python(answered)
     assert as_the_model_writes.model_dump(mode="json") == answered
     for item in answered["data"]["items"]:
