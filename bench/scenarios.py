@@ -202,20 +202,26 @@ def _bare(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
     return one
 
 
+async def _watch_streamed(client: Client, shape: str, workflow_id: str) -> None:
+    """Start the streamed bare run of ``shape`` and follow its stream to the last event."""
+    await client.start_workflow(
+        STREAMED[shape], SHAPES[shape][1], id=workflow_id, task_queue=BARE_TASK_QUEUE
+    )
+    async for item in WorkflowStreamClient.create(client, workflow_id).subscribe(
+        EVENTS_TOPIC, result_type=dict, poll_cooldown=POLL_COOLDOWN
+    ):
+        if item.data["type"] == LAST_EVENT:
+            return
+    raise RuntimeError(f"{workflow_id}: the stream ended before {LAST_EVENT}")
+
+
 def _streamed(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
-    """The streamed bare run of ``shape``, until its last event has been read."""
-    name, arg = STREAMED[shape], SHAPES[shape][1]
+    """The streamed bare run of ``shape``, timed until its last event has been read."""
 
     async def one() -> float:
         sent = time.time()
-        workflow_id = f"streamed-{uuid.uuid4().hex}"
-        await client.start_workflow(name, arg, id=workflow_id, task_queue=BARE_TASK_QUEUE)
-        async for item in WorkflowStreamClient.create(client, workflow_id).subscribe(
-            EVENTS_TOPIC, result_type=dict, poll_cooldown=POLL_COOLDOWN
-        ):
-            if item.data["type"] == LAST_EVENT:
-                return time.time() - sent
-        raise RuntimeError(f"{workflow_id}: the stream ended before {LAST_EVENT}")
+        await _watch_streamed(client, shape, f"streamed-{uuid.uuid4().hex}")
+        return time.time() - sent
 
     return one
 
@@ -277,10 +283,10 @@ async def engine(ctx: Context) -> EngineResult:
         bare_id = f"bare-shape-{uuid.uuid4().hex}"
         await ctx.client.execute_workflow(name, arg, id=bare_id, task_queue=BARE_TASK_QUEUE)
         result.history[(shape, "bare")] = await k.history_shape(ctx.client, bare_id)
+        # Followed as in the batches: a Keel run's history above had its watcher too.
         streamed_id = f"streamed-shape-{uuid.uuid4().hex}"
-        await ctx.client.execute_workflow(
-            STREAMED[shape], arg, id=streamed_id, task_queue=BARE_TASK_QUEUE
-        )
+        await _watch_streamed(ctx.client, shape, streamed_id)
+        await ctx.client.get_workflow_handle(streamed_id).result()  # its history complete
         result.history[(shape, "streamed")] = await k.history_shape(ctx.client, streamed_id)
     return result
 
