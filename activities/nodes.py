@@ -70,23 +70,25 @@ class NodeActivities:
         spec = params.agent
         async with node_activity(params.execution_id, params.node_id, params.attempts_before):
             attempt = node_attempt()
+            # One session for both reads: a session per read was a third of the
+            # call's database work.
             async with self.sessions() as session:
                 blocked = await budget_block(session, params.workspace_id, spec.id)
-            if blocked:
-                raise await fail(
-                    f"budget_exceeded: {blocked}",
-                    node_id=params.node_id,
-                    non_retryable=True,
-                    error_type=ErrorType.BUDGET_EXCEEDED,
-                )
-            try:
-                api_key = await agent_api_key(
-                    self.sessions, spec, params.workspace_id, self.settings.secret_key
-                )
-            except (SecretDecryptionError, AgentRepointed) as exc:
-                raise await fail(
-                    f"agent {spec.name!r}: {exc}", node_id=params.node_id, non_retryable=True
-                ) from None
+                if blocked:
+                    raise await fail(
+                        f"budget_exceeded: {blocked}",
+                        node_id=params.node_id,
+                        non_retryable=True,
+                        error_type=ErrorType.BUDGET_EXCEEDED,
+                    )
+                try:
+                    api_key = await agent_api_key(
+                        session, spec, params.workspace_id, self.settings.secret_key
+                    )
+                except (SecretDecryptionError, AgentRepointed) as exc:
+                    raise await fail(
+                        f"agent {spec.name!r}: {exc}", node_id=params.node_id, non_retryable=True
+                    ) from None
             keep_secret(api_key)
             return await self._llm_call(params, attempt, api_key)
 

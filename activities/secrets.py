@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.models import Agent, Tool
@@ -24,22 +24,21 @@ class AgentRepointed(ValueError):
     """The stored agent now calls another base_url than the run's snapshot."""
 
 
+_AGENT_KEY = select(Agent.base_url, Agent.api_key_encrypted).where(
+    Agent.id == bindparam("agent_id"), Agent.workspace_id == bindparam("workspace_id")
+)
+
+
 async def agent_api_key(
-    sessions: async_sessionmaker[AsyncSession], spec: AgentSpec, workspace_id: int, secret_key: str
+    session: AsyncSession, spec: AgentSpec, workspace_id: int, secret_key: str
 ) -> str | None:
     """The agent's API key in plain text (None when it has none). Raises
     ``SecretDecryptionError`` for a key sealed under another server key, and
     ``AgentRepointed`` when the agent's base_url changed since the run started."""
     if spec.api_key_encrypted:
         return decrypt(spec.api_key_encrypted, secret_key)
-    async with sessions() as session:
-        row = (
-            await session.execute(
-                select(Agent.base_url, Agent.api_key_encrypted).where(
-                    Agent.id == spec.id, Agent.workspace_id == workspace_id
-                )
-            )
-        ).first()
+    parameters = {"agent_id": spec.id, "workspace_id": workspace_id}
+    row = (await session.execute(_AGENT_KEY, parameters)).first()
     if row is None or not row.api_key_encrypted:
         return None
     if row.base_url != spec.base_url:

@@ -182,16 +182,19 @@ def _is_duplicate(exc: IntegrityError) -> bool:
     return bool(args) and args[0] == MYSQL_DUPLICATE_KEY
 
 
+_USAGE = cast(Table, UsageRecord.__table__)
+# Built once, the values passed as parameters: a statement built with its values has its
+# cache key derived anew, values and all, for every call recorded.
+# SAVEPOINTs are unreliable on pysqlite; SQLite has INSERT ... ON CONFLICT.
+_INSERT_ONCE_SQLITE = sqlite_insert(_USAGE).on_conflict_do_nothing(
+    index_elements=["idempotency_key"]
+)
+
+
 async def _insert_once(session: AsyncSession, values: dict[str, Any]) -> UsageRecord | None:
-    table = cast(Table, UsageRecord.__table__)
+    result: CursorResult[Any]
     if session.get_bind().dialect.name == "sqlite":
-        # SAVEPOINTs are unreliable on pysqlite; SQLite has INSERT ... ON CONFLICT.
-        stmt = (
-            sqlite_insert(table)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        )
-        result: CursorResult[Any] = await session.execute(stmt)  # type: ignore[assignment]
+        result = await session.execute(_INSERT_ONCE_SQLITE, values)  # type: ignore[assignment]
         if result.rowcount == 0:
             return None
     else:
@@ -199,9 +202,7 @@ async def _insert_once(session: AsyncSession, values: dict[str, Any]) -> UsageRe
         # warnings; a SAVEPOINT keeps the caller's transaction intact on a duplicate.
         try:
             async with session.begin_nested():
-                result = await session.execute(  # type: ignore[assignment]
-                    insert(table).values(**values)
-                )
+                result = await session.execute(insert(_USAGE), values)  # type: ignore[assignment]
         except IntegrityError as exc:
             if _is_duplicate(exc):
                 return None
