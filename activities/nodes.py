@@ -70,8 +70,8 @@ class NodeActivities:
         spec = params.agent
         async with node_activity(params.execution_id, params.node_id, params.attempts_before):
             attempt = node_attempt()
-            # One session for both reads: a session per read was a third of the
-            # call's database work.
+            # One session for both reads: each session is a connection checked out of
+            # the pool and rolled back, on SQLite a round trip to its thread each.
             async with self.sessions() as session:
                 blocked = await budget_block(session, params.workspace_id, spec.id)
                 if blocked:
