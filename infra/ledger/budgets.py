@@ -165,8 +165,9 @@ async def set_budget(
 
 
 # The budgets that apply to a call or a run: the workspace's and those of the agents it
-# uses. Built once (a model call checks it every time; building it anew cost about a
-# tenth of the worker's CPU), with the agents as an expanding parameter.
+# uses. Built once, with the agents as an expanding parameter: a model call checks it
+# every time, and in the chain profile ``budget_block`` was 9% of the worker's samples,
+# building its conditions (``BooleanClauseList._construct``) 4% alone.
 _BUDGETS_IN_SCOPE = (
     select(Budget.agent_id, Budget.monthly_usd, Agent.name)
     .outerjoin(Agent, Agent.id == Budget.agent_id)

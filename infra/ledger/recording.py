@@ -182,9 +182,9 @@ def _is_duplicate(exc: IntegrityError) -> bool:
     return bool(args) and args[0] == MYSQL_DUPLICATE_KEY
 
 
+# The inserts are built once and given their values as parameters: a statement built
+# with its values has its cache key derived anew, values and all, for every call.
 _USAGE = cast(Table, UsageRecord.__table__)
-# Built once, the values passed as parameters: a statement built with its values has its
-# cache key derived anew, values and all, for every call recorded.
 # SAVEPOINTs are unreliable on pysqlite; SQLite has INSERT ... ON CONFLICT.
 _INSERT_ONCE_SQLITE = sqlite_insert(_USAGE).on_conflict_do_nothing(
     index_elements=["idempotency_key"]
