@@ -11,7 +11,10 @@ The "streamed" variants do the same plus what a Keel run asks of Temporal to be
 watched live, with no Keel code: they publish the events a Keel run of that shape
 publishes (execution.started; node.started, usage.recorded and node.completed per
 node; execution.completed) into a Workflow Stream, which the load generator follows
-with the SDK's own ``WorkflowStreamClient.subscribe`` until the last event.
+with the SDK's own ``WorkflowStreamClient.subscribe`` until the last event. The streamed
+chain can also be paced: each node's activity then lasts as long as a paced Keel node's
+model call (no CPU, only time), so a watcher's polls land while it runs, as they do with
+any real model.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import activity, workflow
@@ -38,10 +41,18 @@ async def noop(node: str) -> str:
     return node
 
 
-def call(node: str) -> Awaitable[str]:
+@activity.defn(name="bench.paced")
+async def paced(node: str, seconds: float) -> str:
+    """A node whose work takes ``seconds`` of time and no CPU, like a slow model's answer."""
+    await asyncio.sleep(seconds)
+    return node
+
+
+def call(node: str, pace_s: float = 0.0) -> Awaitable[str]:
+    work: Callable[..., Awaitable[str]] = paced if pace_s else noop
     return workflow.execute_activity(
-        noop,
-        node,
+        work,
+        args=[node, pace_s] if pace_s else [node],
         start_to_close_timeout=timedelta(minutes=5),
         heartbeat_timeout=timedelta(seconds=5),
         retry_policy=RetryPolicy(maximum_attempts=3),
@@ -71,7 +82,8 @@ class BareDiamond:
 class _Streamed:
     """A run that publishes, per node, what a Keel run publishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, pace_s: float = 0.0) -> None:
+        self.pace_s = pace_s  # how long each node's activity takes (0: no time at all)
         self.stream = WorkflowStream()
         self.events = self.stream.topic(EVENTS_TOPIC, type=dict)
 
@@ -80,7 +92,7 @@ class _Streamed:
 
     async def node(self, node: str) -> str:
         self.emit("node started", node)
-        done = await call(node)
+        done = await call(node, self.pace_s)
         self.emit("usage recorded", node)
         self.emit("node completed", node)
         return done
@@ -89,11 +101,11 @@ class _Streamed:
 @workflow.defn(name="BareStreamedChain")
 class BareStreamedChain(_Streamed):
     @workflow.init
-    def __init__(self, length: int) -> None:
-        super().__init__()
+    def __init__(self, length: int, pace_s: float = 0.0) -> None:
+        super().__init__(pace_s)
 
     @workflow.run
-    async def run(self, length: int) -> list[str]:
+    async def run(self, length: int, pace_s: float = 0.0) -> list[str]:
         self.emit("execution started")
         done = [await self.node(f"n{i}") for i in range(length)]
         self.emit(LAST_EVENT)
@@ -126,7 +138,7 @@ async def serve(address: str, namespace: str, task_queue: str) -> None:
         client,
         task_queue=task_queue,
         workflows=[BareChain, BareDiamond, BareStreamedChain, BareStreamedDiamond],
-        activities=[noop],
+        activities=[noop, paced],
     ):
         print("bare worker started", flush=True)
         await stop.wait()

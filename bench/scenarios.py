@@ -202,10 +202,16 @@ def _bare(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
     return one
 
 
-async def _watch_streamed(client: Client, shape: str, workflow_id: str) -> None:
-    """Start the streamed bare run of ``shape`` and follow its stream to the last event."""
+async def _watch_streamed(
+    client: Client, shape: str, workflow_id: str, pace_s: float = 0.0
+) -> None:
+    """Start the streamed bare run of ``shape`` (its nodes taking ``pace_s`` each, a chain's
+    only) and follow its stream to the last event."""
     await client.start_workflow(
-        STREAMED[shape], SHAPES[shape][1], id=workflow_id, task_queue=BARE_TASK_QUEUE
+        STREAMED[shape],
+        args=[SHAPES[shape][1], pace_s] if pace_s else [SHAPES[shape][1]],
+        id=workflow_id,
+        task_queue=BARE_TASK_QUEUE,
     )
     async for item in WorkflowStreamClient.create(client, workflow_id).subscribe(
         EVENTS_TOPIC, result_type=dict, poll_cooldown=POLL_COOLDOWN
@@ -215,12 +221,12 @@ async def _watch_streamed(client: Client, shape: str, workflow_id: str) -> None:
     raise RuntimeError(f"{workflow_id}: the stream ended before {LAST_EVENT}")
 
 
-def _streamed(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
+def _streamed(client: Client, shape: str, pace_s: float = 0.0) -> Callable[[], Awaitable[float]]:
     """The streamed bare run of ``shape``, timed until its last event has been read."""
 
     async def one() -> float:
         sent = time.time()
-        await _watch_streamed(client, shape, f"streamed-{uuid.uuid4().hex}")
+        await _watch_streamed(client, shape, f"streamed-{uuid.uuid4().hex}", pace_s)
         return time.time() - sent
 
     return one
@@ -240,6 +246,10 @@ class EngineResult:
     # (shape, system, concurrency) -> one Batch per repeat
     batches: dict[tuple[str, str, int], list[Batch]] = field(default_factory=dict)
     history: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    # The paced chain (every node takes plan.paced_delay_s), Keel and streamed bare, at
+    # concurrency 10: system -> its Batch, and the history of one run of each
+    paced: dict[str, Batch] = field(default_factory=dict)
+    paced_history: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 async def engine(ctx: Context) -> EngineResult:
@@ -288,7 +298,35 @@ async def engine(ctx: Context) -> EngineResult:
         await _watch_streamed(ctx.client, shape, streamed_id)
         await ctx.client.get_workflow_handle(streamed_id).result()  # its history complete
         result.history[(shape, "streamed")] = await k.history_shape(ctx.client, streamed_id)
+    await _paced_engine(ctx, result)
     return result
+
+
+async def _paced_engine(ctx: Context, result: EngineResult) -> None:
+    """The chain again with every node taking time, as a real model call does: a watcher's
+    polls then land while a node's activity runs, for Keel and bare alike. What this
+    costs bare Temporal is the floor for Keel's requests per run."""
+    pace = ctx.plan.paced_delay_s
+    systems: dict[str, Callable[[], Awaitable[float | k.Run]]] = {
+        "keel": _keel(ctx, "paced"),
+        "streamed": _streamed(ctx.client, "chain", pace),
+    }
+    for system, one in systems.items():
+        batch = result.paced[system] = await _batch(
+            ctx, one, ctx.plan.engine_runs[10], 10, count_requests=True
+        )
+        print(
+            f"  engine paced chain {system:8} c=10 p50={pct(batch.latencies, 50) * 1000:6.1f} ms "
+            f"{batch.throughput:6.1f} runs/s",
+            flush=True,
+        )
+    # The history of one run of each, alone, as for the other shapes.
+    keel_run = await ctx.keel.run(ctx.workflows["paced"])
+    result.paced_history["keel"] = await k.history_shape(ctx.client, keel_run.temporal_id)
+    streamed_id = f"streamed-paced-{uuid.uuid4().hex}"
+    await _watch_streamed(ctx.client, "chain", streamed_id, pace)
+    await ctx.client.get_workflow_handle(streamed_id).result()
+    result.paced_history["streamed"] = await k.history_shape(ctx.client, streamed_id)
 
 
 def _systems(ctx: Context, shape: str) -> list[tuple[str, Callable[[], Awaitable[float | k.Run]]]]:
