@@ -11,10 +11,11 @@ The "streamed" variants do the same plus what a Keel run asks of Temporal to be
 watched live, with no Keel code: they publish the events a Keel run of that shape
 publishes (execution.started; node.started, usage.recorded and node.completed per
 node; execution.completed) into a Workflow Stream, which the load generator follows
-with the SDK's own ``WorkflowStreamClient.subscribe`` until the last event. The streamed
-chain can also be paced: each node's activity then lasts as long as a paced Keel node's
-model call (no CPU, only time), so a watcher's polls land while it runs, as they do with
-any real model.
+with the SDK's own ``WorkflowStreamClient.subscribe`` until the last event.
+
+Both chains can also be paced: each node's activity then lasts as long as a paced Keel
+node's model call (no CPU, only time), so a watcher's polls land while it runs, as they
+do with any real model.
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ def call(node: str, pace_s: float = 0.0) -> Awaitable[str]:
 @workflow.defn(name="BareChain")
 class BareChain:
     @workflow.run
-    async def run(self, length: int) -> list[str]:
+    async def run(self, length: int, pace_s: float = 0.0) -> list[str]:
         done = []
         for i in range(length):
-            done.append(await call(f"n{i}"))
+            done.append(await call(f"n{i}", pace_s))
         return done
 
 

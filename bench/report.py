@@ -285,8 +285,8 @@ class Report:
             f"{fmt(requests_of.get(('chain', 'streamed'), math.nan), 1)}"
             + (
                 f"; nodes taking {pace:g} s each: Keel {fmt(paced['keel'], 1)}, "
-                f"bare streaming {fmt(paced['streamed'], 1)}"
-                if len(paced) == 2
+                f"bare {fmt(paced['bare'], 1)}, bare streaming {fmt(paced['streamed'], 1)}"
+                if len(paced) == 3
                 else ""
             )
             + ")",
@@ -339,13 +339,22 @@ class Report:
 
     def _paced_engine(self) -> list[str]:
         e = self.r.engine
-        if e is None or len(e.paced) < 2:
+        if e is None or "keel" not in e.paced:
             return []
         pace = self.r.plan.paced_delay_s if self.r.plan else math.nan
+
+        def server_cpu(system: str, batch: s.Batch) -> float:
+            worker = "worker" if system == "keel" else "bare_worker"
+            names = {
+                "keel": ("api", worker, "temporal"),
+                "bare": (worker, "temporal"),
+                "streamed": (worker, "temporal", "load generator"),
+            }[system]
+            return sum(batch.cpu.get(n, 0.0) for n in names) / len(batch.latencies) * 1000
+
+        keel = e.paced["keel"]
         rows = []
         for system, batch in e.paced.items():
-            worker = "worker" if system == "keel" else "bare_worker"
-            server_side = ("api", worker, "temporal") if system == "keel" else (worker, "temporal")
             history = e.paced_history.get(system, {})
             rows.append(
                 [
@@ -353,12 +362,11 @@ class Report:
                     str(len(batch.latencies)),
                     fmt(pct(batch.latencies, 50) * 1000, 0),
                     fmt(batch.throughput, 1),
-                    fmt(
-                        sum(batch.cpu.get(n, 0.0) for n in server_side)
-                        / len(batch.latencies)
-                        * 1000,
-                        1,
-                    ),
+                    "" if system == "keel" else fmt(ratio(keel.throughput, batch.throughput), 2),
+                    fmt(server_cpu(system, batch), 1),
+                    ""
+                    if system == "keel"
+                    else fmt(ratio(server_cpu("keel", keel), server_cpu(system, batch)), 2),
                     fmt(_requests_per_run(batch), 1),
                     fmt(batch.requests.get(STREAM_POLL_OPS[0], 0.0) / len(batch.latencies), 1),
                     str(history.get("events", "?")),
@@ -368,11 +376,11 @@ class Report:
         return [
             "",
             f"The chain with every node taking {pace:g} s (Keel's fake model answering after "
-            f"{pace:g} s; the bare activity waiting as long, with no CPU), watched, at "
-            "concurrency 10. A watcher's next poll then reaches the run while a node's "
-            "activity runs, when it has no workflow task to ride on, as with any real model; "
-            "bare Temporal streaming the same events pays that too. Server-side CPU as above, "
-            "without the load generator; history of one run alone:",
+            f"{pace:g} s; the bare activity waiting as long, with no CPU), at concurrency 10, "
+            "one repeat. A watcher's next poll then reaches the run while a node's activity "
+            "runs, when the run has no workflow task for it to ride on, as with any real "
+            "model; bare Temporal streaming the same events pays that too. Server-side CPU as "
+            "above; history of one run alone:",
             "",
             *table(
                 [
@@ -380,7 +388,9 @@ class Report:
                     "runs",
                     "p50 ms",
                     "runs/s",
+                    "throughput Keel/this",
                     "server-side CPU ms",
+                    "CPU ratio Keel/this",
                     "Temporal requests",
                     "stream polls",
                     "history events",

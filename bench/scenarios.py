@@ -188,13 +188,17 @@ async def _batch(
     )
 
 
-def _bare(client: Client, shape: str) -> Callable[[], Awaitable[float]]:
+def _bare(client: Client, shape: str, pace_s: float = 0.0) -> Callable[[], Awaitable[float]]:
+    """The bare run of ``shape`` (its nodes taking ``pace_s`` each, a chain's only)."""
     name, arg = SHAPES[shape]
 
     async def one() -> float:
         sent = time.time()
         handle = await client.start_workflow(
-            name, arg, id=f"bare-{uuid.uuid4().hex}", task_queue=BARE_TASK_QUEUE
+            name,
+            args=[arg, pace_s] if pace_s else [arg],
+            id=f"bare-{uuid.uuid4().hex}",
+            task_queue=BARE_TASK_QUEUE,
         )
         await handle.result()
         return time.time() - sent
@@ -246,7 +250,7 @@ class EngineResult:
     # (shape, system, concurrency) -> one Batch per repeat
     batches: dict[tuple[str, str, int], list[Batch]] = field(default_factory=dict)
     history: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
-    # The paced chain (every node takes plan.paced_delay_s), Keel and streamed bare, at
+    # The paced chain (every node takes plan.paced_delay_s), Keel, bare and streamed, at
     # concurrency 10: system -> its Batch, and the history of one run of each
     paced: dict[str, Batch] = field(default_factory=dict)
     paced_history: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -304,11 +308,12 @@ async def engine(ctx: Context) -> EngineResult:
 
 async def _paced_engine(ctx: Context, result: EngineResult) -> None:
     """The chain again with every node taking time, as a real model call does: a watcher's
-    polls then land while a node's activity runs, for Keel and bare alike. What this
-    costs bare Temporal is the floor for Keel's requests per run."""
+    polls then land while a node's activity runs, for Keel and bare streaming alike. What
+    that costs bare Temporal is the floor for Keel's requests per run."""
     pace = ctx.plan.paced_delay_s
     systems: dict[str, Callable[[], Awaitable[float | k.Run]]] = {
         "keel": _keel(ctx, "paced"),
+        "bare": _bare(ctx.client, "chain", pace),
         "streamed": _streamed(ctx.client, "chain", pace),
     }
     for system, one in systems.items():
@@ -323,6 +328,11 @@ async def _paced_engine(ctx: Context, result: EngineResult) -> None:
     # The history of one run of each, alone, as for the other shapes.
     keel_run = await ctx.keel.run(ctx.workflows["paced"])
     result.paced_history["keel"] = await k.history_shape(ctx.client, keel_run.temporal_id)
+    bare_id = f"bare-paced-{uuid.uuid4().hex}"
+    await ctx.client.execute_workflow(
+        SHAPES["chain"][0], args=[SHAPES["chain"][1], pace], id=bare_id, task_queue=BARE_TASK_QUEUE
+    )
+    result.paced_history["bare"] = await k.history_shape(ctx.client, bare_id)
     streamed_id = f"streamed-paced-{uuid.uuid4().hex}"
     await _watch_streamed(ctx.client, "chain", streamed_id, pace)
     await ctx.client.get_workflow_handle(streamed_id).result()
