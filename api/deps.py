@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from api.errors import Forbidden, TooManyRequests, Unauthorized
+from api.middleware.request_context import request_session
 from api.principal import bearer_scheme, caller_from_bearer
 from infra.accounts import Caller
 from infra.security.rate_limit import RateLimiter
@@ -20,9 +20,8 @@ from infra.security.roles import Role
 from infra.settings import Settings
 
 
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessions() as session:
-        yield session
+async def _session(request: Request) -> AsyncSession:
+    return request_session(request)
 
 
 # Dependencies are ``async def`` even when they do not await: FastAPI runs a plain
@@ -117,12 +116,12 @@ def context_for(role: Role | None) -> Any:
     async def context(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    ) -> AsyncIterator[Context]:
+    ) -> Context:
         state = request.app.state
         settings: Settings = state.settings
-        async with state.sessions() as session:
-            caller = await _checked_caller(request, session, settings, credentials, role)
-            yield Context(session, settings, state.temporal, caller)
+        session = request_session(request)
+        caller = await _checked_caller(request, session, settings, credentials, role)
+        return Context(session, settings, state.temporal, caller)
 
     return Depends(context)
 

@@ -6,7 +6,8 @@ Builds the real app (``api.main.create_app``) on a fresh SQLite file holding an
 agent and a page of 20 finished executions (5 node runs and 5 usage rows each),
 then calls the ASGI app directly with an owner's API key, sequentially, and reports
 CPU microseconds per request (``time.process_time``): the full stack, the stack with
-one middleware left out at a time, the route alone (no middleware), and the bare
+one middleware left out at a time, the route with the request-context middleware alone
+(it closes the request's database session, so it cannot be left out), and the bare
 endpoint of bench/bare_api.py on the same file. Sequential and in process, so the
 figures are the server's own work per request, free of the load generator and of
 the machine's other load (still noisy on a busy machine: take the median of runs).
@@ -201,12 +202,12 @@ async def measure(requests: int) -> list[tuple[str, str, float]]:
         }
         variants: list[tuple[str, list[str], list[tuple[bytes, bytes]]]] = [
             ("full stack, with the API key", [], auth),
-            ("no request-context middleware", ["RequestContextMiddleware"], auth),
             ("no body-limit middleware", ["BodyLimitMiddleware"], auth),
             ("no collection-path middleware", ["CollectionPathMiddleware"], auth),
+            # The request-context middleware stays: it closes the request's session.
             (
-                "no middleware at all",
-                ["RequestContextMiddleware", "BodyLimitMiddleware", "CollectionPathMiddleware"],
+                "the request-context middleware alone",
+                ["BodyLimitMiddleware", "CollectionPathMiddleware"],
                 auth,
             ),
         ]

@@ -1,6 +1,6 @@
-"""The request id (``X-Request-ID``: the client's if it is safe, else ours), bound to every
-log line of the request; one log line per request; and the 500 envelope, with that id,
-for an error nothing else handled."""
+"""What lives as long as a request: its id (``X-Request-ID``: the client's if it is safe,
+else ours), bound to every log line of the request; its database session; one log line
+per request; and the 500 envelope, with that id, for an error nothing else handled."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import time
 import uuid
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette import status
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import envelope
@@ -30,6 +32,29 @@ def request_id_of(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+_SESSION = "keel_session"  # the request's session, in the scope's state
+
+
+def request_session(request: Request) -> AsyncSession:
+    """The request's database session: opened on first use, closed by the middleware below
+    once the response is sent (when FastAPI would close it for a ``yield`` dependency).
+
+    Dependencies take it from here rather than from a ``yield`` dependency of their own:
+    FastAPI's exit machinery for one (an exit stack and a shielded cancel scope per
+    request) was a tenth of a cached read's CPU."""
+    state = request.scope.setdefault("state", {})
+    session: AsyncSession | None = state.get(_SESSION)
+    if session is None:
+        session = state[_SESSION] = request.app.state.sessions()
+    return session
+
+
+async def _close_session(scope: Scope) -> None:
+    session: AsyncSession | None = scope.get("state", {}).pop(_SESSION, None)
+    if session is not None:
+        await session.close()  # rolls back what was not committed
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -43,7 +68,10 @@ class RequestContextMiddleware:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         if scope["type"] == "websocket":
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                await _close_session(scope)
             return
 
         started = time.perf_counter()
@@ -72,6 +100,7 @@ class RequestContextMiddleware:
                 )
                 await response(scope, receive, send)
         finally:
+            await _close_session(scope)
             log.info(
                 "request",
                 method=scope["method"],
