@@ -151,7 +151,7 @@ class Report:
                     self.target(
                         f"engine latency ratio Keel/bare, {shape}, p50 at c=1 "
                         f"(<= {LATENCY_TARGET})",
-                        f"{fmt(lat_ratio, 2)} (bare streaming its events / bare: "
+                        f"{fmt(lat_ratio, 3)} (bare streaming its events / bare: "
                         f"{fmt(ratio(s50.median, b50.median), 2)})",
                         lat_ratio <= LATENCY_TARGET,
                     )
@@ -275,7 +275,10 @@ class Report:
                 value <= CPU_RATIO_TARGET,
             )
         keel_requests = requests_of.get(("chain", "keel"), math.nan)
-        paced = {system: _requests_per_run(b) for system, b in e.paced.items()}
+        paced = {
+            system: statistics.median(_requests_per_run(b) for b in batches)
+            for system, batches in e.paced.items()
+        }
         pace = self.r.plan.paced_delay_s if self.r.plan else math.nan
         self.target(
             f"Temporal requests per chain run, Keel (<= {CHAIN_REQUESTS_TARGET:g}; "
@@ -343,32 +346,43 @@ class Report:
             return []
         pace = self.r.plan.paced_delay_s if self.r.plan else math.nan
 
-        def server_cpu(system: str, batch: s.Batch) -> float:
+        def server_cpu(system: str) -> Repeated:
             worker = "worker" if system == "keel" else "bare_worker"
             names = {
                 "keel": ("api", worker, "temporal"),
                 "bare": (worker, "temporal"),
                 "streamed": (worker, "temporal", "load generator"),
             }[system]
-            return sum(batch.cpu.get(n, 0.0) for n in names) / len(batch.latencies) * 1000
+            return Repeated(
+                [
+                    sum(b.cpu.get(n, 0.0) for n in names) / len(b.latencies) * 1000
+                    for b in e.paced[system]
+                ]
+            )
 
-        keel = e.paced["keel"]
+        keel_runs = Repeated([b.throughput for b in e.paced["keel"]])
+        keel_cpu = server_cpu("keel")
         rows = []
-        for system, batch in e.paced.items():
+        for system, batches in e.paced.items():
+            runs, cpu = Repeated([b.throughput for b in batches]), server_cpu(system)
             history = e.paced_history.get(system, {})
             rows.append(
                 [
                     system,
-                    str(len(batch.latencies)),
-                    fmt(pct(batch.latencies, 50) * 1000, 0),
-                    fmt(batch.throughput, 1),
-                    "" if system == "keel" else fmt(ratio(keel.throughput, batch.throughput), 2),
-                    fmt(server_cpu(system, batch), 1),
-                    ""
-                    if system == "keel"
-                    else fmt(ratio(server_cpu("keel", keel), server_cpu(system, batch)), 2),
-                    fmt(_requests_per_run(batch), 1),
-                    fmt(batch.requests.get(STREAM_POLL_OPS[0], 0.0) / len(batch.latencies), 1),
+                    str(len(batches[0].latencies)),
+                    ms([pct(b.latencies, 50) for b in batches]).show(),
+                    runs.show(1),
+                    "" if system == "keel" else fmt(ratio(keel_runs.median, runs.median), 2),
+                    cpu.show(1),
+                    "" if system == "keel" else fmt(ratio(keel_cpu.median, cpu.median), 2),
+                    fmt(statistics.median(_requests_per_run(b) for b in batches), 1),
+                    fmt(
+                        statistics.median(
+                            b.requests.get(STREAM_POLL_OPS[0], 0.0) / len(b.latencies)
+                            for b in batches
+                        ),
+                        1,
+                    ),
                     str(history.get("events", "?")),
                     str(history.get("workflow tasks", "?")),
                 ]
@@ -376,11 +390,11 @@ class Report:
         return [
             "",
             f"The chain with every node taking {pace:g} s (Keel's fake model answering after "
-            f"{pace:g} s; the bare activity waiting as long, with no CPU), at concurrency 10, "
-            "one repeat. A watcher's next poll then reaches the run while a node's activity "
-            "runs, when the run has no workflow task for it to ride on, as with any real "
-            "model; bare Temporal streaming the same events pays that too. Server-side CPU as "
-            "above; history of one run alone:",
+            f"{pace:g} s; the bare activity waiting as long, with no CPU), at concurrency 10. "
+            "A watcher's next poll then reaches the run while a node's activity runs, when "
+            "the run has no workflow task for it to ride on, as with any real model; bare "
+            "Temporal streaming the same events pays that too. Server-side CPU as above; "
+            "history of one run alone:",
             "",
             *table(
                 [

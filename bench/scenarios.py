@@ -251,8 +251,8 @@ class EngineResult:
     batches: dict[tuple[str, str, int], list[Batch]] = field(default_factory=dict)
     history: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     # The paced chain (every node takes plan.paced_delay_s), Keel, bare and streamed, at
-    # concurrency 10: system -> its Batch, and the history of one run of each
-    paced: dict[str, Batch] = field(default_factory=dict)
+    # concurrency 10: system -> one Batch per repeat, and the history of one run of each
+    paced: dict[str, list[Batch]] = field(default_factory=dict)
     paced_history: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -316,15 +316,18 @@ async def _paced_engine(ctx: Context, result: EngineResult) -> None:
         "bare": _bare(ctx.client, "chain", pace),
         "streamed": _streamed(ctx.client, "chain", pace),
     }
-    for system, one in systems.items():
-        batch = result.paced[system] = await _batch(
-            ctx, one, ctx.plan.engine_runs[10], 10, count_requests=True
-        )
-        print(
-            f"  engine paced chain {system:8} c=10 p50={pct(batch.latencies, 50) * 1000:6.1f} ms "
-            f"{batch.throughput:6.1f} runs/s",
-            flush=True,
-        )
+    for repeat in range(ctx.plan.repeats):
+        if repeat and ctx.late():
+            ctx.notes.append(f"engine paced: stopped after {repeat} repeats (time budget)")
+            break
+        for system, one in systems.items():  # back to back, as in the batches above
+            batch = await _batch(ctx, one, ctx.plan.engine_runs[10], 10, count_requests=True)
+            result.paced.setdefault(system, []).append(batch)
+            print(
+                f"  engine r{repeat + 1} paced chain {system:8} c=10 "
+                f"p50={pct(batch.latencies, 50) * 1000:6.1f} ms {batch.throughput:6.1f} runs/s",
+                flush=True,
+            )
     # The history of one run of each, alone, as for the other shapes.
     keel_run = await ctx.keel.run(ctx.workflows["paced"])
     result.paced_history["keel"] = await k.history_shape(ctx.client, keel_run.temporal_id)
