@@ -100,11 +100,13 @@ class RequestContextMiddleware:
                 )
                 await response(scope, receive, send)
         finally:
-            await _close_session(scope)
-            log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=code,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            try:
+                await _close_session(scope)
+            finally:  # the request's line is written even if the database fails the close
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=code,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
