@@ -40,7 +40,7 @@ ORDER = ("engine", "events", "fanout", "api", "capacity", "memory", "long_run", 
 ONLY_WHEN_NAMED = ("long_run",)
 # Seconds each scenario may spend before it skips further repeats (full mode).
 BUDGET_S = {
-    "engine": 230,
+    "engine": 360,  # its batches, then the paced chain (three repeats of three systems)
     "events": 50,
     "fanout": 60,
     "api": 60,
