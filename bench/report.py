@@ -34,6 +34,22 @@ def _requests_per_run(batch: s.Batch) -> float:
     return sum(batch.requests.values()) / len(batch.latencies) if batch.latencies else math.nan
 
 
+def _polls_per_run(batch: s.Batch) -> float:
+    return batch.requests.get(STREAM_POLL_OPS[0], 0.0) / len(batch.latencies)
+
+
+def _server_cpu_ms(batch: s.Batch, system: str) -> float:
+    """CPU ms per run of the server side: API, worker and Temporal; for the streamed runs
+    the load generator too, which does there the polling Keel's API does."""
+    worker = "worker" if system == "keel" else "bare_worker"
+    names = {
+        "keel": ("api", worker, "temporal"),
+        "bare": (worker, "temporal"),
+        "streamed": (worker, "temporal", "load generator"),
+    }[system]
+    return sum(batch.cpu.get(n, 0.0) for n in names) / len(batch.latencies) * 1000
+
+
 @dataclass
 class Results:
     command: str
@@ -226,21 +242,13 @@ class Report:
 
                 counted = [b for b in batches if b.requests] or batches
                 requests = requests_of[(shape, system)] = statistics.median(
-                    sum(b.requests.values()) / len(b.latencies) for b in counted
+                    _requests_per_run(b) for b in counted
                 )
-                polls = statistics.median(
-                    b.requests.get(STREAM_POLL_OPS[0], 0.0) / len(b.latencies) for b in counted
-                )
+                polls = statistics.median(_polls_per_run(b) for b in counted)
                 history = e.history.get((shape, system), {})
                 worker = "worker" if system == "keel" else "bare_worker"
-                server_side = {
-                    "keel": ("api", worker, "temporal"),
-                    "bare": (worker, "temporal"),
-                    "streamed": (worker, "temporal", "load generator"),
-                }[system]
                 total = totals[(shape, system)] = statistics.median(
-                    sum(b.cpu.get(n, 0.0) for n in server_side) / len(b.latencies) * 1000
-                    for b in batches
+                    _server_cpu_ms(b, system) for b in batches
                 )
                 rows.append(
                     [
@@ -347,18 +355,7 @@ class Report:
         pace = self.r.plan.paced_delay_s if self.r.plan else math.nan
 
         def server_cpu(system: str) -> Repeated:
-            worker = "worker" if system == "keel" else "bare_worker"
-            names = {
-                "keel": ("api", worker, "temporal"),
-                "bare": (worker, "temporal"),
-                "streamed": (worker, "temporal", "load generator"),
-            }[system]
-            return Repeated(
-                [
-                    sum(b.cpu.get(n, 0.0) for n in names) / len(b.latencies) * 1000
-                    for b in e.paced[system]
-                ]
-            )
+            return Repeated([_server_cpu_ms(b, system) for b in e.paced[system]])
 
         keel_runs = Repeated([b.throughput for b in e.paced["keel"]])
         keel_cpu = server_cpu("keel")
@@ -376,13 +373,7 @@ class Report:
                     cpu.show(1),
                     "" if system == "keel" else fmt(ratio(keel_cpu.median, cpu.median), 2),
                     fmt(statistics.median(_requests_per_run(b) for b in batches), 1),
-                    fmt(
-                        statistics.median(
-                            b.requests.get(STREAM_POLL_OPS[0], 0.0) / len(b.latencies)
-                            for b in batches
-                        ),
-                        1,
-                    ),
+                    fmt(statistics.median(_polls_per_run(b) for b in batches), 1),
                     str(history.get("events", "?")),
                     str(history.get("workflow tasks", "?")),
                 ]
