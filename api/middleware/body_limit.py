@@ -32,6 +32,13 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
+        if not declared and "transfer-encoding" not in headers:
+            # HTTP/1.1: a request with neither header has no body (most GETs): nothing to
+            # limit, so no wrapped receive and send on the request's path.
+            await self.app(scope, receive, send)
+            return
         limit = self.max_body_bytes
         received = 0
         response_started = False
@@ -50,7 +57,6 @@ class BodyLimitMiddleware:
             response_started = response_started or message["type"] == "http.response.start"
             await send(message)
 
-        declared = Headers(scope=scope).get("content-length", "")
         try:
             if declared.isdigit() and int(declared) > limit:
                 raise BodyTooLarge(limit)
