@@ -38,10 +38,15 @@ def _polls_per_run(batch: s.Batch) -> float:
     return batch.requests.get(STREAM_POLL_OPS[0], 0.0) / len(batch.latencies)
 
 
+def _worker(system: str) -> str:
+    """The process that runs ``system``'s workflows and activities."""
+    return "worker" if system == "keel" else "bare_worker"
+
+
 def _server_cpu_ms(batch: s.Batch, system: str) -> float:
     """CPU ms per run of the server side: API, worker and Temporal; for the streamed runs
     the load generator too, which does there the polling Keel's API does."""
-    worker = "worker" if system == "keel" else "bare_worker"
+    worker = _worker(system)
     names = {
         "keel": ("api", worker, "temporal"),
         "bare": (worker, "temporal"),
@@ -246,7 +251,6 @@ class Report:
                 )
                 polls = statistics.median(_polls_per_run(b) for b in counted)
                 history = e.history.get((shape, system), {})
-                worker = "worker" if system == "keel" else "bare_worker"
                 total = totals[(shape, system)] = statistics.median(
                     _server_cpu_ms(b, system) for b in batches
                 )
@@ -255,7 +259,7 @@ class Report:
                         shape,
                         system,
                         per_run("api") if system == "keel" else "-",
-                        per_run(worker),
+                        per_run(_worker(system)),
                         per_run("temporal"),
                         per_run("load generator"),
                         fmt(total, 1),
