@@ -1,16 +1,18 @@
 """What one API request costs, layer by layer, in process (no sockets, no uvicorn).
 
-    python -m bench.api_layers [--requests 400]
+    python -m bench.api_layers [--requests 400] [--clients 1]
 
 Builds the real app (``api.main.create_app``) on a fresh SQLite file holding an
 agent and a page of 20 finished executions (5 node runs and 5 usage rows each),
-then calls the ASGI app directly with an owner's API key, sequentially, and reports
-CPU microseconds per request (``time.process_time``): the full stack, the stack with
+then calls the ASGI app directly with an owner's API key and reports CPU
+microseconds per request (``time.process_time``): the full stack, the stack with
 one middleware left out at a time, the route with the request-context middleware alone
 (it closes the request's database session, so it cannot be left out), and the bare
-endpoint of bench/bare_api.py on the same file. Sequential and in process, so the
-figures are the server's own work per request, free of the load generator and of
-the machine's other load (still noisy on a busy machine: take the median of runs).
+endpoint of bench/bare_api.py on the same file. Sequential by default; ``--clients
+50`` keeps 50 requests in flight, as `make bench`'s load does, so waiting for the
+database pool and its threads counts too. In process, so the figures are the
+server's own work per request, free of the load generator and of the machine's
+other load (still noisy on a busy machine: take the median of runs).
 """
 
 from __future__ import annotations
@@ -160,17 +162,26 @@ def caller(
     return one
 
 
-async def cost_us(one: Callable[[], Awaitable[int]], requests: int) -> float:
-    """Median over 5 rounds of CPU microseconds per request."""
+async def cost_us(one: Callable[[], Awaitable[int]], requests: int, clients: int = 1) -> float:
+    """Median over 5 rounds of CPU microseconds per request, ``clients`` requests in
+    flight at a time (each a loop of requests, as a keep-alive client)."""
     for _ in range(20):  # warm caches (statement cache, pydantic, imports)
         if (status := await one()) != 200:
             raise RuntimeError(f"status {status}")
+    per_round = requests // 5
     rounds = []
     for _ in range(5):
+        left = per_round
+
+        async def client() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await one()
+
         started = time.process_time()
-        for _ in range(requests // 5):
-            await one()
-        rounds.append((time.process_time() - started) / (requests // 5) * 1e6)
+        await asyncio.gather(*[client() for _ in range(clients)])
+        rounds.append((time.process_time() - started) / per_round * 1e6)
     return statistics.median(rounds)
 
 
@@ -179,7 +190,7 @@ def without(app: Any, middleware_name: str) -> None:
     app.middleware_stack = None
 
 
-async def measure(requests: int) -> list[tuple[str, str, float]]:
+async def measure(requests: int, clients: int) -> list[tuple[str, str, float]]:
     rows: list[tuple[str, str, float]] = []
     with tempfile.TemporaryDirectory(prefix="keel-layers-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'keel.db'}"
@@ -204,10 +215,11 @@ async def measure(requests: int) -> list[tuple[str, str, float]]:
             ("full stack, with the API key", [], auth),
             ("no body-limit middleware", ["BodyLimitMiddleware"], auth),
             ("no collection-path middleware", ["CollectionPathMiddleware"], auth),
+            ("no request-metrics middleware", ["RequestMetricsMiddleware"], auth),
             # The request-context middleware stays: it closes the request's session.
             (
                 "the request-context middleware alone",
-                ["BodyLimitMiddleware", "CollectionPathMiddleware"],
+                ["BodyLimitMiddleware", "CollectionPathMiddleware", "RequestMetricsMiddleware"],
                 auth,
             ),
         ]
@@ -217,9 +229,8 @@ async def measure(requests: int) -> list[tuple[str, str, float]]:
                 without(app, name)
             async with app.router.lifespan_context(app):
                 for what, (keel_path, _bare) in paths.items():
-                    rows.append(
-                        (what, label, await cost_us(caller(app, keel_path, headers), requests))
-                    )
+                    one = caller(app, keel_path, headers)
+                    rows.append((what, label, await cost_us(one, requests, clients)))
         bare = create_bare_app(url)
         async with bare.router.lifespan_context(bare):
             for what, (_keel, bare_path) in paths.items():
@@ -227,7 +238,7 @@ async def measure(requests: int) -> list[tuple[str, str, float]]:
                     (
                         what,
                         "bare FastAPI (bench/bare_api.py)",
-                        await cost_us(caller(bare, bare_path, []), requests),
+                        await cost_us(caller(bare, bare_path, []), requests, clients),
                     )
                 )
     return rows
@@ -238,10 +249,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument(
+        "--clients", type=int, default=1, help="requests in flight at a time (default 1)"
+    )
     args = parser.parse_args()
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    rows = asyncio.run(measure(args.requests))
-    print(f"load average {load}; CPU us per request, median of 5 rounds of {args.requests // 5}")
+    rows = asyncio.run(measure(args.requests, args.clients))
+    print(
+        f"load average {load}; CPU us per request, median of 5 rounds of "
+        f"{args.requests // 5}, {args.clients} in flight at a time"
+    )
     print("| endpoint | stack | CPU us/request |")
     print("| --- | --- | --- |")
     for what, label, us in rows:
