@@ -25,7 +25,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.models import Execution, ExecutionEvent, NodeRun
@@ -108,21 +108,39 @@ async def append(
             .execution_options(populate_existing=True)
         )
     }
-    for item in fresh:
-        session.add(
-            ExecutionEvent(
-                execution_id=execution.id,
-                seq=item.seq,
-                type=str(item.type),
-                node_id=item.node_id,
-                ts=datetime.fromisoformat(item.ts),
-                data=item.data,
-            )
-        )
-    fold(
-        execution, nodes, fresh, lambda node_id: NodeRun(execution_id=execution.id, node_id=node_id)
+    # New rows go in as one multi-row insert per table, not as ORM objects: the ORM
+    # inserts those one statement per row to learn each id (on SQLite and MySQL alike),
+    # which nothing here needs. A chain of five nodes made 22 inserts at its end.
+    await session.execute(
+        # render_nulls: rows with a None (an event without a node) stay in the one batch.
+        insert(ExecutionEvent).execution_options(render_nulls=True),
+        [
+            {
+                "execution_id": execution.id,
+                "seq": item.seq,
+                "type": str(item.type),
+                "node_id": item.node_id,
+                "ts": datetime.fromisoformat(item.ts),
+                "data": item.data,
+            }
+            for item in fresh
+        ],
     )
-    for run in nodes.values():
-        if run.id is None:
-            session.add(run)
+    fold(execution, nodes, fresh, _new_node_run(execution.id))
+    new_runs = [_row(run) for run in nodes.values() if run.id is None]
+    if new_runs:
+        await session.execute(insert(NodeRun).execution_options(render_nulls=True), new_runs)
     return len(fresh)
+
+
+def _new_node_run(execution_id: int) -> Callable[[str], NodeRun]:
+    # ``reused`` is set here because the row is inserted with every column given.
+    return lambda node_id: NodeRun(execution_id=execution_id, node_id=node_id, reused=False)
+
+
+# Every column of a node run but its id, which the database assigns.
+_NODE_RUN_FIELDS = [attr.key for attr in inspect(NodeRun).column_attrs if attr.key != "id"]
+
+
+def _row(run: NodeRun) -> dict[str, Any]:
+    return {key: getattr(run, key) for key in _NODE_RUN_FIELDS}

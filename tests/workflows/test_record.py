@@ -275,3 +275,75 @@ async def test_events_that_leave_a_gap_are_refused(
     with pytest.raises(GapInEvents):
         await write(first, execution_id, numbered(6)[3:])
     assert await stored(first, execution_id) == [1, 2]
+
+
+async def test_a_whole_run_is_stored_in_one_insert_per_table(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    """Events with and without a node, node runs that failed, completed or only
+    started: every row as the fold says, and each table written by one statement."""
+    first, _ = engines
+    execution_id = await new_execution(first)
+    run = [
+        event(EventType.EXECUTION_STARTED, at(0)),
+        event(EventType.NODE_STARTED, at(1), "a"),
+        event(EventType.NODE_COMPLETED, at(2), "a", NodeCompleted(output={"x": [1, None]})),
+        event(EventType.NODE_STARTED, at(3), "b"),
+        event(EventType.NODE_RETRYING, at(4), "b", NodeRetrying(attempt=2, error="boom")),
+        event(EventType.NODE_FAILED, at(5), "b", NodeFailed(error="boom again", attempts=2)),
+        event(EventType.NODE_STARTED, at(6), "c"),
+        event(EventType.EXECUTION_FAILED, at(7), None, ExecutionFailed(error="b failed")),
+    ]
+    events = [RecordedEvent(seq=i + 1, **e.model_dump()) for i, e in enumerate(run)]
+    inserts: list[str] = []
+
+    @sa_event.listens_for(first.sync_engine, "before_cursor_execute")
+    def _seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append(statement.split()[2])
+
+    assert await write(first, execution_id, events) == len(events)
+    assert sorted(inserts) == ["execution_events", "node_runs"]
+
+    expected_run, expected_nodes = folded(*events)
+    async with session_factory(first)() as session:
+        rows = list(
+            await session.scalars(
+                select(ExecutionEvent)
+                .where(ExecutionEvent.execution_id == execution_id)
+                .order_by(ExecutionEvent.seq)
+            )
+        )
+        nodes = {
+            n.node_id: n
+            for n in await session.scalars(
+                select(NodeRun).where(NodeRun.execution_id == execution_id)
+            )
+        }
+        execution = await session.get(Execution, execution_id)
+    assert [(r.seq, r.type, r.node_id, r.data) for r in rows] == [
+        (e.seq, e.type, e.node_id, e.data) for e in events
+    ]
+    assert [r.ts for r in rows] == [datetime.fromisoformat(e.ts) for e in events]
+    assert execution is not None and execution.status == expected_run.status
+    assert execution.error == expected_run.error
+    assert sorted(nodes) == ["a", "b", "c"]
+    for node_id, expected in expected_nodes.items():
+        stored_node = nodes[node_id]
+        assert (
+            stored_node.status,
+            stored_node.attempts,
+            stored_node.started_at,
+            stored_node.finished_at,
+            stored_node.output,
+            stored_node.error,
+            stored_node.reused,
+        ) == (
+            expected.status,
+            expected.attempts,
+            expected.started_at,
+            expected.finished_at,
+            expected.output,
+            expected.error,
+            expected.reused,
+        ), node_id
