@@ -175,12 +175,15 @@ async def _answer(
 
 
 async def _commit_and_start(
-    editor: Context, execution: Execution, start: bool
+    editor: Context, execution: Execution, start: bool, version: WorkflowVersion | None = None
 ) -> Envelope[ExecutionOut]:
-    """Store the execution, start its Temporal run when asked, and answer with it."""
+    """Store the execution, start its Temporal run when asked, and answer with it.
+    ``version``: the execution's workflow version, when the caller has read it."""
     await editor.session.commit()
     if start:
-        await execution_service.start(editor.session, editor.temporal, editor.settings, execution)
+        await execution_service.start(
+            editor.session, editor.temporal, editor.settings, execution, version
+        )
         await editor.session.commit()
     return await _answer(editor, execution)
 
@@ -198,27 +201,27 @@ async def create_execution(body: ExecutionCreate, editor: Editor) -> Envelope[Ex
     )
     if workflow.version == 0:
         raise Conflict(f"workflow {workflow.id} has no published version; publish it first")
-    version = body.version or workflow.version
-    exists = await session.scalar(
-        select(WorkflowVersion.id).where(
-            WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == version
+    number = body.version or workflow.version
+    version = await session.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == number
         )
     )
-    if exists is None:
+    if version is None:
         raise NotFound(
-            f"workflow {workflow.id} has no version {version}; the latest is {workflow.version}"
+            f"workflow {workflow.id} has no version {number}; the latest is {workflow.version}"
         )
     execution = Execution(
         workspace_id=editor.workspace_id,
         workflow_id=workflow.id,
-        workflow_version=version,
+        workflow_version=number,
         status=ExecutionStatus.PENDING,
         input=body.input,
     )
     _created_by(execution, editor)
     await refuse_over_budget(session, execution)
     session.add(execution)
-    return await _commit_and_start(editor, execution, body.start)
+    return await _commit_and_start(editor, execution, body.start, version)
 
 
 def _created_by(execution: Execution, editor: Context) -> None:

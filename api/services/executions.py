@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -73,6 +74,8 @@ from workflows.record import completed_durations_s, fold
 from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 
 log = get_logger("keel.executions")
+
+M = TypeVar("M", Agent, Tool)
 TEMPORAL_TIMEOUT_S = 3.0
 # How long an answer to a human node may wait, in all, for the run's worker to take it
 # before the client is told (503) to send it again. Longer than the 10 s a workflow task
@@ -118,7 +121,7 @@ async def snapshot(
             tool_ids=a.tool_ids,
             metadata=a.metadata_,
         )
-        for a in await session.scalars(select(Agent).where(Agent.id.in_(definition.agent_ids())))
+        for a in await _by_id(session, Agent, definition.agent_ids())
     }
     tool_ids = definition.tool_ids() | {t for a in agents.values() for t in a.tool_ids}
     tools = {
@@ -132,9 +135,16 @@ async def snapshot(
                 "config": masked_config(t.config),
             }
         )
-        for t in await session.scalars(select(Tool).where(Tool.id.in_(tool_ids)))
+        for t in await _by_id(session, Tool, tool_ids)
     }
     return agents, tools
+
+
+async def _by_id(session: AsyncSession, model: type[M], ids: Collection[int]) -> Sequence[M]:
+    """The rows with these ids; no query when there are none (a workflow without tools)."""
+    if not ids:
+        return ()
+    return (await session.scalars(select(model).where(model.id.in_(ids)))).all()
 
 
 def row_to_event(row: ExecutionEvent) -> RecordedEvent:
@@ -186,22 +196,28 @@ async def refuse_beyond_cap(
 
 
 async def start(
-    session: AsyncSession, client: Client, settings: Settings, execution: Execution
+    session: AsyncSession,
+    client: Client,
+    settings: Settings,
+    execution: Execution,
+    version: WorkflowVersion | None = None,
 ) -> None:
     """Start the run in Temporal; the caller commits. A run the worker already recorded
-    (a fast one) keeps what it recorded: only a pending execution becomes running."""
+    (a fast one) keeps what it recorded: only a pending execution becomes running.
+    ``version`` is the execution's workflow version when the caller has read it."""
     if execution.status != ExecutionStatus.PENDING:
         raise Conflict(
             f"execution {execution.id} is {execution.status}; "
             "only a pending execution can be started"
         )
     await refuse_beyond_cap(session, settings, execution)
-    version = await session.scalar(
-        select(WorkflowVersion).where(
-            WorkflowVersion.workflow_id == execution.workflow_id,
-            WorkflowVersion.version == execution.workflow_version,
+    if version is None:
+        version = await session.scalar(
+            select(WorkflowVersion).where(
+                WorkflowVersion.workflow_id == execution.workflow_id,
+                WorkflowVersion.version == execution.workflow_version,
+            )
         )
-    )
     if version is None:
         raise Conflict(
             f"workflow {execution.workflow_id} version {execution.workflow_version} "
