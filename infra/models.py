@@ -258,7 +258,9 @@ class NodeRun(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
-    output: Mapped[Any | None] = mapped_column(JSON)
+    # None is SQL NULL (no output yet), not a JSON null: the record's write gives every
+    # column of a new node run, so an unset output arrives as None.
+    output: Mapped[Any | None] = mapped_column(JSON(none_as_null=True))
     error: Mapped[str | None] = mapped_column(Text)
     # Answered from a parent execution's result (a rerun), not run again.
     reused: Mapped[bool] = mapped_column(default=False)

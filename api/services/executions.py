@@ -75,7 +75,9 @@ from workflows.status import ACTIVE, FINISHED, ExecutionStatus
 
 log = get_logger("keel.executions")
 
-M = TypeVar("M", Agent, Tool)
+# What a run snapshots by id: the agents and tools its workflow uses.
+Referenced = TypeVar("Referenced", Agent, Tool)
+
 TEMPORAL_TIMEOUT_S = 3.0
 # How long an answer to a human node may wait, in all, for the run's worker to take it
 # before the client is told (503) to send it again. Longer than the 10 s a workflow task
@@ -140,7 +142,9 @@ async def snapshot(
     return agents, tools
 
 
-async def _by_id(session: AsyncSession, model: type[M], ids: Collection[int]) -> Sequence[M]:
+async def _by_id(
+    session: AsyncSession, model: type[Referenced], ids: Collection[int]
+) -> Sequence[Referenced]:
     """The rows with these ids; no query when there are none (a workflow without tools)."""
     if not ids:
         return ()

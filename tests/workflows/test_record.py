@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.db import create_engine, session_factory
@@ -328,6 +328,13 @@ async def test_a_whole_run_is_stored_in_one_insert_per_table(
     assert execution is not None and execution.status == expected_run.status
     assert execution.error == expected_run.error
     assert sorted(nodes) == ["a", "b", "c"]
+    async with first.connect() as connection:
+        without_output = await connection.scalars(
+            text("SELECT node_id FROM node_runs WHERE execution_id = :id AND output IS NULL"),
+            {"id": execution_id},
+        )
+        # No output is SQL NULL, as the ORM stored it, not a JSON null.
+        assert sorted(without_output) == ["b", "c"]
     for node_id, expected in expected_nodes.items():
         stored_node = nodes[node_id]
         assert (
