@@ -32,6 +32,7 @@ from api.services.event_hub import EventHub
 from api.socket_guard import SocketGuard
 from api.viewer import install_docs, install_viewer
 from infra.db import create_engine, session_factory
+from infra.heap import freeze_startup_heap
 from infra.logging import configure_logging, get_logger
 from infra.security.rate_limit import RateLimiter
 from infra.security.throttle import FailureThrottle
@@ -133,6 +134,10 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self.app = app
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # the app's lifespan has started by now
+        freeze_startup_heap()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
