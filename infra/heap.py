@@ -4,9 +4,9 @@ Once ``keel api`` or ``keel worker`` has started, nearly every object it holds
 (modules, classes, FastAPI's routes, pydantic's schemas, SQLAlchemy's mappers,
 the Temporal client, LangGraph) lives as long as the process. CPython's full
 collection still walks all of them, some 300,000 objects, each time it runs: it
-paused the API and the worker 100-340 ms at a time under load (measured in the
-benchmark's engine and API scenarios, see docs/benchmarks.md), stalling every
-request and run in flight. ``gc.freeze`` moves them out of the collector's sight.
+paused the API and the worker 250-340 ms at a time under the benchmark's load (see
+docs/benchmarks.md, "eighth pass"), stalling every request and run in flight.
+``gc.freeze`` moves them out of the collector's sight.
 """
 
 from __future__ import annotations
