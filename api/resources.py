@@ -175,6 +175,18 @@ async def commit_unique(session: AsyncSession, conflict_msg: str) -> None:
         raise Conflict(conflict_msg) from exc
 
 
+async def workflow_version(
+    session: AsyncSession, workflow_id: int, number: int
+) -> WorkflowVersion | None:
+    """Version ``number`` of a workflow, as published; None if there is no such version."""
+    version: WorkflowVersion | None = await session.scalar(
+        select(WorkflowVersion).where(
+            WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == number
+        )
+    )
+    return version
+
+
 async def refuse_if_published(session: AsyncSession, ref_type: str, ref_id: int) -> None:
     """409 while a published workflow version still names this agent or tool."""
     ref = (

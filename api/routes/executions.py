@@ -12,7 +12,7 @@ from temporalio.service import RPCError
 from api.deps import Context, Editor, PageDep, Viewer
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
 from api.principal import CLOSE_UNAUTHORIZED, websocket_caller
-from api.resources import get_or_404
+from api.resources import get_or_404, workflow_version
 from api.schemas.common import (
     MAX_DB_ID,
     Envelope,
@@ -202,11 +202,7 @@ async def create_execution(body: ExecutionCreate, editor: Editor) -> Envelope[Ex
     if workflow.version == 0:
         raise Conflict(f"workflow {workflow.id} has no published version; publish it first")
     number = body.version or workflow.version
-    version = await session.scalar(
-        select(WorkflowVersion).where(
-            WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == number
-        )
-    )
+    version = await workflow_version(session, workflow.id, number)
     if version is None:
         raise NotFound(
             f"workflow {workflow.id} has no version {number}; the latest is {workflow.version}"

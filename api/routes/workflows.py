@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Editor, PageDep, Viewer
 from api.errors import Conflict, NotFound, Unprocessable
-from api.resources import Resource, commit_unique, paginate
+from api.resources import Resource, commit_unique, paginate, workflow_version
 from api.routes.resource import resource_router
 from api.schemas.common import MAX_DB_ID, Envelope, Page, error_responses, ok
 from api.schemas.workflows import WorkflowCreate, WorkflowOut, WorkflowUpdate, WorkflowVersionOut
@@ -168,11 +168,7 @@ async def _published(workflow_id: int, version: int, viewer: Viewer) -> Workflow
     workflow = await _viewed(workflow_id, viewer)
     row = None
     if 1 <= version <= MAX_DB_ID:
-        row = await viewer.session.scalar(
-            select(WorkflowVersion).where(
-                WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == version
-            )
-        )
+        row = await workflow_version(viewer.session, workflow.id, version)
     if row is None:
         raise NotFound(f"workflow {workflow.id} has no version {version}")
     return row

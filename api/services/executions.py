@@ -40,6 +40,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import Conflict, ServiceUnavailable, TooManyRequests, Unprocessable
+from api.resources import workflow_version
 from api.services.problems import reported_problems
 from infra.execution_store import append, last_seq, lock
 from infra.logging import get_logger
@@ -216,12 +217,7 @@ async def start(
         )
     await refuse_beyond_cap(session, settings, execution)
     if version is None:
-        version = await session.scalar(
-            select(WorkflowVersion).where(
-                WorkflowVersion.workflow_id == execution.workflow_id,
-                WorkflowVersion.version == execution.workflow_version,
-            )
-        )
+        version = await workflow_version(session, execution.workflow_id, execution.workflow_version)
     if version is None:
         raise Conflict(
             f"workflow {execution.workflow_id} version {execution.workflow_version} "
@@ -313,11 +309,7 @@ async def create_rerun(
             "has finished, or cancel it first"
         )
     number = version or parent.workflow_version
-    pinned = await session.scalar(
-        select(WorkflowVersion).where(
-            WorkflowVersion.workflow_id == parent.workflow_id, WorkflowVersion.version == number
-        )
-    )
+    pinned = await workflow_version(session, parent.workflow_id, number)
     if pinned is None:
         raise Unprocessable(
             f"workflow {parent.workflow_id} has no version {number}",
