@@ -31,6 +31,7 @@ from tests.support.fleet import (
     Watcher,
     api_process,
     streaming_llm,
+    wait_until_polling,
     worker_process,
 )
 from tests.support.graphs import chain
@@ -70,6 +71,7 @@ async def test_two_apis_and_two_workers_lose_nothing_when_one_of_each_is_killed(
     try:
         async with llm, asyncio.timeout(DEADLINE_S):
             await asyncio.gather(*(p.start() for p in [*workers, *apis]))
+            await wait_until_polling(temporal_env.client, settings.task_queue, workers)
             await _run_the_load(
                 settings.workflow_id_prefix,
                 temporal_env,

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -20,6 +21,10 @@ import httpx
 import websockets
 from starlette.requests import Request
 from starlette.responses import Response
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client as TemporalClient
 
 from infra.settings import Settings
 from tests.support.fake_llm import FakeOpenAI, Turn
@@ -83,6 +88,35 @@ class KeelProcess:
                     await self.process.wait()
             except TimeoutError:
                 await self.kill()
+
+
+async def wait_until_polling(
+    temporal: TemporalClient, task_queue: str, workers: Sequence[KeelProcess]
+) -> None:
+    """Until every worker polls ``task_queue`` for workflow and activity tasks. A worker
+    still starting when the load begins would find every run sticky to the others."""
+    wanted = {f"{w.process.pid}@{socket.gethostname()}" for w in workers if w.process}
+
+    async def polling(kind: TaskQueueType.ValueType) -> set[str]:
+        described = await temporal.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=temporal.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=kind,
+            )
+        )
+        return {poller.identity for poller in described.pollers}
+
+    async def all_polling() -> bool:
+        for kind in (
+            TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        ):
+            if not wanted <= await polling(kind):
+                return False
+        return True
+
+    await wait_for(all_polling, timeout=60, what=f"workers {sorted(wanted)} polling")
 
 
 def api_process(settings: Settings, log_dir: Path, name: str) -> KeelProcess:
