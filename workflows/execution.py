@@ -51,6 +51,7 @@ from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    FailureError,
     RetryState,
     TimeoutType,
     is_cancelled_exception,
@@ -117,6 +118,10 @@ HAND_OVER = "continue as new"  # the reason given to LangGraph's drain
 # The patch that records the run with a local activity given the events (in the workflow
 # task that reached the milestone) instead of an activity that reads the stream back.
 RECORD_IN_TASK = "record-in-workflow-task"
+# A failed local activity reaches the workflow as its own error (an ApplicationError),
+# not wrapped in an ActivityError as an ordinary activity's is. Before this patch the
+# record's fallback caught only the latter, so a record found behind failed the run.
+RECORD_FALLBACK = "record-fallback-on-local-failure"
 # A worker that dies mid-activity (SIGKILL, a lost host, a CPU starved past the heartbeat
 # timeout) shows as a heartbeat timeout, which Temporal's retry policy counts like the
 # node's own errors. The workflow schedules the activity again when its last attempt was
@@ -425,9 +430,11 @@ class ExecutionWorkflow:
                 retry_policy=SYNC_RETRY,
                 summary="record execution state",
             )
-        except ActivityError as err:
+        except FailureError as err:
             if is_cancelled_exception(err):
                 raise
+            if not isinstance(err, ActivityError) and not workflow.patched(RECORD_FALLBACK):
+                raise  # how runs before the patch went on: they failed here
             workflow.logger.warning(
                 "recording the events handed over failed; reading them from the stream",
                 extra={"error": str(err.cause or err)},

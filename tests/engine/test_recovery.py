@@ -7,14 +7,19 @@ import asyncio
 import signal
 from dataclasses import dataclass, field
 
+from sqlalchemy import delete, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from infra.db import create_engine
+from infra.models import ExecutionEvent
 from tests.support.engine import Platform, crash_worker_during, worker_process
 from tests.support.fake_http import HttpToolService
 from tests.support.graphs import chain, kinds
 from tests.support.waiting import wait_for
+from workflows.contracts import ActivityName, HumanResponse
 from workflows.events import EventType
+from workflows.execution import ExecutionWorkflow
 from workflows.status import ExecutionStatus
 
 
@@ -195,3 +200,65 @@ async def test_an_answer_while_no_worker_runs_is_a_503_to_send_again(
         final = await platform.wait_status(execution["id"], ExecutionStatus.COMPLETED, timeout=60)
     events, _ = await platform.watch(final["id"])
     assert kinds(events).count((EventType.HUMAN_RESPONDED, "gate")) == 1
+
+
+async def test_a_record_found_behind_is_rebuilt_from_the_stream(platform: Platform) -> None:
+    """The record lost events the workflow had recorded (a database restored from an
+    older backup, say): the next milestone's write refuses the events handed over, which
+    do not follow the record, and the workflow records from the whole stream instead."""
+    agent = await platform.agent("drafter")
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [
+                {"id": "draft", "type": "agent", "agent_id": agent, "input": "draft"},
+                {"id": "approve", "type": "human", "prompt": "ship it?"},
+                {"id": "ship", "type": "agent", "agent_id": agent, "input": "ship"},
+            ],
+            "edges": chain("draft", "approve", "ship"),
+        }
+    )
+    execution = await platform.run(workflow_id)
+    await platform.wait_status(execution["id"], ExecutionStatus.WAITING)
+    engine = create_engine(platform.settings.resolved_database_url)
+    try:
+        async with engine.begin() as conn:
+            lost = await conn.execute(
+                delete(ExecutionEvent).where(ExecutionEvent.execution_id == execution["id"])
+            )
+        assert lost.rowcount == 6  # up to human.waiting
+
+        # Straight to Temporal, and no API call on the run until it ends: the API brings
+        # an open run's record up to date itself (after an answer, on a GET), and this
+        # is about the workflow's own write.
+        run = platform.client.get_workflow_handle(execution["temporal"]["workflow_id"])
+        # (The SDK types an async update's result as its coroutine, hence the ignore.)
+        await run.execute_update(  # type: ignore[unused-coroutine]
+            ExecutionWorkflow.respond, HumanResponse(node_id="approve", action="approve")
+        )
+        await run.result()
+        async with engine.connect() as conn:
+            stored = list(
+                await conn.scalars(
+                    select(ExecutionEvent.seq)
+                    .where(ExecutionEvent.execution_id == execution["id"])
+                    .order_by(ExecutionEvent.seq)
+                )
+            )
+    finally:
+        await engine.dispose()
+
+    streamed, _ = await platform.watch(execution["id"])
+    assert stored == [e["seq"] for e in streamed] == list(range(1, 13))
+    final = await platform.get(execution["id"])
+    assert final["status"] == ExecutionStatus.COMPLETED
+    assert {n["node_id"]: n["status"] for n in final["nodes"]} == dict.fromkeys(
+        ("draft", "approve", "ship"), "completed"
+    )
+    # The rebuild was the activity that reads the stream, after the local one refused.
+    history = await run.fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled.count(ActivityName.SYNC_EXECUTION.value) == 1
