@@ -39,9 +39,6 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
@@ -50,7 +47,7 @@ from infra.db import create_engine
 from infra.models import Execution, ExecutionEvent, UsageRecord
 from tests.support.fake_http import HttpToolService
 from tests.support.fake_llm import Turn
-from tests.support.fleet import CountingOpenAI, Watcher
+from tests.support.fleet import CountingOpenAI, Watcher, polled_by, poller_identities
 from tests.support.net import free_port
 from tests.support.waiting import wait_for
 from workflows.events import EventType
@@ -282,16 +279,10 @@ class KeelUp:
             return None
         try:
             async with asyncio.timeout(10):
-                response = await temporal.workflow_service.describe_task_queue(
-                    DescribeTaskQueueRequest(
-                        namespace="default",
-                        task_queue=TaskQueue(name="keel"),
-                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-                    )
-                )
+                identities = await poller_identities(temporal, "keel")
         except (RPCError, TimeoutError):
             return None
-        return pid if any(p.identity.startswith(f"{pid}@") for p in response.pollers) else None
+        return pid if polled_by(identities, pid) else None
 
     async def kill_child(self, name: str, timeout: float = 30) -> bool:
         """SIGKILL the child (waiting for one to be running): keel up restarts it."""

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -90,33 +89,44 @@ class KeelProcess:
                 await self.kill()
 
 
+async def poller_identities(
+    temporal: TemporalClient,
+    task_queue: str,
+    kind: TaskQueueType.ValueType = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+) -> set[str]:
+    """Who polls ``task_queue`` for ``kind`` tasks: each worker's identity, ``pid@host``."""
+    described = await temporal.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=temporal.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=kind,
+        )
+    )
+    return {poller.identity for poller in described.pollers}
+
+
+def polled_by(identities: set[str], pid: int) -> bool:
+    return any(identity.startswith(f"{pid}@") for identity in identities)
+
+
 async def wait_until_polling(
     temporal: TemporalClient, task_queue: str, workers: Sequence[KeelProcess]
 ) -> None:
     """Until every worker polls ``task_queue`` for workflow and activity tasks. A worker
     still starting when the load begins would find every run sticky to the others."""
-    wanted = {f"{w.process.pid}@{socket.gethostname()}" for w in workers if w.process}
-
-    async def polling(kind: TaskQueueType.ValueType) -> set[str]:
-        described = await temporal.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=temporal.namespace,
-                task_queue=TaskQueue(name=task_queue),
-                task_queue_type=kind,
-            )
-        )
-        return {poller.identity for poller in described.pollers}
+    pids = [w.process.pid for w in workers if w.process]
 
     async def all_polling() -> bool:
         for kind in (
             TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
             TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
         ):
-            if not wanted <= await polling(kind):
+            identities = await poller_identities(temporal, task_queue, kind)
+            if not all(polled_by(identities, pid) for pid in pids):
                 return False
         return True
 
-    await wait_for(all_polling, timeout=60, what=f"workers {sorted(wanted)} polling")
+    await wait_for(all_polling, timeout=60, what=f"workers {pids} polling")
 
 
 def api_process(settings: Settings, log_dir: Path, name: str) -> KeelProcess:
