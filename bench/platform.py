@@ -210,8 +210,9 @@ class Platform:
         """The committed product code (``git archive HEAD``) under the data dir, which the
         processes under test import ahead of the working tree (PYTHONPATH comes before
         the editable install). Edits made in the working tree while the bench runs then
-        change nothing: the workflow sandbox re-reads the workflow module from disk for
-        every new run, so a half-edited file would otherwise reach the worker mid-run."""
+        change nothing: a process started mid-run (the memory scenario's worker) imports
+        them, and the bare worker's sandbox re-reads its workflow module from disk for
+        every new run, so a half-edited file would otherwise reach them."""
         archive = subprocess.run(
             ["git", "archive", "--format=tar", "HEAD", "--", *PACKAGES],
             cwd=REPO,
@@ -232,7 +233,8 @@ class Platform:
     def base_env(self) -> dict[str, str]:
         """Our environment without KEEL_* settings, importing the snapshot, with Python's
         bytecode cache on (in a dir of ours): an installed Keel has .pyc files, and
-        without them the sandbox compiles the workflow module from source on every run."""
+        without them the bare worker's sandbox compiles its workflow module from source
+        on every run."""
         env = {
             k: v
             for k, v in os.environ.items()

@@ -1,6 +1,7 @@
 """What the workflow sandbox costs a run, in process: the worker's CPU to replay recorded
-histories of ExecutionWorkflow with the runner ``keel worker`` uses (the sandbox, with
-our pure modules passed through) against the same without the sandbox.
+histories of ExecutionWorkflow with the runner ``keel worker`` uses (no sandbox) against
+the tests' checking sandbox (worker.main.checking_runner, none of our modules passed
+through).
 
     python -m bench.replay_cost [--replays 200] [--rounds 4] [--history PATH]
 
@@ -9,8 +10,8 @@ sandbox's glue code, payload conversion) and none of the activities, the API or
 Temporal: what is left is the workflow side of a run. Rounds alternate the two runners,
 so a noisy stretch of the machine hits both; the figures are CPU milliseconds per
 replayed run (``time.process_time``), median and range over the rounds. Run with the
-bytecode cache on (``PYTHONDONTWRITEBYTECODE`` unset): the sandbox re-imports the
-workflow's module for every run, and compiles it each time without the cache.
+bytecode cache on (``PYTHONDONTWRITEBYTECODE`` unset): the sandbox re-imports our
+workflow modules for every run, and compiles them each time without the cache.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from typing import Any
 
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
+from temporalio.worker import Replayer, WorkflowRunner
 
-from worker.main import workflow_runner
+from worker.main import checking_runner, workflow_runner
 from workflows.execution import ExecutionWorkflow
 
 DEFAULT_HISTORY = Path(__file__).resolve().parents[1] / "tests/histories/test_linear_graph-1.json"
@@ -53,8 +54,8 @@ async def cpu_ms_per_replay(runner: WorkflowRunner, history: dict[str, Any], rep
 
 async def measure(history: dict[str, Any], replays: int, rounds: int) -> dict[str, list[float]]:
     runners: dict[str, WorkflowRunner] = {
-        "sandboxed (as keel worker runs)": workflow_runner(),
-        "unsandboxed": UnsandboxedWorkflowRunner(),
+        "unsandboxed (as keel worker runs)": workflow_runner(),
+        "the checking sandbox (as the tests run)": checking_runner(),
     }
     for runner in runners.values():  # warm: imports, the sandbox's module cache
         await cpu_ms_per_replay(runner, history, 5)

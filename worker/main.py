@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.nodes import NodeActivities
@@ -24,31 +24,31 @@ from workflows.execution import ExecutionWorkflow
 
 log = get_logger("keel.worker")
 
-# Passed through the sandbox rather than re-imported per run: LangGraph and its
-# helpers (langsmith is imported lazily by langchain_core at invoke time), and our
-# own pure modules the workflow uses.
-PASSTHROUGH_MODULES = (
-    "langgraph",
-    "langchain_core",
-    "langsmith",
-    # The tracing interceptor's workflow side (when tracing is on).
-    "opentelemetry",
-    "workflows.contracts",
-    "workflows.errors",
-    "workflows.events",
-    "workflows.definition",
-    "workflows.status",
-    "workflows.templates",
-    "workflows.graph",  # its cache of compiled graphs outlives a run
-    "workflows.handover",
-    "workflows.loops",
-    "workflows.memo",
-)
+# The only modules the checking sandbox passes through: LangGraph and its helpers
+# (langsmith is imported lazily by langchain_core at invoke time), and the tracing
+# interceptor's workflow side (when tracing is on). None of ours, so every call our
+# workflow modules make is checked.
+THIRD_PARTY_PASSTHROUGH = ("langgraph", "langchain_core", "langsmith", "opentelemetry")
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
+def workflow_runner() -> WorkflowRunner:
+    """How ``keel worker`` runs workflow code: outside Temporal's sandbox.
+
+    The sandbox re-imports the workflow's module for every run and wraps every
+    activation, and every payload of every workflow task, in its import machinery: a
+    fifth of the worker's CPU per run (docs/benchmarks.md, tenth pass). What it buys,
+    a workflow task that fails when workflow code calls the clock, randomness or I/O,
+    the test-suite buys instead, over more of our code: the workflow tests and the
+    replay test run ExecutionWorkflow in ``checking_runner``."""
+    return UnsandboxedWorkflowRunner()
+
+
+def checking_runner() -> SandboxedWorkflowRunner:
+    """Temporal's sandbox with none of our modules passed through: a call into the
+    clock, randomness or I/O from any of them fails the workflow task. (A module passed
+    through is imported outside the sandbox, and its calls go unchecked.)"""
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*THIRD_PARTY_PASSTHROUGH)
     )
 
 

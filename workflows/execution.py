@@ -18,7 +18,9 @@ Determinism rules this module keeps (see tests/workflows/test_replay.py):
   visit, so a change in scheduling order fails replay instead of swapping results;
 - no LangGraph retry, timeout or checkpointer features: Temporal owns those (the one
   checkpoint, ``workflows.handover``, only carries the graph into the next run);
-- time is ``workflow.now()``.
+- time is ``workflow.now()``;
+- it runs outside Temporal's sandbox in ``keel worker`` (worker.main.workflow_runner);
+  the tests run it inside, with every module of ours checked (``checking_runner``).
 
 Loops and long runs (workflows.loops, workflows.handover): LangGraph's step limit
 comes from the definition's loop bounds. Once the history is long, the node that
@@ -45,6 +47,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
+from langgraph.errors import GraphDrained
+from langgraph.graph import END
+from langgraph.runtime import RunControl
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
@@ -58,53 +64,47 @@ from temporalio.exceptions import (
 )
 from temporalio.exceptions import TimeoutError as TemporalTimeout
 
-with workflow.unsafe.imports_passed_through():
-    from langgraph.errors import GraphDrained
-    from langgraph.graph import END
-    from langgraph.runtime import RunControl
-    from pydantic import BaseModel
-
-    from workflows.contracts import (
-        ExecutionInput,
-        ExecutionResult,
-        HumanResponse,
-        LlmCallInput,
-        MemoEntry,
-        StreamItem,
-        SyncInput,
-        ToolCallInput,
-        ToolCallResult,
-        ToolSpec,
-        call_tool,
-        llm_call,
-        sync_execution,
-    )
-    from workflows.definition import (
-        AgentNode,
-        ConditionNode,
-        Definition,
-        HumanNode,
-        RetrySpec,
-        ToolNode,
-    )
-    from workflows.errors import NON_RETRYABLE, ErrorType
-    from workflows.events import (
-        EVENTS_TOPIC,
-        OPERATOR,
-        Event,
-        EventType,
-        ExecutionCompleted,
-        ExecutionFailed,
-        NodeCompleted,
-        NodeFailed,
-        event,
-    )
-    from workflows.graph import CHECKPOINTER, RUN, RunState, compiled
-    from workflows.handover import THREAD, Handover
-    from workflows.loops import step_limit
-    from workflows.memo import MemoNode, memo_key, still_to_come
-    from workflows.status import ExecutionStatus
-    from workflows.templates import matches, render_text, render_value
+from workflows.contracts import (
+    ExecutionInput,
+    ExecutionResult,
+    HumanResponse,
+    LlmCallInput,
+    MemoEntry,
+    StreamItem,
+    SyncInput,
+    ToolCallInput,
+    ToolCallResult,
+    ToolSpec,
+    call_tool,
+    llm_call,
+    sync_execution,
+)
+from workflows.definition import (
+    AgentNode,
+    ConditionNode,
+    Definition,
+    HumanNode,
+    RetrySpec,
+    ToolNode,
+)
+from workflows.errors import NON_RETRYABLE, ErrorType
+from workflows.events import (
+    EVENTS_TOPIC,
+    OPERATOR,
+    Event,
+    EventType,
+    ExecutionCompleted,
+    ExecutionFailed,
+    NodeCompleted,
+    NodeFailed,
+    event,
+)
+from workflows.graph import CHECKPOINTER, RUN, RunState, compiled
+from workflows.handover import THREAD, Handover
+from workflows.loops import step_limit
+from workflows.memo import MemoNode, memo_key, still_to_come
+from workflows.status import ExecutionStatus
+from workflows.templates import matches, render_text, render_value
 
 DEFAULT_AGENT_TIMEOUT = timedelta(minutes=5)
 DEFAULT_TOOL_TIMEOUT = timedelta(minutes=2)

@@ -2,13 +2,14 @@
 process, shared by every run of it.
 
 Compiling a ``StateGraph`` is most of what a run's first workflow task costs (LangGraph
-inspects every node function), and the sandbox would repeat it for every run. So the
-graph holds no run: its nodes and routers are the functions below, which look up the
+inspects every node function), and would be repeated for every run. So the graph holds
+no run: its nodes and routers are the functions below, which look up the
 run they work for in LangGraph's config (``configurable[RUN]``, an object with
 ``run_node`` and ``route``) and hand over to it. The run lends its checkpointer the
 same way (``configurable[CHECKPOINTER]``, LangGraph's key for a checkpointer lent
-by the caller). This module is passed through the sandbox, so the cache outlives a
-run; a compiled graph keeps no state between invocations.
+by the caller). The cache lives as long as the worker process (in the tests' checking
+sandbox, which re-imports this module, as long as a run); a compiled graph keeps no
+state between invocations.
 
 What a run does in a node is ``workflows.execution``'s; the shape here is the
 definition's: an edge per definition edge (several sources into one target: a join,

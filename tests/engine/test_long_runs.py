@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from temporalio import workflow
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-import workflows.templates
+import workflows.execution
 from activities.nodes import NodeActivities
 from activities.record import RecordActivities
 from infra.db import create_engine, session_factory
@@ -169,8 +169,8 @@ async def test_an_unexpected_error_in_workflow_code_fails_the_run_at_once(
     def broken(*_: object) -> bool:
         raise RuntimeError("condition evaluator exploded")
 
-    # workflows.templates is passed through the sandbox: the workflow sees this too.
-    monkeypatch.setattr(workflows.templates, "matches", broken)
+    # The worker runs workflows outside the sandbox, in this process: the run sees this.
+    monkeypatch.setattr(workflows.execution, "matches", broken)
     workflow_id = await platform.workflow(
         {
             "nodes": [

@@ -37,7 +37,7 @@ from temporalio.worker import Worker
 
 from infra.streams import read_stream
 from tests.support.waiting import wait_for
-from worker.main import workflow_runner
+from worker.main import checking_runner
 from workflows.contracts import (
     ActivityName,
     AgentSpec,
@@ -185,7 +185,7 @@ async def engine(temporal_env: WorkflowEnvironment) -> AsyncIterator[Engine]:
         task_queue=task_queue,
         workflows=[ExecutionWorkflow],
         activities=[llm_call, call_tool, sync_execution],
-        workflow_runner=workflow_runner(),
+        workflow_runner=checking_runner(),  # every call of our workflow code checked
         # Heartbeats reach the server at once, and with them a cancel reaches the activity.
         max_heartbeat_throttle_interval=timedelta(milliseconds=100),
         default_heartbeat_throttle_interval=timedelta(milliseconds=100),

@@ -10,6 +10,10 @@ so the test cannot pass by replaying nothing. Each is test_linear_graph-1.json w
 one field edited: ``activity_id_changed`` has the second model call scheduled as
 ``write/2/llm/0`` instead of ``write/1/llm/0``; ``activity_name_changed`` has the
 first one scheduled as ``keel.call_tool`` instead of ``keel.llm_call``.
+
+Each history replays twice: as ``keel worker`` runs workflows (outside the sandbox),
+and in the checking sandbox, where a call into the clock, randomness or I/O from any
+of our workflow modules fails the replay.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, WorkflowRunner
 from temporalio.workflow import NondeterminismError
 
-from worker.main import workflow_runner
+from worker.main import checking_runner, workflow_runner
 from workflows.execution import ExecutionWorkflow
 
 HISTORY_DIR = Path(__file__).resolve().parents[1] / "histories"
@@ -32,10 +36,13 @@ HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
 BAD_HISTORIES = sorted((HISTORY_DIR / "nondeterministic").glob("*.json"))
 
 
-def replayer() -> Replayer:
+RUNNERS = {"as-keel-worker-runs": workflow_runner, "checking-sandbox": checking_runner}
+
+
+def replayer(runner: WorkflowRunner) -> Replayer:
     return Replayer(
         workflows=[ExecutionWorkflow],
-        workflow_runner=workflow_runner(),
+        workflow_runner=runner,
         data_converter=pydantic_data_converter,
     )
 
@@ -48,9 +55,12 @@ def test_histories_are_kept() -> None:
     assert len(HISTORIES) >= 10, "the replay test needs recorded histories"
 
 
+@pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-async def test_history_replays(path: Path) -> None:
-    result = await replayer().replay_workflow(history(path), raise_on_replay_failure=False)
+async def test_history_replays(path: Path, runner: str) -> None:
+    result = await replayer(RUNNERS[runner]()).replay_workflow(
+        history(path), raise_on_replay_failure=False
+    )
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
 
@@ -79,7 +89,8 @@ MISMATCH = {
 }
 
 
+@pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("path", BAD_HISTORIES, ids=[p.stem for p in BAD_HISTORIES])
-async def test_a_history_the_code_does_not_match_fails_replay(path: Path) -> None:
+async def test_a_history_the_code_does_not_match_fails_replay(path: Path, runner: str) -> None:
     with pytest.raises(NondeterminismError, match=MISMATCH[path.stem]):
-        await replayer().replay_workflow(history(path))
+        await replayer(RUNNERS[runner]()).replay_workflow(history(path))
