@@ -35,11 +35,11 @@ def workflow_runner() -> WorkflowRunner:
     """How ``keel worker`` runs workflow code: outside Temporal's sandbox.
 
     The sandbox re-imports the workflow's module for every run and wraps every
-    activation, and every payload of every workflow task, in its import machinery: a
-    fifth of the worker's CPU per run (docs/benchmarks.md, tenth pass). What it buys,
-    a workflow task that fails when workflow code calls the clock, randomness or I/O,
-    the test-suite buys instead, over more of our code: the workflow tests and the
-    replay test run ExecutionWorkflow in ``checking_runner``."""
+    activation, and every payload of every workflow task, in its import machinery:
+    without it the worker's CPU per run fell by a third (docs/benchmarks.md, tenth
+    pass). What it buys, a workflow task that fails when workflow code calls the
+    clock, randomness or I/O, the test-suite buys instead, over more of our code: the
+    workflow tests and the replay test run ExecutionWorkflow in ``checking_runner``."""
     return UnsandboxedWorkflowRunner()
 
 
