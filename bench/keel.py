@@ -8,8 +8,11 @@ this process are the same clock, so the two compare directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -18,7 +21,8 @@ import httpx
 import websockets
 import websockets.asyncio.client
 from temporalio.api.enums.v1 import EventType as HistoryEventType
-from temporalio.client import Client
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowFailureError
 
 from workflows.contracts import ActivityName
 from workflows.events import EventType
@@ -204,3 +208,66 @@ async def history_shape(client: Client, temporal_id: str) -> dict[str, int]:
         "activities": kinds.count(HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED),
         "updates": kinds.count(HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED),
     }
+
+
+# What asks Temporal for a workflow task, besides a watcher's poll: the run's start and a
+# node's activity ending. (A poll is an Update, which leaves no event before the task
+# that takes it.)
+_RUN_CAUSES = frozenset(
+    {
+        HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
+        HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+        HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+        HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+        HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+        HistoryEventType.EVENT_TYPE_TIMER_FIRED,
+        HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+        HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
+    }
+)
+FOR_THE_RUN = "for the run (its start, a node's end)"
+POLL_WAITED = "only for a poll, accepted to wait"
+POLL_ANSWERED = "only for a poll, answered at once"
+TASK_CAUSES = (FOR_THE_RUN, POLL_WAITED, POLL_ANSWERED)
+
+
+def task_causes(events: Iterable[HistoryEvent]) -> Counter[str]:
+    """What asked for each completed workflow task of one run: the run itself (its start,
+    a node's activity ending; a poll that arrived meanwhile rides along for free), or only
+    a watcher's poll, which the task either accepted to wait for events or answered at
+    once with events that were ready."""
+    counts: Counter[str] = Counter()
+    caused_by_run = False
+    task: str | None = None  # the last completed task's cause, until its commands are read
+    answered = False
+    for event in events:
+        kind = event.event_type
+        if kind in _RUN_CAUSES:
+            caused_by_run = True
+        elif kind == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
+            answered = True
+        elif kind == HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            if task is not None:
+                counts[task] += 1
+            task = FOR_THE_RUN if caused_by_run else POLL_WAITED
+            caused_by_run = answered = False
+        elif kind == HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED and task is not None:
+            # The last task's commands (an update it accepted, or answered) are all read.
+            counts[POLL_ANSWERED if task == POLL_WAITED and answered else task] += 1
+            task = None
+    if task is not None:
+        counts[POLL_ANSWERED if task == POLL_WAITED and answered else task] += 1
+    return counts
+
+
+async def tasks_per_run(client: Client, temporal_ids: list[str]) -> dict[str, float]:
+    """``task_causes`` of these runs' histories, per run."""
+    if not temporal_ids:
+        return {}
+    total: Counter[str] = Counter()
+    for temporal_id in temporal_ids:
+        handle = client.get_workflow_handle(temporal_id)
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()  # its last workflow task is in the history
+        total += task_causes((await handle.fetch_history()).events)
+    return {cause: total[cause] / len(temporal_ids) for cause in TASK_CAUSES}

@@ -8,6 +8,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import keel as k
 from bench import scenarios as s
 from bench.long_run import CALLS_PER_TURN, TOOL_CALLS, LongRunResult
 from bench.platform import STREAM_POLL_OPS
@@ -350,7 +351,37 @@ class Report:
             ]
             out += table(["operation", *s.SYSTEMS], rows)
         out += self._paced_engine()
+        out += self._task_causes()
         return out
+
+    def _task_causes(self) -> list[str]:
+        """Workflow tasks per run by what asked for them (bench.keel.task_causes)."""
+        e = self.r.engine
+        if e is None or not e.tasks:
+            return []
+        pace = self.r.plan.paced_delay_s if self.r.plan else math.nan
+        label = {"chain": "chain, no delay", "paced": f"chain, nodes of {pace:g} s"}
+        rows = [
+            [
+                label[kind],
+                system,
+                *(fmt(per_run.get(cause, 0.0), 1) for cause in k.TASK_CAUSES),
+                fmt(sum(per_run.values()), 1),
+            ]
+            for (kind, system), per_run in e.tasks.items()
+        ]
+        return [
+            "",
+            "What asked for each workflow task of a chain run at concurrency 10 (per run, "
+            "from the histories of every run of the batches that counted Temporal's "
+            "requests above): the run itself (its start, a node's activity ending), or only "
+            "a watcher's poll, an Update that finds the run with no workflow task pending. "
+            "Such a task either accepts the poll to wait for the next events or answers it "
+            "at once with events that were ready. A poll that reaches the run between a "
+            "node's end and the start of the task that takes it rides along for free:",
+            "",
+            *table(["runs", "system", *k.TASK_CAUSES, "all"], rows),
+        ]
 
     def _paced_engine(self) -> list[str]:
         e = self.r.engine

@@ -225,12 +225,18 @@ async def _watch_streamed(
     raise RuntimeError(f"{workflow_id}: the stream ended before {LAST_EVENT}")
 
 
-def _streamed(client: Client, shape: str, pace_s: float = 0.0) -> Callable[[], Awaitable[float]]:
-    """The streamed bare run of ``shape``, timed until its last event has been read."""
+def _streamed(
+    client: Client, shape: str, pace_s: float = 0.0, ids: list[str] | None = None
+) -> Callable[[], Awaitable[float]]:
+    """The streamed bare run of ``shape``, timed until its last event has been read; its
+    workflow id goes to ``ids``."""
 
     async def one() -> float:
         sent = time.time()
-        await _watch_streamed(client, shape, f"streamed-{uuid.uuid4().hex}", pace_s)
+        workflow_id = f"streamed-{uuid.uuid4().hex}"
+        if ids is not None:
+            ids.append(workflow_id)
+        await _watch_streamed(client, shape, workflow_id, pace_s)
         return time.time() - sent
 
     return one
@@ -254,6 +260,9 @@ class EngineResult:
     # concurrency 10: system -> one Batch per repeat, and the history of one run of each
     paced: dict[str, list[Batch]] = field(default_factory=dict)
     paced_history: dict[str, dict[str, int]] = field(default_factory=dict)
+    # What asked for the workflow tasks of the chain runs at concurrency 10 (the batches
+    # that counted Temporal's requests): ("chain" or "paced", system) -> per run, by cause
+    tasks: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
 
 
 async def engine(ctx: Context) -> EngineResult:
@@ -270,15 +279,15 @@ async def engine(ctx: Context) -> EngineResult:
         for concurrency in CONCURRENCY:
             for shape in SHAPES:
                 # Keel and the bare ones back to back, so a noisy stretch hits all alike.
-                for system, one in _systems(ctx, shape):
+                streamed_ids: list[str] = []
+                for system, one in _systems(ctx, shape, streamed_ids):
+                    counted = repeat == 0 and concurrency == 10
                     batch = await _batch(
-                        ctx,
-                        one,
-                        plan.engine_runs[concurrency],
-                        concurrency,
-                        count_requests=repeat == 0 and concurrency == 10,
+                        ctx, one, plan.engine_runs[concurrency], concurrency, counted
                     )
                     result.batches.setdefault((shape, system, concurrency), []).append(batch)
+                    if counted and shape == "chain" and system != "bare":
+                        result.tasks[(shape, system)] = await _tasks(ctx, batch, streamed_ids)
                     for failure in batch.failures:
                         ctx.notes.append(
                             f"engine {shape} {system} c={concurrency}: a run failed: {failure}"
@@ -311,10 +320,11 @@ async def _paced_engine(ctx: Context, result: EngineResult) -> None:
     polls then land while a node's activity runs, for Keel and bare streaming alike. What
     that costs bare Temporal is the floor for Keel's requests per run."""
     pace = ctx.plan.paced_delay_s
+    streamed_ids: list[str] = []
     systems: dict[str, Callable[[], Awaitable[float | k.Run]]] = {
         "keel": _keel(ctx, "paced"),
         "bare": _bare(ctx.client, "chain", pace),
-        "streamed": _streamed(ctx.client, "chain", pace),
+        "streamed": _streamed(ctx.client, "chain", pace, streamed_ids),
     }
     for repeat in range(ctx.plan.repeats):
         if repeat and ctx.late():
@@ -323,6 +333,8 @@ async def _paced_engine(ctx: Context, result: EngineResult) -> None:
         for system, one in systems.items():  # back to back, as in the batches above
             batch = await _batch(ctx, one, ctx.plan.engine_runs[10], 10, count_requests=True)
             result.paced.setdefault(system, []).append(batch)
+            if repeat == 0 and system != "bare":
+                result.tasks[("paced", system)] = await _tasks(ctx, batch, streamed_ids)
             print(
                 f"  engine r{repeat + 1} paced chain {system:8} c=10 "
                 f"p50={pct(batch.latencies, 50) * 1000:6.1f} ms {batch.throughput:6.1f} runs/s",
@@ -342,12 +354,22 @@ async def _paced_engine(ctx: Context, result: EngineResult) -> None:
     result.paced_history["streamed"] = await k.history_shape(ctx.client, streamed_id)
 
 
-def _systems(ctx: Context, shape: str) -> list[tuple[str, Callable[[], Awaitable[float | k.Run]]]]:
+def _systems(
+    ctx: Context, shape: str, streamed_ids: list[str] | None = None
+) -> list[tuple[str, Callable[[], Awaitable[float | k.Run]]]]:
     return [
         ("keel", _keel(ctx, shape)),
         ("bare", _bare(ctx.client, shape)),
-        ("streamed", _streamed(ctx.client, shape)),
+        ("streamed", _streamed(ctx.client, shape, ids=streamed_ids)),
     ]
+
+
+async def _tasks(ctx: Context, batch: Batch, streamed_ids: list[str]) -> dict[str, float]:
+    """What asked for the workflow tasks of a batch's runs (Keel's, or the streamed ones
+    whose ids are in ``streamed_ids``, which this empties), per run."""
+    ids = [run.temporal_id for run in batch.runs] or list(streamed_ids)
+    streamed_ids.clear()
+    return await k.tasks_per_run(ctx.client, ids)
 
 
 # -- 2: event latency -------------------------------------------------------------------
