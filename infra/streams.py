@@ -11,11 +11,13 @@ is the one place Keel relies on them; tests/infra/test_streams.py pins both
 against the installed SDK.
 
 ``follow_stream`` is ``subscribe``'s protocol (the same update, the same handling
-of continue-as-new, a truncated offset and a closed run) with two differences that
-cost Temporal less per poll: the update is sent waiting for its *result* (one
+of continue-as-new, a truncated offset and a closed run) with three differences that
+cost Temporal less: the update is sent waiting for its *result* (one
 ``UpdateWorkflowExecution`` request, where ``subscribe`` sends one to have it
-accepted and a ``PollWorkflowExecutionUpdate`` for its result), and the pause
-between two polls is asked of the caller each time, so it can follow its load.
+accepted and a ``PollWorkflowExecutionUpdate`` for its result); the pause between
+two polls is asked of the caller each time, so it can follow its load; and a caller
+that has a closed run's events elsewhere can skip reading them from the stream, a
+query that a worker answers by replaying the whole run.
 """
 
 from __future__ import annotations
@@ -104,10 +106,13 @@ async def follow_stream(
     after: int,
     result_type: type[T],
     cooldown_s: Callable[[], float],
+    read_closed: bool = True,
 ) -> AsyncIterator[list[WorkflowStreamItem[T]]]:
     """Every item of ``topic`` at offset ``>= after``, live, one batch per poll, across
     continue-as-new, until the chain's last run has closed and its retained items are
-    read. ``cooldown_s()``: the pause after a poll that left nothing more ready."""
+    read. ``cooldown_s()``: the pause after a poll that left nothing more ready.
+    ``read_closed=False``: end once the last run has closed, without reading what its
+    stream retains beyond the polls (the caller reads it elsewhere)."""
     offset = after
     handle = client.get_workflow_handle(temporal_workflow_id)  # the chain's current run
     refused_backoff = REFUSED_BACKOFF_FIRST_S
@@ -149,11 +154,12 @@ async def follow_stream(
             if described.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
                 continue
             if described.status in CLOSED and described.run_id:
-                rest = await read_stream(
-                    client, temporal_workflow_id, topic, offset, result_type, described.run_id
-                )
-                if rest:
-                    yield rest
+                if read_closed:
+                    rest = await read_stream(
+                        client, temporal_workflow_id, topic, offset, result_type, described.run_id
+                    )
+                    if rest:
+                        yield rest
                 return
             if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
                 continue  # a long poll's request timed out: poll again

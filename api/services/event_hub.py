@@ -174,16 +174,27 @@ class EventHub:
         try:
             run_key = await self._wait_for_start(feed)
             if run_key is not None:
+                # A closed run's last events come from the record, below (read_closed).
                 async for batch in follow_stream(
-                    self.client, run_key, EVENTS_TOPIC, len(feed.events), Event, self.cooldown_s
+                    self.client,
+                    run_key,
+                    EVENTS_TOPIC,
+                    len(feed.events),
+                    Event,
+                    self.cooldown_s,
+                    read_closed=False,
                 ):
                     if batch[0].offset > len(feed.events):
                         await self._fill_gap(feed)
                     await feed.add([recorded(item.offset, item.data) for item in batch])
                     if feed.done:
                         return
-            # The run closed (or never started) without a terminal event in the stream:
-            # record how it ended, then deliver what the record says.
+            # The run closed (or never started) before the polls brought its last event.
+            # The workflow records every event before it closes, so the rest is in the
+            # record: reading the closed run's stream instead is a query that a worker
+            # answers by replaying the whole run, and at one run at a time the last poll
+            # mostly reaches a run that has just closed. A run closed without recording
+            # (a terminate, say) is brought up to date from its stream by the refresh.
             async with self.sessions() as session:
                 execution = await session.get(Execution, feed.execution_id)
                 if execution is not None:

@@ -1,0 +1,57 @@
+"""Following a run's stream once the run has closed (infra.streams.follow_stream)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra import streams
+from infra.streams import follow_stream
+from tests.support.engine import Platform
+from tests.support.graphs import chain
+from workflows.events import EVENTS_TOPIC, Event, EventType
+
+
+async def _follow_closed_run(
+    platform: Platform, temporal_workflow_id: str, **options: Any
+) -> list[Event]:
+    batches = [
+        batch
+        async for batch in follow_stream(
+            platform.client, temporal_workflow_id, EVENTS_TOPIC, 0, Event, lambda: 0.0, **options
+        )
+    ]
+    return [item.data for batch in batches for item in batch]
+
+
+async def test_a_closed_runs_stream_is_read_only_when_asked(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default the events of a closed run come from its stream (a query that a worker
+    answers by replaying the run); ``read_closed=False`` ends at once, for the event hub,
+    which has them in the run's record."""
+    agent = await platform.agent("writer")
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [{"id": "write", "type": "agent", "agent_id": agent, "input": "hi"}],
+            "edges": chain("write"),
+        }
+    )
+    execution = await platform.run(workflow_id)
+    await platform.wait_status(execution["id"], "completed")
+    temporal_workflow_id = execution["temporal"]["workflow_id"]
+
+    read = await _follow_closed_run(platform, temporal_workflow_id)
+    assert read[0].type == EventType.EXECUTION_STARTED
+    assert read[-1].type == EventType.EXECUTION_COMPLETED
+
+    queried: list[str] = []
+
+    async def read_stream(client: object, workflow_id: str, *args: object) -> list[object]:
+        queried.append(workflow_id)
+        return []
+
+    monkeypatch.setattr(streams, "read_stream", read_stream)
+    assert await _follow_closed_run(platform, temporal_workflow_id, read_closed=False) == []
+    assert queried == []
