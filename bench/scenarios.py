@@ -287,7 +287,9 @@ async def engine(ctx: Context) -> EngineResult:
                     )
                     result.batches.setdefault((shape, system, concurrency), []).append(batch)
                     if counted and shape == "chain" and system != "bare":
-                        result.tasks[(shape, system)] = await _tasks(ctx, batch, streamed_ids)
+                        result.tasks[(shape, system)] = await _tasks(
+                            ctx, system, batch, streamed_ids
+                        )
                     for failure in batch.failures:
                         ctx.notes.append(
                             f"engine {shape} {system} c={concurrency}: a run failed: {failure}"
@@ -334,7 +336,7 @@ async def _paced_engine(ctx: Context, result: EngineResult) -> None:
             batch = await _batch(ctx, one, ctx.plan.engine_runs[10], 10, count_requests=True)
             result.paced.setdefault(system, []).append(batch)
             if repeat == 0 and system != "bare":
-                result.tasks[("paced", system)] = await _tasks(ctx, batch, streamed_ids)
+                result.tasks[("paced", system)] = await _tasks(ctx, system, batch, streamed_ids)
             print(
                 f"  engine r{repeat + 1} paced chain {system:8} c=10 "
                 f"p50={pct(batch.latencies, 50) * 1000:6.1f} ms {batch.throughput:6.1f} runs/s",
@@ -364,11 +366,12 @@ def _systems(
     ]
 
 
-async def _tasks(ctx: Context, batch: Batch, streamed_ids: list[str]) -> dict[str, float]:
-    """What asked for the workflow tasks of a batch's runs (Keel's, or the streamed ones
-    whose ids are in ``streamed_ids``, which this empties), per run."""
-    ids = [run.temporal_id for run in batch.runs] or list(streamed_ids)
-    streamed_ids.clear()
+async def _tasks(
+    ctx: Context, system: str, batch: Batch, streamed_ids: list[str]
+) -> dict[str, float]:
+    """What asked for the workflow tasks of a batch's runs, per run: Keel's runs, or the
+    streamed runs whose ids ``streamed_ids`` collected."""
+    ids = [run.temporal_id for run in batch.runs] if system == "keel" else streamed_ids
     return await k.tasks_per_run(ctx.client, ids)
 
 
