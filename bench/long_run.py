@@ -30,8 +30,11 @@ from temporalio.api.enums.v1 import EventType as HistoryEventType
 
 from bench import keel as k
 from bench.platform import free_port, rss_bytes
+from infra.logging import get_logger
 from tests.support.graphs import counting_loop
 from workflows.events import EventType
+
+log = get_logger("keel.bench")
 
 TOOL_CALLS = 7  # per agent visit: with two model calls and the tick, 10 calls a turn
 CALLS_PER_TURN = TOOL_CALLS + 3
@@ -208,13 +211,14 @@ async def long_run(ctx: Any) -> LongRunResult:
             measured, _run = await _measure(ctx.keel, short_workflow, 1, 120)
             result.short.append(measured)
         result.rss_before = rss_bytes(worker_pid)
-        print(f"  long run: {turns * CALLS_PER_TURN} calls ...", flush=True)
+        log.info("long run started", calls=turns * CALLS_PER_TURN)
         result.long, run = await _measure(ctx.keel, long_workflow, turns, LONG_TIMEOUT_S)
         result.rss_after = rss_bytes(worker_pid)
     result.chain = await _chain(ctx, run.temporal_id)
-    print(
-        f"  long run: {result.long.calls} calls in {result.long.seconds:.0f} s, "
-        f"{len(result.chain)} Temporal runs",
-        flush=True,
+    log.info(
+        "long run done",
+        calls=result.long.calls,
+        seconds=round(result.long.seconds),
+        temporal_runs=len(result.chain),
     )
     return result

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import sys
@@ -34,6 +35,9 @@ from bench import scenarios as s
 from bench.keel import Keel
 from bench.long_run import long_run
 from bench.platform import REPO, CpuMeter, Platform, loadavg, machine
+from infra.logging import configure_logging, get_logger
+
+log = get_logger("keel.bench")
 
 ORDER = ("engine", "events", "fanout", "api", "capacity", "memory", "long_run", "profile")
 # Run only when named: they take minutes, not seconds.
@@ -75,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in ORDER
         if name in args.scenarios or (not args.scenarios and name not in ONLY_WHEN_NAMED)
     ]
+    configure_logging()  # progress as JSON lines on stderr, like every keel process
+    # Not a line per request of the load: it would cost the load generator the CPU it measures.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     quick = _truthy("KEEL_BENCH_QUICK")
     out = os.environ.get("KEEL_BENCH_OUT")
     if out:
@@ -94,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         command = f"KEEL_BENCH_QUICK=1 {command}"
     results = runner(run(chosen, quick, command))
     text = report.write(path, results)
-    print(text)
-    print(f"written to {path}")
+    sys.stdout.write(text + "\n")  # the report itself: the tool's output, not a log line
+    log.info("report written", path=str(path))
     return 0
 
 
@@ -112,10 +119,10 @@ async def run(chosen: list[str], quick: bool, command: str) -> report.Results:
         plan=plan,
     )
     platform = Platform(data_dir)
-    print(f"bench: data dir {data_dir}", flush=True)
+    log.info("bench data dir", data_dir=str(data_dir))
     try:
         await platform.start()
-        print(f"bench: platform up in {time.monotonic() - began:.1f} s", flush=True)
+        log.info("platform up", seconds=round(time.monotonic() - began, 1))
         async with httpx.AsyncClient(
             base_url=platform.api_url, timeout=60, headers=platform.auth_headers
         ) as http:
@@ -133,22 +140,23 @@ async def run(chosen: list[str], quick: bool, command: str) -> report.Results:
                     continue
                 budget = BUDGET_S[name] * (0.5 if quick else 1.0)
                 ctx.deadline = time.monotonic() + budget
-                print(f"bench: {name}", flush=True)
+                log.info("scenario started", scenario=name)
                 with CpuMeter(platform) as meter:
                     value = await SCENARIOS[name](ctx)
                 setattr(results, name, value)
                 results.foreign[name] = meter.foreign_share
-                print(
-                    f"bench: {name} took {meter.elapsed:.0f} s; other processes used "
-                    f"{meter.foreign_share:.0%} of the machine meanwhile",
-                    flush=True,
+                log.info(
+                    "scenario done",
+                    scenario=name,
+                    seconds=round(meter.elapsed),
+                    others_share_of_machine=round(meter.foreign_share, 2),
                 )
             results.notes += ctx.notes
     finally:
         results.load_after = loadavg()
         await platform.stop()
         if _truthy("KEEL_BENCH_KEEP"):
-            print(f"bench: kept {data_dir}", flush=True)
+            log.info("bench data dir kept", data_dir=str(data_dir))
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
     results.duration_s = time.monotonic() - began

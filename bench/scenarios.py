@@ -33,8 +33,11 @@ from bench.platform import (
     rss_bytes,
 )
 from bench.stats import pct
+from infra.logging import get_logger
 from workflows.events import EventType
 from workflows.status import ExecutionStatus
+
+log = get_logger("keel.bench")
 
 SHAPES = {"chain": ("BareChain", 5), "diamond": ("BareDiamond", 4)}
 # The bare shapes that also stream a Keel run's events, followed as Keel's API does
@@ -294,11 +297,14 @@ async def engine(ctx: Context) -> EngineResult:
                         ctx.notes.append(
                             f"engine {shape} {system} c={concurrency}: a run failed: {failure}"
                         )
-                    print(
-                        f"  engine r{repeat + 1} {shape:7} {system:4} c={concurrency:<2} "
-                        f"p50={pct(batch.latencies, 50) * 1000:6.1f} ms "
-                        f"{batch.throughput:6.1f} runs/s",
-                        flush=True,
+                    log.info(
+                        "engine batch",
+                        repeat=repeat + 1,
+                        shape=shape,
+                        system=system,
+                        concurrency=concurrency,
+                        p50_ms=round(pct(batch.latencies, 50) * 1000, 1),
+                        runs_per_s=round(batch.throughput, 1),
                     )
     # What one run of each asks of Temporal, from its history.
     for shape in SHAPES:
@@ -337,10 +343,14 @@ async def _paced_engine(ctx: Context, result: EngineResult) -> None:
             result.paced.setdefault(system, []).append(batch)
             if repeat == 0 and system != "bare":
                 result.tasks[("paced", system)] = await _tasks(ctx, system, batch, streamed_ids)
-            print(
-                f"  engine r{repeat + 1} paced chain {system:8} c=10 "
-                f"p50={pct(batch.latencies, 50) * 1000:6.1f} ms {batch.throughput:6.1f} runs/s",
-                flush=True,
+            log.info(
+                "engine batch",
+                repeat=repeat + 1,
+                shape="paced chain",
+                system=system,
+                concurrency=10,
+                p50_ms=round(pct(batch.latencies, 50) * 1000, 1),
+                runs_per_s=round(batch.throughput, 1),
             )
     # The history of one run of each, alone, as for the other shapes.
     keel_run = await ctx.keel.run(ctx.workflows["paced"])
@@ -421,10 +431,12 @@ async def events(ctx: Context) -> EventResult:
             samples += got
             result.excluded += excluded
         result.samples.append(samples)
-        print(
-            f"  events r{repeat + 1}: n={len(samples)} p50={pct(samples, 50) * 1000:.1f} ms "
-            f"p99={pct(samples, 99) * 1000:.1f} ms",
-            flush=True,
+        log.info(
+            "events repeat",
+            repeat=repeat + 1,
+            samples=len(samples),
+            p50_ms=round(pct(samples, 50) * 1000, 1),
+            p99_ms=round(pct(samples, 99) * 1000, 1),
         )
     return result
 
@@ -507,11 +519,14 @@ async def fanout(ctx: Context) -> list[list[FanoutLevel]]:
         for i, watchers in enumerate(ctx.plan.fanout_levels):
             level = await _fanout_once(ctx, watchers)
             out[i].append(level)
-            print(
-                f"  fan-out r{repeat + 1} {watchers:5} watchers: complete={level.complete} "
-                f"p50={pct(level.samples, 50) * 1000:.1f} ms "
-                f"p99={pct(level.samples, 99) * 1000:.1f} ms polls={level.polls}",
-                flush=True,
+            log.info(
+                "fan-out level",
+                repeat=repeat + 1,
+                watchers=watchers,
+                complete=level.complete,
+                p50_ms=round(pct(level.samples, 50) * 1000, 1),
+                p99_ms=round(pct(level.samples, 99) * 1000, 1),
+                polls=level.polls,
             )
     return out
 
@@ -644,11 +659,14 @@ async def api(ctx: Context) -> dict[str, list[Hammer]]:
         for name, url in api_targets(ctx).items():
             result = await hammer(ctx, url, ctx.plan.api_seconds, ctx.plan.api_clients)
             out[name].append(result)
-            print(
-                f"  api r{repeat + 1} {name:36} {result.rps:7.0f} req/s "
-                f"p99={pct(result.latencies, 99) * 1000:6.1f} ms errors={result.errors} "
-                f"load-gen={result.loadgen_cpu:.0%} of a core",
-                flush=True,
+            log.info(
+                "api endpoint",
+                repeat=repeat + 1,
+                endpoint=name,
+                requests_per_s=round(result.rps),
+                p99_ms=round(pct(result.latencies, 99) * 1000, 1),
+                errors=result.errors,
+                load_generator_cores=round(result.loadgen_cpu, 2),
             )
     return out
 
@@ -724,10 +742,12 @@ async def capacity(ctx: Context) -> dict[str, list[CapacityLevel]]:
             level = await _capacity_level(ctx, system, concurrency)
             out[system].append(level)
             p95 = pct(level.start_latencies, 95)
-            print(
-                f"  capacity {system:4} c={concurrency:<3} start p95={p95 * 1000:7.1f} ms "
-                f"{level.throughput:6.1f} runs/s",
-                flush=True,
+            log.info(
+                "capacity level",
+                system=system,
+                concurrency=concurrency,
+                start_p95_ms=round(p95 * 1000, 1),
+                runs_per_s=round(level.throughput, 1),
             )
             if p95 >= START_LATENCY_LIMIT_S:
                 break
@@ -911,9 +931,9 @@ async def memory(ctx: Context) -> MemoryResult:
         result.start_all_s = time.monotonic() - began
         result.rss[level] = await _settled_rss(worker.pid)
         result.api_rss[level] = rss_bytes(api_pid)
-        print(f"  memory: {level:4} waiting -> RSS {result.rss[level] / 2**20:.1f} MiB", flush=True)
+        log.info("memory level", waiting=level, worker_rss_mib=round(result.rss[level] / 2**20, 1))
     result.approve_all_s, result.approved = await _approve_all(ctx, execution_ids)
-    print(f"  memory: approved {result.approved} in {result.approve_all_s:.1f} s", flush=True)
+    log.info("memory approved", approved=result.approved, seconds=round(result.approve_all_s, 1))
     # Put the usual worker back for what runs after this.
     await asyncio.to_thread(worker.stop)
     await _started(platform.start_keel_worker())
