@@ -37,12 +37,18 @@ EVENTS_TOPIC = "events"
 LAST_EVENT = "execution completed"
 
 
-@activity.defn(name="bench.noop")
+# The activities that run a bare run's nodes (their first argument: the node's name).
+NOOP = "bench.noop"
+PACED = "bench.paced"
+BARE_NODE_ACTIVITIES = frozenset({NOOP, PACED})
+
+
+@activity.defn(name=NOOP)
 async def noop(node: str) -> str:
     return node
 
 
-@activity.defn(name="bench.paced")
+@activity.defn(name=PACED)
 async def paced(node: str, seconds: float) -> str:
     """A node whose work takes ``seconds`` of time and no CPU, like a slow model's answer."""
     await asyncio.sleep(seconds)

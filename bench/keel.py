@@ -24,6 +24,7 @@ from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowFailureError
 
+from bench.bare_worker import BARE_NODE_ACTIVITIES
 from workflows.contracts import ActivityName
 from workflows.events import EventType
 
@@ -180,22 +181,52 @@ def event_time(event: Any) -> float:
     return float(event.event_time.seconds) + event.event_time.nanos / 1e9
 
 
-async def activity_finish_times(client: Client, temporal_id: str) -> dict[str, float]:
-    """Node id -> when the server recorded its model-call activity as completed
-    (ActivityTaskCompleted event time, the dev server's wall clock on this machine)."""
-    history = await client.get_workflow_handle(temporal_id).fetch_history()
-    scheduled: dict[int, str] = {}
-    finished: dict[str, float] = {}
-    for event in history.events:
+@dataclass
+class NodeTask:
+    """When the server recorded a node's activity as completed, and when the workflow task
+    that took that completion (and published the node's events) started and completed:
+    history event times, the dev server's wall clock on this machine."""
+
+    finished: float
+    task_started: float
+    task_completed: float
+
+
+def _node_of(attributes: Any) -> str | None:
+    """The node an activity ran for: a Keel model call (activity id ``<node>/...``) or a
+    bare run's node (its first argument); None for any other activity."""
+    name = attributes.activity_type.name
+    if name == ActivityName.LLM_CALL:
+        return str(attributes.activity_id.split("/")[0])
+    if name in BARE_NODE_ACTIVITIES:
+        return str(json.loads(attributes.input.payloads[0].data))
+    return None
+
+
+async def node_tasks(client: Client, temporal_id: str) -> dict[str, NodeTask]:
+    """Node id -> its ``NodeTask``, for a Keel run's model calls or a bare run's nodes. The
+    task that took an activity's completion is the first one after it in the history:
+    what happens while a task runs is written after that task completes."""
+    events = list((await client.get_workflow_handle(temporal_id).fetch_history()).events)
+    nodes: dict[int, str] = {}
+    tasks: dict[str, NodeTask] = {}
+    for at, event in enumerate(events):
         if event.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == ActivityName.LLM_CALL:
-                scheduled[event.event_id] = attrs.activity_id.split("/")[0]
-        elif event.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            node = scheduled.get(event.activity_task_completed_event_attributes.scheduled_event_id)
+            node = _node_of(event.activity_task_scheduled_event_attributes)
             if node is not None:
-                finished[node] = event_time(event)
-    return finished
+                nodes[event.event_id] = node
+        elif event.event_type == HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            node = nodes.get(event.activity_task_completed_event_attributes.scheduled_event_id)
+            after = events[at:]
+            started = _first(after, HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_STARTED)
+            completed = _first(after, HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+            if node is not None and started is not None and completed is not None:
+                tasks[node] = NodeTask(event_time(event), started, completed)
+    return tasks
+
+
+def _first(events: list[HistoryEvent], kind: int) -> float | None:
+    return next((event_time(e) for e in events if e.event_type == kind), None)
 
 
 async def history_shape(client: Client, temporal_id: str) -> dict[str, int]:

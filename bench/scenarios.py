@@ -210,10 +210,15 @@ def _bare(client: Client, shape: str, pace_s: float = 0.0) -> Callable[[], Await
 
 
 async def _watch_streamed(
-    client: Client, shape: str, workflow_id: str, pace_s: float = 0.0
+    client: Client,
+    shape: str,
+    workflow_id: str,
+    pace_s: float = 0.0,
+    received: list[k.Received] | None = None,
 ) -> None:
     """Start the streamed bare run of ``shape`` (its nodes taking ``pace_s`` each, a chain's
-    only) and follow its stream to the last event."""
+    only) and follow its stream to the last event; ``received`` gets each event as it
+    arrives, with Keel's name for its kind where BARE_EVENT_TYPES has one."""
     await client.start_workflow(
         STREAMED[shape],
         args=[SHAPES[shape][1], pace_s] if pace_s else [SHAPES[shape][1]],
@@ -223,6 +228,10 @@ async def _watch_streamed(
     async for item in WorkflowStreamClient.create(client, workflow_id).subscribe(
         EVENTS_TOPIC, result_type=dict, poll_cooldown=POLL_COOLDOWN
     ):
+        if received is not None:
+            at = time.time()
+            kind = BARE_EVENT_TYPES.get(item.data["type"], item.data["type"])
+            received.append(k.Received(kind, item.data["node_id"], item.offset + 1, at))
         if item.data["type"] == LAST_EVENT:
             return
     raise RuntimeError(f"{workflow_id}: the stream ended before {LAST_EVENT}")
@@ -388,33 +397,67 @@ async def _tasks(
 # -- 2: event latency -------------------------------------------------------------------
 
 
+# Where one event's latency goes: from its node's activity ending to the start of the
+# workflow task that takes that ending, the task itself (which publishes the event and
+# answers the waiting poll), and from the task's completion to the watcher.
+EVENT_PARTS = ("to the task's start", "the task", "to the watcher")
+# The bare streamed runs' event kinds that the samples need, as Keel names them.
+BARE_EVENT_TYPES = {
+    "execution started": EventType.EXECUTION_STARTED,
+    "node completed": EventType.NODE_COMPLETED,
+}
+
+
 @dataclass
 class EventResult:
-    # one list of samples (seconds) per repeat
+    # One list of samples (seconds) per repeat: Keel's watchers over the WebSocket, and
+    # bare Temporal streaming the same events, read with the SDK's ``subscribe``.
     samples: list[list[float]] = field(default_factory=list)
+    streamed: list[list[float]] = field(default_factory=list)
     excluded: int = 0
+    # "keel" or "streamed" -> EVENT_PARTS -> samples (seconds), over every repeat
+    parts: dict[str, dict[str, list[float]]] = field(
+        default_factory=lambda: {
+            system: {part: [] for part in EVENT_PARTS} for system in ("keel", "streamed")
+        }
+    )
 
 
 async def _event_samples(
-    ctx: Context, run: k.Run, receptions: list[list[k.Received]]
+    ctx: Context,
+    temporal_id: str,
+    receptions: list[list[k.Received]],
+    parts: dict[str, list[float]] | None = None,
 ) -> tuple[list[float], int, list[float]]:
     """node.completed latencies (watcher receipt - ActivityTaskCompleted) for live events,
-    the count of backlog events left out, and per node the time until every watcher had it."""
-    finished = await k.activity_finish_times(ctx.client, run.temporal_id)
+    the count of backlog events left out, and per node the time until every watcher had it.
+    ``parts`` gets each sample split as EVENT_PARTS."""
+    tasks = await k.node_tasks(ctx.client, temporal_id)
     samples: list[float] = []
     excluded = 0
     slowest: dict[str, float] = {}
     for events in receptions:
         started = next((e.at for e in events if e.type == EventType.EXECUTION_STARTED), math.inf)
         for e in events:
-            if e.type != EventType.NODE_COMPLETED or e.node_id not in finished:
+            if e.type != EventType.NODE_COMPLETED or e.node_id not in tasks:
                 continue
-            done = finished[e.node_id]
-            if done < started:
+            task = tasks[e.node_id]
+            if task.finished < started:
                 excluded += 1  # finished before this watcher was live: backlog, not latency
                 continue
-            samples.append(e.at - done)
-            slowest[e.node_id] = max(slowest.get(e.node_id, 0.0), e.at - done)
+            samples.append(e.at - task.finished)
+            slowest[e.node_id] = max(slowest.get(e.node_id, 0.0), e.at - task.finished)
+            if parts is not None:
+                for part, seconds in zip(
+                    EVENT_PARTS,
+                    (
+                        task.task_started - task.finished,
+                        task.task_completed - task.task_started,
+                        e.at - task.task_completed,
+                    ),
+                    strict=True,
+                ):
+                    parts[part].append(seconds)
     return samples, excluded, list(slowest.values())
 
 
@@ -425,18 +468,31 @@ async def events(ctx: Context) -> EventResult:
             ctx.notes.append(f"events: stopped after {repeat} repeats (time budget)")
             break
         samples: list[float] = []
+        streamed: list[float] = []
         for _ in range(ctx.plan.event_runs):
             run = await ctx.keel.run(ctx.workflows["paced"])
-            got, excluded, _ = await _event_samples(ctx, run, [run.events])
+            got, excluded, _ = await _event_samples(
+                ctx, run.temporal_id, [run.events], result.parts["keel"]
+            )
             samples += got
             result.excluded += excluded
+            # The same run, bare: the events read from the stream where they are made.
+            received: list[k.Received] = []
+            workflow_id = f"streamed-{uuid.uuid4().hex}"
+            await _watch_streamed(
+                ctx.client, "chain", workflow_id, ctx.plan.paced_delay_s, received
+            )
+            got, _, _ = await _event_samples(ctx, workflow_id, [received], result.parts["streamed"])
+            streamed += got
         result.samples.append(samples)
+        result.streamed.append(streamed)
         log.info(
             "events repeat",
             repeat=repeat + 1,
             samples=len(samples),
             p50_ms=round(pct(samples, 50) * 1000, 1),
             p99_ms=round(pct(samples, 99) * 1000, 1),
+            streamed_p50_ms=round(pct(streamed, 50) * 1000, 1),
         )
     return result
 
@@ -505,7 +561,7 @@ async def _fanout_once(ctx: Context, watchers: int) -> FanoutLevel:
         for r in receptions
         if [e.seq for e in r] == want and r and r[-1].type == EventType.EXECUTION_COMPLETED
     )
-    level.samples, _, level.slowest = await _event_samples(ctx, run, receptions)
+    level.samples, _, level.slowest = await _event_samples(ctx, run.temporal_id, receptions)
     return level
 
 
