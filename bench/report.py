@@ -31,6 +31,10 @@ EVENT_P99_TARGET_MS = 150.0
 MEMORY_TARGET_BYTES = 1_000_000
 
 
+# The engine target row that the paced chain (measured at concurrency 10) also answers.
+PACED_AS = ("chain", 10)
+
+
 def _requests_per_run(batch: s.Batch) -> float:
     return sum(batch.requests.values()) / len(batch.latencies) if batch.latencies else math.nan
 
@@ -181,7 +185,9 @@ class Report:
                     f"engine throughput ratio Keel/bare, {shape}, c={concurrency} (>= 0.8)",
                     f"{fmt(tput_ratio, 2)} (bare streaming its events / bare: "
                     f"{fmt(ratio(st.median, bt.median), 2)}; Keel / bare streaming: "
-                    f"{fmt(ratio(kt.median, st.median), 2)})",
+                    f"{fmt(ratio(kt.median, st.median), 2)}"
+                    + (self._paced_ratios("throughput") if (shape, concurrency) == PACED_AS else "")
+                    + ")",
                     tput_ratio >= THROUGHPUT_TARGET,
                 )
         out = [
@@ -284,7 +290,9 @@ class Report:
                 f"{shape}, c=10 (<= {CPU_RATIO_TARGET})",
                 f"{fmt(value, 2)} ({fmt(keel_cpu)} / {fmt(bare_cpu)} ms; bare streaming its "
                 f"events / bare: "
-                f"{fmt(ratio(totals.get((shape, 'streamed'), math.nan), bare_cpu), 2)})",
+                f"{fmt(ratio(totals.get((shape, 'streamed'), math.nan), bare_cpu), 2)}"
+                + (self._paced_ratios("CPU") if (shape, 10) == PACED_AS else "")
+                + ")",
                 value <= CPU_RATIO_TARGET,
             )
         keel_requests = requests_of.get(("chain", "keel"), math.nan)
@@ -382,6 +390,26 @@ class Report:
             "",
             *table(["runs", "system", *k.TASK_CAUSES, "all"], rows),
         ]
+
+    def _paced_ratios(self, figure: str) -> str:
+        """For a Targets row: the paced chain's throughput or server-side CPU per run, Keel
+        and bare streaming its events, each over bare ("" when it was not measured)."""
+        e = self.r.engine
+        if e is None or len(e.paced) < len(s.SYSTEMS):
+            return ""
+        pace = self.r.plan.paced_delay_s if self.r.plan else math.nan
+
+        def median(system: str) -> float:
+            batches = e.paced[system]
+            if figure == "throughput":
+                return statistics.median(b.throughput for b in batches)
+            return statistics.median(_server_cpu_ms(b, system) for b in batches)
+
+        bare = median("bare")
+        return (
+            f"; nodes taking {pace:g} s each: Keel / bare {fmt(ratio(median('keel'), bare), 2)}, "
+            f"bare streaming / bare {fmt(ratio(median('streamed'), bare), 2)}"
+        )
 
     def _paced_engine(self) -> list[str]:
         e = self.r.engine
