@@ -9,9 +9,8 @@ cursor does once it has fetched them.
 
 Measured with ``python -m bench.sqlite_trips`` (docs/benchmarks.md): a model call's
 database work, two reads and a committed insert, took 2.5 instead of 4.5 ms of CPU
-one at a time, and 4.2 instead of 5.5 ms ten at a time. Under load, each round trip
-is also a wait for a busy event loop: fewer of them make every request and node
-activity shorter.
+one at a time, and 4.2 instead of 5.5 ms ten at a time, and less wall time. Under
+load, each round trip is also a wait for a busy event loop.
 
 It relies on two private names, aiosqlite's ``Connection._execute`` (run a function on
 the connection's thread) and SQLAlchemy's adapted-cursor fields;
