@@ -391,6 +391,15 @@ class Report:
             *table(["runs", "system", *k.TASK_CAUSES, "all"], rows),
         ]
 
+    def _paced(self, system: str) -> tuple[Repeated, Repeated]:
+        """The paced chain's throughput and server-side CPU per run, one per repeat."""
+        assert self.r.engine is not None
+        batches = self.r.engine.paced[system]
+        return (
+            Repeated([b.throughput for b in batches]),
+            Repeated([_server_cpu_ms(b, system) for b in batches]),
+        )
+
     def _paced_ratios(self, figure: str) -> str:
         """For a Targets row: the paced chain's throughput or server-side CPU per run, Keel
         and bare streaming its events, each over bare ("" when it was not measured)."""
@@ -398,17 +407,11 @@ class Report:
         if e is None or len(e.paced) < len(s.SYSTEMS):
             return ""
         pace = self.r.plan.paced_delay_s if self.r.plan else math.nan
-
-        def median(system: str) -> float:
-            batches = e.paced[system]
-            if figure == "throughput":
-                return statistics.median(b.throughput for b in batches)
-            return statistics.median(_server_cpu_ms(b, system) for b in batches)
-
-        bare = median("bare")
+        which = 0 if figure == "throughput" else 1
+        keel, bare, streamed = (self._paced(system)[which].median for system in s.SYSTEMS)
         return (
-            f"; nodes taking {pace:g} s each: Keel / bare {fmt(ratio(median('keel'), bare), 2)}, "
-            f"bare streaming / bare {fmt(ratio(median('streamed'), bare), 2)}"
+            f"; nodes taking {pace:g} s each: Keel / bare {fmt(ratio(keel, bare), 2)}, "
+            f"bare streaming / bare {fmt(ratio(streamed, bare), 2)}"
         )
 
     def _paced_engine(self) -> list[str]:
@@ -416,15 +419,10 @@ class Report:
         if e is None or "keel" not in e.paced:
             return []
         pace = self.r.plan.paced_delay_s if self.r.plan else math.nan
-
-        def server_cpu(system: str) -> Repeated:
-            return Repeated([_server_cpu_ms(b, system) for b in e.paced[system]])
-
-        keel_runs = Repeated([b.throughput for b in e.paced["keel"]])
-        keel_cpu = server_cpu("keel")
+        keel_runs, keel_cpu = self._paced("keel")
         rows = []
         for system, batches in e.paced.items():
-            runs, cpu = Repeated([b.throughput for b in batches]), server_cpu(system)
+            runs, cpu = self._paced(system)
             history = e.paced_history.get(system, {})
             rows.append(
                 [
