@@ -408,7 +408,9 @@ class Report:
             return ""
         pace = self.r.plan.paced_delay_s if self.r.plan else math.nan
         which = 0 if figure == "throughput" else 1
-        keel, bare, streamed = (self._paced(system)[which].median for system in s.SYSTEMS)
+        keel, bare, streamed = (
+            self._paced(system)[which].median for system in ("keel", "bare", "streamed")
+        )
         return (
             f"; nodes taking {pace:g} s each: Keel / bare {fmt(ratio(keel, bare), 2)}, "
             f"bare streaming / bare {fmt(ratio(streamed, bare), 2)}"

@@ -73,12 +73,14 @@ async def per_unit(
     run: Callable[[], Awaitable[None]], units: int, at_once: int
 ) -> tuple[float, float]:
     """CPU and wall milliseconds per unit, ``at_once`` units in flight."""
+    batches = max(1, units // at_once)
     cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(units // at_once):
+    for _ in range(batches):
         await asyncio.gather(*(run() for _ in range(at_once)))
+    done = batches * at_once  # what ran, when ``units`` is not a multiple of ``at_once``
     return (
-        (time.process_time() - cpu) * 1000 / units,
-        (time.perf_counter() - wall) * 1000 / units,
+        (time.process_time() - cpu) * 1000 / done,
+        (time.perf_counter() - wall) * 1000 / done,
     )
 
 
