@@ -9,6 +9,7 @@ and every text passes the one scrubber (``infra.security.scrub``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -16,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from infra.security.scrub import scrub_text
 
@@ -64,12 +66,44 @@ def redact(
     return event_dict
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and the standard library through one JSON renderer.
+class _LineWriter:
+    """structlog's logger for our lines: writes a rendered line to the stream of the
+    handler ``configure_logging`` installed, under that handler's lock, so our lines and
+    the standard library's share one stream and never interleave.
 
-    Each line is redacted once: a structlog line at the end of structlog's chain, a
-    standard library line (a library's) at the end of the formatter's pre-chain; the
-    formatter itself only renders."""
+    Our lines skip the standard library's record, handler chain and formatter: a request's
+    log line took 105-120 us of CPU through them, about 50 through this (in process).
+    ``name`` is what ``structlog.stdlib.add_logger_name`` reads, as from a stdlib logger."""
+
+    def __init__(self, handler: logging.StreamHandler[Any], name: str | None = None) -> None:
+        self.handler = handler
+        self.name = name
+
+    def msg(self, line: str) -> None:
+        self.handler.acquire()
+        try:
+            self.handler.stream.write(line + "\n")
+            self.handler.flush()
+        except (OSError, ValueError):
+            # As the standard library's handlers: a log line never fails the caller
+            # (a closed or broken stream, as after a test's capture has ended).
+            pass
+        finally:
+            self.handler.release()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Route our lines (structlog) and libraries' (the standard library) to one stream,
+    each line JSON.
+
+    Each line is redacted once: ours at the end of structlog's chain, a library's at the
+    end of the formatter's pre-chain; the formatter itself only renders. Our lines are
+    filtered by level before any processor runs, and not cached per logger, so a second
+    call (a test's) changes the level and the stream of every logger."""
+    handler = logging.StreamHandler(sys.stderr)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -84,16 +118,15 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        processors=[*shared, renderer],
+        logger_factory=functools.partial(_LineWriter, handler),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -105,5 +138,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         logging.getLogger(name).propagate = True
 
 
-def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)
+def get_logger(name: str) -> FilteringBoundLogger:
+    return structlog.get_logger(name)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from infra.logging import configure_logging
 from tests.support.database import dump_database
 from tests.support.engine import Platform
 from tests.support.fake_llm import FakeOpenAI, Turn
@@ -40,9 +42,53 @@ async def mcp_tool(platform: Platform, name: str, config: dict[str, Any]) -> dic
 
 
 async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
-    caplog: pytest.LogCaptureFixture, platform: Platform, db: AsyncEngine
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    platform: Platform,
+    db: AsyncEngine,
 ) -> None:
+    # Every line from here, the worker's and the API's, ours and the libraries', through
+    # the JSON handler into the stderr capsys captures (the platform started before it).
+    configure_logging("INFO")
     caplog.set_level(logging.INFO)
+    try:
+        events, final, remote_calls = await run_mcp_tools(platform)
+    finally:
+        root = logging.getLogger()
+        root.handlers[:] = [
+            h for h in root.handlers if getattr(h, "stream", None) is not sys.stderr
+        ]
+    logged = capsys.readouterr().err
+
+    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
+    assert final["output"] == {"result": "echo: tides"}
+    outputs = {
+        e["node_id"]: e["data"]["output"] for e in events if e["type"] == EventType.NODE_COMPLETED
+    }
+    assert outputs["local"] == {"name": "API_TOKEN", "set": True}  # the env reached it
+    called = [e["data"] for e in events if e["type"] == EventType.TOOL_CALLED]
+    assert [(c["tool"], c["ok"], c["attempts"]) for c in called] == [
+        ("check_env", True, 1),
+        ("echo", True, 1),
+    ]
+    assert remote_calls == {"echo": 1}
+
+    seen = json.dumps([events, final, data(await platform.http.get("/api/v1/Tool/"))])
+    dump = await dump_database(db)
+    assert API_TOKEN not in seen
+    assert API_TOKEN not in logged
+    assert API_TOKEN not in caplog.text  # libraries' records, as they were logged
+    assert API_TOKEN not in dump
+    lines = [json.loads(text) for text in logged.splitlines() if text.startswith("{")]
+    # The capture holds the worker's lines.
+    assert [line["event"] for line in lines].count("mcp tool called") == 2
+
+
+async def run_mcp_tools(
+    platform: Platform,
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, int]]:
+    """An MCP tool over stdio, then one over streamable HTTP, in one run: its events, its
+    final record, and the calls the remote server saw."""
     async with McpHttpService() as remote:
         local_tool = await mcp_tool(
             platform,
@@ -96,27 +142,8 @@ async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
         final = await platform.wait_status(
             execution["id"], ExecutionStatus.COMPLETED, ExecutionStatus.FAILED
         )
-
-    assert final["status"] == ExecutionStatus.COMPLETED, final["error"]
     assert code == 1000
-    assert final["output"] == {"result": "echo: tides"}
-    outputs = {
-        e["node_id"]: e["data"]["output"] for e in events if e["type"] == EventType.NODE_COMPLETED
-    }
-    assert outputs["local"] == {"name": "API_TOKEN", "set": True}  # the env reached it
-    called = [e["data"] for e in events if e["type"] == EventType.TOOL_CALLED]
-    assert [(c["tool"], c["ok"], c["attempts"]) for c in called] == [
-        ("check_env", True, 1),
-        ("echo", True, 1),
-    ]
-    assert remote.tool_calls == {"echo": 1}
-
-    seen = json.dumps([events, final, data(await platform.http.get("/api/v1/Tool/"))])
-    dump = await dump_database(db)
-    assert API_TOKEN not in seen
-    assert API_TOKEN not in caplog.text
-    assert API_TOKEN not in dump
-    assert caplog.text.count("mcp tool called") == 2  # the capture holds the worker's lines
+    return events, final, remote.tool_calls
 
 
 async def test_agent_calls_mcp_tools_each_as_its_own_activity(platform: Platform) -> None:
