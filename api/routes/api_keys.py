@@ -5,19 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from sqlalchemy import select
 
 from api.deps import Admin, PageDep
 from api.errors import Forbidden, Unprocessable
 from api.resources import get_or_404, paginate
+from api.routes.router import PrefixRouter
 from api.schemas.accounts import ApiKeyIn, ApiKeyOut, NewApiKeyOut, PrincipalOut
 from api.schemas.common import Envelope, Page, error_responses, ok
 from infra.accounts import create_api_key
 from infra.models import ApiKey
 from infra.security.roles import Role
 
-router = APIRouter(
+router = PrefixRouter(
     prefix="/api/v1/ApiKey", tags=["ApiKey"], responses=error_responses(401, 403, 422)
 )
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 
 from api.deps import Member, SessionDep, SettingsDep
 from api.errors import Forbidden, TooManyRequests, Unauthorized
+from api.routes.router import PrefixRouter
 from api.schemas.accounts import MeOut, PrincipalOut, TokenOut, WsTicketOut
 from api.schemas.common import Envelope, error_responses, ok
 from infra.accounts import (
@@ -23,7 +24,7 @@ from infra.security.roles import Role
 from infra.security.throttle import FailureThrottle
 from infra.security.tokens import issue_access_token
 
-router = APIRouter(prefix="/api/v1/Auth", tags=["Auth"], responses=error_responses(401, 422))
+router = PrefixRouter(prefix="/api/v1/Auth", tags=["Auth"], responses=error_responses(401, 422))
 
 BAD_LOGIN = "wrong email or password"
 

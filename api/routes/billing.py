@@ -6,12 +6,13 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import Admin, Context, Viewer
 from api.errors import NotFound, Unprocessable
+from api.routes.router import PrefixRouter
 from api.schemas.billing import (
     AgentBreakdown,
     AgentUsageItem,
@@ -26,7 +27,9 @@ from infra import ledger
 from infra.dbtypes import utcnow
 from infra.models import Agent, UsageRecord, Workflow
 
-router = APIRouter(prefix="/api/v1/Billing", tags=["Billing"], responses=error_responses(404, 422))
+router = PrefixRouter(
+    prefix="/api/v1/Billing", tags=["Billing"], responses=error_responses(404, 422)
+)
 
 DEFAULT_RANGE = timedelta(days=30)
 

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, WebSocket, WebSocketDisconnect
+from fastapi import Depends, Query, Response, WebSocket, WebSocketDisconnect
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
@@ -13,6 +13,7 @@ from api.deps import Context, Editor, PageDep, Viewer
 from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
 from api.principal import CLOSE_UNAUTHORIZED, websocket_caller
 from api.resources import get_or_404, workflow_version
+from api.routes.router import PrefixRouter
 from api.schemas.common import (
     MAX_DB_ID,
     Envelope,
@@ -43,7 +44,7 @@ from infra.usd import usd_text
 from workflows.contracts import HumanResponse
 from workflows.status import FINISHED, ExecutionStatus
 
-router = APIRouter(prefix="/api/v1/Execution", tags=["Execution"])
+router = PrefixRouter(prefix="/api/v1/Execution", tags=["Execution"])
 CANCEL_REQUESTED = "cancellation requested; the execution ends as cancelled"
 
 NODE_COLUMNS = (

@@ -13,11 +13,12 @@ functions below at runtime, and they use this function's arguments.)
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import Depends, Path, Query
 from sqlalchemy import ColumnElement
 
 from api.deps import Editor, PageDep, Viewer
 from api.resources import Resource
+from api.routes.router import PrefixRouter
 from api.schemas.common import Envelope, InputModel, OutputModel, Page, PartialUpdate, ok
 from api.schemas.common import error_responses as errors
 
@@ -36,7 +37,7 @@ def resource_router(
     create: type[InputModel],
     update: type[PartialUpdate],
     filters: Callable[..., Awaitable[Filters]] = no_filters,
-) -> APIRouter:
+) -> PrefixRouter:
     """A router serving ``resource`` at ``/api/v1/<Label>`` (``/api/v1/Agent``), tagged
     ``<Label>``. ``filters``: a dependency that gives more conditions for the list (from
     its own query parameters)."""
@@ -51,7 +52,7 @@ def resource_router(
     }
     id_name = f"{resource.label}_id"
     ItemId = Annotated[int, Path(alias=id_name)]
-    router = APIRouter(prefix=f"/api/v1/{tag}", tags=[tag], responses=errors(422))
+    router = PrefixRouter(prefix=f"/api/v1/{tag}", tags=[tag], responses=errors(422))
 
     one = Envelope[out]  # type: ignore[valid-type]
     page_of = Envelope[Page[out]]  # type: ignore[valid-type]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from sqlalchemy import Select, func, select
 
 from api.deps import Admin, Context, Member, PageDep, Viewer
 from api.errors import Conflict, Forbidden, NotFound
 from api.resources import commit_unique
+from api.routes.router import PrefixRouter
 from api.schemas.accounts import MemberIn, MemberOut, MemberUpdate, WorkspaceIn, WorkspaceOut
 from api.schemas.common import MAX_DB_ID, Envelope, Page, error_responses, ok
 from infra.accounts import (
@@ -24,7 +25,7 @@ from infra.accounts import (
 from infra.models import Membership, User, Workspace
 from infra.security.roles import Role
 
-router = APIRouter(
+router = PrefixRouter(
     prefix="/api/v1/Workspace", tags=["Workspace"], responses=error_responses(401, 403, 422)
 )
 
