@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,6 +273,10 @@ def test_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
 
     assert (data_dir / "keel.db").exists()
     assert (data_dir / "temporal.db").exists()
+    # Temporal's store kept a write-ahead log (SQLITE_PRAGMAS), as Keel's does.
+    for name in ("keel.db", "temporal.db"):
+        with closing(sqlite3.connect(data_dir / name)) as store:
+            assert store.execute("PRAGMA journal_mode").fetchone() == ("wal",), name
     assert (data_dir / "temporal.log").exists()
 
     with keel_up(env, tmp_path, "second") as up:
