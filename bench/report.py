@@ -120,8 +120,8 @@ class Report:
             f"HEAD, so edits in the working tree meanwhile change nothing); whole run "
             f"{r.duration_s:.0f} s",
             f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory']} memory, Linux "
-            f"{m['kernel']}, Python {m['python']}; {m['temporal']} (dev server, SQLite file, "
-            "as `keel up` runs it)",
+            f"{m['kernel']}, Python {m['python']}; {m['temporal']} (dev server, SQLite file "
+            "with a write-ahead log, as `keel up` runs it)",
             "- Processes: Temporal dev server, `keel api`, `keel worker`, the bare worker and "
             "the bare API each in its own process; this load generator in another "
             "(httpx, websockets, a Temporal client); loopback only. The children run with "

@@ -10,8 +10,8 @@ from pathlib import Path
 # disk at checkpoints rather than at every commit, as Keel's own database is (infra/db.py).
 # A process that dies loses nothing committed; a power cut or a kernel crash may lose the
 # last commits of both. Synced at every commit, each workflow task waited for the disk:
-# bare Temporal ran half as many runs per second, and an event took 37 ms to reach its
-# watcher against 21 (docs/benchmarks.md, fourteenth pass).
+# bare Temporal ran about half as many runs per second at 10 at once, and an event took
+# about 40 ms to reach its watcher against 22 (docs/benchmarks.md, fourteenth pass).
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 
 
