@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +9,7 @@ import httpx
 import pytest
 
 from infra.settings import Settings
+from tests.support.logs import remove_stderr_handlers
 from tests.support.responses import data, error
 from tests.support.settings import app_client
 
@@ -188,10 +187,7 @@ async def test_500_is_logged_with_its_request_id(
         async with app as http:  # started here so its log handler writes into capsys
             response = await http.get("/explode", headers={"X-Request-ID": "trace-500-abc"})
     finally:
-        root = logging.getLogger()
-        root.handlers[:] = [
-            h for h in root.handlers if getattr(h, "stream", None) is not sys.stderr
-        ]
+        remove_stderr_handlers()
     assert response.status_code == 500
     assert response.json()["data"] == {"request_id": "trace-500-abc"}
     logged = capsys.readouterr().err

@@ -19,6 +19,7 @@ from infra.settings import Settings
 from tests.support.database import dump_database
 from tests.support.fake_http import Behaviour, HttpToolService
 from tests.support.fake_mcp import McpHttpService, stdio_config
+from tests.support.logs import remove_stderr_handlers
 from tests.support.net import UNRESOLVABLE_HOST, free_port
 from tests.support.responses import data, error
 from tests.support.settings import app_client
@@ -314,10 +315,7 @@ async def test_secrets_reach_the_server_and_nothing_else(
             responses.append(json.dumps(mirrored))
             responses.append((await client.get(URL)).text)
     finally:
-        root = logging.getLogger()
-        root.handlers[:] = [
-            h for h in root.handlers if getattr(h, "stream", None) is not sys.stderr
-        ]
+        remove_stderr_handlers()
     output = capsys.readouterr().err
     assert '"event": "tool tested"' in output  # the capture holds this test's log
     dump = await dump_database(db)

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from typing import Any
 
 import httpx
@@ -14,6 +12,7 @@ from infra.models import Tool
 from infra.secrets import decrypt
 from infra.settings import Settings
 from tests.support.database import dump_database
+from tests.support.logs import remove_stderr_handlers
 from tests.support.responses import data, error
 from tests.support.settings import app_client
 
@@ -385,10 +384,7 @@ async def test_secrets_never_reach_the_logs(
         async with app_client(settings) as client:
             await exercise_secrets(client)
     finally:
-        root = logging.getLogger()
-        root.handlers[:] = [
-            h for h in root.handlers if getattr(h, "stream", None) is not sys.stderr
-        ]
+        remove_stderr_handlers()
     output = capsys.readouterr().err
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line.get("event") == "request"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from tests.support.engine import Platform
 from tests.support.fake_llm import FakeOpenAI, Turn
 from tests.support.fake_mcp import McpHttpService, process_gone, stdio_config
 from tests.support.graphs import chain, kinds
+from tests.support.logs import remove_stderr_handlers
 from tests.support.responses import data
 from tests.support.waiting import wait_for
 from workflows.events import EventType
@@ -54,10 +54,7 @@ async def test_tool_nodes_call_mcp_over_stdio_and_streamable_http(
     try:
         events, final, remote_calls = await run_mcp_tools(platform)
     finally:
-        root = logging.getLogger()
-        root.handlers[:] = [
-            h for h in root.handlers if getattr(h, "stream", None) is not sys.stderr
-        ]
+        remove_stderr_handlers()
     logged = capsys.readouterr().err
 
     assert final["status"] == ExecutionStatus.COMPLETED, final["error"]

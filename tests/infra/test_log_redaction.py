@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 
 import pytest
 
 from infra.logging import configure_logging, get_logger
 from infra.security.scrub import keep_secret, scrubbing
+from tests.support.logs import remove_stderr_handlers
 
 KEEL_KEY = "keel_" + "a" * 40
 
@@ -39,10 +39,7 @@ def test_our_lines_and_library_lines_are_redacted(capsys: pytest.CaptureFixture[
             logging.getLogger("some.library").exception("library failure")
             log.exception("our failure")
     finally:
-        root = logging.getLogger()
-        root.handlers[:] = [
-            h for h in root.handlers if getattr(h, "stream", None) is not sys.stderr
-        ]
+        remove_stderr_handlers()
     err = capsys.readouterr().err
     assert KEEL_KEY not in err and "abcdefghijkl" not in err and "plain-token" not in err
     assert "Kx9-" not in err

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from infra.logging import configure_logging, get_logger
+from tests.support.logs import remove_stderr_handlers
 
 log = get_logger("keel.test.logging")  # made before any configure_logging, as modules do
 
@@ -21,11 +21,8 @@ def stderr_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureF
     try:
         yield capsys
     finally:
-        root = logging.getLogger()
-        root.handlers[:] = [
-            h for h in root.handlers if getattr(h, "stream", None) is not sys.stderr
-        ]
-        root.setLevel(logging.WARNING)
+        remove_stderr_handlers()
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 def _read(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
