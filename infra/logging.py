@@ -9,11 +9,10 @@ and every text passes the one scrubber (``infra.security.scrub``).
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from collections.abc import MutableMapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import structlog
@@ -119,7 +118,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     )
     structlog.configure(
         processors=[*shared, renderer],
-        logger_factory=functools.partial(_LineWriter, handler),
+        logger_factory=partial(_LineWriter, handler),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=False,
     )
