@@ -10,11 +10,12 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from activities.call_reads import CallReadsCache
 from activities.common import fail, node_activity, node_attempt, token_stream
 from activities.secrets import AgentRepointed, agent_api_key, tool_config
 from infra.ledger import (
     Kind,
-    budget_block,
+    first_exhausted,
     record_llm_call,
     record_tool_call,
     usage_key,
@@ -62,6 +63,7 @@ class NodeActivities:
         self.settings = settings
         self.sessions = sessions
         self.pricing = Pricing.load(settings.pricing_file)
+        self.call_reads = CallReadsCache(sessions, settings.model_call_cache_s)
 
     @activity.defn(name=ActivityName.LLM_CALL.value)
     async def llm_call(self, params: LlmCallInput) -> LlmCallResult:
@@ -70,10 +72,12 @@ class NodeActivities:
         spec = params.agent
         async with node_activity(params.execution_id, params.node_id, params.attempts_before):
             attempt = node_attempt()
-            # One session for both reads: each session is a connection checked out of
-            # the pool and rolled back, on SQLite a round trip to its thread each.
-            async with self.sessions() as session:
-                blocked = await budget_block(session, params.workspace_id, spec.id)
+            reads = await self.call_reads.get(params.workspace_id, spec.id)
+            if reads.budgets:  # a budget applies: sum what has been spent against it
+                async with self.sessions() as session:
+                    blocked = await first_exhausted(
+                        session, params.workspace_id, [spec.id], reads.budgets
+                    )
                 if blocked:
                     raise await fail(
                         f"budget_exceeded: {blocked}",
@@ -81,14 +85,12 @@ class NodeActivities:
                         non_retryable=True,
                         error_type=ErrorType.BUDGET_EXCEEDED,
                     )
-                try:
-                    api_key = await agent_api_key(
-                        session, spec, params.workspace_id, self.settings.secret_key
-                    )
-                except (SecretDecryptionError, AgentRepointed) as exc:
-                    raise await fail(
-                        f"agent {spec.name!r}: {exc}", node_id=params.node_id, non_retryable=True
-                    ) from None
+            try:
+                api_key = agent_api_key(spec, reads.stored_key, self.settings.secret_key)
+            except (SecretDecryptionError, AgentRepointed) as exc:
+                raise await fail(
+                    f"agent {spec.name!r}: {exc}", node_id=params.node_id, non_retryable=True
+                ) from None
             keep_secret(api_key)
             return await self._llm_call(params, attempt, api_key)
 

@@ -9,7 +9,7 @@ finish (and replay) unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,24 +29,37 @@ _AGENT_KEY = select(Agent.base_url, Agent.api_key_encrypted).where(
 )
 
 
-async def agent_api_key(
-    session: AsyncSession, spec: AgentSpec, workspace_id: int, secret_key: str
-) -> str | None:
-    """The agent's API key in plain text (None when it has none). Raises
+class StoredKey(NamedTuple):
+    """An agent's API key as stored (sealed), with the base_url it is for."""
+
+    base_url: str | None
+    api_key_encrypted: str | None
+
+
+async def stored_agent_key(
+    session: AsyncSession, agent_id: int, workspace_id: int
+) -> StoredKey | None:
+    """The agent's stored key and base_url (None: no such agent in the workspace)."""
+    parameters = {"agent_id": agent_id, "workspace_id": workspace_id}
+    row = (await session.execute(_AGENT_KEY, parameters)).first()
+    return None if row is None else StoredKey(row.base_url, row.api_key_encrypted)
+
+
+def agent_api_key(spec: AgentSpec, stored: StoredKey | None, secret_key: str) -> str | None:
+    """The agent's API key in plain text (None when it has none), from the run's
+    snapshot when it still carries one, else from ``stored``. Raises
     ``SecretDecryptionError`` for a key sealed under another server key, and
     ``AgentRepointed`` when the agent's base_url changed since the run started."""
     if spec.api_key_encrypted:
         return decrypt(spec.api_key_encrypted, secret_key)
-    parameters = {"agent_id": spec.id, "workspace_id": workspace_id}
-    row = (await session.execute(_AGENT_KEY, parameters)).first()
-    if row is None or not row.api_key_encrypted:
+    if stored is None or not stored.api_key_encrypted:
         return None
-    if row.base_url != spec.base_url:
+    if stored.base_url != spec.base_url:
         raise AgentRepointed(
             f"agent {spec.name!r} now calls another base_url than when the "
             "run started; its api_key is not sent to the old one"
         )
-    return decrypt(row.api_key_encrypted, secret_key)
+    return decrypt(stored.api_key_encrypted, secret_key)
 
 
 async def tool_config(

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     # change or removal made through another process takes effect within this bound
     # (through this process: at once). 0: check every request against the database.
     credential_cache_s: float = Field(default=1.0, ge=0, le=60)
+    # A worker remembers the budgets and the agent's stored API key that a model call
+    # reads before it starts, per workspace and agent, this many seconds: a budget or key
+    # changed meanwhile applies to the calls that start after this bound. What has been
+    # spent is summed before every call all the same. 0: read both before every call.
+    model_call_cache_s: float = Field(default=1.0, ge=0, le=60)
     # After this many failed sign-ins for one email within login_lockout_s, the next ones
     # get 429 until the window has passed (counted per API process).
     login_max_failures: int = Field(default=5, ge=1, le=1000)

@@ -7,17 +7,21 @@ One concern a module; this package names what the rest of Keel uses:
 - ``infra.ledger.reports``: totals, per agent, per UTC hour or day and per execution,
   summed in SQL.
 - ``infra.ledger.budgets``: monthly limits for the workspace or an agent, and whether a
-  new call or execution may start (``budget_block``, ``execution_budget_block``).
+  new call or execution may start (``budget_block``, ``execution_budget_block``; a
+  model call reads ``budgets_in_scope`` and checks ``first_exhausted``).
 - Money itself (its name, *usd*, how it is stored, summed and written) is
   ``infra.usd``'s.
 """
 
 from infra.ledger.budgets import (
+    BudgetInScope,
     BudgetReport,
     BudgetState,
     budget_block,
     budget_report,
+    budgets_in_scope,
     execution_budget_block,
+    first_exhausted,
     set_budget,
     spent,
     start_of_month,
@@ -42,6 +46,7 @@ from infra.ledger.reports import (
 __all__ = [
     "MAX_BUCKETS",
     "AgentUsage",
+    "BudgetInScope",
     "BudgetReport",
     "BudgetState",
     "ExecutionUsage",
@@ -55,8 +60,10 @@ __all__ = [
     "bucket_starts",
     "budget_block",
     "budget_report",
+    "budgets_in_scope",
     "execution_budget_block",
     "execution_usage",
+    "first_exhausted",
     "record_llm_call",
     "record_tool_call",
     "set_budget",

@@ -178,16 +178,33 @@ _BUDGETS_IN_SCOPE = (
 )
 
 
-async def _first_exhausted(
+# A budget that applies: (the agent it limits, None for the workspace's; its monthly
+# USD; that agent's name).
+BudgetInScope = tuple[int | None, Decimal, str | None]
+
+
+async def budgets_in_scope(
     session: AsyncSession, workspace_id: int, agent_ids: Sequence[int]
-) -> str | None:
+) -> list[BudgetInScope]:
+    """The budgets set for the workspace and for any of ``agent_ids``: one small query."""
     parameters = {"workspace_id": workspace_id, "agent_ids": list(agent_ids)}
     rows = (await session.execute(_BUDGETS_IN_SCOPE, parameters)).all()
-    if not rows:  # the usual case: no budget, no sums
+    return [(agent_id, limit, name) for agent_id, limit, name in rows]
+
+
+async def first_exhausted(
+    session: AsyncSession,
+    workspace_id: int,
+    agent_ids: Sequence[int],
+    budgets: Sequence[BudgetInScope],
+) -> str | None:
+    """Why nothing more may be spent under ``budgets`` (``budgets_in_scope``'s) this
+    month, or None. Sums this month's usage only when a budget is set."""
+    if not budgets:  # the usual case: no budget, no sums
         return None
     since = start_of_month()
     month = f"since {since:%Y-%m-%d} (UTC)"
-    for agent_id, limit, _ in rows:
+    for agent_id, limit, _ in budgets:
         if agent_id is None:
             used = await spent(session, workspace_id, month_start=since)
             if used >= limit:
@@ -196,7 +213,7 @@ async def _first_exhausted(
                     f"{usd_label(used)} spent {month}; raise it with PUT "
                     "/api/v1/Billing/budget or wait for the next month"
                 )
-    limits = {int(a): (limit, name) for a, limit, name in rows if a is not None}
+    limits = {int(a): (limit, name) for a, limit, name in budgets if a is not None}
     by_agent = await _spent_by_agent(session, workspace_id, sorted(limits), since)
     for agent_id in agent_ids:
         if agent_id in limits:
@@ -210,6 +227,13 @@ async def _first_exhausted(
                     "next month"
                 )
     return None
+
+
+async def _first_exhausted(
+    session: AsyncSession, workspace_id: int, agent_ids: Sequence[int]
+) -> str | None:
+    budgets = await budgets_in_scope(session, workspace_id, agent_ids)
+    return await first_exhausted(session, workspace_id, agent_ids, budgets)
 
 
 async def budget_block(
