@@ -3,11 +3,11 @@
 Every model call checks the budgets that apply to it and reads its agent's stored API
 key. Both change rarely, and a busy worker makes many calls of the same agent a
 second: reading them took a session and two queries per call, about 4 of the 11 ms
-of the model-call activity's own work at one run at a time, and 20 ms of CPU per
-5-node run under load (docs/benchmarks.md, fifteenth pass). A worker keeps what it read for ``KEEL_MODEL_CALL_CACHE_S`` seconds (1 by
-default), per workspace and agent; so a budget set or changed, or an agent's key
-changed, applies to the calls that start after that bound (the same bound as a revoked
-credential's on another API process).
+of the model-call activity's own work at one run at a time (docs/benchmarks.md,
+fifteenth pass). A worker keeps what it read for ``KEEL_MODEL_CALL_CACHE_S`` seconds
+(1 by default), per workspace and agent; so a budget set or changed, or an agent's
+key changed, applies to the calls that start after that bound (the same bound as a
+revoked credential's on another API process).
 
 What has been spent is never remembered: when a budget applies, every call still sums
 the month's usage before it starts.
@@ -46,13 +46,18 @@ class CallReadsCache:
         # (workspace id, agent id) -> (fresh until, what was read)
         self._entries: OrderedDict[tuple[int, int], tuple[float, CallReads]] = OrderedDict()
 
-    async def get(self, workspace_id: int, agent_id: int) -> CallReads:
+    async def get(self, workspace_id: int, agent_id: int, base_url: str | None) -> CallReads:
         """The budgets in scope of a call by ``agent_id`` and the agent's stored key, read
-        at most ``ttl_s`` seconds ago (two queries in one session when not)."""
+        at most ``ttl_s`` seconds ago (two queries in one session when not). A key
+        remembered for another base_url than the call's (``base_url``, the run's) is
+        read again: the agent may have been repointed since, and a run started after
+        that must not be refused for what this worker remembered before it."""
         key = (workspace_id, agent_id)
         entry = self._entries.get(key)
         if entry is not None and self.clock() < entry[0]:
-            return entry[1]
+            stored = entry[1].stored_key
+            if stored is None or stored.base_url == base_url:
+                return entry[1]
         async with self.sessions() as session:
             reads = CallReads(
                 await budgets_in_scope(session, workspace_id, [agent_id]),

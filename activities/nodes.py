@@ -72,7 +72,7 @@ class NodeActivities:
         spec = params.agent
         async with node_activity(params.execution_id, params.node_id, params.attempts_before):
             attempt = node_attempt()
-            reads = await self.call_reads.get(params.workspace_id, spec.id)
+            reads = await self.call_reads.get(params.workspace_id, spec.id, spec.base_url)
             if reads.budgets:  # a budget applies: sum what has been spent against it
                 async with self.sessions() as session:
                     blocked = await first_exhausted(

@@ -19,6 +19,7 @@ from infra.models import DEFAULT_WORKSPACE_ID, Agent
 from infra.pricing import Price, Pricing
 
 WS = DEFAULT_WORKSPACE_ID
+URL = "http://127.0.0.1:9/v1"
 TTL_S = 1.0
 PRICING = Pricing({"m-usd": Price(Decimal("1"), Decimal("0"))})
 
@@ -56,7 +57,7 @@ async def agent(sessions: async_sessionmaker[AsyncSession], name: str, key: str 
             name=name,
             provider="openai",
             model="m-usd",
-            base_url="http://127.0.0.1:9/v1",
+            base_url=URL,
             api_key_encrypted=key,
         )
         session.add(row)
@@ -81,9 +82,9 @@ async def test_reads_are_remembered_for_their_bound_per_workspace_and_agent(
     cache = CallReadsCache(sessions, TTL_S, clock=clock)
     queries.clear()
 
-    first = await cache.get(WS, writer)
+    first = await cache.get(WS, writer, URL)
     assert first.budgets == []
-    assert first.stored_key == StoredKey("http://127.0.0.1:9/v1", "sealed-1")
+    assert first.stored_key == StoredKey(URL, "sealed-1")
     assert len(queries) == 2  # the budgets in scope, the agent's key
 
     # A budget and a new key, set just after: a call within the bound does not see them
@@ -96,18 +97,18 @@ async def test_reads_are_remembered_for_their_bound_per_workspace_and_agent(
         await session.commit()
     queries.clear()
     clock.now += TTL_S * 0.9
-    assert await cache.get(WS, writer) == first
+    assert await cache.get(WS, writer, URL) == first
     assert queries == []
-    assert (await cache.get(WS, other)).stored_key == StoredKey("http://127.0.0.1:9/v1", None)
+    assert (await cache.get(WS, other, URL)).stored_key == StoredKey(URL, None)
     assert len(queries) == 2
 
     # Past the bound, both are read again.
     clock.now += TTL_S * 0.2
-    later = await cache.get(WS, writer)
+    later = await cache.get(WS, writer, URL)
     assert later.budgets == [(writer, Decimal("5"), "writer")]
-    assert later.stored_key == StoredKey("http://127.0.0.1:9/v1", "sealed-2")
+    assert later.stored_key == StoredKey(URL, "sealed-2")
 
-    gone = await cache.get(WS, writer + other + 100)
+    gone = await cache.get(WS, writer + other + 100, URL)
     assert gone.stored_key is None  # no such agent: no key, as before
 
 
@@ -116,10 +117,10 @@ async def test_no_bound_reads_before_every_call(
 ) -> None:
     writer = await agent(sessions, "writer", None)
     cache = CallReadsCache(sessions, 0)
-    assert (await cache.get(WS, writer)).budgets == []
+    assert (await cache.get(WS, writer, URL)).budgets == []
     await set_budget(sessions, None, "5")
     queries.clear()
-    assert (await cache.get(WS, writer)).budgets == [(None, Decimal("5"), None)]
+    assert (await cache.get(WS, writer, URL)).budgets == [(None, Decimal("5"), None)]
     assert len(queries) == 2
 
 
@@ -132,7 +133,7 @@ async def test_what_was_spent_is_summed_before_every_call(
     await set_budget(sessions, writer, "1")
     clock = Clock()
     cache = CallReadsCache(sessions, TTL_S, clock=clock)
-    reads = await cache.get(WS, writer)
+    reads = await cache.get(WS, writer, URL)
     async with sessions() as session:
         assert await ledger.first_exhausted(session, WS, [writer], reads.budgets) is None
         await ledger.record_llm_call(
@@ -150,7 +151,7 @@ async def test_what_was_spent_is_summed_before_every_call(
             pricing=PRICING,
         )
         await session.commit()
-    assert await cache.get(WS, writer) is reads  # still within the bound
+    assert await cache.get(WS, writer, URL) is reads  # still within the bound
     async with sessions() as session:
         blocked = await ledger.first_exhausted(session, WS, [writer], reads.budgets)
     assert blocked is not None and blocked.startswith(f"agent {writer} ('writer') has exhausted")
@@ -160,5 +161,27 @@ async def test_the_oldest_entries_go_first(sessions: async_sessionmaker[AsyncSes
     ids = [await agent(sessions, f"a{i}", None) for i in range(3)]
     cache = CallReadsCache(sessions, TTL_S, max_entries=2, clock=Clock())
     for agent_id in ids:
-        await cache.get(WS, agent_id)
+        await cache.get(WS, agent_id, URL)
     assert list(cache._entries) == [(WS, ids[1]), (WS, ids[2])]
+
+
+async def test_a_key_remembered_for_another_base_url_is_read_again(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A run started after its agent was repointed (and given a new key) is not refused
+    for what the worker remembered of the agent before."""
+    writer = await agent(sessions, "writer", "sealed-old")
+    cache = CallReadsCache(sessions, TTL_S, clock=Clock())
+    assert (await cache.get(WS, writer, URL)).stored_key == StoredKey(URL, "sealed-old")
+    moved = "http://127.0.0.1:10/v1"
+    async with sessions() as session:
+        await session.execute(
+            update(Agent)
+            .where(Agent.id == writer)
+            .values(base_url=moved, api_key_encrypted="sealed-new")
+        )
+        await session.commit()
+    # A run from before the move still gets what it started with, within the bound...
+    assert (await cache.get(WS, writer, URL)).stored_key == StoredKey(URL, "sealed-old")
+    # ...and a run that started after it reads the agent again.
+    assert (await cache.get(WS, writer, moved)).stored_key == StoredKey(moved, "sealed-new")
