@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from temporalio.api.common.v1 import Payload
@@ -107,12 +107,15 @@ async def follow_stream(
     result_type: type[T],
     cooldown_s: Callable[[], float],
     read_closed: bool = True,
+    ended: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[list[WorkflowStreamItem[T]]]:
     """Every item of ``topic`` at offset ``>= after``, live, one batch per poll, across
     continue-as-new, until the chain's last run has closed and its retained items are
     read. ``cooldown_s()``: the pause after a poll that left nothing more ready.
     ``read_closed=False``: end once the last run has closed, without reading what its
-    stream retains beyond the polls (the caller reads it elsewhere)."""
+    stream retains beyond the polls (the caller reads it elsewhere). ``ended()``: asked
+    when a poll fails, before Temporal is asked why; True (the caller knows the chain
+    has ended, and has its last items elsewhere) ends the follow at once."""
     offset = after
     handle = client.get_workflow_handle(temporal_workflow_id)  # the chain's current run
     refused_backoff = REFUSED_BACKOFF_FIRST_S
@@ -145,6 +148,8 @@ async def follow_stream(
             if cause_type == STREAM_DRAINING:
                 await asyncio.sleep(cooldown_s())  # until the poll lands on the next run
                 continue
+            if ended is not None and await ended():
+                return
             try:
                 described = await client.get_workflow_handle(
                     temporal_workflow_id, run_id=run_id

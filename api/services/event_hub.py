@@ -173,8 +173,16 @@ class EventHub:
     async def _follow(self, feed: Feed) -> None:
         try:
             run_key = await self._wait_for_start(feed)
+
+            async def recorded_end() -> bool:
+                async with self.sessions() as session:
+                    return await execution_service.has_terminal_event(session, feed.execution_id)
+
             if run_key is not None:
-                # A closed run's last events come from the record, below (read_closed).
+                # A closed run's last events come from the record, below (read_closed). A
+                # poll that fails once the record has the run's end (the run closed while
+                # the poll waited for its next workflow task) ends the follow without
+                # asking Temporal how the run ended.
                 async for batch in follow_stream(
                     self.client,
                     run_key,
@@ -183,6 +191,7 @@ class EventHub:
                     Event,
                     self.cooldown_s,
                     read_closed=False,
+                    ended=recorded_end,
                 ):
                     if batch[0].offset > len(feed.events):
                         await self._fill_gap(feed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowHandle
 
 from infra import streams
 from infra.streams import follow_stream
@@ -55,3 +56,51 @@ async def test_a_closed_runs_stream_is_read_only_when_asked(
     monkeypatch.setattr(streams, "read_stream", read_stream)
     assert await _follow_closed_run(platform, temporal_workflow_id, read_closed=False) == []
     assert queried == []
+
+
+async def test_a_failed_poll_asks_the_caller_before_temporal(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the caller says the chain has ended (the event hub: its record holds the
+    run's end), a failed poll ends the follow without asking Temporal why it failed."""
+    agent = await platform.agent("writer")
+    workflow_id = await platform.workflow(
+        {
+            "nodes": [{"id": "write", "type": "agent", "agent_id": agent, "input": "hi"}],
+            "edges": chain("write"),
+        }
+    )
+    execution = await platform.run(workflow_id)
+    await platform.wait_status(execution["id"], "completed")
+    temporal_workflow_id = execution["temporal"]["workflow_id"]
+
+    described: list[str] = []
+    describe = WorkflowHandle.describe
+
+    async def counted(self: WorkflowHandle[Any, Any], **kwargs: Any) -> Any:
+        described.append(self.id)
+        return await describe(self, **kwargs)
+
+    monkeypatch.setattr(WorkflowHandle, "describe", counted)
+    asked: list[bool] = []
+
+    async def ended(answer: bool) -> bool:
+        asked.append(answer)
+        return answer
+
+    options = {"read_closed": False}
+    assert (
+        await _follow_closed_run(
+            platform, temporal_workflow_id, **options, ended=lambda: ended(True)
+        )
+        == []
+    )
+    assert (asked, described) == ([True], [])
+    assert (
+        await _follow_closed_run(
+            platform, temporal_workflow_id, **options, ended=lambda: ended(False)
+        )
+        == []
+    )
+    assert asked == [True, False]
+    assert described == [temporal_workflow_id]  # not known to the caller: Temporal says
