@@ -26,12 +26,8 @@ async def _follow_closed_run(
     return [item.data for batch in batches for item in batch]
 
 
-async def test_a_closed_runs_stream_is_read_only_when_asked(
-    platform: Platform, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """By default the events of a closed run come from its stream (a query that a worker
-    answers by replaying the run); ``read_closed=False`` ends at once, for the event hub,
-    which has them in the run's record."""
+async def _closed_run(platform: Platform) -> str:
+    """A one-node run, completed; its Temporal workflow id."""
     agent = await platform.agent("writer")
     workflow_id = await platform.workflow(
         {
@@ -41,7 +37,16 @@ async def test_a_closed_runs_stream_is_read_only_when_asked(
     )
     execution = await platform.run(workflow_id)
     await platform.wait_status(execution["id"], "completed")
-    temporal_workflow_id = execution["temporal"]["workflow_id"]
+    return str(execution["temporal"]["workflow_id"])
+
+
+async def test_a_closed_runs_stream_is_read_only_when_asked(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default the events of a closed run come from its stream (a query that a worker
+    answers by replaying the run); ``read_closed=False`` ends at once, for the event hub,
+    which has them in the run's record."""
+    temporal_workflow_id = await _closed_run(platform)
 
     read = await _follow_closed_run(platform, temporal_workflow_id)
     assert read[0].type == EventType.EXECUTION_STARTED
@@ -63,16 +68,7 @@ async def test_a_failed_poll_asks_the_caller_before_temporal(
 ) -> None:
     """When the caller says the chain has ended (the event hub: its record holds the
     run's end), a failed poll ends the follow without asking Temporal why it failed."""
-    agent = await platform.agent("writer")
-    workflow_id = await platform.workflow(
-        {
-            "nodes": [{"id": "write", "type": "agent", "agent_id": agent, "input": "hi"}],
-            "edges": chain("write"),
-        }
-    )
-    execution = await platform.run(workflow_id)
-    await platform.wait_status(execution["id"], "completed")
-    temporal_workflow_id = execution["temporal"]["workflow_id"]
+    temporal_workflow_id = await _closed_run(platform)
 
     described: list[str] = []
     describe = WorkflowHandle.describe

@@ -157,12 +157,19 @@ async def test_what_was_spent_is_summed_before_every_call(
     assert blocked is not None and blocked.startswith(f"agent {writer} ('writer') has exhausted")
 
 
-async def test_the_oldest_entries_go_first(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_the_oldest_entries_go_first(
+    sessions: async_sessionmaker[AsyncSession], queries: list[str]
+) -> None:
     ids = [await agent(sessions, f"a{i}", None) for i in range(3)]
     cache = CallReadsCache(sessions, TTL_S, max_entries=2, clock=Clock())
     for agent_id in ids:
         await cache.get(WS, agent_id, URL)
-    assert list(cache._entries) == [(WS, ids[1]), (WS, ids[2])]
+    queries.clear()
+    await cache.get(WS, ids[2], URL)
+    await cache.get(WS, ids[1], URL)
+    assert queries == []  # the two newest are remembered...
+    await cache.get(WS, ids[0], URL)
+    assert len(queries) == 2  # ...and the oldest was let go
 
 
 async def test_a_key_remembered_for_another_base_url_is_read_again(
