@@ -16,13 +16,13 @@ the month's usage before it starts.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.secrets import StoredKey, stored_agent_key
+from infra.expiring import Expiring
 from infra.ledger import BudgetInScope, budgets_in_scope
 
 
@@ -40,11 +40,8 @@ class CallReadsCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self.clock = clock
-        # (workspace id, agent id) -> (fresh until, what was read)
-        self._entries: OrderedDict[tuple[int, int], tuple[float, CallReads]] = OrderedDict()
+        # (workspace id, agent id) -> what was read
+        self._remembered: Expiring[tuple[int, int], CallReads] = Expiring(ttl_s, max_entries, clock)
 
     async def get(self, workspace_id: int, agent_id: int, base_url: str | None) -> CallReads:
         """The budgets in scope of a call by ``agent_id`` and the agent's stored key, read
@@ -53,19 +50,15 @@ class CallReadsCache:
         read again: the agent may have been repointed since, and a run started after
         that must not be refused for what this worker remembered before it."""
         key = (workspace_id, agent_id)
-        entry = self._entries.get(key)
-        if entry is not None and self.clock() < entry[0]:
-            stored = entry[1].stored_key
-            if stored is None or stored.base_url == base_url:
-                return entry[1]
+        remembered = self._remembered.get(key)
+        if remembered is not None and (
+            remembered.stored_key is None or remembered.stored_key.base_url == base_url
+        ):
+            return remembered
         async with self.sessions() as session:
             reads = CallReads(
                 await budgets_in_scope(session, workspace_id, [agent_id]),
                 await stored_agent_key(session, agent_id, workspace_id),
             )
-        if self.ttl_s > 0:
-            self._entries[key] = (self.clock() + self.ttl_s, reads)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        self._remembered.put(key, reads)
         return reads

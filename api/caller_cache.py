@@ -19,8 +19,6 @@ the (user, workspace) of a verified token: never by a credential's plaintext.
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, NamedTuple
@@ -30,6 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from infra.accounts import Caller
+from infra.expiring import Expiring
 from infra.models import ApiKey, Membership, User
 
 Principal = tuple[str, int | None]  # (type, id), as in Caller.principal
@@ -37,51 +36,39 @@ Principal = tuple[str, int | None]  # (type, id), as in Caller.principal
 
 class _Entry(NamedTuple):
     caller: Caller
-    fresh_until: float  # time.monotonic()
     expires_at: datetime | None  # the credential's own expiry
 
 
 class CallerCache:
     def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._remembered: Expiring[str, _Entry] = Expiring(ttl_s, max_entries)
         _caches.add(self)
 
     def get(self, key: str) -> Caller | None:
         """The caller remembered for ``key``, if it is still fresh and unexpired."""
-        entry = self._entries.get(key)
+        entry = self._remembered.get(key)
         if entry is None:
             return None
-        if time.monotonic() >= entry.fresh_until or (
-            entry.expires_at is not None and entry.expires_at <= datetime.now(UTC)
-        ):
-            del self._entries[key]
+        if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
+            self._remembered.drop(key)
             return None
         return entry.caller
 
     def put(self, key: str, caller: Caller, expires_at: datetime | None = None) -> None:
-        if self.ttl_s <= 0:
-            return
-        self._entries[key] = _Entry(caller, time.monotonic() + self.ttl_s, expires_at)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._remembered.put(key, _Entry(caller, expires_at))
 
     def forget(self, principal_type: str, principal_id: int | None) -> None:
         """Drop every entry of that principal (its key was revoked, its role changed, it
         was removed from a workspace): its next request is checked against the database."""
-        doomed = [
-            key
-            for key, entry in self._entries.items()
-            if (entry.caller.principal.type, entry.caller.principal.id)
-            == (principal_type, principal_id)
-        ]
-        for key in doomed:
-            del self._entries[key]
+        self._remembered.drop_where(
+            lambda entry: (
+                (entry.caller.principal.type, entry.caller.principal.id)
+                == (principal_type, principal_id)
+            )
+        )
 
     def clear(self) -> None:
-        self._entries.clear()
+        self._remembered.clear()
 
 
 # -- forgetting on change -------------------------------------------------------------------

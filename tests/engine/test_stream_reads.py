@@ -84,17 +84,16 @@ async def test_a_failed_poll_asks_the_caller_before_temporal(
         asked.append(answer)
         return answer
 
-    options = {"read_closed": False}
     assert (
         await _follow_closed_run(
-            platform, temporal_workflow_id, **options, ended=lambda: ended(True)
+            platform, temporal_workflow_id, read_closed=False, ended=lambda: ended(True)
         )
         == []
     )
     assert (asked, described) == ([True], [])
     assert (
         await _follow_closed_run(
-            platform, temporal_workflow_id, **options, ended=lambda: ended(False)
+            platform, temporal_workflow_id, read_closed=False, ended=lambda: ended(False)
         )
         == []
     )
