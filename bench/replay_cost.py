@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, WorkflowRunner
 
+from infra.temporal import data_converter
 from worker.main import checking_runner, workflow_runner
 from workflows.execution import ExecutionWorkflow
 
@@ -40,7 +40,7 @@ async def cpu_ms_per_replay(runner: WorkflowRunner, history: dict[str, Any], rep
     replayer = Replayer(
         workflows=[ExecutionWorkflow],
         workflow_runner=runner,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
     )
 
     async def histories() -> AsyncIterator[WorkflowHistory]:

@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from infra.db import create_engine
@@ -23,7 +22,7 @@ from infra.devserver import temporal_binary
 from infra.migrate import upgrade
 from infra.models import Base
 from infra.settings import Settings
-from infra.temporal import SEARCH_ATTRIBUTES
+from infra.temporal import SEARCH_ATTRIBUTES, data_converter
 from tests.support.accounts import (  # noqa: F401  (fixtures)
     accounts,
     owner_client,
@@ -113,7 +112,7 @@ async def temporal_env(temporal_bin: str) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_bin,
         search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
     )
     yield env
     await env.shutdown()

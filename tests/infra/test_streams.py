@@ -10,11 +10,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.contrib.workflow_streams import PollResult, _stream, _types
 
 from infra.streams import POLL_QUERY, STREAM_DRAINING, TRUNCATED_OFFSET, decode_wire_item
+from infra.temporal import data_converter as keel_converter
 from workflows.events import Event, EventType, event
 
 
 class ConverterOnly:
-    data_converter = pydantic_data_converter
+    data_converter = keel_converter  # reads what the SDK's pydantic converter wrote
 
 
 def test_the_poll_query_name_is_the_sdks() -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, WorkflowRunner
 from temporalio.workflow import NondeterminismError
 
+from infra.temporal import data_converter
 from worker.main import checking_runner, workflow_runner
 from workflows.execution import ExecutionWorkflow
 
@@ -43,7 +43,7 @@ def replayer(runner: WorkflowRunner) -> Replayer:
     return Replayer(
         workflows=[ExecutionWorkflow],
         workflow_runner=runner,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
     )
 
 
