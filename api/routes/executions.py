@@ -381,15 +381,15 @@ async def watch_execution(websocket: WebSocket, execution_id: int) -> None:
         await websocket.close(CloseCode.UNKNOWN, f"execution {execution_id} does not exist")
         return
     async with app.state.socket_guard.watching(caller, websocket):
-        await _stream(websocket, execution_id, int(raw_after))
+        await _stream(websocket, execution, int(raw_after))
 
 
-async def _stream(websocket: WebSocket, execution_id: int, after: int) -> None:
+async def _stream(websocket: WebSocket, execution: Execution, after: int) -> None:
     app = websocket.app
     hub: EventHub = app.state.event_hub
 
     async def send_all() -> None:
-        async for text in hub.watch(execution_id, after):
+        async for text in hub.watch(execution, after):
             await websocket.send_text(text)
 
     async def until_client_leaves() -> None:

@@ -115,28 +115,26 @@ class EventHub:
         self.subscriptions_started = 0
         self.draining = False
 
-    async def watch(self, execution_id: int, after: int) -> AsyncIterator[str]:
+    async def watch(self, execution: Execution, after: int) -> AsyncIterator[str]:
         """Every event of the execution with ``seq > after`` as JSON text, live, ending
-        after the last. Raises Draining once the hub drains."""
+        after the last. ``execution``: its row, just read by the caller. Raises Draining
+        once the hub drains."""
         if self.draining:
             raise Draining
+        execution_id = execution.id
         feed = self.feeds.get(execution_id)
         if feed is None:
-            async with self.sessions() as session:
-                execution = await session.get(Execution, execution_id)
-                if (
-                    execution is not None
-                    and execution.status in FINISHED
-                    and await execution_service.has_terminal_event(session, execution_id)
-                ):
-                    for item in await stored_events(session, execution_id, after):
-                        yield json.dumps(public_event(execution_id, item))
-                        EVENTS_DELIVERED.inc()
-                    return
+            if execution.status in FINISHED:
+                async with self.sessions() as session:
+                    if await execution_service.has_terminal_event(session, execution_id):
+                        for item in await stored_events(session, execution_id, after):
+                            yield json.dumps(public_event(execution_id, item))
+                            EVENTS_DELIVERED.inc()
+                        return
             feed = self.feeds.get(execution_id)  # another watcher may have made it meanwhile
             if feed is None:
                 feed = self.feeds[execution_id] = Feed(execution_id)
-                feed.task = asyncio.create_task(self._follow(feed))
+                feed.task = asyncio.create_task(self._follow(feed, execution.temporal_workflow_id))
                 self.subscriptions_started += 1
         feed.watchers += 1
         WEBSOCKET_WATCHERS.inc()
@@ -170,9 +168,11 @@ class EventHub:
                 if feed.task and not feed.task.done():
                     feed.task.cancel()
 
-    async def _follow(self, feed: Feed) -> None:
+    async def _follow(self, feed: Feed, run_key: str | None) -> None:
+        """``run_key``: the run's Temporal workflow id if the execution has started."""
         try:
-            run_key = await self._wait_for_start(feed)
+            if run_key is None:
+                run_key = await self._wait_for_start(feed)
 
             async def recorded_end() -> bool:
                 async with self.sessions() as session:
