@@ -91,6 +91,12 @@ class ExecutionInput(BaseModel):
     # The run continues as new once its history reaches this many events (Temporal warns
     # at 10,240), or sooner when Temporal suggests it.
     max_history_events: int = 5000
+    # True for every run the API starts: it records its events with a local activity in
+    # the workflow task that reached a milestone (ExecutionWorkflow._sync) without asking
+    # the RECORD_IN_TASK patch, whose marker the SDK writes with an upsert of the
+    # TemporalChangeVersion search attribute. False in runs started before (their inputs
+    # lack it), which ask the patch.
+    record_in_task: bool = False
 
 
 class ExecutionResult(BaseModel):

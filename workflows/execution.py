@@ -409,8 +409,9 @@ class ExecutionWorkflow:
     async def _sync(self) -> None:
         """Fold the events so far into the database record of the run: the events not yet
         recorded go to a local activity, run in this workflow task. Runs started before
-        that (no ``RECORD_IN_TASK`` marker) call the activity that reads the stream."""
-        if not workflow.patched(RECORD_IN_TASK):
+        that (neither ``record_in_task`` nor the ``RECORD_IN_TASK`` marker) call the
+        activity that reads the stream."""
+        if not (self.params.record_in_task or workflow.patched(RECORD_IN_TASK)):
             await self._sync_from_stream()
             return
         state = self.stream.get_state()

@@ -237,6 +237,7 @@ async def start(
         tools=tools,
         memo=await rerun_memo(session, execution, definition),
         max_history_events=settings.history_events_per_run,
+        record_in_task=True,
     )
     try:
         handle = await client.start_workflow(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from temporalio.api.enums.v1 import EventType as HistoryEvent
+
 from tests.support.engine import Platform
 from tests.support.graphs import chain, kinds
 from workflows.events import EventType
@@ -65,6 +67,27 @@ async def test_linear_graph(platform: Platform) -> None:
         ("write", "completed", 1),
     ]
     assert final["finished_at"] is not None
+
+    # Its record was written in the workflow task that ended it (a local activity),
+    # without the RECORD_IN_TASK patch: no patch marker, no search-attribute upsert.
+    history = await platform.client.get_workflow_handle(
+        execution["temporal"]["workflow_id"]
+    ).fetch_history()
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.event_type == HistoryEvent.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert markers == ["core_local_activity"]
+    assert all(
+        e.event_type != HistoryEvent.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        for e in history.events
+    )
+    assert all(
+        e.event_type != HistoryEvent.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        or e.activity_task_scheduled_event_attributes.activity_type.name == "keel.llm_call"
+        for e in history.events
+    )
 
 
 async def test_parallel_fan_out_then_join_runs_join_once(platform: Platform) -> None:
