@@ -6,6 +6,7 @@ from temporalio.api.enums.v1 import EventType as HistoryEvent
 
 from tests.support.engine import Platform
 from tests.support.graphs import chain, kinds
+from workflows.contracts import ActivityName
 from workflows.events import EventType
 from workflows.status import ExecutionStatus, NodeStatus
 
@@ -85,7 +86,7 @@ async def test_linear_graph(platform: Platform) -> None:
     )
     assert all(
         e.event_type != HistoryEvent.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        or e.activity_task_scheduled_event_attributes.activity_type.name == "keel.llm_call"
+        or e.activity_task_scheduled_event_attributes.activity_type.name == ActivityName.LLM_CALL
         for e in history.events
     )
 
