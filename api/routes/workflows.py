@@ -101,6 +101,11 @@ router = resource_router(
 async def publish_workflow(workflow_id: int, editor: Editor) -> Envelope[WorkflowOut]:
     session, workspace_id = editor.session, editor.workspace_id
     workflow = await workflows.get(session, workflow_id, workspace_id)
+    # One publish of a workflow at a time: the others wait here for its row's lock, then
+    # see the version it made. Without the lock, inserting the version takes a share lock
+    # on this row (its foreign key) and then waits for a concurrent publish's version,
+    # which waits for this row to update it: a deadlock on MariaDB (a 503), not a 409.
+    await session.refresh(workflow, with_for_update=True)
     if workflow.version > 0 and not workflow.has_unpublished_changes:
         raise Conflict(
             f"workflow {workflow.id} has no changes since version {workflow.version}; "
