@@ -27,10 +27,22 @@ M = TypeVar("M", bound=Base)
 
 
 async def get_or_404(
-    session: AsyncSession, model: type[M], item_id: int, workspace_id: int, label: str
+    session: AsyncSession,
+    model: type[M],
+    item_id: int,
+    workspace_id: int,
+    label: str,
+    *,
+    for_update: bool = False,
 ) -> M:
+    """The row, or 404. ``for_update``: read it with its row's lock (MySQL/MariaDB), as
+    committed, holding the lock until the transaction ends."""
     # Ids outside the column's range name nothing (and would overflow the driver).
-    item = await session.get(model, item_id) if 1 <= item_id <= MAX_DB_ID else None
+    item = (
+        await session.get(model, item_id, with_for_update=for_update or None)
+        if 1 <= item_id <= MAX_DB_ID
+        else None
+    )
     if item is None or getattr(item, "workspace_id", workspace_id) != workspace_id:
         raise NotFound(f"{label} {item_id} does not exist")
     return item

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Editor, PageDep, Viewer
 from api.errors import Conflict, NotFound, Unprocessable
-from api.resources import Resource, commit_unique, paginate, workflow_version
+from api.resources import Resource, commit_unique, get_or_404, paginate, workflow_version
 from api.routes.resource import resource_router
 from api.schemas.common import MAX_DB_ID, Envelope, Page, error_responses, ok
 from api.schemas.workflows import WorkflowCreate, WorkflowOut, WorkflowUpdate, WorkflowVersionOut
@@ -100,12 +100,13 @@ router = resource_router(
 )
 async def publish_workflow(workflow_id: int, editor: Editor) -> Envelope[WorkflowOut]:
     session, workspace_id = editor.session, editor.workspace_id
-    workflow = await workflows.get(session, workflow_id, workspace_id)
     # One publish of a workflow at a time: the others wait here for its row's lock, then
     # see the version it made. Without the lock, inserting the version takes a share lock
     # on this row (its foreign key) and then waits for a concurrent publish's version,
     # which waits for this row to update it: a deadlock on MariaDB (a 503), not a 409.
-    await session.refresh(workflow, with_for_update=True)
+    workflow = await get_or_404(
+        session, Workflow, workflow_id, workspace_id, workflows.label, for_update=True
+    )
     if workflow.version > 0 and not workflow.has_unpublished_changes:
         raise Conflict(
             f"workflow {workflow.id} has no changes since version {workflow.version}; "
