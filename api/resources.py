@@ -199,6 +199,34 @@ async def workflow_version(
     return version
 
 
+async def published_version(
+    session: AsyncSession, workflow_id: int, workspace_id: int, number: int | None
+) -> WorkflowVersion:
+    """Version ``number`` of a workspace's workflow (its latest when None), read with the
+    workflow in one query: 404 for no such workflow or version, 409 if none is published."""
+    row = None
+    if 1 <= workflow_id <= MAX_DB_ID:
+        row = (
+            await session.execute(
+                select(Workflow.version, WorkflowVersion)
+                .outerjoin(
+                    WorkflowVersion,
+                    (WorkflowVersion.workflow_id == Workflow.id)
+                    & (WorkflowVersion.version == (number or Workflow.version)),
+                )
+                .where(Workflow.id == workflow_id, Workflow.workspace_id == workspace_id)
+            )
+        ).first()
+    if row is None:
+        raise NotFound(f"workflow {workflow_id} does not exist")
+    latest, version = row
+    if latest == 0:
+        raise Conflict(f"workflow {workflow_id} has no published version; publish it first")
+    if version is None:
+        raise NotFound(f"workflow {workflow_id} has no version {number}; the latest is {latest}")
+    return version
+
+
 async def refuse_if_published(session: AsyncSession, ref_type: str, ref_id: int) -> None:
     """409 while a published workflow version still names this agent or tool."""
     ref = (

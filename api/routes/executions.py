@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
 
 from api.deps import Context, Editor, PageDep, Viewer
-from api.errors import Conflict, NotFound, PaymentRequired, ServiceUnavailable
+from api.errors import PaymentRequired, ServiceUnavailable
 from api.principal import CLOSE_UNAUTHORIZED, websocket_caller
-from api.resources import get_or_404, workflow_version
+from api.resources import get_or_404, published_version
 from api.routes.router import PrefixRouter
 from api.schemas.common import (
     MAX_DB_ID,
@@ -37,11 +37,12 @@ from api.services.execution_page import ExecutionFilter, ExecutionRow, execution
 from api.services.problems import execution_ids_with_problems
 from infra.execution_store import last_seq
 from infra.ledger import ExecutionUsage, execution_budget_block, execution_usage
-from infra.models import Execution, NodeRun, Workflow, WorkflowVersion
+from infra.models import Execution, NodeRun, WorkflowVersion
 from infra.settings import Settings
 from infra.temporal import ui_url
 from infra.usd import usd_text
 from workflows.contracts import HumanResponse
+from workflows.definition import Definition
 from workflows.status import FINISHED, ExecutionStatus
 
 router = PrefixRouter(prefix="/api/v1/Execution", tags=["Execution"])
@@ -159,12 +160,15 @@ EditedExecution = Annotated[Execution, Depends(_edited)]
 
 
 async def refuse_over_budget(
-    session: AsyncSession, execution: Execution, refused: str = "new executions are refused"
+    session: AsyncSession,
+    execution: Execution,
+    version: WorkflowVersion,
+    refused: str = "new executions are refused",
 ) -> None:
-    """402 while the workspace's or a used agent's budget for this month is spent."""
-    blocked = await execution_budget_block(
-        session, execution.workspace_id, execution.workflow_id, execution.workflow_version
-    )
+    """402 while the workspace's budget for this month, or that of an agent the
+    execution's workflow version uses, is spent."""
+    agent_ids = Definition.model_validate(version.definition).agent_ids()
+    blocked = await execution_budget_block(session, execution.workspace_id, agent_ids)
     if blocked:
         raise PaymentRequired(f"{refused}: {blocked}")
 
@@ -196,28 +200,19 @@ async def _commit_and_start(
     responses=error_responses(402, 404, 409),
 )
 async def create_execution(body: ExecutionCreate, editor: Editor) -> Envelope[ExecutionOut]:
-    session = editor.session
-    workflow = await get_or_404(
-        session, Workflow, body.workflow_id, editor.workspace_id, "workflow"
+    version = await published_version(
+        editor.session, body.workflow_id, editor.workspace_id, body.version
     )
-    if workflow.version == 0:
-        raise Conflict(f"workflow {workflow.id} has no published version; publish it first")
-    number = body.version or workflow.version
-    version = await workflow_version(session, workflow.id, number)
-    if version is None:
-        raise NotFound(
-            f"workflow {workflow.id} has no version {number}; the latest is {workflow.version}"
-        )
     execution = Execution(
         workspace_id=editor.workspace_id,
-        workflow_id=workflow.id,
-        workflow_version=number,
+        workflow_id=version.workflow_id,
+        workflow_version=version.version,
         status=ExecutionStatus.PENDING,
         input=body.input,
     )
     _created_by(execution, editor)
-    await refuse_over_budget(session, execution)
-    session.add(execution)
+    await refuse_over_budget(editor.session, execution, version)
+    editor.session.add(execution)
     return await _commit_and_start(editor, execution, body.start, version)
 
 
@@ -292,21 +287,23 @@ async def rerun_execution(
     parent: EditedExecution, body: RerunBody, editor: Editor
 ) -> Envelope[ExecutionOut]:
     await execution_service.refresh(editor.session, editor.temporal, parent)
-    execution = await execution_service.create_rerun(
+    execution, version = await execution_service.create_rerun(
         editor.session, parent, body.version, body.input, body.from_node
     )
     _created_by(execution, editor)
-    await refuse_over_budget(editor.session, execution)
-    return await _commit_and_start(editor, execution, body.start)
+    await refuse_over_budget(editor.session, execution, version)
+    return await _commit_and_start(editor, execution, body.start, version)
 
 
 @router.post("/{execution_id}/start", summary="Start a pending execution")
 async def start_execution(execution: EditedExecution, editor: Editor) -> Envelope[ExecutionOut]:
+    version = None
     if execution.status == ExecutionStatus.PENDING:
+        version = await execution_service.pinned_version(editor.session, execution)
         await refuse_over_budget(
-            editor.session, execution, f"execution {execution.id} cannot start"
+            editor.session, execution, version, f"execution {execution.id} cannot start"
         )
-    return await _commit_and_start(editor, execution, start=True)
+    return await _commit_and_start(editor, execution, True, version)
 
 
 @router.post("/{execution_id}/cancel", summary="Cancel an execution; running work is stopped")

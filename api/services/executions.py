@@ -22,8 +22,10 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.interfaces import ORMOption
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -124,7 +126,7 @@ async def snapshot(
             tool_ids=a.tool_ids,
             metadata=a.metadata_,
         )
-        for a in await _by_id(session, Agent, definition.agent_ids())
+        for a in await _by_id(session, Agent, definition.agent_ids(), joinedload(Agent.tool_links))
     }
     tool_ids = definition.tool_ids() | {t for a in agents.values() for t in a.tool_ids}
     tools = {
@@ -144,12 +146,13 @@ async def snapshot(
 
 
 async def _by_id(
-    session: AsyncSession, model: type[Referenced], ids: Collection[int]
+    session: AsyncSession, model: type[Referenced], ids: Collection[int], *options: ORMOption
 ) -> Sequence[Referenced]:
     """The rows with these ids; no query when there are none (a workflow without tools)."""
     if not ids:
         return ()
-    return (await session.scalars(select(model).where(model.id.in_(ids)))).all()
+    query = select(model).where(model.id.in_(ids)).options(*options)
+    return (await session.scalars(query)).unique().all()
 
 
 def row_to_event(row: ExecutionEvent) -> RecordedEvent:
@@ -217,12 +220,7 @@ async def start(
         )
     await refuse_beyond_cap(session, settings, execution)
     if version is None:
-        version = await workflow_version(session, execution.workflow_id, execution.workflow_version)
-    if version is None:
-        raise Conflict(
-            f"workflow {execution.workflow_id} version {execution.workflow_version} "
-            "no longer exists"
-        )
+        version = await pinned_version(session, execution)
     definition = Definition.model_validate(version.definition)
     agents, tools = await snapshot(session, definition)
     run_key = temporal_workflow_id(settings, execution.id)
@@ -265,14 +263,49 @@ async def start(
             "the execution stays pending, start it again later"
         ) from exc
     EXECUTIONS_STARTED.inc()
-    locked = await lock(session, execution.id)
-    if locked is None:
-        return
-    locked.temporal_workflow_id = run_key
-    locked.temporal_run_id = handle.result_run_id
-    if locked.status == ExecutionStatus.PENDING:
-        locked.status = ExecutionStatus.RUNNING
-    locked.started_at = locked.started_at or datetime.now(UTC)
+    await _record_start(session, execution.id, run_key, handle.result_run_id)
+
+
+async def _record_start(
+    session: AsyncSession, execution_id: int, run_key: str, run_id: str | None
+) -> None:
+    """Store the run's Temporal ids in one statement, and reload the execution as it now
+    is. A run the worker already recorded (a fast one) keeps what it recorded: only a
+    pending execution becomes running. Like ``lock``, the write starts a new transaction,
+    so SQLite never has to turn a read transaction into a write one."""
+    await session.rollback()
+    await session.execute(
+        update(Execution)
+        .where(Execution.id == execution_id)
+        .values(
+            temporal_workflow_id=run_key,
+            temporal_run_id=run_id,
+            status=case(
+                (Execution.status == ExecutionStatus.PENDING, ExecutionStatus.RUNNING),
+                else_=Execution.status,
+            ),
+            started_at=func.coalesce(
+                Execution.started_at, literal(datetime.now(UTC), Execution.started_at.type)
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await session.scalar(
+        select(Execution)
+        .where(Execution.id == execution_id)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def pinned_version(session: AsyncSession, execution: Execution) -> WorkflowVersion:
+    """The workflow version the execution runs; 409 if it is gone."""
+    version = await workflow_version(session, execution.workflow_id, execution.workflow_version)
+    if version is None:
+        raise Conflict(
+            f"workflow {execution.workflow_id} version {execution.workflow_version} "
+            "no longer exists"
+        )
+    return version
 
 
 async def rerun_memo(
@@ -302,8 +335,9 @@ async def create_rerun(
     version: int | None,
     input: dict[str, Any] | None,
     from_node: str | None,
-) -> Execution:
-    """A new pending execution that reruns ``parent`` (the caller starts it)."""
+) -> tuple[Execution, WorkflowVersion]:
+    """A new pending execution that reruns ``parent`` (the caller starts it), and the
+    workflow version it runs."""
     if parent.status in ACTIVE:
         raise Conflict(
             f"execution {parent.id} is still {parent.status}; rerun it once it "
@@ -345,7 +379,7 @@ async def create_rerun(
     )
     session.add(execution)
     await session.flush()
-    return execution
+    return execution, pinned
 
 
 async def cancel_pending(session: AsyncSession, execution: Execution, by: dict[str, Any]) -> bool:

@@ -9,7 +9,7 @@ SQL from the usage records of the month.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,14 +18,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from infra.dbtypes import utcnow
-from infra.models import (
-    Agent,
-    Budget,
-    UsageRecord,
-    WorkflowVersion,
-    WorkflowVersionRef,
-    Workspace,
-)
+from infra.models import Agent, Budget, UsageRecord, Workspace
 from infra.usd import usd_from_sum, usd_label, usd_sum
 
 
@@ -246,20 +239,8 @@ async def budget_block(
 
 
 async def execution_budget_block(
-    session: AsyncSession, workspace_id: int, workflow_id: int, version: int
+    session: AsyncSession, workspace_id: int, agent_ids: Collection[int]
 ) -> str | None:
     """``budget_block`` for a new execution: the workspace budget, and the budget of each
-    agent the pinned workflow version uses."""
-    agent_ids = list(
-        await session.scalars(
-            select(WorkflowVersionRef.ref_id)
-            .join(WorkflowVersion, WorkflowVersion.id == WorkflowVersionRef.workflow_version_id)
-            .where(
-                WorkflowVersion.workflow_id == workflow_id,
-                WorkflowVersion.version == version,
-                WorkflowVersionRef.ref_type == "agent",
-            )
-            .order_by(WorkflowVersionRef.ref_id)
-        )
-    )
-    return await _first_exhausted(session, workspace_id, agent_ids)
+    agent (``agent_ids``) its pinned workflow version uses."""
+    return await _first_exhausted(session, workspace_id, sorted(agent_ids))

@@ -1,0 +1,76 @@
+"""Creating an execution (without starting it): which published version it pins, and the
+answers for a workflow that is not there, not published, or has no such version. The
+route reads the workflow and the version in one query (``api.resources.published_version``)."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from infra.db import session_factory
+from infra.models import Workflow, WorkflowVersion, Workspace
+from tests.api.test_workflows import create, make_agent, one_agent
+from tests.support.responses import data, error
+from workflows.status import ExecutionStatus
+
+URL = "/api/v1/Execution/"
+
+
+async def test_an_execution_pins_the_latest_version_or_the_one_asked(
+    client: httpx.AsyncClient,
+) -> None:
+    agent = await make_agent(client)
+    workflow = await create(client, one_agent(agent, "first"))
+    data(await client.post(f"/api/v1/Workflow/{workflow['id']}/publish"))
+    second = {"definition": one_agent(agent, "second")}
+    data(await client.put(f"/api/v1/Workflow/{workflow['id']}", json=second))
+    data(await client.post(f"/api/v1/Workflow/{workflow['id']}/publish"))
+
+    latest = data(await client.post(URL, json={"workflow_id": workflow["id"]}), 201)
+    first = data(await client.post(URL, json={"workflow_id": workflow["id"], "version": 1}), 201)
+
+    assert (latest["workflow_id"], latest["workflow_version"]) == (workflow["id"], 2)
+    assert (first["workflow_id"], first["workflow_version"]) == (workflow["id"], 1)
+    assert latest["status"] == first["status"] == ExecutionStatus.PENDING
+
+
+async def test_an_unpublished_workflow_is_409_and_a_missing_version_404(
+    client: httpx.AsyncClient,
+) -> None:
+    agent = await make_agent(client)
+    draft = await create(client, one_agent(agent))
+
+    body = error(await client.post(URL, json={"workflow_id": draft["id"]}), 409)
+    assert body["msg"] == f"workflow {draft['id']} has no published version; publish it first"
+    body = error(await client.post(URL, json={"workflow_id": draft["id"], "version": 1}), 409)
+    assert "publish it first" in body["msg"]
+
+    data(await client.post(f"/api/v1/Workflow/{draft['id']}/publish"))
+    body = error(await client.post(URL, json={"workflow_id": draft["id"], "version": 3}), 404)
+    assert body["msg"] == f"workflow {draft['id']} has no version 3; the latest is 1"
+
+    assert data(await client.get(URL))["total"] == 0  # nothing was stored for them
+
+
+async def test_a_workflow_elsewhere_or_nowhere_is_404(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    async with session_factory(db)() as session:
+        other = Workspace(name="other")
+        session.add(other)
+        await session.flush()
+        foreign = Workflow(
+            workspace_id=other.id, name="w", version=1, definition={"nodes": [], "edges": []}
+        )
+        session.add(foreign)
+        await session.flush()
+        session.add(
+            WorkflowVersion(
+                workflow_id=foreign.id, version=1, definition={"nodes": [], "edges": []}
+            )
+        )
+        await session.commit()
+
+    for workflow_id in (foreign.id, 424242, 2**63):
+        body = error(await client.post(URL, json={"workflow_id": workflow_id}), 404)
+        assert body["msg"] == f"workflow {workflow_id} does not exist"
