@@ -13,6 +13,7 @@ from temporalio import activity
 from activities.call_reads import CallReadsCache
 from activities.common import fail, node_activity, node_attempt, token_stream
 from activities.secrets import AgentRepointed, agent_api_key, tool_config
+from infra.db import one_statement_sessions
 from infra.ledger import (
     Kind,
     first_exhausted,
@@ -62,6 +63,7 @@ class NodeActivities:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.ledger_sessions = one_statement_sessions(sessions)
         self.pricing = Pricing.load(settings.pricing_file)
         self.call_reads = CallReadsCache(sessions, settings.model_call_cache_s)
 
@@ -128,7 +130,7 @@ class NodeActivities:
             raise await fail(
                 str(exc), node_id=params.node_id, non_retryable=not exc.retryable
             ) from None
-        async with self.sessions() as session, session.begin():
+        async with self.ledger_sessions() as session, session.begin():
             row = await record_llm_call(
                 session,
                 key=_ledger_key(params, attempt, "llm"),
@@ -239,7 +241,7 @@ class NodeActivities:
     async def _record_tool(
         self, params: ToolCallInput, attempt: int, *, ok: bool, latency_ms: float | None
     ) -> None:
-        async with self.sessions() as session, session.begin():
+        async with self.ledger_sessions() as session, session.begin():
             await record_tool_call(
                 session,
                 key=_ledger_key(params, attempt, "tool"),

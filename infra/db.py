@@ -76,6 +76,23 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def one_statement_sessions(
+    factory: async_sessionmaker[AsyncSession],
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions for writes of one statement each (the usage ledger's insert).
+
+    SQLite has one write lock for the whole file, taken by a transaction's first write
+    and held until its commit. The commit is another round trip, and under load it waits
+    its turn on a busy event loop, 10 ms and more, while every other writer of both
+    processes waits for the lock. On SQLite these sessions commit each statement as it
+    runs, so the lock is held only while it runs. Elsewhere (MySQL, with row locks)
+    they are ``factory``'s own."""
+    engine = factory.kw["bind"]
+    if engine.dialect.name != "sqlite":
+        return factory
+    return session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
 @asynccontextmanager
 async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     async with factory() as session, session.begin():
