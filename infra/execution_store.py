@@ -71,13 +71,18 @@ async def lock(session: AsyncSession, execution_id: int) -> Execution | None:
     return the row as committed (None if it is gone). Whatever the session had not
     committed is rolled back first: the lock must be the transaction's first statement."""
     await session.rollback()
-    await session.execute(
-        update(Execution)
-        .where(Execution.id == execution_id)
-        .values(status=Execution.status)
-        .execution_options(synchronize_session=False)
+    take_lock = (
+        update(Execution).where(Execution.id == execution_id).values(status=Execution.status)
     )
-    execution: Execution | None = await session.scalar(
+    execution: Execution | None
+    if session.get_bind().dialect.update_returning:
+        # SQLite: one statement, so one round trip fewer while its one write lock is held.
+        execution = await session.scalar(
+            take_lock.returning(Execution).execution_options(populate_existing=True)
+        )
+        return execution
+    await session.execute(take_lock.execution_options(synchronize_session=False))
+    execution = await session.scalar(
         select(Execution)
         .where(Execution.id == execution_id)
         .with_for_update()

@@ -189,7 +189,6 @@ async def _commit_and_start(
         await execution_service.start(
             editor.session, editor.temporal, editor.settings, execution, version
         )
-        await editor.session.commit()
     return await _answer(editor, execution)
 
 

@@ -210,7 +210,7 @@ async def start(
     execution: Execution,
     version: WorkflowVersion | None = None,
 ) -> None:
-    """Start the run in Temporal; the caller commits. A run the worker already recorded
+    """Start the run in Temporal and commit that it started. A run the worker already recorded
     (a fast one) keeps what it recorded: only a pending execution becomes running.
     ``version`` is the execution's workflow version when the caller has read it."""
     if execution.status != ExecutionStatus.PENDING:
@@ -269,10 +269,11 @@ async def start(
 async def _record_start(
     session: AsyncSession, execution_id: int, run_key: str, run_id: str | None
 ) -> None:
-    """Store the run's Temporal ids in one statement, and reload the execution as it now
-    is. A run the worker already recorded (a fast one) keeps what it recorded: only a
-    pending execution becomes running. Like ``lock``, the write starts a new transaction,
-    so SQLite never has to turn a read transaction into a write one."""
+    """Store the run's Temporal ids in one statement and commit, then reload the
+    execution as it now is. A run the worker already recorded (a fast one) keeps what it
+    recorded: only a pending execution becomes running. Like ``lock``, the write starts a
+    new transaction, so SQLite never has to turn a read transaction into a write one; the
+    read comes after the commit, so SQLite's write lock is not held through it."""
     await session.rollback()
     await session.execute(
         update(Execution)
@@ -290,6 +291,7 @@ async def _record_start(
         )
         .execution_options(synchronize_session=False)
     )
+    await session.commit()
     await session.scalar(
         select(Execution)
         .where(Execution.id == execution_id)
