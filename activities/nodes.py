@@ -62,9 +62,9 @@ def _ledger_key(params: LlmCallInput | ToolCallInput, attempt: int, kind: Kind) 
 class NodeActivities:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.settings = settings
+        self.pricing = Pricing.load(settings.pricing_file)  # a bad file stops the worker
         self.sessions = sessions
         self.ledger_sessions = one_statement_sessions(sessions)
-        self.pricing = Pricing.load(settings.pricing_file)
         self.call_reads = CallReadsCache(sessions, settings.model_call_cache_s)
 
     @activity.defn(name=ActivityName.LLM_CALL.value)
