@@ -36,7 +36,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-        _roll_back_only_open_transactions(engine)
+        _end_only_open_transactions(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_recycle", 1800)
@@ -50,26 +50,34 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(parsed, **kwargs)
 
 
-def _roll_back_only_open_transactions(engine: AsyncEngine) -> None:
-    """Skip the rollback of a SQLite connection that has no transaction open.
+def _end_only_open_transactions(engine: AsyncEngine) -> None:
+    """Skip the rollback or commit of a SQLite connection that has no transaction open.
 
     The sqlite3 module begins a transaction only before a write, so a connection that
-    only read has nothing to roll back (sqlite3's own rollback does nothing then). Yet
-    each rollback is a round trip to the connection's aiosqlite thread, and a session's
-    close pays two: its transaction's, then the pool's reset on return. A read-only
-    request or activity paid a third of its database round trips for nothing."""
+    only read, or whose writes committed as they ran (autocommit), has nothing to roll
+    back or commit (sqlite3's own rollback and commit do nothing then). Yet each is a
+    round trip to the connection's aiosqlite thread, and a session's close pays two
+    rollbacks: its transaction's, then the pool's reset on return. A read-only request
+    or activity paid a third of its database round trips for nothing."""
     dialect = engine.sync_engine.dialect
-    roll_back = dialect.do_rollback
+    roll_back, commit = dialect.do_rollback, dialect.do_commit
+
+    def open_transaction(dbapi_connection: Any) -> bool:
+        try:
+            return bool(dbapi_connection.driver_connection.in_transaction)
+        except Exception:  # closed or broken: let the real rollback or commit deal with it
+            return True
 
     def do_rollback(dbapi_connection: Any) -> None:
-        try:
-            open_transaction = bool(dbapi_connection.driver_connection.in_transaction)
-        except Exception:  # closed or broken: let the real rollback deal with it
-            open_transaction = True
-        if open_transaction:
+        if open_transaction(dbapi_connection):
             roll_back(dbapi_connection)
 
+    def do_commit(dbapi_connection: Any) -> None:
+        if open_transaction(dbapi_connection):
+            commit(dbapi_connection)
+
     dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

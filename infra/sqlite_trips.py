@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -34,6 +34,11 @@ from sqlalchemy.util.concurrency import await_
 # What a statement leaves on its cursor: description, rowcount, lastrowid.
 _Outcome = tuple[Any, int, Any]
 _NOTHING_YET: _Outcome = (None, -1, None)
+
+# An isolation level set on a connection but not applied yet, kept on the aiosqlite
+# connection (SQLAlchemy's adapter of it has slots only).
+_PENDING_ISOLATION = "_keel_pending_isolation_level"
+_NONE_PENDING = object()
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -94,8 +99,11 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _run(self, operation: Any, parameters: Any, many: bool) -> None:
         connection = self._connection
+        isolation: Any = _NONE_PENDING
 
         def on_its_thread() -> tuple[_Outcome, list[Any]]:
+            if isolation is not _NONE_PENDING:
+                connection._conn.isolation_level = isolation
             cursor = connection._conn.cursor()
             try:
                 if many:
@@ -111,16 +119,33 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
                 cursor.close()
 
         async with self._adapt_connection._execute_mutex:
+            isolation = connection.__dict__.pop(_PENDING_ISOLATION, _NONE_PENDING)
             outcome, rows = await connection._execute(on_its_thread)
         self._outcome = outcome
         self._rows = collections.deque(rows)
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    """SQLAlchemy's aiosqlite connection, whose cursors are ``OneTripCursor``."""
+    """SQLAlchemy's aiosqlite connection, whose cursors are ``OneTripCursor``, and whose
+    isolation level is applied by the next statement's trip rather than a trip of its
+    own: sessions that set one (the usage ledger's autocommit) set it when they take the
+    connection from the pool, and the pool sets it back when it is returned. Only a
+    statement depends on it (sqlite3 begins a transaction before a write unless it is
+    None), and SQLAlchemy sets it with no transaction open."""
 
     __slots__ = ()
     _cursor_cls = OneTripCursor
+
+    @property
+    def isolation_level(self) -> str | None:
+        pending = self._connection.__dict__.get(_PENDING_ISOLATION, _NONE_PENDING)
+        if pending is _NONE_PENDING:
+            return cast("str | None", self._connection.isolation_level)
+        return cast("str | None", pending)
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        self._connection.__dict__[_PENDING_ISOLATION] = value
 
 
 def use_one_trip_cursors(dbapi_connection: Any) -> None:

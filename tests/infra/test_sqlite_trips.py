@@ -12,10 +12,11 @@ from pathlib import Path
 import aiosqlite
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from infra.db import create_engine, session_factory
+from infra.db import create_engine, one_statement_sessions, session_factory
 from infra.sqlite_trips import OneTripConnection
 
 metadata = MetaData()
@@ -40,7 +41,8 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each call that went to a connection's aiosqlite thread, by the function's name."""
+    """Each call that went to a connection's aiosqlite thread, by the function's name;
+    SQLAlchemy's setter of an isolation level goes there by a way of its own."""
     seen: list[str] = []
     real = aiosqlite.Connection._execute
 
@@ -48,7 +50,17 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(getattr(fn, "__name__", repr(fn)))
         return await real(self, fn, *args)
 
+    isolation: property = AsyncAdapt_aiosqlite_connection.__dict__["isolation_level"]
+
+    def set_isolation(self: AsyncAdapt_aiosqlite_connection, value: str | None) -> None:
+        seen.append("isolation_level")
+        assert isolation.fset is not None
+        isolation.fset(self, value)
+
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    monkeypatch.setattr(
+        AsyncAdapt_aiosqlite_connection, "isolation_level", property(isolation.fget, set_isolation)
+    )
     return seen
 
 
@@ -66,6 +78,27 @@ async def test_a_query_is_one_trip_and_a_write_one_more_to_commit(
     async with sessions() as session, session.begin():
         await session.execute(insert(notes).values(body="one"))
     assert trips == ["on_its_thread", "commit"]
+    trips.clear()
+    async with sessions() as session, session.begin():
+        await session.execute(select(notes.c.body))
+    assert trips == ["on_its_thread"]  # nothing written, so no commit to send
+
+
+async def test_a_one_statement_write_is_one_trip_and_its_return_one_more(
+    engine: AsyncEngine, trips: list[str]
+) -> None:
+    """The usage ledger's sessions: the insert's own trip sets autocommit on the
+    connection, no commit is left to send, and the pool's reset on return (the isolation
+    level back, with its PRAGMA) is one trip."""
+    ledger = one_statement_sessions(session_factory(engine))
+    async with ledger() as session, session.begin():
+        await session.execute(insert(notes).values(body="warm"))
+    trips.clear()
+    async with ledger() as session, session.begin():
+        await session.execute(insert(notes).values(body="one"))
+    assert trips == ["on_its_thread", "on_its_thread"]
+    async with session_factory(engine)() as session:
+        assert (await session.execute(select(notes.c.body))).scalars().all() == ["warm", "one"]
 
 
 async def test_rows_and_their_columns_come_back(engine: AsyncEngine) -> None:
