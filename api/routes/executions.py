@@ -181,15 +181,25 @@ async def _answer(
 
 async def _commit_and_start(
     editor: Context, execution: Execution, start: bool, version: WorkflowVersion | None = None
-) -> Envelope[ExecutionOut]:
-    """Store the execution, start its Temporal run when asked, and answer with it.
-    ``version``: the execution's workflow version, when the caller has read it."""
+) -> None:
+    """Store the execution and start its Temporal run when asked. ``version``: the
+    execution's workflow version, when the caller has read it."""
     await editor.session.commit()
     if start:
         await execution_service.start(
             editor.session, editor.temporal, editor.settings, execution, version
         )
-    return await _answer(editor, execution)
+
+
+async def _create(
+    editor: Context, execution: Execution, start: bool, version: WorkflowVersion
+) -> Envelope[ExecutionOut]:
+    """Store a new execution, start it when asked, and answer with it as created: no node
+    has run and nothing is used yet, so neither is read (a started run records its own
+    as it goes; a read of the execution shows them)."""
+    await _commit_and_start(editor, execution, start, version)
+    fields = execution_fields(editor.settings, execution, [], ExecutionUsage())
+    return ok(ExecutionOut.model_validate(fields))
 
 
 @router.post(
@@ -212,7 +222,7 @@ async def create_execution(body: ExecutionCreate, editor: Editor) -> Envelope[Ex
     _created_by(execution, editor)
     await refuse_over_budget(editor.session, execution, version)
     editor.session.add(execution)
-    return await _commit_and_start(editor, execution, body.start, version)
+    return await _create(editor, execution, body.start, version)
 
 
 def _created_by(execution: Execution, editor: Context) -> None:
@@ -291,7 +301,7 @@ async def rerun_execution(
     )
     _created_by(execution, editor)
     await refuse_over_budget(editor.session, execution, version)
-    return await _commit_and_start(editor, execution, body.start, version)
+    return await _create(editor, execution, body.start, version)
 
 
 @router.post("/{execution_id}/start", summary="Start a pending execution")
@@ -302,7 +312,8 @@ async def start_execution(execution: EditedExecution, editor: Editor) -> Envelop
         await refuse_over_budget(
             editor.session, execution, version, f"execution {execution.id} cannot start"
         )
-    return await _commit_and_start(editor, execution, True, version)
+    await _commit_and_start(editor, execution, True, version)
+    return await _answer(editor, execution)
 
 
 @router.post("/{execution_id}/cancel", summary="Cancel an execution; running work is stopped")

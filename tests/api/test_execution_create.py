@@ -1,10 +1,15 @@
 """Creating an execution (without starting it): which published version it pins, and the
 answers for a workflow that is not there, not published, or has no such version. The
-route reads the workflow and the version in one query (``api.resources.published_version``)."""
+route reads the workflow and the version in one query (``api.resources.published_version``),
+and answers with the execution as created, without reading its node runs or usage."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.db import session_factory
@@ -74,3 +79,25 @@ async def test_a_workflow_elsewhere_or_nowhere_is_404(
     for workflow_id in (foreign.id, 424242, 2**63):
         body = error(await client.post(URL, json={"workflow_id": workflow_id}), 404)
         assert body["msg"] == f"workflow {workflow_id} does not exist"
+
+
+async def test_a_new_execution_is_answered_as_created_without_reading_nodes_or_usage(
+    client: httpx.AsyncClient,
+) -> None:
+    agent = await make_agent(client)
+    workflow = await create(client, one_agent(agent))
+    data(await client.post(f"/api/v1/Workflow/{workflow['id']}/publish"))
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        created = data(await client.post(URL, json={"workflow_id": workflow["id"]}), 201)
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+
+    assert created == data(await client.get(f"{URL}{created['id']}"))  # as a read shows it
+    assert created["nodes"] == []
+    assert not [s for s in statements if "node_runs" in s or "usage_records.execution_id" in s]
