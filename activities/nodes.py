@@ -13,7 +13,7 @@ from temporalio import activity
 from activities.call_reads import CallReadsCache
 from activities.common import fail, node_activity, node_attempt, token_stream
 from activities.secrets import AgentRepointed, agent_api_key, tool_config
-from infra.db import one_statement_sessions
+from infra.db import one_statement_writes
 from infra.ledger import (
     Kind,
     first_exhausted,
@@ -64,7 +64,7 @@ class NodeActivities:
         self.settings = settings
         self.pricing = Pricing.load(settings.pricing_file)  # a bad file stops the worker
         self.sessions = sessions
-        self.ledger_sessions = one_statement_sessions(sessions)
+        self.ledger_writes = one_statement_writes(sessions)
         self.call_reads = CallReadsCache(sessions, settings.model_call_cache_s)
 
     @activity.defn(name=ActivityName.LLM_CALL.value)
@@ -130,9 +130,9 @@ class NodeActivities:
             raise await fail(
                 str(exc), node_id=params.node_id, non_retryable=not exc.retryable
             ) from None
-        async with self.ledger_sessions() as session, session.begin():
+        async with self.ledger_writes() as connection:
             row = await record_llm_call(
-                session,
+                connection,
                 key=_ledger_key(params, attempt, "llm"),
                 workspace_id=params.workspace_id,
                 execution_id=params.execution_id,
@@ -241,9 +241,9 @@ class NodeActivities:
     async def _record_tool(
         self, params: ToolCallInput, attempt: int, *, ok: bool, latency_ms: float | None
     ) -> None:
-        async with self.ledger_sessions() as session, session.begin():
+        async with self.ledger_writes() as connection:
             await record_tool_call(
-                session,
+                connection,
                 key=_ledger_key(params, attempt, "tool"),
                 workspace_id=params.workspace_id,
                 execution_id=params.execution_id,

@@ -3,9 +3,10 @@
 ``record_llm_call`` and ``record_tool_call`` insert one ``usage_records`` row keyed by
 ``usage_key(...)``. The key is unique in the database, so recording the same call
 twice (a retried recording, a replayed activity, two processes racing) leaves one
-row: the second call returns None and changes nothing. They do not commit; the
-caller's transaction decides (commit right after, so the row is durable before the
-activity reports success).
+row: the second call returns None and changes nothing. They write through a session
+or a plain connection and do not commit; the caller decides (commit right after, or a
+connection that commits each statement, so the row is durable before the activity
+reports success).
 
 The key carries the Temporal *activity attempt*. A retry of an LLM activity really
 calls the model again and the provider charges again, so it must be counted: the new
@@ -26,13 +27,15 @@ from sqlalchemy import Table, insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from infra.dbtypes import utcnow
 from infra.models import UsageRecord
 from infra.pricing import Pricing, Tokens
 
 Kind = Literal["llm", "tool"]
+# What a usage row is written through: a session, or a plain connection (the worker's).
+Writer = AsyncSession | AsyncConnection
 
 MAX_KEY_LENGTH = 255  # usage_records.idempotency_key
 MYSQL_DUPLICATE_KEY = 1062
@@ -70,7 +73,7 @@ def _count(value: int, name: str) -> int:
 
 
 async def record_llm_call(
-    session: AsyncSession,
+    writer: Writer,
     *,
     key: str,
     workspace_id: int,
@@ -127,11 +130,11 @@ async def record_llm_call(
         "idempotency_key": key,
         "created_at": at or utcnow(),
     }
-    return await _insert_once(session, values)
+    return await _insert_once(writer, values)
 
 
 async def record_tool_call(
-    session: AsyncSession,
+    writer: Writer,
     *,
     key: str,
     workspace_id: int,
@@ -174,7 +177,7 @@ async def record_tool_call(
         "idempotency_key": key,
         "created_at": at or utcnow(),
     }
-    return await _insert_once(session, values)
+    return await _insert_once(writer, values)
 
 
 def _is_duplicate(exc: IntegrityError) -> bool:
@@ -191,18 +194,19 @@ _INSERT_ONCE_SQLITE = sqlite_insert(_USAGE).on_conflict_do_nothing(
 )
 
 
-async def _insert_once(session: AsyncSession, values: dict[str, Any]) -> UsageRecord | None:
+async def _insert_once(writer: Writer, values: dict[str, Any]) -> UsageRecord | None:
     result: CursorResult[Any]
-    if session.get_bind().dialect.name == "sqlite":
-        result = await session.execute(_INSERT_ONCE_SQLITE, values)  # type: ignore[assignment]
+    dialect = writer.dialect if isinstance(writer, AsyncConnection) else writer.get_bind().dialect
+    if dialect.name == "sqlite":
+        result = await writer.execute(_INSERT_ONCE_SQLITE, values)  # type: ignore[assignment]
         if result.rowcount == 0:
             return None
     else:
         # MySQL has no ON CONFLICT, and INSERT IGNORE would also turn other errors into
         # warnings; a SAVEPOINT keeps the caller's transaction intact on a duplicate.
         try:
-            async with session.begin_nested():
-                result = await session.execute(insert(_USAGE), values)  # type: ignore[assignment]
+            async with writer.begin_nested():
+                result = await writer.execute(insert(_USAGE), values)  # type: ignore[assignment]
         except IntegrityError as exc:
             if _is_duplicate(exc):
                 return None

@@ -1,7 +1,7 @@
 """The SQLite engine rolls back only a transaction that is open: a connection that only
 read is given back to the pool without a round trip to its aiosqlite thread, and a
-write left uncommitted is still undone. One-statement sessions (the usage ledger's)
-commit each write as it runs on SQLite."""
+write left uncommitted is still undone. One-statement writes (the usage ledger's)
+commit as they run on SQLite."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import aiosqlite
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from infra.db import create_engine, one_statement_sessions, session_factory
+from infra.db import create_engine, one_statement_writes, session_factory
 
 
 @pytest.fixture
@@ -94,8 +94,9 @@ async def test_a_failed_write_is_rolled_back(engine: AsyncEngine, rollbacks: lis
         assert (await session.execute(text("SELECT count(*) FROM notes"))).scalar() == 0
 
 
-async def _holds_the_write_lock(session: AsyncSession) -> bool:
-    raw = await (await session.connection()).get_raw_connection()
+async def _holds_the_write_lock(on: AsyncSession | AsyncConnection) -> bool:
+    connection = await on.connection() if isinstance(on, AsyncSession) else on
+    raw = await connection.get_raw_connection()
     return bool(raw.driver_connection.in_transaction)  # type: ignore[union-attr]
 
 
@@ -107,9 +108,9 @@ async def test_a_one_statement_write_holds_sqlite_write_lock_only_while_it_runs(
         await session.execute(text("INSERT INTO notes VALUES ('a')"))
         assert await _holds_the_write_lock(session)  # until the commit, a trip later
 
-    async with one_statement_sessions(sessions)() as session, session.begin():
-        await session.execute(text("INSERT INTO notes VALUES ('b')"))
-        assert not await _holds_the_write_lock(session)  # committed as it ran
+    async with one_statement_writes(sessions)() as connection:
+        await connection.execute(text("INSERT INTO notes VALUES ('b')"))
+        assert not await _holds_the_write_lock(connection)  # committed as it ran
 
     assert not await _open_transaction(engine)  # the pool got it back as it was
     async with sessions() as session:
@@ -120,6 +121,6 @@ async def test_a_one_statement_write_holds_sqlite_write_lock_only_while_it_runs(
         assert rows.scalars().all() == ["a", "b", "c"]
 
 
-def test_one_statement_sessions_elsewhere_are_the_ordinary_ones() -> None:
-    sessions = session_factory(create_engine("mysql+aiomysql://keel@127.0.0.1:1/keel"))
-    assert one_statement_sessions(sessions) is sessions
+def test_one_statement_writes_elsewhere_are_transactions() -> None:
+    engine = create_engine("mysql+aiomysql://keel@127.0.0.1:1/keel")
+    assert one_statement_writes(session_factory(engine)) == engine.begin

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from infra import ledger
-from infra.db import session_factory
+from infra.db import one_statement_writes, session_factory
 from infra.dbtypes import utcnow
 from infra.models import DEFAULT_WORKSPACE_ID, Agent, UsageRecord
 from infra.pricing import Price, Pricing
@@ -153,6 +153,24 @@ async def test_racing_recordings_of_one_call_leave_one_row(
     results = await asyncio.gather(*[record() for _ in range(8)])
     assert results.count(True) == 1
     assert len(await rows(sessions)) == 1
+
+
+async def test_the_workers_one_statement_writes_record_each_call_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The worker writes usage through a plain connection (``one_statement_writes``):
+    racing and replayed recordings of one call leave one row there too."""
+    writes = one_statement_writes(sessions)
+
+    async def record(key: str) -> bool:
+        async with writes() as connection:
+            return await ledger.record_llm_call(connection, **llm(key)) is not None
+
+    results = await asyncio.gather(*[record("race") for _ in range(8)])
+    assert results.count(True) == 1
+    assert await record("race") is False  # replayed later
+    assert await record("next") is True
+    assert [r.idempotency_key for r in await rows(sessions)] == ["race", "next"]
 
 
 async def test_the_row_keeps_tokens_prices_and_cost(

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from infra.db import create_engine, one_statement_sessions, session_factory
+from infra.db import create_engine, one_statement_writes, session_factory
 from infra.sqlite_trips import OneTripConnection
 
 metadata = MetaData()
@@ -87,15 +87,15 @@ async def test_a_query_is_one_trip_and_a_write_one_more_to_commit(
 async def test_a_one_statement_write_is_one_trip_and_its_return_one_more(
     engine: AsyncEngine, trips: list[str]
 ) -> None:
-    """The usage ledger's sessions: the insert's own trip sets autocommit on the
+    """The usage ledger's writes: the insert's own trip sets autocommit on the
     connection, no commit is left to send, and the pool's reset on return (the isolation
     level back, with its PRAGMA) is one trip."""
-    ledger = one_statement_sessions(session_factory(engine))
-    async with ledger() as session, session.begin():
-        await session.execute(insert(notes).values(body="warm"))
+    ledger = one_statement_writes(session_factory(engine))
+    async with ledger() as connection:
+        await connection.execute(insert(notes).values(body="warm"))
     trips.clear()
-    async with ledger() as session, session.begin():
-        await session.execute(insert(notes).values(body="one"))
+    async with ledger() as connection:
+        await connection.execute(insert(notes).values(body="one"))
     assert trips == ["on_its_thread", "on_its_thread"]
     async with session_factory(engine)() as session:
         assert (await session.execute(select(notes.c.body))).scalars().all() == ["warm", "one"]
