@@ -109,8 +109,11 @@ data_converter = DataConverter(payload_converter_class=PayloadConverter)
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """The client; ``lazy``: it connects on its first call (the API starts without
+    Temporal), and a call that cannot connect raises ``RPCError`` UNAVAILABLE, as a
+    call does once Temporal has gone away."""
     api_key = settings.temporal_api_key
-    return await Client.connect(
+    client = await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         api_key=api_key.get_secret_value() if api_key else None,
@@ -119,6 +122,29 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
         interceptors=temporal_interceptors(),
         lazy=lazy,
     )
+    if lazy:
+        _unavailable_until_connected(client)
+    return client
+
+
+def _unavailable_until_connected(client: Client) -> None:
+    """The SDK's lazy client raises a bare ``RuntimeError`` when its connect fails, where
+    every call Temporal does not answer raises ``RPCError``: the API's handlers of the
+    latter (a 503, or the record as it stands) missed it, and a request sent while
+    Temporal had been unreachable since the API started was a 500. The connect is
+    tried again on the next call, as the SDK does."""
+    service: Any = client.service_client
+    connected = service._connected_client
+
+    async def connected_or_unavailable() -> Any:
+        try:
+            return await connected()
+        except RuntimeError as exc:
+            raise RPCError(
+                f"cannot connect to Temporal: {exc}", RPCStatusCode.UNAVAILABLE, b""
+            ) from exc
+
+    service._connected_client = connected_or_unavailable
 
 
 def register_command(settings: Settings) -> str:
