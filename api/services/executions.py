@@ -269,13 +269,14 @@ async def start(
 async def _record_start(
     session: AsyncSession, execution_id: int, run_key: str, run_id: str | None
 ) -> None:
-    """Store the run's Temporal ids in one statement and commit, then reload the
-    execution as it now is. A run the worker already recorded (a fast one) keeps what it
+    """Store the run's Temporal ids in one statement and commit; the session's execution
+    is then as it now is. A run the worker already recorded (a fast one) keeps what it
     recorded: only a pending execution becomes running. Like ``lock``, the write starts a
-    new transaction, so SQLite never has to turn a read transaction into a write one; the
-    read comes after the commit, so SQLite's write lock is not held through it."""
+    new transaction, so SQLite never has to turn a read transaction into a write one.
+    SQLite returns the row from the update itself; elsewhere it is read after the
+    commit (MariaDB has no ``UPDATE ... RETURNING``)."""
     await session.rollback()
-    await session.execute(
+    record = (
         update(Execution)
         .where(Execution.id == execution_id)
         .values(
@@ -289,8 +290,12 @@ async def _record_start(
                 Execution.started_at, literal(datetime.now(UTC), Execution.started_at.type)
             ),
         )
-        .execution_options(synchronize_session=False)
     )
+    if session.get_bind().dialect.update_returning:
+        await session.scalar(record.returning(Execution).execution_options(populate_existing=True))
+        await session.commit()
+        return
+    await session.execute(record.execution_options(synchronize_session=False))
     await session.commit()
     await session.scalar(
         select(Execution)

@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.services.executions import _record_start
 from infra.db import session_factory
-from infra.models import Workflow, WorkflowVersion, Workspace
+from infra.models import Execution, Workflow, WorkflowVersion, Workspace
 from tests.api.test_workflows import create, make_agent, one_agent
 from tests.support.responses import data, error
 from workflows.status import ExecutionStatus
@@ -101,3 +102,40 @@ async def test_a_new_execution_is_answered_as_created_without_reading_nodes_or_u
     assert created == data(await client.get(f"{URL}{created['id']}"))  # as a read shows it
     assert created["nodes"] == []
     assert not [s for s in statements if "node_runs" in s or "usage_records.execution_id" in s]
+
+
+async def test_a_start_recorded_after_the_run_recorded_itself_keeps_what_it_recorded(
+    client: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    """The start stores the run's Temporal ids; only a pending execution becomes running
+    (a fast run may have recorded its end before the API records its start). Either way
+    the start's session holds the row as stored (SQLite: from the update's RETURNING;
+    MariaDB: read after the commit)."""
+    agent = await make_agent(client)
+    workflow = await create(client, one_agent(agent))
+    data(await client.post(f"/api/v1/Workflow/{workflow['id']}/publish"))
+    pending = data(await client.post(URL, json={"workflow_id": workflow["id"]}), 201)
+    finished = data(await client.post(URL, json={"workflow_id": workflow["id"]}), 201)
+    sessions = session_factory(db)
+    async with sessions() as session:
+        await session.execute(
+            update(Execution)
+            .where(Execution.id == finished["id"])
+            .values(status=ExecutionStatus.COMPLETED, output={"done": True})
+        )
+        await session.commit()
+
+    for created, status in (
+        (pending, ExecutionStatus.RUNNING),
+        (finished, ExecutionStatus.COMPLETED),
+    ):
+        async with sessions() as session:
+            execution = await session.get(Execution, created["id"])
+            assert execution is not None and execution.temporal_workflow_id is None
+            await _record_start(session, created["id"], f"run-{created['id']}", "r1")
+            assert (execution.status, execution.temporal_workflow_id) == (
+                status,
+                f"run-{created['id']}",
+            )
+            assert execution.temporal_run_id == "r1" and execution.started_at is not None
+        assert data(await client.get(f"{URL}{created['id']}"))["status"] == status
