@@ -174,15 +174,23 @@ class EventHub:
             if run_key is None:
                 run_key = await self._wait_for_start(feed)
 
+            # The record's events after the feed's, read when a poll failed and found
+            # the run's end among them.
+            recorded_rest: list[RecordedEvent] = []
+
             async def recorded_end() -> bool:
                 async with self.sessions() as session:
-                    return await execution_service.has_terminal_event(session, feed.execution_id)
+                    rest = await stored_events(session, feed.execution_id, len(feed.events))
+                if rest and rest[-1].type in TERMINAL_EVENTS:
+                    recorded_rest[:] = rest
+                    return True
+                return False
 
             if run_key is not None:
                 # A closed run's last events come from the record, below (read_closed). A
                 # poll that fails once the record has the run's end (the run closed while
                 # the poll waited for its next workflow task) ends the follow without
-                # asking Temporal how the run ended.
+                # asking Temporal how the run ended, with the rest of the events in hand.
                 async for batch in follow_stream(
                     self.client,
                     run_key,
@@ -204,11 +212,16 @@ class EventHub:
             # answers by replaying the whole run, and at one run at a time the last poll
             # mostly reaches a run that has just closed. A run closed without recording
             # (a terminate, say) is brought up to date from its stream by the refresh.
-            async with self.sessions() as session:
-                execution = await session.get(Execution, feed.execution_id)
-                if execution is not None:
-                    await execution_service.refresh(session, self.client, execution)
-                await feed.add(await stored_events(session, feed.execution_id, len(feed.events)))
+            if recorded_rest:
+                await feed.add(recorded_rest)
+            else:
+                async with self.sessions() as session:
+                    execution = await session.get(Execution, feed.execution_id)
+                    if execution is not None:
+                        await execution_service.refresh(session, self.client, execution)
+                    await feed.add(
+                        await stored_events(session, feed.execution_id, len(feed.events))
+                    )
             await feed.finish()
         except asyncio.CancelledError:
             raise
