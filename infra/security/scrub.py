@@ -3,7 +3,8 @@
 Two things are removed: the secret values of the agent or tool at work (its API key,
 its sealed header and env values), and anything shaped like a common credential,
 whoever it belongs to (``sk-...`` provider keys, Keel's ``keel_...`` API keys, JWTs,
-the token after ``Bearer``), since a model server or tool may echo one we do not know.
+the token after ``Bearer``, a URL's ``?ticket=``, ``?token=`` or ``?api_key=``), since
+a model server, a tool or a library's log line may hold one we do not know.
 
 The secrets of the work in progress are also kept in a context variable
 (``scrubbing``, ``keep_secret``), so the log pipeline removes them from every line written while an
@@ -28,6 +29,12 @@ _SHAPES = re.compile(
     r"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"  # JWTs
 )
 _BEARER = re.compile(r"\b(Bearer|bearer|BEARER)(\s+)[A-Za-z0-9._~+/=\-]{8,}")
+# A credential in a URL's query: uvicorn logs a WebSocket's request line with its query,
+# and a browser's socket brings its single-use ticket there (``?ticket=``).
+_QUERY_CREDENTIAL = re.compile(
+    r"([?&](?:ticket|token|access_token|api_key|apikey|key|password|secret)=)[^&\s\"'#]+",
+    re.IGNORECASE,
+)
 
 _in_scope: ContextVar[tuple[str, ...]] = ContextVar("keel_secrets_in_scope", default=())
 
@@ -45,6 +52,7 @@ def scrub_text(text: str, secrets: Iterable[str | None] = ()) -> str:
         for secret in _usable([*secrets, *in_scope]):
             text = text.replace(secret, MASK)
     text = _SHAPES.sub(MASK, text)
+    text = _QUERY_CREDENTIAL.sub(lambda m: f"{m.group(1)}{MASK}", text)
     return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
 
 

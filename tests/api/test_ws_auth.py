@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +21,7 @@ import websockets
 from fastapi import FastAPI, WebSocket
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.stdlib import ProcessorFormatter
 
 from api.main import create_app
 from api.principal import CLOSE_UNAUTHORIZED, websocket_caller
@@ -119,6 +122,29 @@ async def test_a_ticket_works_once_and_for_60_seconds(
         assert (
             await http.post("/api/v1/Auth/ws-ticket", headers={"Authorization": ""})
         ).status_code == 401
+
+
+async def test_a_ticket_is_not_in_the_logs(server: str, accounts: Accounts) -> None:
+    """uvicorn logs a WebSocket's request line, query and all, before the route redeems
+    the ticket in it: the line is written with the ticket masked."""
+    root = logging.getLogger()
+    lines = io.StringIO()
+    copy = logging.StreamHandler(lines)
+    # The API's JSON lines, as its lifespan configured them (configure_logging).
+    ours = next(h for h in root.handlers if isinstance(h.formatter, ProcessorFormatter))
+    copy.setFormatter(ours.formatter)
+    root.addHandler(copy)
+    key = await accounts.api_key(Role.VIEWER)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{server}", headers=bearer(key)) as http:
+            ticket = data(await http.post("/api/v1/Auth/ws-ticket"))["ticket"]
+        async with websockets.connect(f"ws://{server}/probe?ticket={ticket}") as ws:
+            assert "api_key" in str(await ws.recv())
+    finally:
+        root.removeHandler(copy)
+    logged = lines.getvalue()
+    assert "/probe?ticket=***" in logged  # the request line is there, masked
+    assert ticket not in logged
 
 
 async def test_revoking_a_key_closes_its_sockets(

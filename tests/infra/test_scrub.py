@@ -29,6 +29,18 @@ def test_known_secrets_and_credential_shapes_are_masked() -> None:
     assert scrubbed.startswith("bad key ***;") and "Bearer ***" in scrubbed
 
 
+def test_a_credential_in_a_urls_query_is_masked() -> None:
+    ticket = "Vb3kq9ZrT0xw_Ue2m4Lh7cYd1aPn5sGf8jKi6oQeR2t"
+    line = (
+        f'127.0.0.1:50412 - "WebSocket /api/v1/Execution/ws/7?after=3&ticket={ticket}" [accepted]'
+    )
+    assert scrub_text(line) == (
+        '127.0.0.1:50412 - "WebSocket /api/v1/Execution/ws/7?after=3&ticket=***" [accepted]'
+    )
+    url = "GET https://tool.example/search?q=cats&API_KEY=abc123def&page=2 failed"
+    assert scrub_text(url) == "GET https://tool.example/search?q=cats&API_KEY=***&page=2 failed"
+
+
 def test_ordinary_text_is_left_alone() -> None:
     text = "a bearer of news asked for basic help; task-12 took 3s; keel_watch ran"
     assert scrub_text(text, ["1", "", None]) == text  # too-short secrets are not masked
