@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.services.executions import _record_start
 from infra.db import session_factory
 from infra.models import Execution, Workflow, WorkflowVersion, Workspace
+from tests.api.test_billing import published_workflow
 from tests.api.test_workflows import create, make_agent, one_agent
 from tests.support.responses import data, error
 from workflows.status import ExecutionStatus
@@ -85,9 +86,7 @@ async def test_a_workflow_elsewhere_or_nowhere_is_404(
 async def test_a_new_execution_is_answered_as_created_without_reading_nodes_or_usage(
     client: httpx.AsyncClient,
 ) -> None:
-    agent = await make_agent(client)
-    workflow = await create(client, one_agent(agent))
-    data(await client.post(f"/api/v1/Workflow/{workflow['id']}/publish"))
+    workflow_id = await published_workflow(client, await make_agent(client), "w")
     statements: list[str] = []
 
     def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -95,7 +94,7 @@ async def test_a_new_execution_is_answered_as_created_without_reading_nodes_or_u
 
     event.listen(Engine, "before_cursor_execute", seen)
     try:
-        created = data(await client.post(URL, json={"workflow_id": workflow["id"]}), 201)
+        created = data(await client.post(URL, json={"workflow_id": workflow_id}), 201)
     finally:
         event.remove(Engine, "before_cursor_execute", seen)
 
@@ -111,11 +110,9 @@ async def test_a_start_recorded_after_the_run_recorded_itself_keeps_what_it_reco
     (a fast run may have recorded its end before the API records its start). Either way
     the start's session holds the row as stored (SQLite: from the update's RETURNING;
     MariaDB: read after the commit)."""
-    agent = await make_agent(client)
-    workflow = await create(client, one_agent(agent))
-    data(await client.post(f"/api/v1/Workflow/{workflow['id']}/publish"))
-    pending = data(await client.post(URL, json={"workflow_id": workflow["id"]}), 201)
-    finished = data(await client.post(URL, json={"workflow_id": workflow["id"]}), 201)
+    workflow_id = await published_workflow(client, await make_agent(client), "w")
+    pending = data(await client.post(URL, json={"workflow_id": workflow_id}), 201)
+    finished = data(await client.post(URL, json={"workflow_id": workflow_id}), 201)
     sessions = session_factory(db)
     async with sessions() as session:
         await session.execute(

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.db import session_factory
 from infra.models import Execution
-from tests.api.test_workflows import create, make_agent, one_agent
+from tests.api.test_billing import published_workflow
+from tests.api.test_workflows import make_agent
 from tests.support.responses import data, error
 from workflows.status import ExecutionStatus
 
@@ -18,11 +19,9 @@ URL = "/api/v1/Execution/"
 
 
 async def test_a_start_is_503_and_the_execution_stays_pending(client: httpx.AsyncClient) -> None:
-    agent = await make_agent(client)
-    workflow = await create(client, one_agent(agent))
-    data(await client.post(f"/api/v1/Workflow/{workflow['id']}/publish"))
+    workflow_id = await published_workflow(client, await make_agent(client), "w")
 
-    body = error(await client.post(URL, json={"workflow_id": workflow["id"], "start": True}), 503)
+    body = error(await client.post(URL, json={"workflow_id": workflow_id, "start": True}), 503)
 
     assert "did not accept the run" in body["msg"] and "start it again later" in body["msg"]
     (stored,) = data(await client.get(URL))["items"]
@@ -34,10 +33,8 @@ async def test_a_start_is_503_and_the_execution_stays_pending(client: httpx.Asyn
 async def test_a_running_execution_reads_as_recorded_and_problems_are_503(
     client: httpx.AsyncClient, db: AsyncEngine
 ) -> None:
-    agent = await make_agent(client)
-    workflow = await create(client, one_agent(agent))
-    data(await client.post(f"/api/v1/Workflow/{workflow['id']}/publish"))
-    created = data(await client.post(URL, json={"workflow_id": workflow["id"]}), 201)
+    workflow_id = await published_workflow(client, await make_agent(client), "w")
+    created = data(await client.post(URL, json={"workflow_id": workflow_id}), 201)
     async with session_factory(db)() as session:
         await session.execute(
             update(Execution)
