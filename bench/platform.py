@@ -35,7 +35,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from infra.devserver import sqlite_pragma_args, temporal_binary
+from infra.devserver import dynamic_config_args, sqlite_pragma_args, temporal_binary
 from infra.temporal import SEARCH_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -287,8 +287,13 @@ class Platform:
             search_attributes=SEARCH_ATTRIBUTES,
             data_converter=pydantic_data_converter,
             dev_server_database_filename=str(self.data_dir / "temporal.db"),
-            # The store as `keel up` runs it.
-            dev_server_extra_args=["--metrics-port", str(self.metrics_port), *sqlite_pragma_args()],
+            # The store and the queue reads as `keel up` runs them.
+            dev_server_extra_args=[
+                "--metrics-port",
+                str(self.metrics_port),
+                *sqlite_pragma_args(),
+                *dynamic_config_args(),
+            ],
             dev_server_log_level="error",
             dev_server_startup_timeout=timedelta(seconds=READY_TIMEOUT_S),
         )

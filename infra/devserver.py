@@ -14,10 +14,29 @@ from pathlib import Path
 # about 40 ms to reach its watcher against 22 (docs/benchmarks.md, fourteenth pass).
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 
+# Temporal's history service reads each shard's queue of tasks at most
+# `history.<queue>ProcessorMaxPollRPS` times a second: 20 by default, sized for a cluster
+# of hundreds of shards. The dev server has one shard, so each workflow task that an
+# activity's end asked for waited up to 50 ms for the next read of the transfer queue: a
+# bare chain of five no-op activities took 297 ms at one run at a time, 46 ms with 1,000
+# reads a second (docs/benchmarks.md, nineteenth pass). The visibility queue likewise: a
+# closed run reached a list query up to 45 ms late, 5 ms with 1,000. The reads happen
+# only when tasks are waiting, so an idle server does no more work.
+QUEUE_READS_PER_SECOND = 1000
+DYNAMIC_CONFIG = (
+    f"history.transferProcessorMaxPollRPS={QUEUE_READS_PER_SECOND}",
+    f"history.visibilityProcessorMaxPollRPS={QUEUE_READS_PER_SECOND}",
+)
+
 
 def sqlite_pragma_args() -> list[str]:
     """``SQLITE_PRAGMAS`` as the dev server's command-line flags."""
     return [arg for pragma in SQLITE_PRAGMAS for arg in ("--sqlite-pragma", pragma)]
+
+
+def dynamic_config_args() -> list[str]:
+    """``DYNAMIC_CONFIG`` as the dev server's command-line flags."""
+    return [arg for value in DYNAMIC_CONFIG for arg in ("--dynamic-config-value", value)]
 
 
 def temporal_binary() -> str:

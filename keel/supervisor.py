@@ -34,7 +34,7 @@ from typing import IO
 
 import httpx
 
-from infra.devserver import sqlite_pragma_args, temporal_binary
+from infra.devserver import dynamic_config_args, sqlite_pragma_args, temporal_binary
 from infra.logging import get_logger
 from infra.settings import Settings
 from infra.temporal import SEARCH_ATTRIBUTES, attribute_type
@@ -244,6 +244,7 @@ def temporal_command(settings: Settings, data_dir: Path) -> list[str]:
         "--db-filename",
         str(data_dir / "temporal.db"),
         *sqlite_pragma_args(),
+        *dynamic_config_args(),
         "--ip",
         "127.0.0.1",
         "--port",

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from infra.db import create_engine
-from infra.devserver import temporal_binary
+from infra.devserver import dynamic_config_args, temporal_binary
 from infra.migrate import upgrade
 from infra.models import Base
 from infra.settings import Settings
@@ -108,9 +108,11 @@ def temporal_bin() -> str:
 @pytest.fixture(scope="session")
 async def temporal_env(temporal_bin: str) -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (from temporal-bin) for the session, with Keel's search
-    attributes; point settings at ``env.client.service_client.config.target_host``."""
+    attributes and its queue reads as `keel up` runs it; point settings at
+    ``env.client.service_client.config.target_host``."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_bin,
+        dev_server_extra_args=dynamic_config_args(),
         search_attributes=SEARCH_ATTRIBUTES,
         data_converter=data_converter,
     )

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from infra.devserver import DYNAMIC_CONFIG
 from infra.models import Base
 from workflows.events import EventType
 from workflows.status import FINISHED, ExecutionStatus
@@ -261,6 +262,10 @@ def test_up_runs_everything_stops_cleanly_and_resumes(tmp_path: Path) -> None:
 
         pids = up.child_pids()
         assert {"temporal", "api"} <= set(pids), pids
+        # Temporal reads its queues as often as DYNAMIC_CONFIG says (infra/devserver.py).
+        argv = Path(f"/proc/{pids['temporal']}/cmdline").read_bytes().split(b"\0")
+        for value in DYNAMIC_CONFIG:
+            assert value.encode() in argv, argv
         assert up.interrupt() == 0, up.stderr.read_text()[-4000:]
         assert_gone(pids)
         # Stopped in reverse order of starting: API, worker (when there is one), Temporal.
