@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     # On SIGTERM a worker stops taking new tasks and gives in-flight activities this long
     # to finish; after it, they are cancelled and Temporal retries them on another worker.
     worker_shutdown_grace_s: float = Field(default=20.0, ge=0, le=3600)
+    # Workflow tasks a worker holds at once (the SDK's default is 100). Its workflow code
+    # runs on one core (Python's lock), so more in hand only wait inside the process,
+    # where a watcher's poll that reaches the run needs a workflow task of its own; one
+    # still waiting in Temporal's queue takes the poll along, and a new run's first task
+    # goes to a worker with room (docs/benchmarks.md, nineteenth pass).
+    worker_workflow_tasks: int = Field(default=4, ge=2, le=1000)
 
     @model_validator(mode="after")
     def _temporal_tls_complete(self) -> Settings:

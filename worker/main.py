@@ -67,6 +67,7 @@ def build_worker(
         workflows=[ExecutionWorkflow],
         activities=[nodes.llm_call, nodes.call_tool, record.sync_execution],
         workflow_runner=workflow_runner(),
+        max_concurrent_workflow_tasks=settings.worker_workflow_tasks,
         # Drain: on shutdown, no new tasks; in-flight activities get this long to finish,
         # then are cancelled and Temporal retries them on another worker.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
