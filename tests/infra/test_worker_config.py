@@ -13,8 +13,6 @@ from infra.db import create_engine, session_factory
 from tests.support.settings import make_settings
 from worker.main import build_worker
 
-pytestmark = pytest.mark.engine
-
 
 @pytest.mark.parametrize("slots", [None, 7])
 async def test_the_worker_holds_the_configured_workflow_tasks(
