@@ -32,7 +32,7 @@ from api.services.event_hub import EventHub
 from api.socket_guard import SocketGuard
 from api.viewer import install_docs, install_viewer
 from infra.db import create_engine, session_factory
-from infra.heap import freeze_startup_heap
+from infra.heap import settle_startup_heap
 from infra.logging import configure_logging, get_logger
 from infra.security.rate_limit import RateLimiter
 from infra.security.throttle import FailureThrottle
@@ -137,7 +137,7 @@ class DrainingServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)  # the app's lifespan has started by now
-        freeze_startup_heap()
+        settle_startup_heap()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:

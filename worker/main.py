@@ -14,7 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.nodes import NodeActivities
 from activities.record import RecordActivities
 from infra.db import create_engine, session_factory
-from infra.heap import freeze_startup_heap
+from infra.heap import settle_startup_heap
 from infra.logging import configure_logging, get_logger
 from infra.settings import Settings
 from infra.temporal import SearchAttributesMissing, connect, ensure_search_attributes
@@ -88,7 +88,7 @@ async def run_worker(settings: Settings) -> int:
         return 2
     engine = create_engine(settings.resolved_database_url)
     worker = build_worker(client, settings, session_factory(engine))
-    freeze_startup_heap()
+    settle_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from infra.heap import freeze_startup_heap
+from infra.heap import YOUNG_GENERATION_THRESHOLD, settle_startup_heap
 
 
 class Node:
@@ -15,7 +15,8 @@ class Node:
 
 
 def test_start_up_garbage_is_collected_and_what_lives_is_frozen() -> None:
-    gc.disable()  # only freeze_startup_heap may collect while the test looks
+    threshold = gc.get_threshold()
+    gc.disable()  # only settle_startup_heap may collect while the test looks
     try:
         cycle = Node()
         cycle.me = cycle  # garbage only the collector can free
@@ -25,11 +26,14 @@ def test_start_up_garbage_is_collected_and_what_lives_is_frozen() -> None:
         kept.me = kept
         assert garbage() is not None
 
-        freeze_startup_heap()
+        settle_startup_heap()
 
         assert garbage() is None, "start-up garbage would have been frozen for good"
         assert gc.get_freeze_count() > 0
         assert not any(o is kept for o in gc.get_objects()), "a live object is still walked"
+        # The youngest generation waits longer; the older ones keep their ratios.
+        assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, *threshold[1:])
     finally:
+        gc.set_threshold(*threshold)
         gc.unfreeze()
         gc.enable()
