@@ -13,6 +13,11 @@ endpoint of bench/bare_api.py on the same file. Sequential by default; ``--clien
 database pool and its threads counts too. In process, so the figures are the
 server's own work per request, free of the load generator and of the machine's
 other load (still noisy on a busy machine: take the median of runs).
+
+Two costs of a served request are not in these figures: the apps log at WARNING, so
+Keel's request log line (about 65 us over sockets) is not written, and they share this
+process's garbage collector, whose settings ``keel api`` changes at start-up
+(infra.heap). `make bench` measures both, over sockets.
 """
 
 from __future__ import annotations
