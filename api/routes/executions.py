@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 from typing import Annotated, Any
 
+import structlog
 from fastapi import Depends, Query, Response, WebSocket, WebSocketDisconnect
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -142,7 +143,14 @@ async def render(
     )
 
 
+def _log_with(execution_id: int) -> None:
+    """Every later log line of this request or socket (its request line too) names the
+    execution it acts on."""
+    structlog.contextvars.bind_contextvars(execution_id=execution_id)
+
+
 async def _load(execution_id: int, ctx: Context) -> Execution:
+    _log_with(execution_id)  # the id asked for, found or not
     return await get_or_404(ctx.session, Execution, execution_id, ctx.workspace_id, "execution")
 
 
@@ -185,6 +193,7 @@ async def _commit_and_start(
     """Store the execution and start its Temporal run when asked. ``version``: the
     execution's workflow version, when the caller has read it."""
     await editor.session.commit()
+    _log_with(execution.id)  # a new execution (a rerun's, not its source's)
     if start:
         await execution_service.start(
             editor.session, editor.temporal, editor.settings, execution, version
@@ -364,6 +373,7 @@ async def watch_execution(websocket: WebSocket, execution_id: int) -> None:
     """Every event after ``after`` as one JSON message each; closes 1000 after the last.
     A viewer's credential (header or ``?ticket=``) is checked before anything is sent:
     4401 without one, 4404 for an execution of another workspace (or none)."""
+    _log_with(execution_id)  # uvicorn's "connection open" line included
     await websocket.accept()
     caller = await websocket_caller(websocket)
     if caller is None:

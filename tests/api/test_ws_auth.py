@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,8 @@ from api.principal import CLOSE_UNAUTHORIZED, websocket_caller
 from infra.models import WsTicket
 from infra.security.roles import Role
 from infra.settings import Settings
+from tests.api.test_billing import published_workflow
+from tests.api.test_workflows import make_agent
 from tests.support.accounts import Accounts, bearer
 from tests.support.net import free_port
 from tests.support.responses import data
@@ -176,3 +179,42 @@ async def test_a_key_revoked_elsewhere_closes_within_the_check_interval(
         async with db.begin() as conn:
             await conn.execute(update(ApiKey).values(revoked_at=datetime.now(UTC)))
         assert await closed_code(ws) == CLOSE_UNAUTHORIZED
+
+
+async def test_the_lines_about_one_execution_name_it(server: str, accounts: Accounts) -> None:
+    """A request acting on one execution, and a socket watching one, log with its id:
+    our request lines and uvicorn's line for the socket alike."""
+    # The API's log stream, as its lifespan configured it (configure_logging): our lines
+    # and the standard library's (uvicorn's) go through this handler's stream.
+    ours = next(
+        h for h in logging.getLogger().handlers if isinstance(h.formatter, ProcessorFormatter)
+    )
+    logged = io.StringIO()
+    before = ours.setStream(logged)
+    key = await accounts.api_key(Role.EDITOR)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{server}", headers=bearer(key)) as http:
+            workflow = await published_workflow(http, await make_agent(http), "logged")
+            created = data(
+                await http.post("/api/v1/Execution/", json={"workflow_id": workflow}), 201
+            )
+            execution_id = created["id"]
+            data(await http.get(f"/api/v1/Execution/{execution_id}"))
+            assert (await http.get("/api/v1/Execution/999999")).status_code == 404
+            data(await http.get("/api/v1/Agent/"))
+        url = f"ws://{server}/api/v1/Execution/ws/{execution_id}"
+        async with websockets.connect(url, additional_headers=bearer(key)):
+            pass
+    finally:
+        ours.setStream(before)
+    lines = [json.loads(line) for line in logged.getvalue().splitlines()]
+
+    def line(**fields: object) -> dict[str, object]:
+        return next(x for x in lines if fields.items() <= x.items())
+
+    assert line(method="POST", path="/api/v1/Execution/")["execution_id"] == execution_id
+    assert line(path=f"/api/v1/Execution/{execution_id}")["execution_id"] == execution_id
+    assert line(path="/api/v1/Execution/999999", status=404)["execution_id"] == 999999
+    socket = next(x for x in lines if "[accepted]" in str(x["event"]))
+    assert socket["execution_id"] == execution_id
+    assert "execution_id" not in line(path="/api/v1/Agent/")  # it names no execution
