@@ -24,9 +24,9 @@ import gc
 
 # New objects (net of those freed) before the youngest generation is collected. The
 # requests or tasks in flight hold a few thousand objects at once (the API under that
-# load crossed 2,000 about once a second, 4,000 a few times a minute); cyclic garbage
-# still goes within this many allocations, and the older generations keep CPython's
-# ratios to this one.
+# load crossed 2,000 several times a second, 4,000 less than once a second); cyclic
+# garbage still goes within this many allocations, and the older generations keep
+# CPython's ratios to this one.
 YOUNG_GENERATION_THRESHOLD = 10_000
 
 

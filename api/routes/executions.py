@@ -373,7 +373,7 @@ async def watch_execution(websocket: WebSocket, execution_id: int) -> None:
     """Every event after ``after`` as one JSON message each; closes 1000 after the last.
     A viewer's credential (header or ``?ticket=``) is checked before anything is sent:
     4401 without one, 4404 for an execution of another workspace (or none)."""
-    _log_with(execution_id)  # uvicorn's "connection open" line included
+    _log_with(execution_id)  # uvicorn's line for the socket included
     await websocket.accept()
     caller = await websocket_caller(websocket)
     if caller is None:
