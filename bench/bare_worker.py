@@ -2,7 +2,8 @@
 no-op activities in the same shapes as the Keel graphs (a chain; one node, a fan-out,
 a join), on their own task queue, in their own worker process.
 
-    python -m bench.bare_worker --address 127.0.0.1:7233 --task-queue bench-bare
+    python -m bench.bare_worker --address 127.0.0.1:7233 --task-queue bench-bare \
+        [--database-url sqlite+aiosqlite:///...]
 
 The activity options mirror what Keel gives an agent node (start-to-close and
 heartbeat timeouts, a retry policy) so both ask the same of Temporal per activity.
@@ -13,6 +14,15 @@ publishes (execution.started; node.started, usage.recorded and node.completed pe
 node; execution.completed) into a Workflow Stream, which the load generator follows
 with the SDK's own ``WorkflowStreamClient.subscribe`` until the last event.
 
+The "recorded" variants do what the streamed ones do plus the database work of a Keel
+run, written the plainest way (bench/bare_recorder.py): each node's activity adds the
+node's usage row, and a local activity writes the run's record at its end. They are
+started and watched through bench/bare_api.py (a plain ``POST`` and a WebSocket that
+follows the stream), as Keel's runs are through Keel's API: bare Temporal doing
+Keel's work, with none of Keel's code. They run outside the workflow sandbox on a task
+queue of their own, as ``keel worker`` runs Keel's workflows; the other variants keep
+the SDK's default, the sandbox.
+
 Both chains can also be paced: each node's activity then lasts as long as a paced Keel
 node's model call (no CPU, only time), so a watcher's polls land while it runs, as they
 do with any real model.
@@ -22,19 +32,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 TASK_QUEUE = "bench-bare"
 EVENTS_TOPIC = "events"
 LAST_EVENT = "execution completed"
+# The recorded variants' activities (bench/bare_recorder.py), by name: the workflows'
+# module does not import that one.
+LEDGER = "bench.ledger"
+RECORD = "bench.record"
+
+
+def recorded_queue(task_queue: str) -> str:
+    """The task queue of the recorded variants, which run outside the sandbox."""
+    return f"{task_queue}-recorded"
 
 
 # The activities that run a bare run's nodes (their first argument: the node's name).
@@ -135,18 +156,108 @@ class BareStreamedDiamond(_Streamed):
         return [first, *middle, last]
 
 
-async def serve(address: str, namespace: str, task_queue: str) -> None:
+class _Recorded(_Streamed):
+    """A streamed run that also writes what a Keel run writes (bench/bare_recorder.py):
+    ``run`` names its execution row (``execution_id``, ``workspace_id``,
+    ``workflow_id``)."""
+
+    def __init__(self, run: dict[str, Any]) -> None:
+        super().__init__()
+        self.run_row = run
+        self.published: list[dict[str, Any]] = []
+
+    def emit(self, kind: str, node: str | None = None) -> None:
+        event = {"type": kind, "node_id": node, "ts": workflow.now().isoformat()}
+        self.published.append(event)
+        self.events.publish(event)
+
+    async def node(self, node: str) -> str:
+        self.emit("node started", node)
+        done: str = await workflow.execute_activity(
+            LEDGER,
+            args=[self.run_row, node],
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=5),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+        )
+        self.emit("usage recorded", node)
+        self.emit("node completed", node)
+        return done
+
+    async def finish(self) -> None:
+        self.emit(LAST_EVENT)
+        await workflow.execute_local_activity(
+            RECORD,
+            args=[self.run_row, self.published],
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+
+
+@workflow.defn(name="BareRecordedChain")
+class BareRecordedChain(_Recorded):
+    @workflow.init
+    def __init__(self, length: int, run: dict[str, Any]) -> None:
+        super().__init__(run)
+
+    @workflow.run
+    async def run(self, length: int, run: dict[str, Any]) -> list[str]:
+        self.emit("execution started")
+        done = [await self.node(f"n{i}") for i in range(length)]
+        await self.finish()
+        return done
+
+
+@workflow.defn(name="BareRecordedDiamond")
+class BareRecordedDiamond(_Recorded):
+    @workflow.init
+    def __init__(self, width: int, run: dict[str, Any]) -> None:
+        super().__init__(run)
+
+    @workflow.run
+    async def run(self, width: int, run: dict[str, Any]) -> list[str]:
+        self.emit("execution started")
+        first = await self.node("split")
+        middle = await asyncio.gather(*[self.node(f"b{i}") for i in range(width)])
+        last = await self.node("join")
+        await self.finish()
+        return [first, *middle, last]
+
+
+async def serve(
+    address: str, namespace: str, task_queue: str, database_url: str | None = None
+) -> None:
     client = await Client.connect(address, namespace=namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[BareChain, BareDiamond, BareStreamedChain, BareStreamedDiamond],
-        activities=[noop, paced],
-    ):
+    async with contextlib.AsyncExitStack() as workers:
+        await workers.enter_async_context(
+            Worker(
+                client,
+                task_queue=task_queue,
+                workflows=[BareChain, BareDiamond, BareStreamedChain, BareStreamedDiamond],
+                activities=[noop, paced],
+            )
+        )
+        if database_url:
+            from bench.bare_recorder import Recorder  # not in the sandbox's module: see there
+            from infra.db import create_engine
+
+            engine = create_engine(database_url)
+            workers.push_async_callback(engine.dispose)
+            recorder = Recorder(engine)
+            # Run as `keel worker` runs Keel's workflows, outside the sandbox: what this
+            # variant measures against Keel is Keel's own code, not the sandbox's cost.
+            await workers.enter_async_context(
+                Worker(
+                    client,
+                    task_queue=recorded_queue(task_queue),
+                    workflows=[BareRecordedChain, BareRecordedDiamond],
+                    activities=[recorder.ledger, recorder.record],
+                    workflow_runner=UnsandboxedWorkflowRunner(),
+                )
+            )
         print("bare worker started", flush=True)
         await stop.wait()
 
@@ -156,8 +267,9 @@ def main() -> None:
     parser.add_argument("--address", required=True)
     parser.add_argument("--namespace", default="default")
     parser.add_argument("--task-queue", default=TASK_QUEUE)
+    parser.add_argument("--database-url", help="Keel's database: runs the recorded variants")
     args = parser.parse_args()
-    asyncio.run(serve(args.address, args.namespace, args.task_queue))
+    asyncio.run(serve(args.address, args.namespace, args.task_queue, args.database_url))
 
 
 if __name__ == "__main__":

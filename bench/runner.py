@@ -123,15 +123,19 @@ async def run(chosen: list[str], quick: bool, command: str) -> report.Results:
     try:
         await platform.start()
         log.info("platform up", seconds=round(time.monotonic() - began, 1))
-        async with httpx.AsyncClient(
-            base_url=platform.api_url, timeout=60, headers=platform.auth_headers
-        ) as http:
+        async with (
+            httpx.AsyncClient(
+                base_url=platform.api_url, timeout=60, headers=platform.auth_headers
+            ) as http,
+            httpx.AsyncClient(base_url=platform.bare_api_url, timeout=60) as bare_http,
+        ):
             ctx = s.Context(
                 platform,
                 Keel(http, platform.api_url, platform.auth_headers),
                 platform.client,
                 plan,
                 deadline=0.0,
+                bare_http=bare_http,
             )
             await s.setup(ctx)
             for name in chosen:

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
+import websockets
 from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
@@ -43,7 +45,9 @@ SHAPES = {"chain": ("BareChain", 5), "diamond": ("BareDiamond", 4)}
 # The bare shapes that also stream a Keel run's events, followed as Keel's API does
 # (the same pause between polls): bare Temporal doing the same extra work.
 STREAMED = {"chain": "BareStreamedChain", "diamond": "BareStreamedDiamond"}
-SYSTEMS = ("keel", "bare", "streamed")
+# "recorded": bare Temporal doing Keel's work (streaming, the ledger, the record, a REST
+# front and a WebSocket per watcher; bench/bare_worker.py), with none of Keel's code.
+SYSTEMS = ("keel", "bare", "streamed", "recorded")
 CONCURRENCY = (1, 10, 50)
 
 
@@ -105,6 +109,7 @@ class Context:
     client: Client
     plan: Plan
     deadline: float  # time.monotonic() after which optional repeats are skipped
+    bare_http: httpx.AsyncClient  # to bench/bare_api.py, which fronts the recorded runs
     agents: dict[str, int] = field(default_factory=dict)
     workflows: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -254,6 +259,34 @@ def _streamed(
     return one
 
 
+def _recorded(
+    ctx: Context, shape: str, ids: list[str] | None = None
+) -> Callable[[], Awaitable[float]]:
+    """The recorded bare run of ``shape``, started and watched through bench/bare_api.py
+    as a Keel run is through Keel's API (``POST``, then its WebSocket until the last
+    event); its Temporal id goes to ``ids``."""
+    ws_base = ctx.platform.bare_api_url.replace("http://", "ws://")
+
+    async def one() -> float:
+        sent = time.time()
+        response = await ctx.bare_http.post(
+            f"/runs/{shape}", params={"workflow_id": ctx.workflows[shape]}
+        )
+        response.raise_for_status()
+        temporal_id = response.json()["temporal_workflow_id"]
+        if ids is not None:
+            ids.append(temporal_id)
+        async with websockets.connect(
+            f"{ws_base}/runs/{temporal_id}/events", open_timeout=60, max_queue=None
+        ) as ws:
+            async for message in ws:
+                if json.loads(message)["type"] == LAST_EVENT:
+                    return time.time() - sent
+        raise RuntimeError(f"{temporal_id}: the socket closed before {LAST_EVENT}")
+
+    return one
+
+
 def _keel(ctx: Context, shape: str) -> Callable[[], Awaitable[k.Run]]:
     workflow_id = ctx.workflows[shape]
 
@@ -291,8 +324,8 @@ async def engine(ctx: Context) -> EngineResult:
         for concurrency in CONCURRENCY:
             for shape in SHAPES:
                 # Keel and the bare ones back to back, so a noisy stretch hits all alike.
-                streamed_ids: list[str] = []
-                for system, one in _systems(ctx, shape, streamed_ids):
+                ids: dict[str, list[str]] = {}
+                for system, one in _systems(ctx, shape, ids):
                     counted = repeat == 0 and concurrency == 10
                     batch = await _batch(
                         ctx, one, plan.engine_runs[concurrency], concurrency, counted
@@ -300,7 +333,7 @@ async def engine(ctx: Context) -> EngineResult:
                     result.batches.setdefault((shape, system, concurrency), []).append(batch)
                     if counted and shape == "chain" and system != "bare":
                         result.tasks[(shape, system)] = await _tasks(
-                            ctx, system, batch, streamed_ids
+                            ctx, system, batch, ids.get(system, [])
                         )
                     for failure in batch.failures:
                         ctx.notes.append(
@@ -328,6 +361,10 @@ async def engine(ctx: Context) -> EngineResult:
         await _watch_streamed(ctx.client, shape, streamed_id)
         await ctx.client.get_workflow_handle(streamed_id).result()  # its history complete
         result.history[(shape, "streamed")] = await k.history_shape(ctx.client, streamed_id)
+        recorded_ids: list[str] = []
+        await _recorded(ctx, shape, recorded_ids)()
+        await ctx.client.get_workflow_handle(recorded_ids[0]).result()
+        result.history[(shape, "recorded")] = await k.history_shape(ctx.client, recorded_ids[0])
     await _paced_engine(ctx, result)
     return result
 
@@ -376,21 +413,23 @@ async def _paced_engine(ctx: Context, result: EngineResult) -> None:
 
 
 def _systems(
-    ctx: Context, shape: str, streamed_ids: list[str] | None = None
+    ctx: Context, shape: str, ids: dict[str, list[str]] | None = None
 ) -> list[tuple[str, Callable[[], Awaitable[float | k.Run]]]]:
+    """Each system's run of ``shape``; the bare runs that stream put their workflow ids in
+    ``ids[system]``."""
+    ids = {} if ids is None else ids
     return [
         ("keel", _keel(ctx, shape)),
         ("bare", _bare(ctx.client, shape)),
-        ("streamed", _streamed(ctx.client, shape, ids=streamed_ids)),
+        ("streamed", _streamed(ctx.client, shape, ids=ids.setdefault("streamed", []))),
+        ("recorded", _recorded(ctx, shape, ids=ids.setdefault("recorded", []))),
     ]
 
 
-async def _tasks(
-    ctx: Context, system: str, batch: Batch, streamed_ids: list[str]
-) -> dict[str, float]:
+async def _tasks(ctx: Context, system: str, batch: Batch, ids: list[str]) -> dict[str, float]:
     """What asked for the workflow tasks of a batch's runs, per run: Keel's runs, or the
-    streamed runs whose ids ``streamed_ids`` collected."""
-    ids = [run.temporal_id for run in batch.runs] if system == "keel" else streamed_ids
+    bare runs whose workflow ids ``ids`` collected."""
+    ids = [run.temporal_id for run in batch.runs] if system == "keel" else ids
     return await k.tasks_per_run(ctx.client, ids)
 
 
