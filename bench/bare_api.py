@@ -34,6 +34,7 @@ from api.services.event_hub import POLL_COOLDOWN
 from bench.bare_worker import EVENTS_TOPIC, LAST_EVENT, TASK_QUEUE, recorded_queue
 from infra.db import create_engine
 from infra.models import Agent, Execution, NodeRun, UsageRecord, Workflow
+from workflows.status import ExecutionStatus
 
 AGENTS = Agent.__table__
 EXECUTIONS = Execution.__table__
@@ -134,7 +135,7 @@ def create_app(
                         workspace_id=workflow["workspace_id"],
                         workflow_id=workflow_id,
                         workflow_version=workflow["version"],
-                        status="pending",
+                        status=ExecutionStatus.PENDING,
                         input={},
                     )
                 )
@@ -154,7 +155,7 @@ def create_app(
                 update(Execution)
                 .where(Execution.id == execution_id)
                 .values(
-                    status="running",
+                    status=ExecutionStatus.RUNNING,
                     temporal_workflow_id=temporal_id,
                     temporal_run_id=handle.result_run_id,
                 )

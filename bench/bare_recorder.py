@@ -21,8 +21,9 @@ from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from bench.bare_worker import LEDGER, RECORD
+from bench.bare_worker import LEDGER, NODE_COMPLETED, NODE_STARTED, RECORD
 from infra.models import Execution, ExecutionEvent, NodeRun, UsageRecord
+from workflows.status import ExecutionStatus, NodeStatus
 
 
 def _at(iso: str) -> datetime:
@@ -68,10 +69,12 @@ class Recorder:
                     node,
                     {"execution_id": execution_id, "node_id": node, "attempts": 1},
                 )
-                if event["type"] == "node started":
+                if event["type"] == NODE_STARTED:
                     row["started_at"] = _at(event["ts"])
-                elif event["type"] == "node completed":
-                    row.update(status="completed", finished_at=_at(event["ts"]), output=node)
+                elif event["type"] == NODE_COMPLETED:
+                    row.update(
+                        status=NodeStatus.COMPLETED, finished_at=_at(event["ts"]), output=node
+                    )
         async with self.engine.begin() as conn:
             await conn.execute(
                 insert(ExecutionEvent),
@@ -92,7 +95,7 @@ class Recorder:
                 update(Execution)
                 .where(Execution.id == execution_id)
                 .values(
-                    status="completed",
+                    status=ExecutionStatus.COMPLETED,
                     output={"nodes": list(nodes)},
                     finished_at=datetime.now(UTC),
                 )

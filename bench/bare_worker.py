@@ -46,6 +46,11 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 TASK_QUEUE = "bench-bare"
 EVENTS_TOPIC = "events"
+# The kinds of event a streamed run publishes (Keel's, named in words).
+EXECUTION_STARTED = "execution started"
+NODE_STARTED = "node started"
+USAGE_RECORDED = "usage recorded"
+NODE_COMPLETED = "node completed"
 LAST_EVENT = "execution completed"
 # The recorded variants' activities (bench/bare_recorder.py), by name: the workflows'
 # module does not import that one.
@@ -76,15 +81,19 @@ async def paced(node: str, seconds: float) -> str:
     return node
 
 
-def call(node: str, pace_s: float = 0.0) -> Awaitable[str]:
-    work: Callable[..., Awaitable[str]] = paced if pace_s else noop
+def node_activity(work: str | Callable[..., Awaitable[str]], args: list[Any]) -> Awaitable[str]:
+    """A node's activity, with the options Keel gives an agent node's."""
     return workflow.execute_activity(
         work,
-        args=[node, pace_s] if pace_s else [node],
+        args=args,
         start_to_close_timeout=timedelta(minutes=5),
         heartbeat_timeout=timedelta(seconds=5),
         retry_policy=RetryPolicy(maximum_attempts=3),
     )
+
+
+def call(node: str, pace_s: float = 0.0) -> Awaitable[str]:
+    return node_activity(paced, [node, pace_s]) if pace_s else node_activity(noop, [node])
 
 
 @workflow.defn(name="BareChain")
@@ -115,14 +124,20 @@ class _Streamed:
         self.stream = WorkflowStream()
         self.events = self.stream.topic(EVENTS_TOPIC, type=dict)
 
-    def emit(self, kind: str, node: str | None = None) -> None:
-        self.events.publish({"type": kind, "node_id": node, "ts": workflow.now().isoformat()})
+    def emit(self, kind: str, node: str | None = None) -> dict[str, Any]:
+        event = {"type": kind, "node_id": node, "ts": workflow.now().isoformat()}
+        self.events.publish(event)
+        return event
+
+    def work(self, node: str) -> Awaitable[str]:
+        """The node's activity."""
+        return call(node, self.pace_s)
 
     async def node(self, node: str) -> str:
-        self.emit("node started", node)
-        done = await call(node, self.pace_s)
-        self.emit("usage recorded", node)
-        self.emit("node completed", node)
+        self.emit(NODE_STARTED, node)
+        done = await self.work(node)
+        self.emit(USAGE_RECORDED, node)
+        self.emit(NODE_COMPLETED, node)
         return done
 
 
@@ -134,7 +149,7 @@ class BareStreamedChain(_Streamed):
 
     @workflow.run
     async def run(self, length: int, pace_s: float = 0.0) -> list[str]:
-        self.emit("execution started")
+        self.emit(EXECUTION_STARTED)
         done = [await self.node(f"n{i}") for i in range(length)]
         self.emit(LAST_EVENT)
         return done
@@ -148,7 +163,7 @@ class BareStreamedDiamond(_Streamed):
 
     @workflow.run
     async def run(self, width: int) -> list[str]:
-        self.emit("execution started")
+        self.emit(EXECUTION_STARTED)
         first = await self.node("split")
         middle = await asyncio.gather(*[self.node(f"b{i}") for i in range(width)])
         last = await self.node("join")
@@ -166,23 +181,13 @@ class _Recorded(_Streamed):
         self.run_row = run
         self.published: list[dict[str, Any]] = []
 
-    def emit(self, kind: str, node: str | None = None) -> None:
-        event = {"type": kind, "node_id": node, "ts": workflow.now().isoformat()}
-        self.published.append(event)
-        self.events.publish(event)
+    def emit(self, kind: str, node: str | None = None) -> dict[str, Any]:
+        event = super().emit(kind, node)
+        self.published.append(event)  # for the record at the end
+        return event
 
-    async def node(self, node: str) -> str:
-        self.emit("node started", node)
-        done: str = await workflow.execute_activity(
-            LEDGER,
-            args=[self.run_row, node],
-            start_to_close_timeout=timedelta(minutes=5),
-            heartbeat_timeout=timedelta(seconds=5),
-            retry_policy=RetryPolicy(maximum_attempts=3),
-        )
-        self.emit("usage recorded", node)
-        self.emit("node completed", node)
-        return done
+    def work(self, node: str) -> Awaitable[str]:
+        return node_activity(LEDGER, [self.run_row, node])
 
     async def finish(self) -> None:
         self.emit(LAST_EVENT)
@@ -201,7 +206,7 @@ class BareRecordedChain(_Recorded):
 
     @workflow.run
     async def run(self, length: int, run: dict[str, Any]) -> list[str]:
-        self.emit("execution started")
+        self.emit(EXECUTION_STARTED)
         done = [await self.node(f"n{i}") for i in range(length)]
         await self.finish()
         return done
@@ -215,7 +220,7 @@ class BareRecordedDiamond(_Recorded):
 
     @workflow.run
     async def run(self, width: int, run: dict[str, Any]) -> list[str]:
-        self.emit("execution started")
+        self.emit(EXECUTION_STARTED)
         first = await self.node("split")
         middle = await asyncio.gather(*[self.node(f"b{i}") for i in range(width)])
         last = await self.node("join")

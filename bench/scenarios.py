@@ -24,7 +24,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from api.services.event_hub import POLL_COOLDOWN
 from bench import keel as k
 from bench import profiling
-from bench.bare_worker import EVENTS_TOPIC, LAST_EVENT
+from bench.bare_worker import EVENTS_TOPIC, EXECUTION_STARTED, LAST_EVENT, NODE_COMPLETED
 from bench.platform import (
     BARE_TASK_QUEUE,
     STREAM_POLL_OPS,
@@ -442,8 +442,8 @@ async def _tasks(ctx: Context, system: str, batch: Batch, ids: list[str]) -> dic
 EVENT_PARTS = ("to the task's start", "the task", "to the watcher")
 # The bare streamed runs' event kinds that the samples need, as Keel names them.
 BARE_EVENT_TYPES = {
-    "execution started": EventType.EXECUTION_STARTED,
-    "node completed": EventType.NODE_COMPLETED,
+    EXECUTION_STARTED: EventType.EXECUTION_STARTED,
+    NODE_COMPLETED: EventType.NODE_COMPLETED,
 }
 
 
