@@ -31,7 +31,14 @@ from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
 from api.services.event_hub import POLL_COOLDOWN
-from bench.bare_worker import EVENTS_TOPIC, LAST_EVENT, TASK_QUEUE, recorded_queue
+from bench.bare_worker import (
+    CHAIN_LENGTH,
+    DIAMOND_WIDTH,
+    EVENTS_TOPIC,
+    LAST_EVENT,
+    TASK_QUEUE,
+    recorded_queue,
+)
 from infra.db import create_engine
 from infra.models import Agent, Execution, NodeRun, UsageRecord, Workflow
 from workflows.status import ExecutionStatus
@@ -45,7 +52,10 @@ WORKFLOWS = Workflow.__table__
 
 # The recorded runs, by shape: their workflow and its first argument (as bench.scenarios
 # runs the bare shapes).
-RECORDED = {"chain": ("BareRecordedChain", 5), "diamond": ("BareRecordedDiamond", 4)}
+RECORDED = {
+    "chain": ("BareRecordedChain", CHAIN_LENGTH),
+    "diamond": ("BareRecordedDiamond", DIAMOND_WIDTH),
+}
 
 
 def create_app(

@@ -58,6 +58,12 @@ LEDGER = "bench.ledger"
 RECORD = "bench.record"
 
 
+# The shapes' sizes, the same for Keel's graphs (bench.scenarios) and every bare variant:
+# a chain of this many nodes; a diamond of one node, this many branches, a join.
+CHAIN_LENGTH = 5
+DIAMOND_WIDTH = 4
+
+
 def recorded_queue(task_queue: str) -> str:
     """The task queue of the recorded variants, which run outside the sandbox."""
     return f"{task_queue}-recorded"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench import keel as k
 from bench import scenarios as s
+from bench.bare_worker import CHAIN_LENGTH, DIAMOND_WIDTH
 from bench.long_run import CALLS_PER_TURN, TOOL_CALLS, LongRunResult
 from bench.platform import STREAM_POLL_OPS
 from bench.stats import Repeated, fmt, pct, ratio
@@ -222,8 +223,9 @@ class Report:
             "row) and watched through its WebSocket, which follows the stream as above; its "
             "workflows run outside the sandbox, as `keel worker` runs Keel's (bare and "
             "streamed keep the SDK's default, the sandbox). "
-            "Chain: 5 agent nodes in a row. Diamond: 1 node, a 4-way fan-out, a join "
-            "(6 nodes). Agent nodes use the offline `fake` model with no delay. Latency is "
+            f"Chain: {CHAIN_LENGTH} agent nodes in a row. Diamond: 1 node, a "
+            f"{DIAMOND_WIDTH}-way fan-out, a join ({DIAMOND_WIDTH + 2} nodes). Agent nodes "
+            "use the offline `fake` model with no delay. Latency is "
             "per run (ms); throughput is completed runs per second with that many runs in "
             "flight.",
             "",

@@ -24,7 +24,14 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from api.services.event_hub import POLL_COOLDOWN
 from bench import keel as k
 from bench import profiling
-from bench.bare_worker import EVENTS_TOPIC, EXECUTION_STARTED, LAST_EVENT, NODE_COMPLETED
+from bench.bare_worker import (
+    CHAIN_LENGTH,
+    DIAMOND_WIDTH,
+    EVENTS_TOPIC,
+    EXECUTION_STARTED,
+    LAST_EVENT,
+    NODE_COMPLETED,
+)
 from bench.platform import (
     BARE_TASK_QUEUE,
     STREAM_POLL_OPS,
@@ -41,7 +48,7 @@ from workflows.status import ExecutionStatus
 
 log = get_logger("keel.bench")
 
-SHAPES = {"chain": ("BareChain", 5), "diamond": ("BareDiamond", 4)}
+SHAPES = {"chain": ("BareChain", CHAIN_LENGTH), "diamond": ("BareDiamond", DIAMOND_WIDTH)}
 # The bare shapes that also stream a Keel run's events, followed as Keel's API does
 # (the same pause between polls): bare Temporal doing the same extra work.
 STREAMED = {"chain": "BareStreamedChain", "diamond": "BareStreamedDiamond"}
@@ -124,12 +131,14 @@ async def setup(ctx: Context) -> None:
     ctx.agents["paced"] = await ctx.keel.agent(
         "bench-paced", metadata={"fake": {"delay_s": ctx.plan.paced_delay_s}}
     )
-    ctx.workflows["chain"] = await ctx.keel.workflow("bench-chain", k.chain(ctx.agents["zero"], 5))
+    ctx.workflows["chain"] = await ctx.keel.workflow(
+        "bench-chain", k.chain(ctx.agents["zero"], CHAIN_LENGTH)
+    )
     ctx.workflows["diamond"] = await ctx.keel.workflow(
-        "bench-diamond", k.diamond(ctx.agents["zero"], 4)
+        "bench-diamond", k.diamond(ctx.agents["zero"], DIAMOND_WIDTH)
     )
     ctx.workflows["paced"] = await ctx.keel.workflow(
-        "bench-paced-chain", k.chain(ctx.agents["paced"], 5)
+        "bench-paced-chain", k.chain(ctx.agents["paced"], CHAIN_LENGTH)
     )
     ctx.workflows["human"] = await ctx.keel.workflow("bench-human", k.human())
 
