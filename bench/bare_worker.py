@@ -237,6 +237,10 @@ class BareRecordedDiamond(_Recorded):
 async def serve(
     address: str, namespace: str, task_queue: str, database_url: str | None = None
 ) -> None:
+    # Imported here, not at the top: the sandbox re-imports this module for every run.
+    from infra.logging import configure_logging, get_logger
+
+    configure_logging()
     client = await Client.connect(address, namespace=namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -269,7 +273,8 @@ async def serve(
                     workflow_runner=UnsandboxedWorkflowRunner(),
                 )
             )
-        print("bare worker started", flush=True)
+        # bench.platform waits for this line.
+        get_logger("keel.bench").info("bare worker started", task_queue=task_queue)
         await stop.wait()
 
 
